@@ -1,0 +1,153 @@
+"""Architectures scored per second: the one-shot scorer against the naive way and the floor.
+
+    .venv/bin/python benchmarks/search_throughput.py [--filters=16 --num_cells=6 --num_stacks=3
+        --num_archs=32 --validation_examples=288]
+
+Prints one table from one run, on the embedded digits validation set (8x8x1,
+offline) or random CIFAR-sized images (--image_size=32), with untrained
+weights (throughput does not depend on them):
+
+- one-shot scorer: `OneShotScorer` in "batch" mode (Bender et al. 2018, §3.2),
+  one compiled function for every architecture, for several architectures
+  per pass (one per ghost batch);
+- naive (a): per architecture, a new stand-alone Keras model with the shared
+  weights copied in (`copy_oneshot_weights`), evaluated with `predict`;
+- naive (b): per architecture, a tf.function over the one-shot model with the
+  masks as Python constants, so it traces anew for every architecture;
+- floor: the stand-alone model of each architecture, compiled once and
+  warmed up, timed only while running forward over the same images.
+
+Goals (issue): >= 10x naive, <= 2x the floor. Each timing is the best of
+--repeats. Takes about ten minutes on 2 shared CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tf_oneshot import data, trainer  # noqa: E402
+from tf_oneshot.config import TrainConfig  # noqa: E402
+from tf_oneshot.search.scorer import OneShotScorer  # noqa: E402
+from tf_oneshot.standalone import build_standalone_model, copy_oneshot_weights  # noqa: E402
+
+
+def batch_mode(model: keras.Model) -> None:
+    for layer in model.layers:
+        if hasattr(layer, "set_mode"):
+            layer.set_mode("batch")  # statistics on the fly, as the one-shot scorer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--num_cells", type=int, default=6)
+    parser.add_argument("--num_stacks", type=int, default=3)
+    parser.add_argument("--ghost_batch_size", type=int, default=32)
+    parser.add_argument("--num_archs", type=int, default=32, help="architectures per measurement")
+    parser.add_argument("--naive_archs", type=int, default=4, help="architectures for the (slow) naive ways")
+    parser.add_argument("--validation_examples", type=int, default=288)
+    parser.add_argument("--passes", default="1,2,4,8", help="architectures per pass to time")
+    parser.add_argument("--pass_examples", type=int, default=512, help="examples per forward pass (all copies)")
+    parser.add_argument("--image_size", type=int, default=8,
+                        help="8: the digits validation set; e.g. 32: random CIFAR-sized 32x32x3 images")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per measurement; the best is kept")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,
+                         batch_size=args.ghost_batch_size, ghost_batch_size=args.ghost_batch_size)
+    n = args.validation_examples // args.ghost_batch_size * args.ghost_batch_size
+    if args.image_size == 8:
+        shape = data.dataset_info("digits").image_shape
+        x, y = (t.numpy() for t in next(iter(data.make_dataset("digits", "validation", n, training=False))))
+    else:  # throughput does not depend on the pixels
+        shape = (args.image_size, args.image_size, 3)
+        rng = np.random.default_rng(1)
+        x, y = rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 10, n).astype(np.int32)
+    space = config.space(shape, 10, 1)
+    model = trainer.build_oneshot(config, space, config.batch_size)
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(args.num_archs)]
+    print(f"space: F={args.filters}, {args.num_cells} cells, {args.num_stacks} stacks, images {'x'.join(map(str, shape))}; "
+          f"{n} validation images, ghost batch {args.ghost_batch_size}; "
+          f"one-shot params {space.count_oneshot().params:,}; {os.cpu_count()} CPU(s)")
+
+    rows = []
+    best_rate = 0.0
+    for size in [int(s) for s in args.passes.split(",")]:
+        scorer = OneShotScorer(model, space, x, y, archs_per_pass=size, pass_examples=args.pass_examples)
+        scorer.score(archs[:size])  # trace once
+        traces = scorer.tracing_count()
+        seconds = math.inf
+        for _ in range(args.repeats):  # best of a few: the CPUs are shared
+            tic = time.perf_counter()
+            scorer.score(archs)
+            seconds = min(seconds, time.perf_counter() - tic)
+        assert scorer.tracing_count() == traces, "retraced"
+        rate = len(archs) / seconds
+        best_rate = max(best_rate, rate)
+        rows.append((f"one-shot scorer, {size} arch/pass", rate))
+
+    # Floor: each stand-alone model compiled once and warmed up; only forward passes timed.
+    floor_seconds = 0.0
+    for arch in archs:
+        standalone = build_standalone_model(space, arch, ghost_batch_size=args.ghost_batch_size)
+        copy_oneshot_weights(model, standalone, arch)
+        batch_mode(standalone)
+        forward = tf.function(lambda images, m=standalone: m(images, training=False))
+        images = tf.constant(x)
+        forward(images)  # trace and warm up: not timed
+        best = math.inf
+        for _ in range(args.repeats):
+            tic = time.perf_counter()
+            np.mean(np.argmax(forward(images).numpy(), -1) == y)
+            best = min(best, time.perf_counter() - tic)
+        floor_seconds += best
+    floor_rate = len(archs) / floor_seconds
+    rows.append(("floor: stand-alone forward, compiled once", floor_rate))
+
+    # Naive (a): a new Keras model per architecture with the weights copied in.
+    tic = time.perf_counter()
+    for arch in archs[: args.naive_archs]:
+        standalone = build_standalone_model(space, arch, ghost_batch_size=args.ghost_batch_size)
+        copy_oneshot_weights(model, standalone, arch)
+        batch_mode(standalone)
+        logits = standalone.predict(x, batch_size=n, verbose=0)
+        np.mean(np.argmax(logits, -1) == y)
+    naive_a = args.naive_archs / (time.perf_counter() - tic)
+    rows.append(("naive (a): new Keras model + copied weights", naive_a))
+
+    # Naive (b): masks as Python constants: one trace per architecture.
+    tic = time.perf_counter()
+    for arch in archs[: args.naive_archs]:
+        masks = {k: tf.constant(np.repeat(v[None], n // args.ghost_batch_size, 0)) for k, v in space.encode(arch).items()}
+
+        @tf.function
+        def evaluate(images, masks=masks):
+            return model({"images": images, **masks}, training=False)
+
+        np.mean(np.argmax(evaluate(tf.constant(x)).numpy(), -1) == y)
+    naive_b = args.naive_archs / (time.perf_counter() - tic)
+    rows.append(("naive (b): tf.function retraced per architecture", naive_b))
+
+    print(f"\n{'method':<52} {'arch/s':>9}")
+    for name, rate in rows:
+        print(f"{name:<52} {rate:>9.2f}")
+    naive = max(naive_a, naive_b)
+    print(f"\nbest one-shot scorer / best naive: {best_rate / naive:.1f}x   (goal >= 10x)")
+    print(f"floor / best one-shot scorer:      {floor_rate / best_rate:.2f}x   (goal <= 2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""A tiny trained one-shot model_dir shared by the search, CLI and tuner tests (trained once per session)."""
+
+import os
+
+import pytest
+
+from tf_oneshot import trainer
+from tf_oneshot.config import TrainConfig
+
+# F=4, 2 cells, 2 stacks on the embedded 8x8 digits: seconds to train and trace.
+TINY = TrainConfig(
+    dataset="digits", filters=4, num_cells=2, num_stacks=2, batch_size=32, ghost_batch_size=16,
+    train_steps=2, checkpoint_every=2, log_every=2, eval_batches=1,
+)
+
+
+@pytest.fixture(scope="session")
+def oneshot_model_dir(tmp_path_factory):
+    # Test modules bind this fixture each on their own; the fixed path makes
+    # them share one training per session (per xdist worker).
+    path = str(tmp_path_factory.getbasetemp() / "search_oneshot_model")
+    if trainer.read_model_dir(path) is None or not os.path.isdir(os.path.join(path, "checkpoints")):
+        trainer.train(TINY, path, log=lambda s: None)
+    return path

@@ -1,0 +1,113 @@
+"""`demo`: the whole pipeline on digits, reduced for speed, and once at full length (slow)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from tf_oneshot.analysis import rank_metrics
+from tf_oneshot.analysis.records import join, load_retrain_results, load_search_results
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.demo import DEMO_TRAIN, DemoConfig, run_demo
+from tf_oneshot.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REDUCED = DemoConfig(
+    train=TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=1, num_blocks=2, batch_size=32,
+                      ghost_batch_size=16, train_steps=6, checkpoint_every=6, log_every=3, eval_batches=1),
+    num_random=24, num_evolution=8, population_size=4, num_parents=2, num_retrain=3, retrain_steps=3,
+    archs_per_pass=4,
+)
+PLOTS = ["kl_vs_accuracy.png", "oneshot_histogram.png", "oneshot_vs_standalone.png", "search_progress.png"]
+
+
+def test_demo_training_matches_the_demo_flagfile():
+    values = {}
+    for line in open(os.path.join(ROOT, "flags", "demo.flags")):
+        if line.startswith("--"):
+            name, value = line[2:].strip().split("=", 1)
+            values[name] = value
+    for name, value in values.items():
+        expected = getattr(DEMO_TRAIN, name)
+        assert type(expected)(value) == expected, name
+
+
+def _check_outputs(out, summary):
+    saved = json.load(open(os.path.join(out, "summary.json")))
+    assert saved == summary
+    for key in ("num_architectures_scored", "kendall_tau", "spearman_rho", "best_architecture", "plots"):
+        assert key in saved
+    assert saved["plots"] == PLOTS
+    for name in PLOTS:
+        assert matplotlib.image.imread(os.path.join(out, name)).shape[:2] == (600, 800)
+    # The reported correlations are those of the files the run wrote.
+    search, _ = load_search_results([os.path.join(out, "search", f) for f in ("random.jsonl", "evolution.jsonl")])
+    retrain, _ = load_retrain_results(os.path.join(out, "retrain", "results.jsonl"))
+    joined = join(search, retrain)
+    m = rank_metrics([j.oneshot_accuracy for j in joined], [j.standalone.validation_mean for j in joined])
+    for key in ("kendall_tau", "spearman_rho", "pairwise_accuracy"):
+        value = getattr(m, key)
+        assert (saved[key] is None and math.isnan(value)) or saved[key] == pytest.approx(value)
+    assert saved["num_architectures_scored"] == len({r["architecture"] for r in search})
+    report = open(os.path.join(out, "report.md")).read()
+    assert "Kendall tau" in report and "![" in report
+    assert os.path.exists(os.path.join(out, saved["export"]["keras"]))
+    return saved
+
+
+def test_reduced_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path):
+    out = str(tmp_path / "demo")
+    lines = []
+    summary = run_demo(out, REDUCED, log=lines.append)
+    saved = _check_outputs(out, summary)
+    assert saved["num_random"] == 24 and saved["num_evolution"] == 8 and saved["num_retrained"] == 3
+    text = "\n".join(lines)
+    for stage in range(1, 6):
+        assert f"[{stage}/5]" in text
+    assert "tf-oneshot demo: summary" in text and "Kendall tau" in text and "architectures (100.0%)" in text
+
+    before = open(os.path.join(out, "summary.json")).read()
+    with pytest.raises(UserError, match="holds an earlier run.*new directory, or --overwrite"):
+        run_demo(out, REDUCED, log=lines.append)
+    assert open(os.path.join(out, "summary.json")).read() == before
+
+
+@pytest.mark.slow
+def test_full_demo_from_the_command_line(tmp_path):
+    """The real `tf-oneshot demo`, default sizes: 200 random + 100 evolved, 8 retrained."""
+    out = str(tmp_path / "demo")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-m", "tf_oneshot", "demo", f"--output_dir={out}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    _check_outputs(out, summary)
+    assert summary["num_random"] == 200 and summary["num_evolution"] == 100
+    assert summary["num_architectures_scored"] >= 200 and summary["num_retrained"] >= 8
+    for key in ("kendall_tau", "spearman_rho", "pairwise_accuracy"):
+        assert summary[key] is None or -1.0 <= summary[key] <= 1.0
+    assert "tf-oneshot demo: summary" in proc.stdout and "[5/5]" in proc.stdout
+    print(f"full demo: {summary['total_seconds']}s, tau {summary['kendall_tau']}, rho {summary['spearman_rho']}")
+    # A second run into the same directory is refused with one line, exit code 2.
+    proc = subprocess.run([sys.executable, "-m", "tf_oneshot", "demo", f"--output_dir={out}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"tf-oneshot: error: --output_dir={out} holds an earlier run")
+
+
+def test_overwrite_clears_only_what_a_demo_wrote(tmp_path):
+    from tf_oneshot.demo import PARTS, _clear
+
+    for name in ("oneshot", "search", "retrain"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "file").write_text("old")
+    for name in ("summary.json", "report.md", "search_progress.png"):
+        (tmp_path / name).write_text("old")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "summary.json" in PARTS
+    _clear(str(tmp_path))
+    assert os.listdir(tmp_path) == ["notes.txt"]

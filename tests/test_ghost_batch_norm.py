@@ -1,0 +1,152 @@
+"""GhostBatchNormalization: the Keras layer harness plus numeric properties (Bender et al. 2018, §3.2)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_oneshot.layers import GhostBatchNormalization
+
+
+def _images(n=8, seed=0, shape=(4, 4, 3)):
+    return np.random.default_rng(seed).normal(2.0, 3.0, (n, *shape)).astype("float32")
+
+
+# ------------------------------------------------------------------ harness
+def test_output_shape_and_weights():
+    layer = GhostBatchNormalization(4)
+    out = layer(_images(8), training=True)
+    assert out.shape == (8, 4, 4, 3)
+    assert layer.compute_output_shape((8, 4, 4, 3)) == (8, 4, 4, 3)
+    assert len(layer.trainable_weights) == 2 and len(layer.non_trainable_weights) == 2
+    assert layer.count_params() == 4 * 3
+
+
+def test_config_and_json_round_trip():
+    layer = GhostBatchNormalization(16, momentum=0.9, epsilon=1e-5, eval_mode="moving", name="gbn")
+    config = layer.get_config()
+    assert {"ghost_batch_size", "momentum", "epsilon", "eval_mode"} <= set(config)
+    clone = GhostBatchNormalization.from_config(config)
+    assert clone.get_config() == config
+    text = json.dumps(keras.saving.serialize_keras_object(layer))
+    again = keras.saving.deserialize_keras_object(json.loads(text))
+    assert isinstance(again, GhostBatchNormalization) and again.get_config() == config
+
+
+def test_training_step_changes_weights():
+    layer = GhostBatchNormalization(4)
+    x = _images(8)
+    layer.build(x.shape)
+    before = [w.numpy().copy() for w in layer.weights]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((layer(x, training=True) - _images(8, seed=5)) ** 2)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    keras.optimizers.SGD(0.1).apply_gradients(zip(grads, layer.trainable_weights))
+    for b, w in zip(before, layer.weights):
+        assert not np.allclose(b, w.numpy()), w.name
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(ghost_batch_size=0), dict(ghost_batch_size=2.0), dict(ghost_batch_size=4, momentum=1.0),
+     dict(ghost_batch_size=4, epsilon=0.0), dict(ghost_batch_size=4, eval_mode="ema")],
+)
+def test_bad_arguments_rejected(kwargs):
+    with pytest.raises(ValueError, match="Received"):
+        GhostBatchNormalization(**kwargs)
+
+
+# ---------------------------------------------------------------- properties
+def test_single_ghost_batch_equals_keras_batch_norm():
+    x = _images(8)
+    ghost = GhostBatchNormalization(8, momentum=0.9)
+    plain = keras.layers.BatchNormalization(momentum=0.9)
+    for step in range(3):  # training output and the moving-statistics updates
+        batch = x + step
+        np.testing.assert_allclose(ghost(batch, training=True), plain(batch, training=True), atol=1e-5)
+    np.testing.assert_allclose(ghost.moving_mean, plain.moving_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ghost.moving_variance, plain.moving_variance, rtol=1e-6, atol=1e-6)
+    ghost.set_mode("moving")
+    np.testing.assert_allclose(ghost(x, training=False), plain(x, training=False), atol=1e-5)
+
+
+def test_each_ghost_batch_gets_its_own_statistics():
+    x = np.concatenate([_images(4, seed=1), 10.0 + 5.0 * _images(4, seed=2)])
+    out = GhostBatchNormalization(4)(x, training=True).numpy()
+    for g in range(2):
+        part = out[4 * g: 4 * g + 4]
+        np.testing.assert_allclose(part.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+        np.testing.assert_allclose(part.var(axis=(0, 1, 2)), 1.0, atol=2e-3)
+    # Moving statistics follow the mean of the ghost statistics.
+    layer = GhostBatchNormalization(4, momentum=0.0)
+    layer(x, training=True)
+    ghost_means = x.reshape(2, 4, -1, 3).mean(axis=(1, 2))
+    ghost_vars = x.reshape(2, 4, -1, 3).var(axis=(1, 2))
+    np.testing.assert_allclose(layer.moving_mean, ghost_means.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance, ghost_vars.mean(0), rtol=1e-5)
+
+
+def test_batch_mode_uses_ghost_statistics_at_evaluation():
+    x = _images(8)
+    layer = GhostBatchNormalization(4)
+    train = layer(x, training=True)
+    moving = (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
+    np.testing.assert_allclose(layer(x, training=False), train, atol=1e-6)
+    # Evaluation in "batch" mode does not touch the moving statistics.
+    np.testing.assert_array_equal(layer.moving_mean, moving[0])
+    np.testing.assert_array_equal(layer.moving_variance, moving[1])
+
+
+def test_batch_not_multiple_of_ghost_size_is_rejected_clearly():
+    layer = GhostBatchNormalization(4)
+    with pytest.raises(ValueError, match=r"batch size 6 .*ghost_batch_size=4"):
+        layer(_images(6), training=True)
+    with pytest.raises(ValueError, match=r"batch size 6 .*ghost_batch_size=4"):
+        layer(_images(6), training=False)  # "batch" mode needs whole ghost batches too
+    layer.set_mode("moving")
+    assert layer(_images(6), training=False).shape == (6, 4, 4, 3)  # moving statistics do not
+
+
+def test_unknown_batch_size_is_checked_at_run_time():
+    layer = GhostBatchNormalization(4)
+    fn = tf.function(lambda x: layer(x, training=True),
+                     input_signature=[tf.TensorSpec([None, 4, 4, 3], tf.float32)])
+    assert fn(_images(8)).shape == (8, 4, 4, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="ghost_batch_size=4"):
+        fn(_images(6))
+
+
+def test_recalibration_is_an_exact_average_inside_tf_function():
+    layer = GhostBatchNormalization(4, momentum=0.99)
+    batches = [_images(8, seed=s) * (1 + s) + s for s in range(5)]
+    layer(batches[0], training=True)
+    params = layer.count_params()
+    layer.set_mode("recalibrate")
+    step = tf.function(lambda x: layer(x, training=False))
+    for batch in batches:
+        step(batch)
+    assert step.experimental_get_tracing_count() == 1
+    assert layer.count_params() == params  # the counter is no weight
+    means = [b.reshape(2, 4, -1, 3).mean(axis=(1, 2)).mean(0) for b in batches]
+    variances = [b.reshape(2, 4, -1, 3).var(axis=(1, 2)).mean(0) for b in batches]
+    np.testing.assert_allclose(layer.moving_mean, np.mean(means, 0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance, np.mean(variances, 0), rtol=1e-5)
+    # Restarting recalibration forgets the earlier batches.
+    layer.set_mode("recalibrate")
+    tf.function(lambda x: layer(x, training=False))(batches[2])
+    np.testing.assert_allclose(layer.moving_mean, means[2], rtol=1e-5)
+    layer.set_mode("moving")
+    assert layer.mode == "moving"
+    with pytest.raises(ValueError, match="Received: mode="):
+        layer.set_mode("train")
+
+
+def test_counter_is_not_checkpointed(tmp_path):
+    layer = GhostBatchNormalization(4)
+    layer.build((8, 4, 4, 3))
+    path = tf.train.Checkpoint(layer=layer).save(str(tmp_path / "ckpt"))
+    names = [name for name, _ in tf.train.list_variables(path)]
+    assert not any("recalibration" in name for name in names)
+    assert sum("layer/" in name for name in names) == 4

@@ -1,0 +1,173 @@
+"""Figures are real PNGs of the asked size; analyze writes a report with the measured metrics."""
+
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from tf_oneshot.analysis import (
+    analyze,
+    plot_kl_vs_accuracy,
+    plot_oneshot_histogram,
+    plot_oneshot_vs_standalone,
+    plot_search_progress,
+    rank_metrics,
+)
+from tf_oneshot.analysis.plots import evolution_progress
+from tf_oneshot.errors import UserError
+from tf_oneshot.io_utils import append_jsonl
+from tf_oneshot.search_spaces import CellSpace
+
+SPACE = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1))
+
+
+def _png_shape(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    return matplotlib.image.imread(path).shape
+
+
+def test_plots_are_pngs_of_the_requested_size(tmp_path):
+    rng = np.random.default_rng(0)
+    acc = rng.random(30)
+    paths = [
+        plot_oneshot_vs_standalone(acc[:8], acc[8:16], str(tmp_path / "a.png"),
+                                   standalone_std=acc[16:24] / 10, size=(640, 480)),
+        plot_oneshot_histogram(acc, str(tmp_path / "b.png"), size=(500, 300)),
+        plot_kl_vs_accuracy(acc, acc[::-1], str(tmp_path / "c.png"), size=(320, 240)),
+        plot_search_progress(acc[:20], [0] * 5 + [1] * 5, acc[20:], str(tmp_path / "d.png"),
+                             size=(800, 600)),
+    ]
+    shapes = [_png_shape(p) for p in paths]
+    assert [s[:2] for s in shapes] == [(480, 640), (300, 500), (240, 320), (600, 800)]
+    # Something was drawn: not a blank canvas.
+    assert all(matplotlib.image.imread(p)[..., :3].std() > 0.05 for p in paths)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png", "c.png", "d.png"]  # no temp files
+
+
+def test_evolution_progress_counts_and_best_so_far():
+    counts, best, within = evolution_progress([0, 0, 1, 1, 2], [0.5, 0.7, 0.6, 0.65, 0.9])
+    assert counts.tolist() == [2, 4, 5]
+    assert best.tolist() == [0.7, 0.7, 0.9]
+    assert within.tolist() == [0.7, 0.65, 0.9]
+
+
+def _search_line(space, arch, accuracy, algorithm, generation, rng, step=400):
+    cost = space.count(arch)
+    # As tf_oneshot.search.results writes them: the search's identity on every line.
+    return {
+        "architecture": str(arch), "oneshot_accuracy": accuracy, "loss": 1.0,
+        "params": cost.params, "flops": cost.flops, "seconds": 0.1, "kl": float(rng.random()),
+        "generation": generation, "space": space.to_config(), "checkpoint_step": step,
+        "bn_mode": "batch", "algorithm": algorithm, "seed": 0, "constraints": {}, "options": {},
+    }
+
+
+def _write_results(tmp_path, space=SPACE, retrain_archs=6, seeds=(0, 1)):
+    """A random search of 20, an evolution of 4 generations of 5, a retrain of 6 x seeds."""
+    rng = np.random.default_rng(1)
+    random_file = str(tmp_path / "random.jsonl")
+    evolution_file = str(tmp_path / "evolution.jsonl")
+    retrain = str(tmp_path / "retrain.jsonl")
+    scores = {}
+    for i in range(40):
+        arch = space.sample(rng)
+        accuracy = float(0.3 + 0.6 * rng.random())
+        scores.setdefault(str(arch), accuracy)
+        if i < 20:
+            append_jsonl(random_file, _search_line(space, arch, accuracy, "random", None, rng))
+        else:
+            line = _search_line(space, arch, accuracy, "evolution", (i - 20) // 5, rng)
+            append_jsonl(evolution_file, line)
+    chosen = list(scores)[:retrain_archs]
+    standalone = {}
+    for k, arch in enumerate(chosen):
+        for seed in seeds:
+            acc = 0.8 + 0.01 * k + 0.001 * seed
+            standalone.setdefault(arch, []).append(acc)
+            append_jsonl(retrain, {
+                "architecture": arch, "seed": seed, "validation_accuracy": acc,
+                "test_accuracy": acc - 0.01, "params": 100, "flops": 1000,
+                "oneshot_accuracy": scores[arch], "space": space.to_config(),
+            })
+    expected = rank_metrics([scores[a] for a in chosen], [np.mean(standalone[a]) for a in chosen])
+    return [random_file, evolution_file], retrain, expected, chosen
+
+
+def test_analyze_writes_report_with_the_measured_metrics(tmp_path):
+    search, retrain, expected, chosen = _write_results(tmp_path)
+    out = str(tmp_path / "analysis")
+    lines = []
+    result = analyze(search, retrain, out, log=lines.append)
+    assert result.metrics.num_architectures == 6
+    assert result.metrics.kendall_tau == pytest.approx(expected.kendall_tau)
+    assert result.metrics.spearman_rho == pytest.approx(expected.spearman_rho)
+    assert result.metrics.pairwise_accuracy == pytest.approx(expected.pairwise_accuracy)
+    assert result.best_architecture == chosen[-1]  # highest stand-alone mean by construction
+    assert result.num_architectures_scored == 40
+    assert set(result.plots) == {"oneshot_vs_standalone", "oneshot_histogram",
+                                 "kl_vs_accuracy", "search_progress"}
+    for p in result.plots.values():
+        assert _png_shape(p)[:2] == (600, 800)
+    report = open(os.path.join(out, "report.md")).read()
+    for needle in ("Kendall tau", "Spearman rho", "pairwise accuracy",
+                   f"{expected.kendall_tau:.3f}", f"{expected.spearman_rho:.3f}",
+                   f"{expected.pairwise_accuracy:.3f}", "![", "oneshot_vs_standalone.png",
+                   chosen[0]):
+        assert needle in report, needle
+    saved = json.load(open(os.path.join(out, "analysis.json")))
+    assert saved["kendall_tau"] == pytest.approx(expected.kendall_tau)
+    assert saved["plots"]["search_progress"] == "search_progress.png"
+    assert len(saved["architectures"]) == 6
+    assert any("Kendall tau" in line for line in lines)
+
+
+def test_analyze_refuses_an_earlier_run_and_loses_nothing(tmp_path):
+    search, retrain, _, _ = _write_results(tmp_path)
+    out = str(tmp_path / "analysis")
+    analyze(search, retrain, out, log=lambda s: None)
+    before = open(os.path.join(out, "report.md")).read()
+    with pytest.raises(UserError, match="holds an earlier run.*new directory.*--overwrite"):
+        analyze(search, None, out, log=lambda s: None)
+    assert open(os.path.join(out, "report.md")).read() == before
+    again = analyze(search, None, out, overwrite=True, log=lambda s: None)
+    assert "oneshot_vs_standalone" not in again.plots
+
+
+def test_analyze_rejects_bad_inputs(tmp_path):
+    search, retrain, _, _ = _write_results(tmp_path)
+    out = str(tmp_path / "out")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(UserError, match="empty"):
+        analyze(str(empty), None, out)
+    with pytest.raises(UserError, match="nothing to analyze"):
+        analyze(None, None, out)
+    with pytest.raises(UserError, match="does not exist"):
+        analyze(str(tmp_path / "missing.jsonl"), None, out)
+    other = CellSpace(num_blocks=3, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1))
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    _, other_retrain, _, _ = _write_results(other_dir, space=other)
+    with pytest.raises(UserError, match="different search spaces"):
+        analyze(search, other_retrain, out)
+    with pytest.raises(UserError, match="different search spaces"):
+        analyze([search[0], str(other_dir / "evolution.jsonl")], None, out)
+    mixed = str(tmp_path / "mixed.jsonl")
+    for line in open(search[0]).readlines()[:2] + open(other_dir / "random.jsonl").readlines()[:2]:
+        with open(mixed, "a") as f:
+            f.write(line)
+    with pytest.raises(UserError, match="mixes results of 2 search spaces"):
+        analyze(mixed, None, out)
+    later = str(tmp_path / "later.jsonl")
+    append_jsonl(later, _search_line(SPACE, SPACE.sample(np.random.default_rng(5)), 0.5, "evolution",
+                                     0, np.random.default_rng(5), step=800))
+    with pytest.raises(UserError, match="checkpoint_step=400.*checkpoint_step=800.*not comparable"):
+        analyze([search[0], later], None, out)
+    assert not os.path.exists(out)  # nothing was written on the way to an error
+    # A torn last line (a kill mid-append) is dropped, not an error.
+    with open(retrain, "a") as f:
+        f.write('{"architecture": "01:2')
+    assert analyze(search, retrain, out, log=lambda s: None).metrics.num_architectures == 6

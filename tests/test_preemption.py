@@ -1,0 +1,155 @@
+"""Preemption: `tf-oneshot train` killed at random moments always resumes, and the run
+ends exactly at --train_steps with the schedules where they belong.
+
+Cloud TPU VMs are preempted with SIGTERM, then lost; a crash is a SIGKILL. The
+trainer saves on SIGTERM and exits 0; a checkpoint write cut by SIGKILL must
+leave the previous checkpoint loadable (Bender et al. 2018, §4.1 schedules are
+functions of the global step, so they resume in place).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 240
+FLAGS = [
+    "--dataset=digits", "--filters=4", "--num_cells=1", "--num_stacks=1", "--num_blocks=1",
+    "--batch_size=32", "--ghost_batch_size=8", f"--train_steps={STEPS}", "--steps_per_loop=2",
+    "--checkpoint_every=8", "--log_every=4", "--seed=5",
+]
+MAX_KILLS = 6
+
+
+class Run:
+    """One `python -m tf_oneshot train` process whose output is read as it comes."""
+
+    def __init__(self, model_dir: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tf_oneshot", "train", f"--model_dir={model_dir}", *FLAGS],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self.training = threading.Event()  # the trainer has started
+        self.stepping = threading.Event()  # ... and traced its step: steps now take milliseconds
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("training "):
+                self.training.set()
+            elif line.startswith("step "):
+                self.stepping.set()
+
+    def finish(self, timeout: float = 240) -> str:
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return "\n".join(self.lines)
+
+
+def latest_step(model_dir: str) -> int | None:
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return None if path is None else int(path.rsplit("-", 1)[-1])
+
+
+def schedule_scalars(model_dir: str) -> list[tuple[str, int, float]]:
+    out = []
+    for path in glob.glob(os.path.join(model_dir, "train", "events.*")):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for v in event.summary.value:
+                    out.append((v.tag, event.step, float(tf.make_ndarray(v.tensor))))
+        except tf.errors.DataLossError:  # a SIGKILL may tear the last record
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_at_random_moments_resume_to_the_exact_end(tmp_path):
+    seed = int(os.environ.get("PREEMPTION_SEED", time.time_ns() % 2**31))
+    rng = random.Random(seed)
+    model_dir = str(tmp_path / "run")
+    history = []  # (signal, moment, rc, start, saved) for the failure message
+    kills = mid_training = 0
+    for _attempt in range(MAX_KILLS + 3):
+        before = latest_step(model_dir)
+        run = Run(model_dir)
+        sig, moment = None, None
+        if kills < MAX_KILLS:
+            sig = signal.SIGTERM if kills % 2 == 0 else signal.SIGKILL
+            if kills % 3 == 2:  # "any moment": start-up, tracing, training or saving
+                moment = rng.uniform(0.5, 12.0)
+                time.sleep(moment)
+            else:  # surely mid-training: some time after the first logged steps
+                moment = rng.uniform(0.0, 2.0)
+                assert run.stepping.wait(timeout=120), run.finish()
+                time.sleep(moment)
+            was_training = run.training.is_set()
+            if run.proc.poll() is None:
+                run.proc.send_signal(sig)
+                kills += 1
+                mid_training += was_training
+            else:
+                sig = None
+        out = run.finish()
+        rc = run.proc.returncode
+        after = latest_step(model_dir)
+        starts = re.findall(r"from step (\d+) to", out)
+        history.append((sig and sig.name, moment, rc, starts, after))
+        context = f"seed={seed} history={history}\n{out[-3000:]}"
+        # Every (re)start resumes from the last checkpoint that was complete.
+        if starts:
+            assert int(starts[0]) == (before or 0), context
+        if sig == signal.SIGTERM and starts:
+            # Clean exit with 128 + SIGTERM: checkpoint at the step reached, said in one line.
+            assert rc == 143, context
+            saved = re.findall(r"SIGTERM received: checkpoint saved at step (\d+)", out)
+            assert saved and int(saved[0]) == after, context
+        elif sig == signal.SIGTERM:
+            assert rc in (0, -signal.SIGTERM), context  # killed before the trainer started
+        elif sig == signal.SIGKILL:
+            assert rc == -signal.SIGKILL, context
+        else:
+            assert rc == 0, context
+        if after is not None and before is not None:
+            assert after >= before, context
+        if sig is None and "all-on validation accuracy" in out:
+            break
+    print(f"seed={seed}", *history, sep="\n")
+    assert kills == MAX_KILLS and mid_training >= 3, f"seed={seed} history={history}"
+    # The run ended exactly at --train_steps, each step applied once in the
+    # lineage that survived: the optimizer's own counter agrees.
+    assert latest_step(model_dir) == STEPS
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE") == STEPS
+    iterations = [name for name, _ in tf.train.list_variables(path) if name.startswith("optimizer/_iterations")]
+    assert iterations and tf.train.load_variable(path, iterations[0]) == STEPS
+    # (A kill after the last save but before the final evaluation leaves a
+    # finished model_dir: the rerun only evaluates.)
+    assert f"step {STEPS}/{STEPS}:" in out or f"already trained to step {STEPS} " in out
+    assert f"step {STEPS}: all-on validation accuracy" in out
+    # Schedule positions after every restart: the logged learning rate and drop
+    # probability are the schedules' values at the logged global step.
+    scalars = schedule_scalars(model_dir)
+    logged = {(tag, step) for tag, step, _ in scalars}
+    assert {step for tag, step in logged if tag == "train/learning_rate"} >= set(range(4, STEPS + 1, 4))
+    for tag, step, value in scalars:
+        if tag == "train/learning_rate":
+            assert value == pytest.approx(0.05 * (1 + math.cos(math.pi * step / STEPS)), abs=1e-6), step
+        elif tag == "train/drop_probability_ops":
+            assert value == pytest.approx(0.1 ** (1 / 7) * step / STEPS, rel=1e-5), step

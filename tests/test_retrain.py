@@ -1,0 +1,205 @@
+"""`retrain`: stand-alone runs recorded one line each, resumed without repeats, exported and served."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_oneshot import data
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.errors import UserError
+from tf_oneshot.io_utils import read_jsonl
+from tf_oneshot.retrain import (
+    Candidate,
+    export_model,
+    parse_architectures,
+    retrain,
+    select_candidates,
+    train_standalone,
+)
+from tf_oneshot.search_spaces import CellSpace
+
+# F=4, one stack of 2 cells of 2 blocks on the embedded 8x8 digits: seconds to trace and train.
+SPACE = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
+CONFIG = TrainConfig(dataset="digits", batch_size=32, ghost_batch_size=16, train_steps=4, log_every=2)
+ARCHS = ("01:15/2:3", "1:0/012:26")
+QUIET = dict(log=lambda s: None, recalibration_images=64)
+
+
+def test_retrain_records_resumes_and_exports(tmp_path):
+    results, export = str(tmp_path / "retrain.jsonl"), str(tmp_path / "export")
+    candidates = [Candidate(SPACE.parse(a), 0.5 + 0.1 * i) for i, a in enumerate(ARCHS)]
+    first = retrain(candidates, SPACE, CONFIG, [0], results, export, **QUIET)
+    assert first.trained == ((ARCHS[0], 0), (ARCHS[1], 0)) and first.skipped == ()
+    lines = read_jsonl(results)
+    assert [(r["architecture"], r["seed"]) for r in lines] == [(ARCHS[0], 0), (ARCHS[1], 0)]
+    for r, arch in zip(lines, ARCHS):
+        cost = SPACE.count(SPACE.parse(arch))
+        assert (r["params"], r["flops"]) == (cost.params, cost.flops)
+        assert r["validation_examples"] == 300 and r["test_examples"] == 300
+        assert 0.0 <= r["validation_accuracy"] <= 1.0 and 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["train_steps"] == 4 and r["space"]["filters"] == 4 and r["bn_recalibration_images"] == 64
+    assert [r["oneshot_accuracy"] for r in lines] == [0.5, 0.6]
+    assert set(first.exported) == {"keras", "saved_model", "metadata"}
+    best = json.load(open(os.path.join(export, "best.json")))
+    assert best["architecture"] == first.best_architecture
+
+    # A kill mid-append leaves a torn line; the rerun with one more seed trains
+    # only the two new (architecture, seed) pairs.
+    with open(results, "a") as f:
+        f.write('{"architecture": "01:1')
+    second = retrain(candidates, SPACE, CONFIG, [0, 1], results, export, **QUIET)
+    assert second.skipped == ((ARCHS[0], 0), (ARCHS[1], 0))
+    assert second.trained == ((ARCHS[0], 1), (ARCHS[1], 1))
+    pairs = [(r["architecture"], r["seed"]) for r in read_jsonl(results)]
+    assert sorted(pairs) == sorted({(a, s) for a in ARCHS for s in (0, 1)}) and len(pairs) == 4
+    assert open(results).read().endswith("\n")
+    third = retrain(candidates, SPACE, CONFIG, [0, 1], results, export, **QUIET)
+    assert third.trained == () and len(read_jsonl(results)) == 4
+
+    # The exported best reloads in safe mode and scores what was recorded.
+    model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
+    best = json.load(open(os.path.join(export, "best.json")))
+    recorded = [r for r in read_jsonl(results) if (r["architecture"], r["seed"]) == (best["architecture"], best["seed"])]
+    from tf_oneshot.retrain import evaluate
+
+    assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded[0]["validation_accuracy"])
+
+
+def test_export_reloads_with_identical_predictions_and_serves_the_same_logits(tmp_path):
+    arch = SPACE.parse(ARCHS[1])
+    model, metrics = train_standalone(SPACE, arch, CONFIG, seed=3, **QUIET)
+    paths = export_model(model, SPACE, str(tmp_path), {"architecture": ARCHS[1]})
+    images = data.take_images("digits", "test", 48)
+    expected = model(images, training=False).numpy()
+    loaded = keras.saving.load_model(paths["keras"], safe_mode=True)
+    np.testing.assert_array_equal(loaded(images, training=False).numpy(), expected)
+    assert loaded.count_params() == SPACE.count(arch).params
+    served = tf.saved_model.load(paths["saved_model"])
+    np.testing.assert_allclose(served.serve(tf.constant(images)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    signature = served.signatures["serving_default"]
+    (logits,) = signature(images=tf.constant(images)).values()
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ["best.json", "best.keras", "best_saved_model"]
+
+
+def test_selection_reuses_search_rules():
+    rng = np.random.default_rng(0)
+    records = [{"architecture": str(SPACE.sample(rng)), "oneshot_accuracy": float(a), "params": 1}
+               for a in np.linspace(0.1, 0.9, 40)]
+    strat = select_candidates(SPACE, records, "stratified", num_buckets=4, per_bucket=2)
+    assert len(strat) == 8
+    accs = sorted(c.oneshot_accuracy for c in strat)
+    assert sum(a < 0.3 for a in accs) == 2 and sum(a > 0.7 for a in accs) == 2  # every bucket
+    top = select_candidates(SPACE, records, "top", k=3)
+    assert [c.oneshot_accuracy for c in top] == pytest.approx([0.9, 0.9 - 0.8 / 39, 0.9 - 1.6 / 39])
+    with pytest.raises(UserError, match="--select=best is unknown"):
+        select_candidates(SPACE, records, "best")
+
+
+def test_bad_input_is_one_clear_error_and_loses_nothing(tmp_path):
+    with pytest.raises(UserError, match="'01:19/2:3' does not parse: block 0: op 9 out of range"):
+        parse_architectures(SPACE, ["01:19/2:3"])
+    results = tmp_path / "retrain.jsonl"
+    line = {"kind": "tf_oneshot.retrain", "architecture": ARCHS[0], "seed": 0, "validation_accuracy": 0.5,
+            "space": CellSpace(num_blocks=3, image_shape=(8, 8, 1)).to_config()}
+    results.write_text(json.dumps(line) + "\n")
+    before = results.read_text()
+    candidates = [Candidate(SPACE.parse(ARCHS[0]))]
+    with pytest.raises(UserError, match="another search space.*new --results"):
+        retrain(candidates, SPACE, CONFIG, [0], str(results), None, **QUIET)
+    line["space"] = SPACE.to_config()
+    line.update({k: getattr(CONFIG, k) for k in ("dataset", "batch_size", "ghost_batch_size", "learning_rate",
+                                                 "lr_schedule", "momentum", "weight_decay")})
+    line.update(train_steps=99, bn_recalibration_images=64)
+    results.write_text(json.dumps(line) + "\n")
+    before = results.read_text()
+    with pytest.raises(UserError, match="train_steps=99 \\(this run: 4\\)"):
+        retrain(candidates, SPACE, CONFIG, [0], str(results), None, **QUIET)
+    assert results.read_text() == before
+    cifar_space = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1)
+    with pytest.raises(UserError, match="images \\(8, 8, 1\\).*built for \\(32, 32, 3\\)"):
+        retrain([Candidate(cifar_space.parse(ARCHS[0]))], cifar_space, CONFIG, [0], str(tmp_path / "x"), None,
+                **QUIET)
+
+
+def _cli(*args):
+    from absl import flags
+
+    from tf_oneshot import cli
+
+    # In-process commands share absl's FLAGS: start from and leave the defaults.
+    flags.FLAGS.unparse_flags()
+    try:
+        return cli.main(["tf-oneshot", *args])
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def test_cli_reports_bad_architecture_and_empty_results_in_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code = _cli("retrain", f"--results={tmp_path / 'r.jsonl'}", "--architectures=01:15/2:3/x",
+                "--num_blocks=2", "--num_cells=2", "--num_stacks=1", "--filters=4")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(
+        "tf-oneshot: error: --architectures: '01:15/2:3/x' does not parse: architecture '01:15/2:3/x' has "
+        "3 blocks; this space needs 2, e.g. '"
+    )
+    code = _cli("retrain", f"--results={tmp_path / 'r.jsonl'}", f"--search_results={empty}")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"tf-oneshot: error: search results file {empty} is empty")
+    code = _cli("retrain", f"--results={tmp_path / 'r.jsonl'}", "--architectures=01:15/2:3", "--dropout_rate=0.1")
+    assert code == 2 and "only affect one-shot training" in capsys.readouterr().err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+_CHILD = r"""
+import json, sys
+from tf_oneshot import distribute
+distribute.split_cpu_for_tests(2)  # before anything touches TensorFlow's devices
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.retrain import train_standalone
+from tf_oneshot.search_spaces import CellSpace
+space = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
+config = TrainConfig(dataset="digits", batch_size=32, ghost_batch_size=16, train_steps=4, log_every=4)
+out = {}
+for name, recal in (("default", 0), ("mirrored", 0), ("default", 64), ("mirrored", 64)):
+    strategy = distribute.get_strategy(name)
+    _, metrics = train_standalone(space, space.parse("1:0/012:26"), config, seed=5, strategy=strategy,
+                                  log=lambda s: None, recalibration_images=recal)
+    out[f"{name}{recal}"] = {**metrics, "replicas": strategy.num_replicas_in_sync}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_mirrored_strategy_trains_the_same_numbers():
+    # Ghost batches of 16 on 2 replicas of 16 are the default strategy's two
+    # ghost batches of one 32-batch: same gradients, statistics and accuracy.
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, cwd=root,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert (runs["default0"]["replicas"], runs["mirrored0"]["replicas"]) == (1, 2)
+    for recal in (0, 64):
+        default, mirrored = runs[f"default{recal}"], runs[f"mirrored{recal}"]
+        assert mirrored["train_loss"] == pytest.approx(default["train_loss"], rel=1e-4)
+        assert mirrored["validation_examples"] == default["validation_examples"] == 300
+    # With the moving statistics of training, the same predictions.
+    for key in ("validation_accuracy", "test_accuracy"):
+        assert runs["mirrored0"][key] == pytest.approx(runs["default0"][key], abs=1e-9)
+    # Recalibrated statistics agree closely, not bit for bit: the ghost batch
+    # norm's running average is updated per replica. A near-chance model (4
+    # steps) turns that into a few flipped predictions out of 300.
+    for key in ("validation_accuracy", "test_accuracy"):
+        assert runs["mirrored64"][key] == pytest.approx(runs["default64"][key], abs=0.02)

@@ -1,0 +1,107 @@
+"""`tf-oneshot search` end to end on a tiny trained one-shot model: lines, kill and resume, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import search_fixtures
+
+from tf_oneshot import cli
+from tf_oneshot.io_utils import read_jsonl
+
+oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def model_dir(oneshot_model_dir):
+    return oneshot_model_dir
+
+
+def search(*flags):
+    return cli.main(["tf-oneshot", "search", *flags])
+
+
+def test_random_search_writes_one_line_per_architecture(model_dir, tmp_path, capsys):
+    results = str(tmp_path / "r.jsonl")
+    assert search(f"--model_dir={model_dir}", f"--results={results}", "--num_architectures=6",
+                  "--archs_per_pass=3", "--kl", "--seed=4") == 0
+    out = capsys.readouterr().out
+    assert "arch/s, ETA" in out and "done: 6 architectures (6 scored now" in out
+    lines = read_jsonl(results)
+    assert len(lines) == 6 == len({r["architecture"] for r in lines})
+    for r in lines:
+        assert 0.0 <= r["oneshot_accuracy"] <= 1.0 and r["loss"] > 0 and r["kl"] >= 0
+        assert r["params"] > 0 and r["flops"] > 0 and r["seconds"] > 0
+        assert r["generation"] is None and r["space"]["space"] == "bender_cell"
+        assert r["checkpoint_step"] == 2 and r["bn_mode"] == "batch" and r["algorithm"] == "random"
+
+
+def test_evolution_with_recalibration_and_constraints(model_dir, tmp_path):
+    from tf_oneshot.search import cost_bounds
+    from tf_oneshot.trainer import read_model_dir
+
+    space = read_model_dir(model_dir)[1]
+    lo, hi = cost_bounds(space)["flops"]
+    limit = lo + (hi - lo) // 2
+    results = str(tmp_path / "e.jsonl")
+    assert search(f"--model_dir={model_dir}", f"--results={results}", "--algorithm=evolution",
+                  "--num_architectures=8", "--population_size=4", "--num_parents=2",
+                  "--bn_mode=recalibrate", "--recalibration_images=32", f"--max_flops={limit}") == 0
+    lines = read_jsonl(results)
+    assert [r["generation"] for r in lines] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert all(r["flops"] <= limit for r in lines) and len({r["architecture"] for r in lines}) == 8
+    assert all(r["bn_mode"] == "recalibrate" for r in lines)
+
+
+def test_killed_search_resumes_without_losing_or_repeating(model_dir, tmp_path, capsys):
+    results = str(tmp_path / "k.jsonl")
+    flags = [f"--model_dir={model_dir}", f"--results={results}", "--num_architectures=30", "--archs_per_pass=2"]
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "tf_oneshot", "search", *flags], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if os.path.exists(results) and len(read_jsonl(results)) >= 4:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # at an arbitrary moment, maybe mid-line
+    finally:
+        proc.wait()
+    before = open(results).read()
+    finished = before[: before.rfind("\n") + 1]
+    assert 4 <= len(read_jsonl(results)) < 30
+    assert search(*flags) == 0
+    assert "resuming from" in capsys.readouterr().out
+    after = open(results).read()
+    assert after.startswith(finished)  # no finished line lost or rewritten
+    lines = read_jsonl(results)
+    assert len(lines) == 30 == len({r["architecture"] for r in lines})
+
+
+def test_bad_input_ends_with_one_clear_line(model_dir, tmp_path, capsys):
+    def error(*flags):
+        capsys.readouterr()
+        tic = time.perf_counter()
+        assert search(*flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("tf-oneshot: error: ")
+        assert time.perf_counter() - tic < 10  # found before any model is loaded
+        return err
+
+    assert "does not exist" in error(f"--model_dir={tmp_path / 'missing'}")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"kind": "something else"}')
+    assert "not a tf_oneshot one-shot model_dir" in error(f"--model_dir={foreign}")
+    assert "--algorithm=annealing is unknown" in error(f"--model_dir={model_dir}", "--algorithm=annealing")
+    assert "no architecture of this search space meets params <= 10" in error(
+        f"--model_dir={model_dir}", "--max_params=10")
+    results = tmp_path / "bad.jsonl"
+    results.write_text('{"architecture": "01:9", "oneshot_accuracy": 0.5, "loss": 1, "params": 1, "flops": 1}\n')
+    assert "line 1: malformed architecture '01:9'" in error(f"--model_dir={model_dir}", f"--results={results}")
+    assert results.read_text().count("\n") == 1

@@ -1,0 +1,237 @@
+"""OneShotOracle / OneShotTuner: KerasTuner's contract with the shared search code."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras_tuner
+import numpy as np
+import pytest
+import search_fixtures
+
+from tf_oneshot.errors import UserError
+from tf_oneshot.search import Constraints, Evolution
+from tf_oneshot.search.constraints import cost_bounds
+from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.tuner import OneShotOracle, architecture_to_values, values_to_architecture
+
+oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
+SPACE = CellSpace(filters=8, num_cells=2, num_stacks=2, num_blocks=3, image_shape=(8, 8, 1))
+
+
+def fake_accuracy(arch) -> float:
+    weights = np.array([0.1, 0.9, 0.7, 0.5, 0.3, 0.0, 0.2])
+    return float(sum(weights[list(b.ops)].sum() + 0.15 * len(b.inputs) for b in arch.blocks) / 10)
+
+
+class FakeTuner(keras_tuner.Tuner):
+    """Scores with `fake_accuracy`; can be told to die after some trials."""
+
+    die_after = None
+
+    def run_trial(self, trial, *args, **kwargs):
+        if self.die_after is not None and len(self.oracle.end_order) >= self.die_after:
+            raise KeyboardInterrupt
+        arch = values_to_architecture(SPACE, trial.hyperparameters.values)
+        return {"oneshot_accuracy": fake_accuracy(arch)}
+
+
+def finished(oracle):
+    return [t for t in oracle.trials.values() if t.status == "COMPLETED"]
+
+
+def archs_of(trials):
+    return [values_to_architecture(SPACE, t.hyperparameters.values) for t in trials]
+
+
+def test_hyperparameters_cover_the_space_and_round_trip():
+    oracle = OneShotOracle(space=SPACE, max_trials=5, seed=0)
+    space = oracle.get_space()
+    names = [hp.name for hp in space.space]
+    assert names == ["block0_inputs", "block0_ops", "block1_inputs", "block1_ops", "block2_inputs", "block2_ops"]
+    sizes = [len(hp.values) for hp in space.space]
+    assert sizes == [3, 28, 7, 28, 15, 28]
+    assert np.prod(sizes) == SPACE.size()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        arch = SPACE.sample(rng)
+        assert values_to_architecture(SPACE, architecture_to_values(SPACE, arch)) == arch
+
+
+def test_oracle_with_fake_scores_saves_and_reloads(tmp_path):
+    def new():
+        oracle = OneShotOracle(space=SPACE, algorithm="evolution", max_trials=12, seed=3, population_size=4,
+                               num_parents=2)
+        oracle._set_project_dir(str(tmp_path), "p")
+        return oracle
+
+    oracle = new()
+    for _ in range(5):
+        trial = oracle.create_trial("tuner0")
+        arch = oracle.architecture(trial)
+        oracle.update_trial(trial.trial_id, {"oneshot_accuracy": fake_accuracy(arch)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    running = oracle.create_trial("tuner0")  # killed while this one runs
+    saved = json.load(open(os.path.join(tmp_path, "p", "oracle.json")))
+    assert saved["oneshot"]["algorithm_state"]["generation"] == 1
+
+    again = new()
+    again.reload()
+    assert len(again.trials) == 6 and len(again._told) == 5
+    # The interrupted trial comes back first (retried, not lost), then new ones.
+    first = again.create_trial("tuner0")
+    assert first.trial_id == running.trial_id
+    seen = []
+    trial = first
+    while trial.status == "RUNNING":
+        arch = again.architecture(trial)
+        seen.append(arch)
+        again.update_trial(trial.trial_id, {"oneshot_accuracy": fake_accuracy(arch)})
+        trial.status = "COMPLETED"
+        again.end_trial(trial)
+        trial = again.create_trial("tuner0")
+    assert trial.status == "STOPPED"
+    all_archs = archs_of(again.trials.values())
+    assert len(all_archs) == 12 == len(set(all_archs))
+    # Same proposals as an uninterrupted run of the same algorithm and seed.
+    ref = Evolution(SPACE, 12, seed=3, population_size=4, num_parents=2)
+    proposals = []
+    while not ref.done:
+        for arch in ref.ask(4):
+            proposals.append(arch)
+            ref.tell(arch, fake_accuracy(arch))
+    assert [again.architecture(again.trials[t]) for t in sorted(again.trials)] == proposals
+
+
+def test_constraints_hold_in_populate_space(tmp_path):
+    b = cost_bounds(SPACE)["params"]
+    limit = int(b[0] + 0.3 * (b[1] - b[0]))
+    oracle = OneShotOracle(space=SPACE, max_trials=15, seed=0, max_params=limit)
+    tuner = FakeTuner(oracle=oracle, directory=str(tmp_path), project_name="c")
+    tuner.search(verbose=0)
+    archs = archs_of(finished(oracle))
+    assert len(archs) == 15 and all(SPACE.count(a).params <= limit for a in archs)
+    best = tuner.get_best_hyperparameters(1)[0]
+    assert fake_accuracy(values_to_architecture(SPACE, best.values)) == max(fake_accuracy(a) for a in archs)
+
+
+def test_tuner_killed_and_built_again_continues(tmp_path):
+    def build(die_after=None):
+        oracle = OneShotOracle(space=SPACE, algorithm="evolution", max_trials=10, seed=1, population_size=4,
+                               num_parents=2)
+        tuner = FakeTuner(oracle=oracle, directory=str(tmp_path), project_name="k")
+        tuner.die_after = die_after
+        return tuner
+
+    with pytest.raises(KeyboardInterrupt):
+        build(die_after=6).search(verbose=0)
+    tuner = build()
+    assert len(finished(tuner.oracle)) == 6
+    tuner.search(verbose=0)
+    trials = finished(tuner.oracle)
+    assert len(trials) == 10 == len(tuner.oracle.trials)
+    assert len(set(archs_of(trials))) == 10
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="unknown algorithm 'annealing'; choose one of random, evolution"):
+        OneShotOracle(space=SPACE, algorithm="annealing")
+    with pytest.raises(UserError, match="does not exist"):
+        OneShotOracle(model_dir=str(tmp_path / "missing"))
+    (tmp_path / "foreign").mkdir()
+    with pytest.raises(UserError, match="not a tf_oneshot one-shot model_dir"):
+        OneShotOracle(model_dir=str(tmp_path / "foreign"))
+    least = cost_bounds(SPACE)["flops"][0]
+    with pytest.raises(UserError, match="no architecture of this search space meets flops <= "):
+        OneShotOracle(space=SPACE, max_flops=least - 1)
+    assert Constraints(max_flops=least).satisfied(SPACE.count(SPACE.parse("0:0/0:0/0:0")))
+
+
+# ------------------------------------------------------------ with a model
+def test_tuner_scores_trials_with_the_shared_weights(oneshot_model_dir, tmp_path):
+    import keras
+
+    from tf_oneshot.io_utils import read_jsonl
+    from tf_oneshot.search.scorer import OneShotScorer
+    from tf_oneshot.tuner import OneShotTuner
+
+    oracle = OneShotOracle(oneshot_model_dir, algorithm="random", max_trials=4, seed=0)
+    tuner = OneShotTuner(oracle, oneshot_model_dir, directory=str(tmp_path), project_name="m",
+                         scorer_kwargs={"archs_per_pass": 1})
+    tuner.search(verbose=0)
+    trials = finished(oracle)
+    assert len(trials) == 4
+    best_hp = tuner.get_best_hyperparameters(1)[0]
+    best = tuner.get_best_architectures(1)[0]
+    assert best == values_to_architecture(oracle.space, best_hp.values)
+    assert oracle.get_best_trials(1)[0].score == max(t.score for t in trials)
+    # Trial scores are the scorer's one-shot accuracies: scoring again agrees.
+    scorer = tuner.scorer
+    assert isinstance(scorer, OneShotScorer) and scorer.step == 2
+    again = scorer.score([best])[0]["oneshot_accuracy"]
+    assert again == pytest.approx(oracle.get_best_trials(1)[0].score, abs=1e-6)
+    lines = read_jsonl(os.path.join(str(tmp_path), "m", "results_tuner0.jsonl"))
+    assert sorted(r["trial_id"] for r in lines) == sorted(t.trial_id for t in trials)
+    model = tuner.get_best_models(1)[0]
+    assert isinstance(model, keras.Model) and model.count_params() == oracle.space.count(best).params
+
+
+WORKER = textwrap.dedent("""
+    import os, sys, time
+    from tf_oneshot.tuner import OneShotOracle, OneShotTuner
+    model_dir, directory = sys.argv[1], sys.argv[2]
+    oracle = OneShotOracle(model_dir, algorithm="evolution", max_trials=12, seed=0,
+                           population_size=4, num_parents=2)
+    tuner = OneShotTuner(oracle, model_dir, directory=directory, project_name="dist",
+                         scorer_kwargs={"archs_per_pass": 1})
+    me = os.environ["KERASTUNER_TUNER_ID"]
+    if me != "chief":
+        tuner.scorer  # each worker loads the checkpoint itself, before the start line
+        open(os.path.join(directory, "ready_" + me), "w").close()
+        while len([f for f in os.listdir(directory) if f.startswith("ready_")]) < 2:
+            time.sleep(0.05)
+    tuner.search(verbose=0)
+""")
+
+
+@pytest.mark.slow
+def test_distributed_chief_and_two_workers_on_loopback(oneshot_model_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = []
+    for tuner_id in ("chief", "worker0", "worker1"):
+        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+               "KERASTUNER_ORACLE_PORT": str(port), "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, oneshot_model_dir, str(tmp_path)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    from tf_oneshot.io_utils import read_jsonl
+
+    scored = {w: read_jsonl(os.path.join(str(tmp_path), "dist", f"results_{w}.jsonl")) for w in ("worker0", "worker1")}
+    assert scored["worker0"] and scored["worker1"]  # both workers scored trials
+    ids = [r["trial_id"] for lines in scored.values() for r in lines]
+    assert len(ids) == 12 == len(set(ids))  # every trial scored exactly once
+    # The chief's oracle holds all 12 trials, completed, 12 distinct architectures.
+    oracle = OneShotOracle(oneshot_model_dir, algorithm="evolution", max_trials=12, seed=0,
+                           population_size=4, num_parents=2)
+    oracle._set_project_dir(str(tmp_path), "dist")
+    oracle.reload()
+    trials = finished(oracle)
+    assert len(trials) == 12 and sorted(t.trial_id for t in trials) == sorted(ids)
+    assert len({str(oracle.architecture(t)) for t in trials}) == 12
+    assert oracle.algorithm.generation == 2 and oracle.algorithm.done

@@ -1,0 +1,1 @@
+"""Command-line commands: each module defines its flags and `run(FLAGS) -> int`."""

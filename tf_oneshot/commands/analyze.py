@@ -1,0 +1,21 @@
+"""`tf-oneshot analyze`: rank correlations, plots and a report from search and retrain results."""
+
+from absl import flags
+
+from tf_oneshot.analysis import analyze
+from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (defines shared flags)
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_string(
+    "retrain_results", None, "JSON-lines results of `tf-oneshot retrain` (one line per architecture and seed)."
+)
+
+
+def run(FLAGS) -> int:
+    if not FLAGS.output_dir:
+        raise UserError("--output_dir is required: the directory for report.md and the plots.")
+    result = analyze(
+        FLAGS.search_results, FLAGS.retrain_results, FLAGS.output_dir, overwrite=FLAGS.overwrite
+    )
+    print(f"report: {result.report}")
+    return 0

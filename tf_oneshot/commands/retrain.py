@@ -1,0 +1,125 @@
+"""`tf-oneshot retrain`: trains chosen architectures from scratch, stand-alone, and exports the best.
+
+The architectures come from search results (--select=stratified|top|small,
+Bender et al. 2018 §4.1) or from --architectures. One JSON line per
+(architecture, seed) goes to --results; a rerun skips finished pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import flags
+
+from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (shared flags)
+
+# The training hyper-parameters are the train command's flags (--train_steps,
+# --learning_rate, --lr_schedule, --momentum, --weight_decay, --log_every,
+# --jit_compile): retrain uses "the same flags as training".
+from tf_oneshot.commands import train as train_command  # noqa: F401
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_list("architectures", None, "Architecture strings to retrain, comma-separated (instead of --select).")
+flags.DEFINE_string("select", "stratified", "From --search_results: stratified (§4.1, Fig. 5), top or small.")
+flags.DEFINE_integer("top_k", 10, "--select=top|small: how many architectures.")
+flags.DEFINE_integer("pool", None, "--select=top: a stratified --top_k from the best --pool (One-Shot Top: 10 of 100).")
+flags.DEFINE_integer("num_buckets", 10, "--select=stratified: one-shot accuracy buckets.")
+flags.DEFINE_integer("per_bucket", 4, "--select=stratified: architectures per bucket (4 in §4.1).")
+flags.DEFINE_float("percentile", 90.0, "--select=small: one-shot accuracy percentile to reach (One-Shot Small).")
+flags.DEFINE_list("seeds", ["0"], "One stand-alone run per seed; accuracies are averaged (5 runs in §4.1).")
+
+# Flags of `train` that mean nothing for stand-alone training.
+ONESHOT_ONLY = ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every")
+RETRAIN_CONFIG_FLAGS = (
+    "dataset", "data_dir", "batch_size", "ghost_batch_size", "train_steps", "learning_rate",
+    "lr_schedule", "momentum", "weight_decay", "log_every", "jit_compile",
+)
+
+
+def _seeds(FLAGS) -> list[int]:
+    try:
+        return [int(s) for s in FLAGS.seeds]
+    except ValueError:
+        raise UserError(f"--seeds={','.join(FLAGS.seeds)} is invalid; expected integers, e.g. --seeds=0,1,2.") from None
+
+
+def _space(FLAGS, search_space, model_dir_record):
+    """The search space: from the search results, the model_dir, or the flags; F from --filters."""
+    from tf_oneshot import data
+    from tf_oneshot.analysis.records import check_same_space, describe_space
+    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.search_spaces import space_from_config
+
+    space = None
+    if isinstance(search_space, dict):
+        space = space_from_config(search_space)
+    if model_dir_record is not None:
+        recorded = model_dir_record[1]
+        if space is None:
+            space = recorded
+        else:
+            check_same_space(recorded.to_config(), space.to_config(), FLAGS.model_dir, ",".join(FLAGS.search_results))
+    if space is None:
+        config = TrainConfig(**common_flags.given(FLAGS, ("dataset", *common_flags.SPACE_FLAGS)))
+        info = data.dataset_info(config.dataset, FLAGS.data_dir)
+        return config.space(info.image_shape, info.num_classes, info.stem_stride)
+    # Only F may change (Bender et al. 2018, §3.4): depth and cells are the searched network's.
+    for name in ("num_cells", "num_blocks", "num_stacks", "stem_stride"):
+        value = getattr(FLAGS, name)
+        if value is not None and value != getattr(space, name):
+            raise UserError(
+                f"--{name}={value} differs from the searched network ({describe_space(space.to_config())}); "
+                "retrain scales only --filters."
+            )
+    if FLAGS.filters is not None:
+        space = dataclasses.replace(space, filters=FLAGS.filters)
+    return space
+
+
+def run(FLAGS) -> int:
+    from tf_oneshot import distribute
+    from tf_oneshot.analysis.records import load_search_results
+    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.retrain import parse_architectures, retrain, select_candidates
+    from tf_oneshot.trainer import read_model_dir
+
+    if not FLAGS.results:
+        raise UserError("--results is required: the JSON-lines file for the retrain results.")
+    if not FLAGS.architectures and not FLAGS.search_results:
+        raise UserError("choose architectures: pass --search_results (with --select) or --architectures.")
+    given_oneshot_only = [f"--{n}" for n in ONESHOT_ONLY if getattr(FLAGS, n) is not None]
+    if given_oneshot_only:
+        raise UserError(
+            f"{', '.join(given_oneshot_only)} only affect one-shot training; stand-alone models have "
+            "no path dropout. Drop them."
+        )
+    seeds = _seeds(FLAGS)
+    search, search_space = load_search_results(FLAGS.search_results) if FLAGS.search_results else ([], None)
+    model_dir_record = read_model_dir(FLAGS.model_dir) if FLAGS.model_dir else None
+    if FLAGS.model_dir and model_dir_record is None:
+        raise UserError(f"{FLAGS.model_dir} is not a tf_oneshot one-shot model_dir (no config.json).")
+    space = _space(FLAGS, search_space, model_dir_record)
+    overrides = common_flags.given(FLAGS, RETRAIN_CONFIG_FLAGS)
+    if "dataset" not in overrides and model_dir_record is not None:
+        overrides["dataset"] = model_dir_record[0].dataset
+    config = TrainConfig(filters=space.filters, **overrides)
+
+    if FLAGS.architectures:
+        candidates = parse_architectures(space, FLAGS.architectures)
+        scores = {}
+        for r in search:
+            scores.setdefault(r["architecture"], r["oneshot_accuracy"])
+        candidates = [dataclasses.replace(c, oneshot_accuracy=scores.get(str(c.architecture))) for c in candidates]
+    else:
+        candidates = select_candidates(
+            space, search, FLAGS.select, k=FLAGS.top_k, num_buckets=FLAGS.num_buckets,
+            per_bucket=FLAGS.per_bucket, pool=FLAGS.pool, percentile=FLAGS.percentile,
+            seed=0 if FLAGS.seed is None else FLAGS.seed,
+        )
+    export_dir = FLAGS.output_dir or os.path.join(os.path.dirname(FLAGS.results) or ".", "export")
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    summary = retrain(candidates, space, config, seeds, FLAGS.results, export_dir, strategy=strategy)
+    print(f"done: {len(summary.trained)} runs trained, {len(summary.skipped)} already in {FLAGS.results}; "
+          f"best: {summary.best_architecture}")
+    return 0

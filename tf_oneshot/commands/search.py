@@ -1,0 +1,109 @@
+"""`tf-oneshot search`: scores architectures with a trained one-shot model.
+
+Random search (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1),
+under optional constraints on params and multiply-adds. Each scored
+architecture appends one JSON line to --results; killing the command and
+running it again with the same flags carries on to --num_architectures
+without scoring any architecture twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from tf_oneshot.commands import common_flags  # noqa: F401  (defines --model_dir, --results, --seed ...)
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1).")
+flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1).")
+flags.DEFINE_integer("max_params", None, "Only architectures with at most this many parameters.")
+flags.DEFINE_integer("min_params", None, "Only architectures with at least this many parameters.")
+flags.DEFINE_integer("max_flops", None, "Only architectures with at most this many multiply-adds per image.")
+flags.DEFINE_integer("min_flops", None, "Only architectures with at least this many multiply-adds per image.")
+flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
+flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidate for --bn_mode=recalibrate.")
+flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
+flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50).")
+flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10).")
+flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
+flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch (default: auto).")
+flags.DEFINE_integer("validation_examples", None, "Score on the first this many validation examples (default: all).")
+
+
+def _constraints(FLAGS):
+    from tf_oneshot.search import Constraints
+
+    return Constraints(
+        min_params=FLAGS.min_params, max_params=FLAGS.max_params,
+        min_flops=FLAGS.min_flops, max_flops=FLAGS.max_flops,
+    )
+
+
+def run(FLAGS) -> int:
+    from tf_oneshot.search import ALGORITHMS, Evolution, RandomSearch, ResultsFile, run_search
+    from tf_oneshot.search.scorer import BN_MODES, OneShotScorer, checkpoint_step
+
+    # Everything that can be checked without the model is checked first, so a
+    # bad flag fails in a second rather than after loading a checkpoint.
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
+    if FLAGS.algorithm not in ALGORITHMS:
+        raise UserError(f"--algorithm={FLAGS.algorithm} is unknown; choose one of {', '.join(ALGORITHMS)}.")
+    if FLAGS.bn_mode not in BN_MODES:
+        raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+    if FLAGS.num_architectures < 1:
+        raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
+    from tf_oneshot.trainer import read_model_dir
+
+    if not os.path.isdir(FLAGS.model_dir) and "://" not in FLAGS.model_dir:
+        raise UserError(f"--model_dir={FLAGS.model_dir} does not exist; train one with `tf-oneshot train`.")
+    recorded = read_model_dir(FLAGS.model_dir)
+    if recorded is None:
+        raise UserError(
+            f"{FLAGS.model_dir} is not a tf_oneshot one-shot model_dir (no config.json); "
+            "pass the --model_dir that `tf-oneshot train` wrote."
+        )
+    space = recorded[1]
+    step = checkpoint_step(FLAGS.model_dir)
+    constraints = _constraints(FLAGS)
+    seed = 0 if FLAGS.seed is None else FLAGS.seed
+    if FLAGS.algorithm == "evolution":
+        options = {"population_size": FLAGS.population_size, "num_parents": FLAGS.num_parents,
+                   "mutation_prob": FLAGS.mutation_prob}
+        try:
+            algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
+        except ValueError as e:
+            raise UserError(str(e).replace("Received: ", "got --")) from None
+    else:
+        options = {}
+        algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
+    options.update(kl=FLAGS.kl, validation_examples=FLAGS.validation_examples)
+    if FLAGS.bn_mode == "recalibrate":
+        options["recalibration_images"] = FLAGS.recalibration_images
+    path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{FLAGS.algorithm}.jsonl")
+    results = ResultsFile(path, space, {
+        "space": space.to_config(), "checkpoint_step": step, "bn_mode": FLAGS.bn_mode,
+        "algorithm": FLAGS.algorithm, "seed": seed, "constraints": constraints.to_json(), "options": options,
+    })
+    results.load()  # a malformed or foreign file fails here, before the model loads
+
+    scorer = OneShotScorer.from_model_dir(
+        FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, archs_per_pass=FLAGS.archs_per_pass,
+        recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
+        data_dir=FLAGS.data_dir, seed=seed,
+    )
+    if scorer.step != step:
+        raise UserError(f"{FLAGS.model_dir} gained a checkpoint while starting; run again.")
+    print(
+        f"{FLAGS.algorithm} search over {space.name} (checkpoint step {step}), bn_mode={FLAGS.bn_mode}, "
+        f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on "
+        f"{scorer.num_examples} validation images; results: {path}"
+    )
+    summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_pass)
+    print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
+          f"{summary['cached']} from {path}); best:")
+    for arch, accuracy in summary["best"]:
+        print(f"  {accuracy:.4f}  {arch}")
+    return 0

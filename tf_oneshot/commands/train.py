@@ -1,0 +1,44 @@
+"""`tf-oneshot train`: trains the one-shot model into --model_dir and resumes from it."""
+
+from absl import flags
+
+from tf_oneshot import distribute, trainer
+from tf_oneshot.commands import common_flags
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_integer("train_steps", None, "Total training steps (Bender et al. 2018: 5,000-10,000).")
+flags.DEFINE_float("dropout_rate", None, "r: per-path drop probability at the end is r^(1/k) (§3.2).")
+flags.DEFINE_string("dropout_schedule", None, "linear (ramped from 0, §4.1) or constant (Fig. 4).")
+flags.DEFINE_string("all_dropped", None, "When all paths of a node drop: zero (paper) or keep_one.")
+flags.DEFINE_float("learning_rate", None, "Initial learning rate (0.1 in §4.1).")
+flags.DEFINE_string("lr_schedule", None, "cosine or constant.")
+flags.DEFINE_float("momentum", None, "Nesterov momentum (0.9 in §4.1).")
+flags.DEFINE_float("weight_decay", None, "L2 coefficient, applied to active paths only (§3.2).")
+flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (a loop inside tf.function).")
+flags.DEFINE_integer("checkpoint_every", None, "Save a checkpoint every this many steps.")
+flags.DEFINE_integer("log_every", None, "Log and write summaries every this many steps.")
+flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (always on for TPU).")
+flags.DEFINE_string("mixed_precision", None, "none, bfloat16 (TPU) or float16 (GPU).")
+
+TRAIN_FLAGS = (
+    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *common_flags.SPACE_FLAGS,
+    "train_steps", "dropout_rate", "dropout_schedule", "all_dropped", "learning_rate",
+    "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every",
+    "jit_compile", "mixed_precision",
+)
+
+
+def config_from_flags(FLAGS) -> TrainConfig:
+    """TrainConfig defaults overridden by the flags the user set."""
+    return TrainConfig(**common_flags.given(FLAGS, TRAIN_FLAGS))
+
+
+def run(FLAGS) -> int:
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required: the directory for checkpoints and events.")
+    config = config_from_flags(FLAGS)
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    result = trainer.train(config, FLAGS.model_dir, strategy=strategy)
+    # 143 = 128 + SIGTERM: wrappers can tell a preempted run from a finished one.
+    return 143 if result["preempted"] else 0

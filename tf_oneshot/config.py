@@ -1,0 +1,143 @@
+"""Typed, validated configuration of one-shot training.
+
+absl flags are parsed once in the CLI into this frozen dataclass; library code
+reads only the dataclass. Validation happens here, with one-line messages that
+say what is wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces import CellSpace
+
+# Fields that fix the shape of the one-shot model's weights: a model_dir trained
+# with other values cannot be resumed or scored with this config.
+ARCHITECTURE_FIELDS = (
+    "dataset",
+    "filters",
+    "num_cells",
+    "num_blocks",
+    "num_stacks",
+    "stem_stride",
+)
+DROPOUT_SCHEDULES = ("linear", "constant")
+ALL_DROPPED_RULES = ("zero", "keep_one")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a one-shot training run.
+
+    Defaults follow Bender et al. 2018, §4.1 (CIFAR-10): learning rate 0.1,
+    Nesterov momentum 0.9, ghost batches of 32, r = 0.1 ramped linearly.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    filters: int = 16
+    num_cells: int = 6
+    num_blocks: int = 4
+    num_stacks: int = 3
+    stem_stride: int | None = None  # None: the dataset's suggestion
+    train_steps: int = 10_000
+    batch_size: int = 64
+    ghost_batch_size: int = 32
+    dropout_rate: float = 0.1
+    dropout_schedule: str = "linear"
+    all_dropped: str = "zero"
+    learning_rate: float = 0.1
+    lr_schedule: str = "cosine"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    steps_per_loop: int = 1
+    checkpoint_every: int = 100
+    log_every: int = 50
+    keep_checkpoints: int = 3
+    jit_compile: bool = False
+    mixed_precision: str = "none"
+    eval_batches: int = 4
+
+    def __post_init__(self) -> None:
+        positive = (
+            "filters", "num_cells", "num_blocks", "num_stacks", "train_steps", "batch_size",
+            "ghost_batch_size", "steps_per_loop", "checkpoint_every", "log_every",
+            "keep_checkpoints",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
+        if not 0.0 < self.dropout_rate < 1.0:
+            raise UserError(
+                f"--dropout_rate={self.dropout_rate} is invalid; r must lie strictly between 0 and 1 "
+                "(Bender et al. 2018 use 0.1)."
+            )
+        if self.batch_size % self.ghost_batch_size:
+            raise UserError(
+                f"--ghost_batch_size={self.ghost_batch_size} does not divide "
+                f"--batch_size={self.batch_size}; choose a divisor, e.g. "
+                f"--ghost_batch_size={_largest_divisor(self.batch_size, self.ghost_batch_size)}."
+            )
+        choices = (
+            ("dropout_schedule", DROPOUT_SCHEDULES),
+            ("all_dropped", ALL_DROPPED_RULES),
+            ("lr_schedule", LR_SCHEDULES),
+            ("mixed_precision", ("none", "bfloat16", "float16")),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise UserError(
+                    f"--{name}={getattr(self, name)} is invalid; choose one of {', '.join(allowed)}."
+                )
+        if self.learning_rate <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise UserError(
+                "--learning_rate must be > 0, --weight_decay >= 0 and --momentum in [0, 1); got "
+                f"{self.learning_rate}, {self.weight_decay}, {self.momentum}."
+            )
+        if self.stem_stride not in (None, 1, 2, 4):
+            raise UserError(f"--stem_stride={self.stem_stride} is invalid; choose 1, 2 or 4.")
+
+    @property
+    def num_ghosts(self) -> int:
+        """Ghost batches per global batch (Bender et al. 2018, §3.2)."""
+        return self.batch_size // self.ghost_batch_size
+
+    def space(self, image_shape: tuple[int, int, int], num_classes: int, stem_stride: int = 1) -> CellSpace:
+        """The search space and network this config trains on a dataset."""
+        return CellSpace(
+            num_blocks=self.num_blocks,
+            filters=self.filters,
+            num_cells=self.num_cells,
+            num_stacks=self.num_stacks,
+            stem_stride=self.stem_stride or stem_stride,
+            image_shape=tuple(image_shape),
+            num_classes=num_classes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def architecture_differences(self, other: TrainConfig) -> list[str]:
+        """Names the architecture fields where `other` differs, as 'name=a (not b)'."""
+        return [
+            f"{name}={getattr(other, name)} (this run asks for {getattr(self, name)})"
+            for name in ARCHITECTURE_FIELDS
+            if getattr(self, name) != getattr(other, name)
+        ]
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)

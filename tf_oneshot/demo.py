@@ -1,0 +1,272 @@
+"""The whole pipeline of Bender et al. 2018 on the embedded digits, offline, in minutes.
+
+search space -> train the one-shot model (§3.2, §4.1) -> score architectures
+with the shared weights: random search (§3.3, §4.1) and evolution (SPOS §3.4)
+-> retrain a stratified sample stand-alone, briefly (§4.1, Figure 5) ->
+analyze: Kendall tau, Spearman rho and pairwise accuracy (NAO-V2 §3.3), the
+figures, a report. Every stage is the library code the commands run; the demo
+only picks laptop-sized settings (`DemoConfig`) and prints progress throughout.
+
+Output directory layout:
+    oneshot/                 the one-shot model_dir (config, checkpoints, events)
+    search/random.jsonl      random search results
+    search/evolution.jsonl   evolution results
+    retrain/results.jsonl    stand-alone results, one line per (architecture, seed)
+    retrain/export/          best.keras, best_saved_model/, best.json
+    *.png, report.md, analysis.json, summary.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_oneshot.analysis.report import OUTPUTS, analyze, check_output_dir
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.errors import UserError
+from tf_oneshot.io_utils import atomic_write_json
+
+# flags/demo.flags: Bender et al. 2018 §4.1 at laptop scale (tests/test_demo.py
+# checks the two agree).
+DEMO_TRAIN = TrainConfig(
+    dataset="digits", filters=16, num_cells=3, num_stacks=3, batch_size=64, ghost_batch_size=32,
+    train_steps=400, dropout_rate=0.1, dropout_schedule="linear", learning_rate=0.1,
+    weight_decay=1e-4, checkpoint_every=100, log_every=50,
+)
+SUMMARY = "summary.json"
+PARTS = ("oneshot", "search", "retrain", SUMMARY, *OUTPUTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of each stage; the defaults finish in minutes on a 2-core CPU.
+
+    Attributes:
+        train: the one-shot training run (flags/demo.flags).
+        num_random: architectures scored by random search (§4.1 uses 20,000).
+        num_evolution: architectures scored by evolution, population_size per
+            generation, the best num_parents bred (SPOS §3.4: 50, 10).
+        num_retrain: architectures retrained: a stratified sample of the random
+            search over this many one-shot accuracy buckets (§4.1: 4 per bucket).
+        retrain_steps: steps of each brief stand-alone training (§4.1: ~28 epochs).
+        seeds: stand-alone runs per architecture (§4.1: 5).
+        kl: also score the symmetrized KL divergence to the all-on model (§5).
+        archs_per_pass: architectures per forward pass of the scorer (16 was
+            fastest on 2 CPU cores; None lets the scorer time a few widths).
+        seed: seeds the searches and the sample.
+    """
+
+    train: TrainConfig = DEMO_TRAIN
+    num_random: int = 200
+    num_evolution: int = 100
+    population_size: int = 20
+    num_parents: int = 5
+    mutation_prob: float = 0.1
+    num_retrain: int = 8
+    retrain_steps: int = 150
+    seeds: tuple[int, ...] = (0,)
+    kl: bool = True
+    archs_per_pass: int | None = 16
+    seed: int = 0
+
+
+def _stratified(records: list[dict], n: int, seed: int) -> list[dict]:
+    """`n` records spread over the one-shot accuracy range (Bender et al. 2018, §4.1).
+
+    One per equal-width accuracy bucket (tf_oneshot.search.selection); where
+    buckets are empty, the rest come from evenly spaced ranks of the others,
+    so the sample always has `n` architectures.
+    """
+    from tf_oneshot.search.selection import stratified_sample
+
+    chosen = stratified_sample(records, num_buckets=n, per_bucket=1, seed=seed)
+    names = {r["architecture"] for r in chosen}
+    rest = sorted((r for r in records if r["architecture"] not in names), key=lambda r: r["oneshot_accuracy"])
+    missing = n - len(chosen)
+    if missing > 0 and rest:
+        picks = np.unique(np.linspace(0, len(rest) - 1, num=min(missing, len(rest))).round().astype(int))
+        chosen += [rest[i] for i in picks]
+    return sorted(chosen, key=lambda r: r["oneshot_accuracy"])
+
+
+def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log) -> dict:
+    """One search as `tf-oneshot search` runs it, with the same results-file identity."""
+    from tf_oneshot.search import Constraints, ResultsFile, run_search
+
+    results = ResultsFile(path, space, {
+        "space": space.to_config(), "checkpoint_step": scorer.step, "bn_mode": scorer.bn_mode,
+        "algorithm": algorithm.name, "seed": seed, "constraints": Constraints().to_json(),
+        "options": options,
+    })
+    return run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_pass, log=log,
+                      progress_every=5.0)
+
+
+def _clear(output_dir: str) -> None:
+    """Removes what an earlier demo wrote here (and nothing else)."""
+    for name in PARTS:
+        path = os.path.join(output_dir, name)
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+
+
+def run_demo(
+    output_dir: str,
+    config: DemoConfig = DemoConfig(),
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Runs train -> random search -> evolution -> retrain -> analyze into `output_dir`.
+
+    Args:
+        output_dir: a new or empty directory (or any, with `overwrite`).
+        config: stage sizes.
+        overwrite: replace an earlier demo in `output_dir`.
+        log: progress lines.
+
+    Returns:
+        The summary written to summary.json: num_architectures_scored,
+        kendall_tau, spearman_rho, pairwise_accuracy, best_architecture,
+        plots, seconds per stage, and more.
+
+    Raises:
+        UserError: an `output_dir` holding an earlier run without `overwrite`.
+    """
+    from tf_oneshot import trainer
+    from tf_oneshot.retrain import Candidate, retrain
+    from tf_oneshot.search import Evolution, RandomSearch
+    from tf_oneshot.search.scorer import OneShotScorer
+
+    if config.num_retrain < 2 or not config.seeds:
+        raise UserError("the demo needs at least 2 architectures to retrain and one seed.")
+    check_output_dir(output_dir, (), overwrite)
+    if overwrite:
+        _clear(output_dir)
+    tf.io.gfile.makedirs(output_dir)
+    path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def stage(index: int, text: str) -> float:
+        log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - start:.0f}s)")
+        return time.perf_counter()
+
+    tic = stage(1, f"training the one-shot model on digits: {config.train.train_steps} steps, "
+                            f"F={config.train.filters}, {config.train.num_cells} cells")
+    trained = trainer.train(config.train, path("oneshot"), log=log)
+    seconds["train"] = time.perf_counter() - tic
+
+    tic = stage(2, f"random search: scoring {config.num_random} architectures with the shared weights")
+    scorer = OneShotScorer.from_model_dir(
+        path("oneshot"), kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass
+    )
+    space = scorer.space
+    options = {"kl": config.kl, "validation_examples": None}
+    random_path = path("search", "random.jsonl")
+    random_run = _search(scorer, space, RandomSearch(space, config.num_random, seed=config.seed),
+                         random_path, options, config.seed, log)
+    seconds["random_search"] = time.perf_counter() - tic
+
+    tic = stage(3, f"evolution: {config.num_evolution} architectures, population "
+                                f"{config.population_size}, {config.num_parents} parents")
+    evo_options = {"population_size": config.population_size, "num_parents": config.num_parents,
+                   "mutation_prob": config.mutation_prob, **options}
+    evolution = Evolution(space, config.num_evolution, seed=config.seed, population_size=config.population_size,
+                          num_parents=config.num_parents, mutation_prob=config.mutation_prob)
+    evolution_path = path("search", "evolution.jsonl")
+    evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log)
+    seconds["evolution"] = time.perf_counter() - tic
+    del scorer
+
+    tic = stage(4, f"retraining a stratified sample of {config.num_retrain} architectures from "
+                              f"scratch, {config.retrain_steps} steps x {len(config.seeds)} seed(s)")
+    from tf_oneshot.analysis.records import load_search_results
+
+    random_records, _ = load_search_results(random_path)
+    sample = _stratified(random_records, config.num_retrain, config.seed)
+    candidates = [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in sample]
+    retrain_config = config.train.replace(
+        train_steps=config.retrain_steps, log_every=max(1, config.retrain_steps // 3),
+    )
+    retrain_path = path("retrain", "results.jsonl")
+    retrained = retrain(candidates, space, retrain_config, list(config.seeds), retrain_path,
+                        path("retrain", "export"), log=log)
+    seconds["retrain"] = time.perf_counter() - tic
+
+    tic = stage(5, "analyzing: rank correlations, plots, report")
+    analysis = analyze([random_path, evolution_path], retrain_path, output_dir, overwrite=True, log=log)
+    seconds["analyze"] = time.perf_counter() - tic
+    seconds = {k: round(v, 1) for k, v in seconds.items()}
+    total = round(time.perf_counter() - start, 1)
+
+    metrics = analysis.metrics.to_json()
+    by_arch = {j.architecture: j.standalone for j in analysis.joined}
+    best_standalone = by_arch.get(analysis.best_architecture)
+    summary = {
+        "num_architectures_scored": analysis.num_architectures_scored,
+        "num_random": random_run["total"],
+        "num_evolution": evolution_run["total"],
+        "num_retrained": metrics["num_architectures"],
+        "kendall_tau": metrics["kendall_tau"],
+        "spearman_rho": metrics["spearman_rho"],
+        "pairwise_accuracy": metrics["pairwise_accuracy"],
+        "best_architecture": analysis.best_architecture,
+        "best_standalone_validation_accuracy": best_standalone.validation_mean if best_standalone else None,
+        "best_oneshot_architecture": analysis.best_oneshot_architecture,
+        "best_random_oneshot_accuracy": random_run["best"][0][1] if random_run["best"] else None,
+        "best_evolution_oneshot_accuracy": evolution_run["best"][0][1] if evolution_run["best"] else None,
+        "oneshot_all_on_validation_accuracy": trained.get("val_accuracy"),
+        "kl_kendall_tau": None if analysis.kl_kendall_tau is None or math.isnan(analysis.kl_kendall_tau)
+        else analysis.kl_kendall_tau,
+        "plots": sorted(os.path.basename(p) for p in analysis.plots.values()),
+        "report": os.path.basename(analysis.report),
+        "export": {k: os.path.relpath(v, output_dir) for k, v in retrained.exported.items()},
+        "seconds": seconds,
+        "total_seconds": total,
+        "config": {**{k: v for k, v in dataclasses.asdict(config).items() if k != "train"},
+                   "seeds": list(config.seeds), "train": config.train.to_json()},
+    }
+    atomic_write_json(path(SUMMARY), summary)
+    for line in summary_table(summary, analysis):
+        log(line)
+    return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
+    """The lines the demo prints at the end: stages, correlations, retrained architectures."""
+    s = summary["seconds"]
+    rows = [
+        ("train one-shot", s["train"], f"all-on validation accuracy {_fmt(summary['oneshot_all_on_validation_accuracy'])}"),
+        ("random search", s["random_search"], f"{summary['num_random']} architectures, best one-shot "
+                                              f"{_fmt(summary['best_random_oneshot_accuracy'])}"),
+        ("evolution", s["evolution"], f"{summary['num_evolution']} architectures, best one-shot "
+                                      f"{_fmt(summary['best_evolution_oneshot_accuracy'])}"),
+        ("retrain", s["retrain"], f"{summary['num_retrained']} architectures, best stand-alone "
+                                  f"{_fmt(summary['best_standalone_validation_accuracy'])}"),
+        ("analyze", s["analyze"], f"Kendall tau {_fmt(summary['kendall_tau'])}, Spearman rho "
+                                  f"{_fmt(summary['spearman_rho'])}, pairwise accuracy "
+                                  f"{_fmt(summary['pairwise_accuracy'])}"),
+    ]
+    lines = ["", "tf-oneshot demo: summary", f"{'stage':<16}{'seconds':>9}  result"]
+    lines += [f"{name:<16}{sec:>9.1f}  {text}" for name, sec, text in rows]
+    lines += [f"{'total':<16}{summary['total_seconds']:>9.1f}", "",
+              f"{'architecture':<32}{'one-shot':>9}{'stand-alone':>13}{'params':>10}"]
+    for j in sorted(analysis.joined, key=lambda j: j.oneshot_accuracy):
+        lines.append(f"{j.architecture:<32}{j.oneshot_accuracy:>9.3f}{j.standalone.validation_mean:>13.3f}"
+                     f"{j.standalone.params:>10,}")
+    lines += ["", f"best architecture (stand-alone): {summary['best_architecture']}",
+              f"plots: {', '.join(summary['plots'])}; report: {summary['report']}"]
+    return lines

@@ -1,0 +1,580 @@
+"""Retrains chosen architectures from scratch, stand-alone (Bender et al. 2018, §3.4, §4.1).
+
+"After completing a search, one can retrain the best-performing architectures
+from scratch" (§3.4), scaled up by the number of filters F; for the analysis
+of §4.1 (Figure 5) a stratified sample is retrained briefly, "with a batch size
+of 64 and a ghost batch size of 32", and "stand-alone model accuracies were
+averaged across five runs". Training follows the one-shot recipe of §4.1: SGD
+with Nesterov momentum 0.9 and L2 on the kernels, the same strategies, ghost
+batches and schedules as `tf_oneshot.trainer`, but no path dropout.
+
+Each finished (architecture, seed) run is one JSON line in the results file,
+appended with fsync: a rerun skips finished pairs, and a torn last line (a kill
+mid-write) is dropped. The best architecture (highest validation accuracy,
+mean over seeds) is exported as a `.keras` file that loads in safe mode and as
+a SavedModel with a `serve` signature, both written to a temporary name first
+and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_oneshot import data
+from tf_oneshot.analysis.records import (
+    best_standalone,
+    describe_space,
+    space_identity,
+    standalone_by_architecture,
+)
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.errors import UserError
+from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
+from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
+from tf_oneshot.search_spaces import CellArchitecture, CellSpace
+from tf_oneshot.standalone import build_standalone_model
+
+RECORD_KIND = "tf_oneshot.retrain"
+# Settings that must agree between the lines of one results file: a rerun
+# with other settings would mix incomparable accuracies.
+RUN_FIELDS = (
+    "dataset", "train_steps", "batch_size", "ghost_batch_size", "learning_rate", "lr_schedule",
+    "momentum", "weight_decay",
+)
+KERAS_FILE = "best.keras"
+SAVED_MODEL_DIR = "best_saved_model"
+BEST_FILE = "best.json"
+EVAL_BATCH_CAP = 500
+RECALIBRATION_IMAGES = 2048
+SHUFFLE_BUFFER = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """An architecture to retrain and the one-shot accuracy it was chosen with."""
+
+    architecture: CellArchitecture
+    oneshot_accuracy: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainSummary:
+    """What `retrain` did.
+
+    Attributes:
+        records: every line of the results file for this run's candidates
+            (earlier and new), in file order.
+        trained: (architecture string, seed) pairs trained now.
+        skipped: pairs found finished in the results file.
+        best_architecture: highest mean validation accuracy over seeds.
+        exported: paths of the exports (empty if none was written now).
+    """
+
+    records: tuple[dict, ...]
+    trained: tuple[tuple[str, int], ...]
+    skipped: tuple[tuple[str, int], ...]
+    best_architecture: str | None
+    exported: dict[str, str]
+
+
+# ------------------------------------------------------------------ choosing
+def parse_architectures(space: CellSpace, texts: Sequence[str]) -> list[Candidate]:
+    """Candidates from architecture strings (UserError naming a bad one)."""
+    out = []
+    for text in texts:
+        try:
+            out.append(Candidate(space.parse(text)))
+        except UserError as e:
+            raise UserError(f"--architectures: {text!r} does not parse: {e}") from None
+    if not out:
+        raise UserError("--architectures is empty; give architecture strings, e.g. "
+                        f"--architectures={space.example()}")
+    return out
+
+
+def select_candidates(
+    space: CellSpace,
+    search_records: Sequence[dict],
+    how: str = "stratified",
+    k: int = 10,
+    num_buckets: int = 10,
+    per_bucket: int = 4,
+    pool: int | None = None,
+    percentile: float = 90.0,
+    seed: int = 0,
+) -> list[Candidate]:
+    """Chooses architectures from scored ones with tf_oneshot.search.selection.
+
+    Args:
+        space: parses the architecture strings of the records.
+        search_records: lines of search results (several searches may hold the
+            same architecture: its one-shot accuracies are averaged).
+        how: "stratified" (§4.1, Figure 5: `per_bucket` from each of
+            `num_buckets` accuracy buckets), "top" (One-Shot Top: the best `k`,
+            or a stratified `k` from the best `pool`) or "small" (One-Shot
+            Small: the `k` smallest at or above the `percentile`).
+
+    Raises:
+        UserError: an unknown rule, or no records.
+    """
+    from tf_oneshot.search import selection  # no TensorFlow there; imported on use
+
+    merged: dict[str, list[dict]] = {}
+    for r in search_records:
+        merged.setdefault(r["architecture"], []).append(r)
+    if not merged:
+        raise UserError("the search results hold no architecture to retrain.")
+    records = [
+        {
+            "architecture": arch,
+            "oneshot_accuracy": float(np.mean([r["oneshot_accuracy"] for r in rs])),
+            "params": int(rs[0].get("params") or space.count(space.parse(arch)).params),
+        }
+        for arch, rs in sorted(merged.items())
+    ]
+    if how == "stratified":
+        chosen = selection.stratified_sample(records, num_buckets, per_bucket, seed=seed)
+    elif how == "top":
+        chosen = selection.oneshot_top(records, k, pool=pool, seed=seed)
+    elif how == "small":
+        chosen = selection.oneshot_small(records, k, percentile=percentile)
+    else:
+        raise UserError(f"--select={how} is unknown; choose stratified, top or small.")
+    return [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in chosen]
+
+
+# ------------------------------------------------------------------ training
+def _learning_rate(config: TrainConfig) -> Any:
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.train_steps)
+    return config.learning_rate
+
+
+def _eval_batch(num_examples: int, multiple: int) -> int:
+    """Largest batch <= EVAL_BATCH_CAP dividing the split, so no example is dropped."""
+    for b in range(min(EVAL_BATCH_CAP, num_examples), 0, -1):
+        if num_examples % b == 0 and b % multiple == 0:
+            return b
+    return max(multiple, min(EVAL_BATCH_CAP, num_examples) // multiple * multiple)
+
+
+def _kernels(model: keras.Model) -> list[tf.Variable]:
+    # §3.2 / §4.1: L2 on the weights of convolutions and the classifier, not
+    # on batch-norm scales and offsets.
+    return [v for v in model.trainable_variables if v.path.split("/")[-1].endswith("kernel")]
+
+
+def _per_model_function(fn: Callable) -> Callable:
+    """`tf.function` of a closure over one model.
+
+    Each stand-alone model has its own graph, so one trace per model is
+    expected. TensorFlow's frequent-retracing warning counts traces per code
+    object and would take the closures of earlier models for retraces of this
+    one; a fresh `functools.partial` (which has no code object) is counted alone.
+    """
+    return tf.function(functools.partial(fn))
+
+
+def build_model(space: CellSpace, arch: CellArchitecture, config: TrainConfig) -> keras.Model:
+    """The stand-alone model of `arch`, its weights created."""
+    model = build_standalone_model(space, arch, ghost_batch_size=config.ghost_batch_size)
+    model(tf.zeros((config.ghost_batch_size, *space.image_shape)), training=False)
+    return model
+
+
+def train_standalone(
+    space: CellSpace,
+    arch: CellArchitecture,
+    config: TrainConfig,
+    seed: int,
+    strategy: tf.distribute.Strategy | None = None,
+    log: Callable[[str], None] = print,
+    recalibration_images: int = RECALIBRATION_IMAGES,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Trains one architecture from scratch and measures it.
+
+    Args:
+        space: the network around the cell (F scaled as wished).
+        arch: the cell.
+        config: dataset, steps, batch and ghost batch, optimizer settings.
+        seed: seeds the weights and the data order.
+        strategy: a tf.distribute strategy (default: the default strategy).
+        log: progress lines.
+        recalibration_images: training images over which the batch-norm
+            statistics are recomputed before evaluation (0: keep the moving
+            averages); see `recalibrate_batch_norm`.
+
+    Returns:
+        (the model, metrics: validation_accuracy, test_accuracy, the numbers of
+        examples they cover, train_loss of the last steps, seconds).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    per_replica, rest = divmod(config.batch_size, replicas)
+    if rest or per_replica % config.ghost_batch_size:
+        raise UserError(
+            f"--batch_size={config.batch_size} over {replicas} replicas must give a multiple of "
+            f"--ghost_batch_size={config.ghost_batch_size} per replica."
+        )
+    tic = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        model = build_model(space, arch, config)
+        optimizer = keras.optimizers.SGD(
+            learning_rate=_learning_rate(config), momentum=config.momentum, nesterov=True
+        )
+        # DESIGN.md pitfall: build the optimizer eagerly inside the scope.
+        optimizer.build(model.trainable_variables)
+    kernels = _kernels(model)
+    weight_decay = config.weight_decay
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+            l2 = weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+            loss += l2 / replicas
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return tf.reduce_sum(per_example)
+
+    step_fn = tf.function(replica_step, jit_compile=config.jit_compile)
+
+    @_per_model_function
+    def train_loop(iterator, steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            images, labels = next(iterator)
+            total += strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(step_fn, args=(images, labels)), axis=None
+            )
+        return total
+
+    info = data.dataset_info(config.dataset, config.data_dir)
+    # A shuffle buffer larger than the split would fill itself from several
+    # epochs before the first batch (and keep filling after the last).
+    dataset = data.make_dataset(
+        config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir,
+        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, info.num_examples["train"]),
+    )
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    step, loss = 0, math.nan
+    every = max(1, min(config.log_every, config.train_steps))
+    while step < config.train_steps:
+        n = min(every, config.train_steps - step)
+        loss = float(train_loop(iterator, tf.constant(n)).numpy()) / (n * config.batch_size)
+        step += n
+        log(f"  {arch} seed {seed}: step {step}/{config.train_steps} loss {loss:.4f}")
+    metrics = {"train_loss": loss}
+    if recalibration_images:
+        recalibrate_batch_norm(model, config, strategy, recalibration_images)
+    for split in ("validation", "test"):
+        accuracy, count = evaluate(model, config, split, strategy)
+        metrics[f"{split}_accuracy"] = accuracy
+        metrics[f"{split}_examples"] = count
+    metrics["seconds"] = round(time.perf_counter() - tic, 3)
+    return model, metrics
+
+
+def recalibrate_batch_norm(
+    model: keras.Model,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy | None = None,
+    num_images: int = RECALIBRATION_IMAGES,
+) -> int:
+    """Replaces the moving batch-norm statistics by exact averages over training images.
+
+    A brief retrain (Bender et al. 2018, §4.1: "around 28 epochs"; the demo:
+    a few hundred steps) leaves the moving averages (momentum 0.99) weighted
+    towards their initial values and the early weights, which costs the
+    evaluation more than the training has gained. As in SPOS (Guo et al.
+    2019, §3.3, BN recalibration), the statistics of the final weights are
+    recomputed on un-augmented training images, one ghost batch at a time.
+
+    Returns:
+        The number of images used.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    layers = [layer for layer in model.layers if isinstance(layer, GhostBatchNormalization)]
+    if not layers or num_images <= 0:
+        return 0
+    info = data.dataset_info(config.dataset, config.data_dir)
+    batch = config.batch_size
+    batches = max(1, min(num_images, info.num_examples["train"]) // batch)
+    dataset = data.make_dataset(
+        config.dataset, "train", batch, training=False, data_dir=config.data_dir, repeat=False
+    ).take(batches)
+    for layer in layers:
+        layer.set_mode("recalibrate")
+
+    @_per_model_function  # traced after set_mode: the layers read their mode when traced
+    def recalibrate_step(images):
+        strategy.run(lambda x: model(x, training=False), args=(images,))
+
+    for images, _ in strategy.experimental_distribute_dataset(dataset):
+        recalibrate_step(images)
+    for layer in layers:
+        layer.set_mode("moving")
+    return batches * batch
+
+
+def evaluate(
+    model: keras.Model,
+    config: TrainConfig,
+    split: str,
+    strategy: tf.distribute.Strategy | None = None,
+) -> tuple[float, int]:
+    """Accuracy of `model` on a whole split (inference mode); returns (accuracy, examples)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    info = data.dataset_info(config.dataset, config.data_dir)
+    batch = _eval_batch(info.num_examples[split], strategy.num_replicas_in_sync)
+    dataset = data.make_dataset(
+        config.dataset, split, batch, training=False, data_dir=config.data_dir
+    )
+
+    def replica_eval(images, labels):
+        logits = model(images, training=False)
+        correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+        return tf.stack([tf.reduce_sum(tf.cast(correct, tf.float32)), tf.cast(tf.size(labels), tf.float32)])
+
+    @_per_model_function
+    def eval_step(images, labels):
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(replica_eval, args=(images, labels)), axis=None
+        )
+
+    totals = np.zeros(2)
+    for images, labels in strategy.experimental_distribute_dataset(dataset):
+        totals += eval_step(images, labels).numpy()
+    return float(totals[0] / max(totals[1], 1.0)), int(totals[1])
+
+
+# -------------------------------------------------------------------- export
+def _plain_copy(space: CellSpace, arch: CellArchitecture, model: keras.Model,
+                config: TrainConfig) -> keras.Model:
+    """The same weights in a model built outside any strategy (portable export)."""
+    copy = build_model(space, arch, config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _replace_dir(tmp: str, final: str) -> None:
+    trash = f"{final}.old-{uuid.uuid4().hex}"
+    if tf.io.gfile.exists(final):
+        tf.io.gfile.rename(final, trash)
+    tf.io.gfile.rename(tmp, final)
+    if tf.io.gfile.exists(trash):
+        tf.io.gfile.rmtree(trash)
+
+
+def export_model(
+    model: keras.Model, space: CellSpace, export_dir: str, metadata: dict[str, Any]
+) -> dict[str, str]:
+    """Writes `best.keras`, `best_saved_model/` (signature `serve`) and `best.json`.
+
+    Each goes to a temporary name and is renamed into place, so a reader sees
+    the old export or the new one, never half of one.
+    """
+    tf.io.gfile.makedirs(export_dir)
+    keras_path = os.path.join(export_dir, KERAS_FILE)
+    tmp = os.path.join(export_dir, f"tmp-{uuid.uuid4().hex}.keras")
+    model.save(tmp)
+    tf.io.gfile.rename(tmp, keras_path, overwrite=True)
+
+    saved_model = os.path.join(export_dir, SAVED_MODEL_DIR)
+    tmp_dir = os.path.join(export_dir, f"tmp-{uuid.uuid4().hex}")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec((None, *space.image_shape), tf.float32, name="images")],
+    )
+    archive.write_out(tmp_dir, verbose=False)
+    _replace_dir(tmp_dir, saved_model)
+
+    best = os.path.join(export_dir, BEST_FILE)
+    atomic_write_json(best, {**metadata, "keras": KERAS_FILE, "saved_model": SAVED_MODEL_DIR})
+    return {"keras": keras_path, "saved_model": saved_model, "metadata": best}
+
+
+# ------------------------------------------------------------------- results
+def _run_settings(config: TrainConfig, space: CellSpace, recalibration_images: int) -> dict[str, Any]:
+    return {
+        **{f: getattr(config, f) for f in RUN_FIELDS},
+        "bn_recalibration_images": int(recalibration_images),
+        "space": space.to_config(),
+    }
+
+
+def _check_results(records: list[dict], settings: dict[str, Any], path: str) -> None:
+    for number, r in enumerate(records, start=1):
+        if r.get("kind") != RECORD_KIND:
+            raise UserError(
+                f"{path} line {number} is not a `tf-oneshot retrain` result; pass a new --results file."
+            )
+        if space_identity(r.get("space")) != space_identity(settings["space"]):
+            raise UserError(
+                f"{path} holds retrain results of another search space ({describe_space(r.get('space'))}; "
+                f"this run: {describe_space(settings['space'])}); pass a new --results file."
+            )
+        def scale(x: dict) -> dict:
+            return {
+                **{f: x.get(f) for f in (*RUN_FIELDS, "bn_recalibration_images")},
+                "filters": (x.get("space") or {}).get("filters"),
+            }
+
+        old, new = scale(r), scale(settings)
+        changed = [f"{f}={old[f]!r} (this run: {new[f]!r})" for f in new if old[f] != new[f]]
+        if changed:
+            raise UserError(
+                f"{path} line {number} was trained with {', '.join(changed[:3])}; rerun with the "
+                "same flags or pass a new --results file."
+            )
+
+
+def _best(records: Sequence[dict]) -> tuple[str, float] | None:
+    best = best_standalone(list(standalone_by_architecture(records).values()))
+    return (best.architecture, best.validation_mean) if best else None
+
+
+def retrain(
+    candidates: Sequence[Candidate],
+    space: CellSpace,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    results_path: str,
+    export_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    log: Callable[[str], None] = print,
+    recalibration_images: int = RECALIBRATION_IMAGES,
+) -> RetrainSummary:
+    """Trains every (candidate, seed) not yet in `results_path`, then exports the best.
+
+    Args:
+        candidates: the architectures, each with the one-shot accuracy it was
+            chosen with (or None).
+        space: the network; its `filters` is F (Bender et al. 2018, §3.4 scale
+            up by F).
+        config: dataset, train_steps, batch, ghost batch, optimizer settings.
+        seeds: one stand-alone run per seed; accuracies are averaged (§4.1).
+        results_path: JSON-lines file, appended one line per finished run.
+        export_dir: where the best model goes (None: no export).
+        strategy: a tf.distribute strategy.
+        log: progress lines.
+        recalibration_images: see `train_standalone`.
+
+    Returns:
+        A `RetrainSummary`.
+
+    Raises:
+        UserError: a results file of another space or other settings, a
+            dataset whose images do not fit the space, no candidates or seeds.
+    """
+    if not candidates:
+        raise UserError("no architectures to retrain.")
+    if not seeds:
+        raise UserError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2.")
+    info = data.dataset_info(config.dataset, config.data_dir)
+    if tuple(info.image_shape) != tuple(space.image_shape) or info.num_classes != space.num_classes:
+        raise UserError(
+            f"--dataset={config.dataset} has images {tuple(info.image_shape)} and {info.num_classes} "
+            f"classes, but the search space was built for {tuple(space.image_shape)} and "
+            f"{space.num_classes}; pass the dataset the one-shot model was trained on."
+        )
+    unique: dict[str, Candidate] = {}
+    for c in candidates:
+        unique.setdefault(str(space.validate(c.architecture)), c)
+    candidates = list(unique.values())
+    settings = _run_settings(config, space, recalibration_images)
+    existing = read_jsonl(results_path)
+    _check_results(existing, settings, results_path)
+    done = {(r["architecture"], int(r["seed"])) for r in existing}
+    wanted = {str(c.architecture) for c in candidates}
+    pairs = [(c, int(s)) for c in candidates for s in seeds]
+    todo = [(c, s) for c, s in pairs if (str(c.architecture), s) not in done]
+    skipped = tuple((str(c.architecture), s) for c, s in pairs if (str(c.architecture), s) in done)
+    log(
+        f"retrain: {len(candidates)} architectures x {len(seeds)} seeds at F={space.filters}, "
+        f"{config.train_steps} steps each; {len(skipped)} runs already in {results_path}, "
+        f"{len(todo)} to train"
+    )
+    exported: dict[str, str] = {}
+    best_now: dict[str, tuple[float, keras.Model, int]] = {}  # arch -> best seed trained now
+    trained = []
+    for index, (candidate, seed) in enumerate(todo, start=1):
+        arch = candidate.architecture
+        cost = space.count(arch)
+        log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
+        model, metrics = train_standalone(space, arch, config, seed, strategy, log, recalibration_images)
+        params = int(model.count_params())
+        record = {
+            "kind": RECORD_KIND,
+            "architecture": str(arch),
+            "seed": seed,
+            "oneshot_accuracy": candidate.oneshot_accuracy,
+            "params": params,
+            "flops": int(cost.flops),
+            **metrics,
+            **settings,
+        }
+        append_jsonl(results_path, record)
+        trained.append((str(arch), seed))
+        log(
+            f"[{index}/{len(todo)}] {arch} seed {seed}: validation {metrics['validation_accuracy']:.4f} "
+            f"test {metrics['test_accuracy']:.4f}, {params:,} params ({metrics['seconds']:.0f}s)"
+        )
+        key = str(arch)
+        if key not in best_now or metrics["validation_accuracy"] > best_now[key][0]:
+            best_now[key] = (metrics["validation_accuracy"], model, seed)
+    all_records = [r for r in read_jsonl(results_path) if r["architecture"] in wanted]
+    best = _best(all_records)
+    if export_dir and best is not None:
+        exported = _export_best(best, best_now, all_records, space, config, export_dir, log)
+    return RetrainSummary(
+        records=tuple(all_records),
+        trained=tuple(trained),
+        skipped=skipped,
+        best_architecture=best[0] if best else None,
+        exported=exported,
+    )
+
+
+def _export_best(best, best_now, records, space, config, export_dir, log) -> dict[str, str]:
+    arch, mean = best
+    previous_path = os.path.join(export_dir, BEST_FILE)
+    previous = read_json(previous_path) if tf.io.gfile.exists(previous_path) else None
+    if previous and previous.get("architecture") == arch and arch not in best_now:
+        log(f"export: {arch} is already exported in {export_dir}")
+        return {}
+    if arch not in best_now:
+        log(f"export: the best architecture {arch} was trained in an earlier run and its weights "
+            "were not kept; nothing new to export.")
+        return {}
+    accuracy, model, seed = best_now[arch]
+    metadata = {
+        "architecture": arch,
+        "seed": seed,
+        "validation_accuracy": accuracy,
+        "validation_accuracy_mean": mean,
+        "seeds": sorted(int(r["seed"]) for r in records if r["architecture"] == arch),
+        "space": space.to_config(),
+        "dataset": config.dataset,
+    }
+    exported = export_model(_plain_copy(space, space.parse(arch), model, config), space, export_dir, metadata)
+    log(f"export: best {arch} (validation {mean:.4f} mean over seeds) -> {exported['keras']}, "
+        f"{exported['saved_model']}")
+    return exported
+

@@ -1,0 +1,43 @@
+"""Search with a trained one-shot model (Bender et al. 2018, §3.3-3.4, §4.1; SPOS §3.4).
+
+Algorithms (`RandomSearch`, `Evolution`), constraints, selection rules, the
+results file and the driver know no TensorFlow; `tf_oneshot.search.scorer`
+(imported on its own) holds the compiled scoring of architectures.
+"""
+
+from typing import Any
+
+from tf_oneshot.search.constraints import ConstrainedSampler, Constraints, cost_bounds
+from tf_oneshot.search.evolution import Evolution
+from tf_oneshot.search.random_search import RandomSearch
+from tf_oneshot.search.selection import oneshot_small, oneshot_top, stratified_sample
+
+ALGORITHMS = {RandomSearch.name: RandomSearch, Evolution.name: Evolution}
+
+
+def __getattr__(name: str) -> Any:
+    # The results file goes through io_utils (tf.io.gfile, for gs:// paths):
+    # imported on first use so that the algorithms load without TensorFlow.
+    if name == "ResultsFile":
+        from tf_oneshot.search.results import ResultsFile
+
+        return ResultsFile
+    if name == "run_search":
+        from tf_oneshot.search.driver import run_search
+
+        return run_search
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [
+    "ALGORITHMS",
+    "ConstrainedSampler",
+    "Constraints",
+    "Evolution",
+    "RandomSearch",
+    "ResultsFile",
+    "cost_bounds",
+    "oneshot_small",
+    "oneshot_top",
+    "run_search",
+    "stratified_sample",
+]

@@ -1,0 +1,227 @@
+"""Evolutionary search of SPOS (Guo et al. 2019, §3.4, Algorithm 1).
+
+    P_0 := Initialize_population(P, C)          # uniform constraint sampling, §3.2
+    for i = 1..T:
+        ACC_{i-1} := Inference(W_A, D_val, P_{i-1})
+        Topk := Update_Topk(Topk, P_{i-1}, ACC_{i-1})
+        P_i := Crossover(Topk, P/2, C) U Mutation(Topk, P/2, prob=0.1, C)
+
+with P=50, T=20, k=10. Crossover crosses two random top-k members, mutation
+resamples each choice of one random top-k member with probability 0.1, and
+both repeat until a child meets the constraints C: a child that breaks them is
+never scored. A child already proposed is rejected too, so no architecture is
+scored twice. Once the top-k has converged so far that crossover finds no new
+child within a bounded number of attempts, mutation makes it instead, and if
+that fails too a fresh constrained draw takes its place (`fresh_fills`).
+
+Generation i+1 is drawn as a whole the moment every member of generation i has
+been told, from a seeded generator: the proposals depend only on the seed and
+the scores, not on how many architectures a caller asks for at a time nor on
+the order of the tells. A run restarted over its results file therefore
+rebuilds the same populations (cached scores are told at once) and carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+from tf_oneshot.search.constraints import ConstrainedSampler, Constraints
+from tf_oneshot.search_spaces import SearchSpace
+
+# Attempts at a new, fitting child before a fresh draw replaces it.
+CHILD_ATTEMPTS = 200
+
+
+class Evolution:
+    """SPOS Algorithm 1 as ask/tell.
+
+    Args:
+        space: the search space.
+        num_architectures: total distinct architectures to score (P * T).
+        constraints: bounds every proposal meets.
+        seed: seeds every random choice.
+        population_size: P (50 in SPOS).
+        num_parents: k, the size of Topk (10 in SPOS).
+        mutation_prob: per-choice resampling probability (0.1 in SPOS).
+        crossover_fraction: share of each generation made by crossover (1/2).
+    """
+
+    name = "evolution"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        num_architectures: int,
+        constraints: Constraints | None = None,
+        seed: int = 0,
+        population_size: int = 50,
+        num_parents: int = 10,
+        mutation_prob: float = 0.1,
+        crossover_fraction: float = 0.5,
+    ):
+        checks = [
+            (num_architectures >= 1, "num_architectures", num_architectures, ">= 1"),
+            (population_size >= 2, "population_size", population_size, ">= 2"),
+            (1 <= num_parents, "num_parents", num_parents, ">= 1"),
+            (0.0 < mutation_prob <= 1.0, "mutation_prob", mutation_prob, "in (0, 1]"),
+            (0.0 <= crossover_fraction <= 1.0, "crossover_fraction", crossover_fraction, "in [0, 1]"),
+        ]
+        for ok, name, value, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}. Received: {name}={value}")
+        self.space = space
+        self.num_architectures = int(num_architectures)
+        self.population_size = int(population_size)
+        self.num_parents = int(num_parents)
+        self.mutation_prob = float(mutation_prob)
+        self.crossover_fraction = float(crossover_fraction)
+        self.sampler = ConstrainedSampler(space, constraints)
+        self.seed = int(seed)
+        self._rng = np.random.default_rng(self.seed)
+        self.generation = -1  # index of the current population
+        self._population: list[Hashable] = []
+        self._handed = 0  # members of the current population handed out
+        self._proposed = 0  # handed out over all generations
+        self._seen: set[Hashable] = set()
+        self._generation_of: dict[Hashable, int] = {}
+        self._scores: dict[Hashable, float | None] = {}
+        self.topk: list[tuple[Hashable, float]] = []
+        self.fresh_fills = 0
+        self._next_generation()
+
+    # ------------------------------------------------------------- ask / tell
+    def ask(self, n: int) -> list[Hashable]:
+        """Up to `n` architectures of the current generation not yet handed out.
+
+        Returns fewer (possibly none) while members of the current generation
+        await their scores, or once the budget is spent.
+        """
+        out = []
+        while len(out) < n and self._proposed < self.num_architectures:
+            if self._handed == len(self._population):
+                if not self._generation_told():
+                    break
+                self._advance()
+                continue
+            arch = self._population[self._handed]
+            self._handed += 1
+            self._proposed += 1
+            out.append(arch)
+        return out
+
+    def tell(self, arch: Hashable, fitness: float | None) -> None:
+        """Records `arch`'s one-shot accuracy (None if scoring failed)."""
+        if arch not in self._generation_of:
+            raise KeyError(f"architecture {arch} was not proposed by this search.")
+        self._scores[arch] = None if fitness is None else float(fitness)
+
+    def generation_of(self, arch: Hashable) -> int | None:
+        """The generation that proposed `arch` (0: the initial population)."""
+        return self._generation_of.get(arch)
+
+    @property
+    def exhausted(self) -> bool:
+        return self._proposed >= self.num_architectures
+
+    @property
+    def done(self) -> bool:
+        return self.exhausted and all(a in self._scores for a in self._handed_out())
+
+    def best(self, k: int = 1) -> list[tuple[Hashable, float]]:
+        """The `k` best architectures told so far, best first."""
+        scored = [(a, f) for a, f in self._scores.items() if f is not None]
+        return sorted(scored, key=_rank)[:k]
+
+    # -------------------------------------------------------------- internals
+    def _handed_out(self) -> list[Hashable]:
+        return self._population[: self._handed]
+
+    def _generation_told(self) -> bool:
+        return all(a in self._scores for a in self._population)
+
+    def _advance(self) -> None:
+        # Update_Topk(Topk, P_{i-1}, ACC_{i-1}); ties broken by the string form
+        # so the order never depends on the order of the tells.
+        pool = dict(self.topk)
+        for arch in self._population:
+            if self._scores.get(arch) is not None:
+                pool[arch] = self._scores[arch]
+        self.topk = sorted(pool.items(), key=_rank)[: self.num_parents]
+        self._next_generation()
+
+    def _next_generation(self) -> None:
+        self.generation += 1
+        self._handed = 0
+        size = self.population_size
+        if self.generation == 0 or not self.topk:
+            # Initialize_population(P, C): SPOS §3.2 uniform constraint sampling.
+            population = []
+            for _ in range(size):
+                arch = self.sampler.uniform_constraint_sample(self._rng, exclude=self._seen)
+                self._seen.add(arch)
+                population.append(arch)
+        else:
+            n_cross = int(round(size * self.crossover_fraction)) if len(self.topk) >= 2 else 0
+            population = [self._child(crossover=i < n_cross) for i in range(size)]
+        for arch in population:
+            self._generation_of[arch] = self.generation
+        self._population = population
+
+    def _child(self, crossover: bool) -> Hashable:
+        parents = [a for a, _ in self.topk]
+        # Crossover of near-identical parents soon runs out of new children:
+        # mutation takes over, and only then a fresh constrained draw.
+        for use_crossover in ((True, False) if crossover else (False,)):
+            for _ in range(CHILD_ATTEMPTS):
+                if use_crossover:
+                    i, j = self._rng.choice(len(parents), size=2, replace=False)
+                    child = self.space.crossover(parents[i], parents[j], self._rng)
+                else:
+                    parent = parents[int(self._rng.integers(len(parents)))]
+                    child = self.space.mutate(parent, self._rng, self.mutation_prob)
+                if child not in self._seen and self.sampler.accepts(child):
+                    self._seen.add(child)
+                    return child
+        self.fresh_fills += 1
+        child = self.sampler.sample(self._rng, exclude=self._seen)
+        self._seen.add(child)
+        return child
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able state (KerasTuner oracles save it in oracle.json)."""
+        return {
+            "algorithm": self.name,
+            "rng": self._rng.bit_generator.state,
+            "generation": self.generation,
+            "population": [str(a) for a in self._population],
+            "handed": self._handed,
+            "proposed": self._proposed,
+            "generation_of": [[str(a), g] for a, g in self._generation_of.items()],
+            "seen": [str(a) for a in self._seen],
+            "scores": [[str(a), f] for a, f in self._scores.items()],
+            "topk": [[str(a), f] for a, f in self.topk],
+            "fresh_fills": self.fresh_fills,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Inverse of `get_state`."""
+        parse = self.space.parse
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self.generation = int(state["generation"])
+        self._population = [parse(a) for a in state["population"]]
+        self._handed = int(state["handed"])
+        self._proposed = int(state["proposed"])
+        self._generation_of = {parse(a): int(g) for a, g in state["generation_of"]}
+        self._seen = {parse(a) for a in state["seen"]}
+        self._scores = {parse(a): f for a, f in state["scores"]}
+        self.topk = [(parse(a), float(f)) for a, f in state["topk"]]
+        self.fresh_fills = int(state["fresh_fills"])
+
+
+def _rank(item: tuple[Hashable, float]) -> tuple[float, str]:
+    return (-item[1], str(item[0]))

@@ -1,0 +1,334 @@
+"""One-shot accuracy of architectures from the shared weights, compiled once.
+
+Bender et al. 2018, §3.3: a candidate is evaluated by zeroing the paths it
+does not use in the trained one-shot model and measuring its validation
+accuracy. The architecture enters the compiled function as mask tensors of a
+fixed shape, so scoring never retraces per architecture (`tracing_count`).
+
+Batch norm at evaluation is a mode:
+- "batch" (Bender et al. 2018, §3.2): statistics of each ghost batch on the
+  fly. The validation set is split into fixed ghost batches; one pass tiles a
+  chunk of them once per architecture and gives each copy its own mask (one
+  architecture per ghost batch), so G architectures share one forward pass
+  and each sees exactly the ghost batches it would see alone.
+- "recalibrate" (SPOS, §3.4): the moving statistics are recomputed for each
+  candidate as the exact average over a fixed set of training images, then
+  used on the validation set, all inside one compiled function per candidate.
+  One moving statistic per layer means one candidate per pass.
+
+The symmetrized KL divergence of §5 compares a candidate's predicted class
+distribution with that of the all-on network on 64 training images, with
+batch statistics on the fly: a label-free score.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_oneshot.errors import UserError
+
+BN_MODES = ("batch", "recalibrate")
+KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the training set"
+# Largest tensor of validation images kept in memory; beyond it ask for a cap.
+MAX_VALIDATION_BYTES = 2 << 30
+
+
+def checkpoint_step(model_dir: str) -> int:
+    """The step of the latest checkpoint in a model_dir (UserError if none)."""
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if path is None:
+        raise UserError(f"{model_dir} has no checkpoint yet; run `tf-oneshot train` first.")
+    return int(path.rsplit("-", 1)[-1])
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
+
+
+class OneShotScorer:
+    """Scores batches of architectures with a trained `OneShotModel`.
+
+    Args:
+        model: the trained one-shot model.
+        space: its search space.
+        images, labels: the validation examples (numpy); the first multiple of
+            the ghost batch size of them are used.
+        bn_mode: "batch" or "recalibrate".
+        archs_per_pass: architectures per forward pass in "batch" mode (one
+            per ghost batch); None picks the fastest of a few by timing.
+            Always 1 in "recalibrate" mode.
+        recalibration_images: training images for "recalibrate" (SPOS).
+        kl_images: training images for the KL divergence (None: no KL).
+        step: the checkpoint step, for records.
+        pass_examples: examples per forward pass to aim for (all copies).
+        jit_compile: compile with XLA (TPU; slow for depthwise convs on CPU).
+
+    Raises:
+        UserError: for an unknown bn_mode or too few examples.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        space: Any,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        bn_mode: str = "batch",
+        archs_per_pass: int | None = None,
+        recalibration_images: np.ndarray | None = None,
+        kl_images: np.ndarray | None = None,
+        step: int = 0,
+        pass_examples: int = 512,
+        jit_compile: bool = False,
+    ):
+        if bn_mode not in BN_MODES:
+            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        if archs_per_pass is not None and archs_per_pass < 1:
+            raise UserError(f"archs_per_pass={archs_per_pass} is invalid; expected a positive integer.")
+        self.model = model
+        self.space = space
+        self.bn_mode = bn_mode
+        self.step = step
+        self.ghost = int(model.ghost_batch_size)
+        self.pass_examples = pass_examples
+        self.jit_compile = jit_compile
+        self.kl = kl_images is not None
+        n = len(images) // self.ghost * self.ghost
+        if n == 0:
+            raise UserError(f"{len(images)} validation examples are fewer than one ghost batch of {self.ghost}.")
+        self.num_examples = n
+        self._images = tf.convert_to_tensor(np.asarray(images[:n], np.float32))
+        self._labels = tf.convert_to_tensor(np.asarray(labels[:n], np.int32))
+        self._recal = None
+        if bn_mode == "recalibrate":
+            if recalibration_images is None:
+                raise UserError('bn_mode="recalibrate" needs recalibration_images.')
+            r = len(recalibration_images) // self.ghost * self.ghost
+            if r == 0:
+                raise UserError(f"recalibration needs at least {self.ghost} images (one ghost batch).")
+            self._recal = tf.convert_to_tensor(np.asarray(recalibration_images[:r], np.float32))
+        self._kl_images = None
+        if kl_images is not None:
+            k = len(kl_images) // self.ghost * self.ghost
+            if k == 0:
+                raise UserError(f"the KL divergence needs at least {self.ghost} images.")
+            self._kl_images = tf.convert_to_tensor(np.asarray(kl_images[:k], np.float32))
+        self._functions: dict[tuple[str, int], Any] = {}
+        self._reference_logp = None
+        if bn_mode == "recalibrate":
+            self.archs_per_pass = 1
+        elif archs_per_pass is not None:
+            self.archs_per_pass = int(archs_per_pass)
+        else:
+            self.archs_per_pass = self._pick_archs_per_pass()
+
+    # ------------------------------------------------------------- building
+    @classmethod
+    def from_model_dir(
+        cls,
+        model_dir: str,
+        *,
+        bn_mode: str = "batch",
+        kl: bool = False,
+        archs_per_pass: int | None = None,
+        recalibration_images: int = 2048,
+        validation_examples: int | None = None,
+        data_dir: str | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> OneShotScorer:
+        """Loads the latest checkpoint of `model_dir` and its dataset's splits.
+
+        Raises:
+            UserError: a missing or foreign model_dir, no checkpoint, or data
+                that is not prepared.
+        """
+        from tf_oneshot import data
+        from tf_oneshot.trainer import load_oneshot
+
+        if bn_mode not in BN_MODES:
+            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        loaded = load_oneshot(model_dir)
+        config = loaded.config
+        data_dir = data_dir or config.data_dir
+        info = data.dataset_info(config.dataset, data_dir)
+        ghost = config.ghost_batch_size
+        available = info.num_examples["validation"]
+        n = min(available, validation_examples or available) // ghost * ghost
+        if n == 0:
+            raise UserError(f"--validation_examples={validation_examples} is fewer than one ghost batch of {ghost}.")
+        if n * math.prod(info.image_shape) * 4 > MAX_VALIDATION_BYTES:
+            raise UserError(
+                f"{n} validation images of {info.image_shape} exceed {MAX_VALIDATION_BYTES >> 30} GiB in memory; "
+                "pass --validation_examples to score on a subset."
+            )
+        dataset = data.make_dataset(config.dataset, "validation", n, training=False, data_dir=data_dir)
+        images, labels = (t.numpy() for t in next(iter(dataset)))
+        recal = kl_images = None
+        if bn_mode == "recalibrate":
+            count = max(ghost, min(recalibration_images, info.num_examples["train"]) // ghost * ghost)
+            recal = data.take_images(config.dataset, "train", count, data_dir=data_dir, seed=seed)
+        if kl:
+            count = max(ghost, -(-KL_EXAMPLES // ghost) * ghost)
+            kl_images = data.take_images(config.dataset, "train", count, data_dir=data_dir, seed=seed + 1)
+        kwargs.setdefault("jit_compile", bool(config.jit_compile))
+        return cls(
+            loaded.model, loaded.space, images, labels, bn_mode=bn_mode, archs_per_pass=archs_per_pass,
+            recalibration_images=recal, kl_images=kl_images, step=loaded.step, **kwargs,
+        )
+
+    def _masks(self, archs: Sequence[Hashable], size: int) -> tuple[tf.Tensor, tf.Tensor]:
+        # Pad a short batch with copies of its first architecture: same shapes,
+        # no retrace, and (with skipped inactive ops) no extra ops computed.
+        padded = list(archs) + [archs[0]] * (size - len(archs))
+        masks = self.space.encode_batch(padded)
+        return tf.constant(masks["input_mask"]), tf.constant(masks["op_mask"])
+
+    def _function(self, kind: str, archs: int) -> Any:
+        key = (kind, archs)
+        if key not in self._functions:
+            builder = {"evaluate": self._evaluate, "recalibrated": self._recalibrated, "kl": self._kl_divergence}
+            self._functions[key] = tf.function(builder[kind], jit_compile=self.jit_compile)
+        return self._functions[key]
+
+    # ------------------------------------------------------ compiled bodies
+    def _run_chunks(self, images: tf.Tensor, archs: int, input_mask, op_mask):
+        """Splits `images` into chunks of whole ghost batches; returns (chunks, chunk size, forward).
+
+        `forward(i)` tiles chunk i once per architecture and returns logits
+        [archs, chunk, classes]; ghost batch j of a chunk always holds the
+        same images, whatever `archs` is.
+        """
+        n = images.shape[0]
+        ghosts_per_chunk = _largest_divisor(n // self.ghost, max(1, self.pass_examples // (archs * self.ghost)))
+        chunk = ghosts_per_chunk * self.ghost
+        num_chunks = n // chunk
+        grouped = tf.reshape(images, [num_chunks, chunk, *images.shape[1:]])
+        masks = {
+            "input_mask": tf.repeat(input_mask, ghosts_per_chunk, axis=0),
+            "op_mask": tf.repeat(op_mask, ghosts_per_chunk, axis=0),
+        }
+
+        def forward(i):
+            x = tf.tile(grouped[i], [archs, 1, 1, 1])
+            logits = self.model({"images": x, **masks}, training=False)
+            return tf.reshape(logits, [archs, chunk, -1])
+
+        return num_chunks, chunk, forward
+
+    def _evaluate(self, input_mask: tf.Tensor, op_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Accuracy and mean cross-entropy on the validation set, per architecture."""
+        archs = input_mask.shape[0]
+        num_chunks, chunk, forward = self._run_chunks(self._images, archs, input_mask, op_mask)
+        labels = tf.reshape(self._labels, [num_chunks, chunk])
+        correct = tf.zeros([archs])
+        loss = tf.zeros([archs])
+        for i in tf.range(num_chunks):
+            logits = forward(i)
+            y = tf.broadcast_to(labels[i][None], [archs, chunk])
+            hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+            correct += tf.reduce_sum(tf.cast(hit, tf.float32), 1)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            loss += tf.reduce_sum(ce, 1)
+        n = float(self.num_examples)
+        return correct / n, loss / n
+
+    def _recalibrated(self, input_mask: tf.Tensor, op_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """SPOS: exact BN statistics of this candidate on the calibration images, then evaluate."""
+        self.model.set_bn_mode("recalibrate")  # variable assigns: fine inside tf.function
+        num_chunks, _, forward = self._run_chunks(self._recal, 1, input_mask, op_mask)
+        for i in tf.range(num_chunks):
+            forward(i)
+        self.model.set_bn_mode("moving")
+        result = self._evaluate(input_mask, op_mask)
+        self.model.set_bn_mode("batch")
+        return result
+
+    def _kl_divergence(self, input_mask: tf.Tensor, op_mask: tf.Tensor) -> tf.Tensor:
+        """Mean symmetrized KL divergence to the all-on network's predictions (§5)."""
+        archs = input_mask.shape[0]
+        num_chunks, chunk, forward = self._run_chunks(self._kl_images, archs, input_mask, op_mask)
+        logq = tf.concat([tf.nn.log_softmax(forward(i), -1) for i in range(num_chunks)], 1)
+        logp = self._reference_logp[None]
+        p, q = tf.exp(logp), tf.exp(logq)
+        kl = tf.reduce_sum(p * (logp - logq) + q * (logq - logp), -1)
+        return tf.reduce_mean(kl, 1)
+
+    # --------------------------------------------------------------- public
+    def score(self, archs: Sequence[Hashable]) -> list[dict[str, float]]:
+        """One-shot accuracy and loss (and KL) of each architecture.
+
+        Args:
+            archs: at most `archs_per_pass` architectures for one pass; longer
+                lists are scored in several passes.
+
+        Returns:
+            One dict per architecture: `oneshot_accuracy`, `loss`, and `kl`
+            when the scorer was built with KL images.
+        """
+        out: list[dict[str, float]] = []
+        size = self.archs_per_pass
+        for start in range(0, len(archs), size):
+            part = list(archs[start : start + size])
+            input_mask, op_mask = self._masks(part, size)
+            if self.bn_mode == "batch":
+                self._batch_statistics()
+                accuracy, loss = self._function("evaluate", size)(input_mask, op_mask)
+            else:
+                accuracy, loss = self._function("recalibrated", size)(input_mask, op_mask)
+            accuracy, loss = accuracy.numpy(), loss.numpy()
+            kl = self._kl_batch(input_mask, op_mask) if self.kl else None
+            for j in range(len(part)):
+                record = {"oneshot_accuracy": float(accuracy[j]), "loss": float(loss[j])}
+                if kl is not None:
+                    record["kl"] = float(kl[j])
+                out.append(record)
+        return out
+
+    def _batch_statistics(self) -> None:
+        # One variable read; switching writes to every batch norm layer.
+        if self.model.bn_mode != "batch":
+            self.model.set_bn_mode("batch")
+
+    def _kl_batch(self, input_mask, op_mask) -> np.ndarray:
+        self._batch_statistics()
+        if self._reference_logp is None:
+            on = self.space.all_on_masks()
+            ref_in, ref_op = tf.constant(on["input_mask"][None]), tf.constant(on["op_mask"][None])
+            num_chunks, _, forward = self._run_chunks(self._kl_images, 1, ref_in, ref_op)
+            logits = tf.concat([forward(i) for i in range(num_chunks)], 1)[0]
+            self._reference_logp = tf.nn.log_softmax(logits, -1)
+        return self._function("kl", input_mask.shape[0])(input_mask, op_mask).numpy()
+
+    def tracing_count(self) -> int:
+        """Traces of every compiled scoring function so far (constant in the number of architectures)."""
+        return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+
+    def _pick_archs_per_pass(self, candidates: Sequence[int] = (1, 2, 4, 8)) -> int:
+        """Times a few pass widths on random architectures; returns the fastest per architecture.
+
+        Which is fastest depends on the device: on CPU the ops skipped for a
+        single architecture win, on accelerators wider passes fill the chip.
+        """
+        rng = np.random.default_rng(0)
+        best, best_time = 1, math.inf
+        for size in candidates:
+            self.archs_per_pass = size
+            self.score([self.space.sample(rng) for _ in range(size)])  # trace and warm up
+            per_arch = math.inf
+            for _ in range(2):  # best of two: shared machines are noisy
+                archs = [self.space.sample(rng) for _ in range(size)]
+                tic = time.perf_counter()
+                self.score(archs)
+                per_arch = min(per_arch, (time.perf_counter() - tic) / size)
+            if per_arch < best_time:
+                best, best_time = size, per_arch
+        return best

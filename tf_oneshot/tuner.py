@@ -1,0 +1,334 @@
+"""KerasTuner integration: each trial is an architecture scored with shared weights.
+
+`OneShotOracle` runs the same `RandomSearch` / `Evolution` code as `tf-oneshot
+search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
+hyperparameters (per choice block, one `Choice` of input subset and one of op
+combination), `populate_space` proposes only architectures that meet the
+constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
+after consecutive failed trials anyway), and the algorithm's state travels in
+`get_state`/`set_state`.
+
+`OneShotTuner.run_trial` scores the trial's architecture with the trained
+one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
+per trial. In KerasTuner's distributed mode (KERASTUNER_TUNER_ID,
+KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) all oracle logic stays on the
+chief, whose client forwards only create/update/end/get trial and space calls,
+and each worker loads the one-shot checkpoint itself, on its first trial.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Hashable
+from typing import Any
+
+import keras_tuner
+
+from tf_oneshot.errors import UserError
+from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
+from tf_oneshot.search.constraints import cost_model
+from tf_oneshot.search_spaces import CellSpace, SearchSpace
+
+OBJECTIVE = "oneshot_accuracy"
+_Trial = keras_tuner.engine.trial.Trial
+_Status = keras_tuner.engine.trial.TrialStatus
+
+
+# ------------------------------------------------------ architecture <-> hps
+def _subsets(n: int) -> list[str]:
+    return ["".join(str(j) for j in range(n) if mask >> j & 1) for mask in range(1, 2**n)]
+
+
+def declare_hyperparameters(space: SearchSpace, hp: keras_tuner.HyperParameters) -> None:
+    """Registers one `Choice` per decision of `space` in `hp`.
+
+    The Bender cell space has two decisions per choice block (§3.1): the
+    subset of inputs ("013") and the one or two ops ("25").
+    """
+    if not isinstance(space, CellSpace):
+        raise UserError(f"KerasTuner support has no hyperparameter layout for search space {space.name!r} yet.")
+    from tf_oneshot.search_spaces.bender_cell import OP_COMBINATIONS
+
+    ops = ["".join(map(str, combo)) for combo in OP_COMBINATIONS]
+    for i in range(space.num_blocks):
+        hp.Choice(f"block{i}_inputs", _subsets(space.num_inputs(i)), ordered=False)
+        hp.Choice(f"block{i}_ops", ops, ordered=False)
+
+
+def architecture_to_values(space: SearchSpace, arch: Hashable) -> dict[str, str]:
+    """The hyperparameter values of `arch` (inverse of `values_to_architecture`)."""
+    values = {}
+    for i, block in enumerate(arch.blocks):
+        values[f"block{i}_inputs"] = "".join(map(str, block.inputs))
+        values[f"block{i}_ops"] = "".join(map(str, block.ops))
+    return values
+
+
+def values_to_architecture(space: SearchSpace, values: dict[str, Any]) -> Hashable:
+    """Parses a trial's hyperparameter values; UserError naming a bad value."""
+    try:
+        text = "/".join(
+            f"{values[f'block{i}_inputs']}:{values[f'block{i}_ops']}" for i in range(space.num_blocks)
+        )
+    except KeyError as e:
+        raise UserError(f"trial hyperparameters lack {e.args[0]!r}; not a OneShotOracle trial.") from None
+    return space.parse(text)
+
+
+def _space_of(model_dir: str) -> SearchSpace:
+    from tf_oneshot.trainer import read_model_dir  # imports TensorFlow
+
+    if not os.path.isdir(model_dir) and "://" not in model_dir:
+        raise UserError(f"--model_dir={model_dir} does not exist; train one with `tf-oneshot train`.")
+    recorded = read_model_dir(model_dir)
+    if recorded is None:
+        raise UserError(
+            f"{model_dir} is not a tf_oneshot one-shot model_dir (no config.json); "
+            "pass the --model_dir that `tf-oneshot train` wrote."
+        )
+    return recorded[1]
+
+
+# -------------------------------------------------------------------- oracle
+class OneShotOracle(keras_tuner.Oracle):
+    """Random or evolutionary architecture search as a KerasTuner `Oracle`.
+
+    Args:
+        model_dir: a trained one-shot model_dir (only its config.json is read
+            here: the oracle never loads weights).
+        algorithm: "random" (Bender et al. 2018, §4.1) or "evolution" (SPOS,
+            Algorithm 1).
+        max_trials: architectures to score in all.
+        seed: seeds the algorithm (KerasTuner's own seed if None).
+        max_params, max_flops, min_params, min_flops: constraints on the
+            stand-alone model, met by every proposal.
+        space: a search space to use instead of reading `model_dir` (tests,
+            fake scores).
+        population_size, num_parents, mutation_prob: evolution settings.
+        **oracle_kwargs: passed to `keras_tuner.Oracle`.
+
+    Raises:
+        UserError: a missing or foreign model_dir, an unknown algorithm, or a
+            constraint no architecture can meet.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        algorithm: str = "random",
+        max_trials: int = 100,
+        seed: int | None = None,
+        max_params: int | None = None,
+        max_flops: int | None = None,
+        *,
+        min_params: int | None = None,
+        min_flops: int | None = None,
+        space: SearchSpace | None = None,
+        population_size: int = 50,
+        num_parents: int = 10,
+        mutation_prob: float = 0.1,
+        **oracle_kwargs: Any,
+    ):
+        if algorithm not in ALGORITHMS:
+            raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        if not isinstance(max_trials, int) or max_trials < 1:
+            raise UserError(f"max_trials={max_trials!r} is invalid; expected a positive integer.")
+        if space is None:
+            if model_dir is None:
+                raise UserError("OneShotOracle needs a model_dir (or a search space).")
+            space = _space_of(model_dir)
+        hps = keras_tuner.HyperParameters()
+        declare_hyperparameters(space, hps)
+        oracle_kwargs.setdefault("objective", keras_tuner.Objective(OBJECTIVE, direction="max"))
+        super().__init__(
+            max_trials=max_trials, hyperparameters=hps, allow_new_entries=False,
+            tune_new_entries=False, seed=seed, **oracle_kwargs,
+        )
+        self.model_dir = model_dir
+        self.space = space
+        self.algorithm_name = algorithm
+        self.constraints = Constraints(
+            min_params=min_params, max_params=max_params, min_flops=min_flops, max_flops=max_flops
+        )
+        # `Oracle` turns seed=None (and 0) into a random seed; keep an explicit 0.
+        algo_seed = self.seed if seed is None else seed
+        if algorithm == "evolution":
+            self.algorithm: RandomSearch | Evolution = Evolution(
+                space, max_trials, self.constraints, seed=algo_seed, population_size=population_size,
+                num_parents=num_parents, mutation_prob=mutation_prob,
+            )
+        else:
+            self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
+        self._told: set[str] = set()
+
+    # ----------------------------------------------------------- KerasTuner
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        """Proposes the next architecture; constraints hold by construction."""
+        archs = self.algorithm.ask(1)
+        if not archs:
+            if self.algorithm.exhausted:
+                return {"status": _Status.STOPPED, "values": None}
+            # Evolution: the generation's last members are still being scored
+            # by other workers; the tuner asks again.
+            return {"status": _Status.IDLE, "values": None}
+        arch = archs[0]
+        if not self.constraints.satisfied(cost_model(self.space).count(arch)):
+            raise AssertionError(f"proposal {arch} breaks {self.constraints.describe()}")
+        return {"status": _Status.RUNNING,
+                "values": architecture_to_values(self.space, arch)}
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id: str):
+        # Budget spent but trials still running elsewhere: answer IDLE rather
+        # than STOPPED, so a retried trial still finds a worker and every
+        # worker stops together (the stock chief, once a worker stops, polls
+        # only every 20 s for the others to finish).
+        others_running = any(t != tuner_id for t in self.ongoing_trials)
+        if (self.max_trials and len(self.trials) >= self.max_trials and not self._retry_queue
+                and tuner_id not in self.ongoing_trials and others_running):
+            return _Trial(self.get_space(), status=_Status.IDLE)
+        return super().create_trial(tuner_id)
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        if self._tell(self.trials[trial.trial_id]):
+            self.save()
+
+    def _tell(self, trial) -> bool:
+        """Passes a finished trial's score to the algorithm once; True if new."""
+        if trial.trial_id in self._told or trial.status not in (_Status.COMPLETED, _Status.FAILED):
+            return False
+        arch = values_to_architecture(self.space, trial.hyperparameters.values)
+        score = trial.score if trial.status == _Status.COMPLETED else None
+        self.algorithm.tell(arch, None if score is None else float(score))
+        self._told.add(trial.trial_id)
+        return True
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state["oneshot"] = {
+            "algorithm": self.algorithm_name,
+            "space": self.space.to_config(),
+            "constraints": self.constraints.to_json(),
+            "algorithm_state": self.algorithm.get_state(),
+            "told": sorted(self._told),
+        }
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        mine = state["oneshot"]
+        if mine["algorithm"] != self.algorithm_name or mine["constraints"] != self.constraints.to_json():
+            raise UserError(
+                f"the tuner project was searched with algorithm={mine['algorithm']} and constraints "
+                f"{mine['constraints']}; use the same settings, or overwrite=True / a new project_name."
+            )
+        self.algorithm.set_state(mine["algorithm_state"])
+        self._told = set(mine["told"])
+        # A kill between end_trial's save and ours leaves a finished trial
+        # untold: tell it now (trials are loaded before set_state).
+        for trial in self.trials.values():
+            self._tell(trial)
+
+    def architecture(self, trial) -> Hashable:
+        """The architecture of a trial."""
+        return values_to_architecture(self.space, trial.hyperparameters.values)
+
+
+# --------------------------------------------------------------------- tuner
+class OneShotTuner(keras_tuner.Tuner):
+    """Scores each trial's architecture with a trained one-shot model.
+
+    Args:
+        oracle: a `OneShotOracle` (or, on a distributed worker, the same
+            oracle the chief runs; KerasTuner swaps in its client).
+        model_dir: the trained one-shot model_dir; loaded on the first trial.
+        bn_mode: "batch" (Bender et al. 2018, §3.2) or "recalibrate" (SPOS).
+        kl: also report the symmetrized KL divergence to the all-on network
+            (Bender et al. 2018, §5) as metric "kl".
+        scorer_kwargs: passed to `tf_oneshot.search.scorer.OneShotScorer`.
+        **tuner_kwargs: passed to `keras_tuner.Tuner` (directory,
+            project_name, overwrite, ...).
+    """
+
+    def __init__(
+        self,
+        oracle: OneShotOracle,
+        model_dir: str,
+        bn_mode: str = "batch",
+        kl: bool = False,
+        scorer_kwargs: dict[str, Any] | None = None,
+        **tuner_kwargs: Any,
+    ):
+        from tf_oneshot.search.scorer import BN_MODES
+
+        if bn_mode not in BN_MODES:
+            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        self.model_dir = model_dir
+        self.space = _space_of(model_dir)
+        self.bn_mode = bn_mode
+        self.kl = kl
+        # One architecture per trial: one per pass (no ghost batches to share).
+        self._scorer_kwargs = {"archs_per_pass": 1, **(scorer_kwargs or {})}
+        self._scorer = None
+        self._waiting = False
+        super().__init__(oracle=oracle, hypermodel=None, **tuner_kwargs)
+
+    @property
+    def scorer(self):
+        """The one-shot scorer, loaded from `model_dir` on first use."""
+        if self._scorer is None:
+            from tf_oneshot.search.scorer import OneShotScorer
+
+            self._scorer = OneShotScorer.from_model_dir(
+                self.model_dir, bn_mode=self.bn_mode, kl=self.kl, **self._scorer_kwargs
+            )
+        return self._scorer
+
+    def pre_create_trial(self) -> None:
+        # Two requests with no trial in between: the oracle answered IDLE (an
+        # evolution generation still being scored elsewhere). Wait a moment
+        # instead of spinning on the chief.
+        if self._waiting:
+            time.sleep(0.2)
+        self._waiting = True
+
+    def on_trial_begin(self, trial) -> None:
+        self._waiting = False
+        super().on_trial_begin(trial)
+
+    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
+        """Scores the trial's architecture with the shared weights; no training."""
+        arch = values_to_architecture(self.space, trial.hyperparameters.values)
+        tic = time.perf_counter()
+        score = self.scorer.score([arch])[0]
+        cost = self.space.count(arch)
+        from tf_oneshot.io_utils import append_jsonl
+
+        record = {
+            "architecture": str(arch), "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
+            "params": cost.params, "flops": cost.flops, "seconds": round(time.perf_counter() - tic, 6),
+            "space": self.space.to_config(), "bn_mode": self.bn_mode,
+            "checkpoint_step": self.scorer.step, **{k: float(v) for k, v in score.items()},
+        }
+        # One file per tuner: a scored-architecture log in the results format.
+        append_jsonl(os.path.join(self.project_dir, f"results_{self.tuner_id}.jsonl"), record)
+        return {k: float(v) for k, v in score.items()}
+
+    def save_model(self, trial_id, model, step=0) -> None:
+        """Nothing to save: the weights are the one-shot model's."""
+
+    def load_model(self, trial):
+        """The stand-alone Keras model of the trial's architecture (untrained)."""
+        from tf_oneshot.standalone import build_standalone_model
+
+        return build_standalone_model(self.space, values_to_architecture(self.space, trial.hyperparameters.values))
+
+    def get_best_architectures(self, num_trials: int = 1) -> list[Hashable]:
+        """The architectures of the best trials, best first."""
+        return [
+            values_to_architecture(self.space, t.hyperparameters.values)
+            for t in self.oracle.get_best_trials(num_trials)
+        ]
