@@ -8,6 +8,7 @@ import pytest
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import constraints as C
 from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces.bender_cell import OP_COMBINATIONS
 
 SPACE = CellSpace(filters=16, num_cells=6, num_stacks=3)
 
@@ -18,6 +19,19 @@ def test_cost_model_equals_space_count():
     for _ in range(300):
         arch = SPACE.sample(rng)
         assert model.count(arch) == SPACE.count(arch)
+
+
+def test_bounds_are_exact_over_a_whole_small_space():
+    # 1 block: 3 input sets x 28 op sets, enumerated. Input {0} alone or {1} alone
+    # leaves every other cell unread, so the cost is not one sum over blocks.
+    space = CellSpace(num_blocks=1, filters=4, num_cells=4, num_stacks=2, image_shape=(8, 8, 1))
+    model = C.CostModel(space)
+    costs = [space.count(space.parse(f"{inputs}:{''.join(map(str, ops))}"))
+             for inputs in ("0", "1", "01") for ops in OP_COMBINATIONS]
+    assert len({c.params for c in costs}) > 28  # the read pattern matters
+    for metric in C.METRICS:
+        values = [getattr(c, metric) for c in costs]
+        assert model.bounds(metric) == (min(values), max(values))
 
 
 def test_bounds_are_attained_and_exact():

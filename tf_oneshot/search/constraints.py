@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces import Block, CellArchitecture, CellSpace, Cost, SearchSpace
+from tf_oneshot.search_spaces import CellSpace, Cost, SearchSpace
 from tf_oneshot.search_spaces.bender_cell import OP_COMBINATIONS
 
 METRICS = ("params", "flops")
@@ -123,61 +123,75 @@ class Constraints:
 class CostModel:
     """Cost of an architecture, and the least and greatest cost over the space.
 
-    For the Bender cell space the cost is a sum over choice blocks, each term
-    depending only on the block's number of inputs and its ops (every cell
-    repeats the same blocks; see `CellSpace._count`). A table of those terms
-    gives exact bounds by arithmetic and counts ~10x faster than
-    `space.count`; tests check it against `space.count`. Other spaces fall
-    back to `space.count` and to bounds estimated from samples (rejection
-    attempts stay bounded, so an unmeetable constraint still ends quickly).
+    For the Bender cell space, which cells reach the output depends only on
+    whether the cells read their older and previous cell (`CellSpace.cell_reads`):
+    a cell nobody reads is not part of the stand-alone model. For each of those
+    three read patterns the cost is a sum over choice blocks of terms that
+    depend only on the block's number of inputs and its ops (every cell repeats
+    the same blocks). A table of those terms gives exact bounds by arithmetic
+    and counts ~10x faster than `space.count`; tests check it against
+    `space.count`. Other spaces fall back to `space.count` and to bounds
+    estimated from samples (rejection attempts stay bounded, so an unmeetable
+    constraint still ends quickly).
     """
+
+    # (reads older, reads previous): block 0 reads one of its two inputs at least.
+    READ_PATTERNS = ((True, False), (False, True), (True, True))
 
     def __init__(self, space: SearchSpace):
         self.space = space
-        self._table: list[dict[tuple[int, tuple[int, ...]], tuple[int, int]]] | None = None
+        self._tables: dict[tuple[bool, bool], tuple[tuple[int, int], list[dict]]] | None = None
         if isinstance(space, CellSpace):
-            self._build_cell_table(space)
+            self._tables = {reads: self._cell_table(space, reads) for reads in self.READ_PATTERNS}
             self.exact_bounds = True
         else:
             self.exact_bounds = False
         self._bounds = self._compute_bounds()
 
-    def _build_cell_table(self, space: CellSpace) -> None:
-        # Probe one block at a time against a fixed reference: additivity makes
-        # the difference the block's own term.
-        ref_blocks = [Block((0,), (0,)) for _ in range(space.num_blocks)]
-        ref = space.count(CellArchitecture(tuple(ref_blocks)))
-        self._base = (ref.params, ref.flops)
+    @staticmethod
+    def _cell_table(space: CellSpace, reads: tuple[bool, bool]) -> tuple[tuple[int, int], list[dict]]:
+        """(base cost, per-block {(num inputs, ops): cost term}) for one read pattern.
+
+        Only the block sizes that pattern allows are listed: a cell that reads
+        one of its two inputs has blocks of at most 2+i-1 inputs, and block 0
+        of a single-block cell that reads both takes both.
+        """
+        ref_blocks = [((0,), (0,))] * space.num_blocks
+        ref = space.count_blocks(ref_blocks, reads)
         table = []
         for i in range(space.num_blocks):
+            most = space.num_inputs(i) - (not all(reads))
+            fewest = 2 if all(reads) and space.num_blocks == 1 else 1
             terms = {}
-            for k in range(1, space.num_inputs(i) + 1):
+            for k in range(fewest, most + 1):
                 for ops in OP_COMBINATIONS:
                     blocks = list(ref_blocks)
-                    blocks[i] = Block(tuple(range(k)), ops)
-                    cost = space.count(CellArchitecture(tuple(blocks)))
+                    blocks[i] = (tuple(range(k)), ops)
+                    cost = space.count_blocks(blocks, reads)
                     terms[(k, ops)] = (cost.params - ref.params, cost.flops - ref.flops)
             table.append(terms)
-        self._table = table
+        return (ref.params, ref.flops), table
 
     def count(self, arch: Hashable) -> Cost:
         """Parameters and multiply-adds of `arch` (equal to `space.count`)."""
-        if self._table is None:
+        if self._tables is None:
             return self.space.count(arch)
-        params, flops = self._base
-        for terms, block in zip(self._table, arch.blocks):
+        (params, flops), table = self._tables[self.space.cell_reads(arch)]
+        for terms, block in zip(table, arch.blocks):
             dp, df = terms[(len(block.inputs), block.ops)]
             params += dp
             flops += df
         return Cost(params=params, flops=flops)
 
     def _compute_bounds(self) -> dict[str, tuple[int, int]]:
-        if self._table is not None:
+        if self._tables is not None:
             bounds = {}
             for m, metric in enumerate(METRICS):
-                lo = self._base[m] + sum(min(t[m] for t in terms.values()) for terms in self._table)
-                hi = self._base[m] + sum(max(t[m] for t in terms.values()) for terms in self._table)
-                bounds[metric] = (lo, hi)
+                lows, highs = [], []
+                for base, table in self._tables.values():
+                    lows.append(base[m] + sum(min(t[m] for t in terms.values()) for terms in table))
+                    highs.append(base[m] + sum(max(t[m] for t in terms.values()) for terms in table))
+                bounds[metric] = (min(lows), max(highs))
             return bounds
         rng = np.random.default_rng(0)
         costs = [self.space.count(self.space.sample(rng)) for _ in range(2000)]

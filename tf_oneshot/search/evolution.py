@@ -117,6 +117,8 @@ class Evolution:
         if arch not in self._generation_of:
             raise KeyError(f"architecture {arch} was not proposed by this search.")
         self._scores[arch] = None if fitness is None else float(fitness)
+        if self.done:  # the last generation joins Topk too: it is the search's answer
+            self._update_topk()
 
     def generation_of(self, arch: Hashable) -> int | None:
         """The generation that proposed `arch` (0: the initial population)."""
@@ -142,14 +144,17 @@ class Evolution:
     def _generation_told(self) -> bool:
         return all(a in self._scores for a in self._population)
 
-    def _advance(self) -> None:
+    def _update_topk(self) -> None:
         # Update_Topk(Topk, P_{i-1}, ACC_{i-1}); ties broken by the string form
         # so the order never depends on the order of the tells.
         pool = dict(self.topk)
-        for arch in self._population:
+        for arch in self._handed_out():
             if self._scores.get(arch) is not None:
                 pool[arch] = self._scores[arch]
         self.topk = sorted(pool.items(), key=_rank)[: self.num_parents]
+
+    def _advance(self) -> None:
+        self._update_topk()
         self._next_generation()
 
     def _next_generation(self) -> None:

@@ -288,15 +288,32 @@ class CellSpace(SearchSpace):
     def count(self, arch: CellArchitecture) -> Cost:
         """Params and multiply-adds of the stand-alone model for `arch`."""
         self.validate(arch)
-        return self._count([(b.inputs, b.ops) for b in arch.blocks])
+        return self.count_blocks([(b.inputs, b.ops) for b in arch.blocks])
 
     def count_oneshot(self) -> Cost:
         """Params and multiply-adds of the all-on one-shot model (Table 1 "All On")."""
-        return self._count(
+        return self.count_blocks(
             [(tuple(range(self.num_inputs(i))), tuple(range(NUM_OPS))) for i in range(self.num_blocks)]
         )
 
-    def _count(self, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> Cost:
+    def cell_reads(self, arch: CellArchitecture) -> tuple[bool, bool]:
+        """Whether the cells read their older (input 0) and previous (input 1) cell."""
+        return (any(0 in b.inputs for b in arch.blocks), any(1 in b.inputs for b in arch.blocks))
+
+    def count_blocks(
+        self,
+        blocks: list[tuple[tuple[int, ...], tuple[int, ...]]],
+        reads: tuple[bool, bool] | None = None,
+    ) -> Cost:
+        """Params and multiply-adds for (inputs, ops) per block, without validation.
+
+        Args:
+            blocks: one (inputs, ops) pair per choice block.
+            reads: whether cells read their older and previous cell; by default
+                derived from the blocks. Which cells reach the output depends only
+                on it, so for a fixed `reads` the cost is a sum of per-block terms
+                (the table of `search.constraints.CostModel`).
+        """
         # Mirrors the layers of tf_oneshot.standalone / oneshot_model exactly:
         # every BN holds 4 weights per channel, convs have no bias. A Keras
         # functional model holds only layers that reach its output, so a cell
@@ -319,8 +336,9 @@ class CellSpace(SearchSpace):
             p2, f2 = conv_cost(3, 3, self.filters, self.filters, height, width)
             p, f = p + 4 * self.filters + p2, f + f2
         older = previous = add(p, f, [])
-        reads_older = any(0 in inputs for inputs, _ in blocks)
-        reads_previous = any(1 in inputs for inputs, _ in blocks)
+        if reads is None:
+            reads = (any(0 in inputs for inputs, _ in blocks), any(1 in inputs for inputs, _ in blocks))
+        reads_older, reads_previous = reads
         c_prev = self.filters
         for c, n_cells in zip(self.stack_filters(), self.cells_per_stack()):
             if c != c_prev:  # a reduction of each cell input
