@@ -44,7 +44,8 @@ class Run:
         )
         self.lines: list[str] = []
         self.training = threading.Event()  # the trainer has started
-        self.stepping = threading.Event()  # ... and traced its step: steps now take milliseconds
+        self.reached = threading.Event()  # ... and logged a step >= self.target
+        self.target = math.inf
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -53,8 +54,9 @@ class Run:
             self.lines.append(line.rstrip("\n"))
             if line.startswith("training "):
                 self.training.set()
-            elif line.startswith("step "):
-                self.stepping.set()
+            logged = re.match(r"step (\d+)/", line)
+            if logged and int(logged[1]) >= self.target:
+                self.reached.set()
 
     def finish(self, timeout: float = 240) -> str:
         self.proc.wait(timeout=timeout)
@@ -89,15 +91,18 @@ def test_sigterm_and_sigkill_at_random_moments_resume_to_the_exact_end(tmp_path)
     for _attempt in range(MAX_KILLS + 3):
         before = latest_step(model_dir)
         run = Run(model_dir)
+        # Kills are placed by logged step, not by time alone: a steps/s that
+        # differs between machines must not let the run finish before the last kill.
+        run.target = (before or 0) + rng.randint(4, 24)
         sig, moment = None, None
         if kills < MAX_KILLS:
             sig = signal.SIGTERM if kills % 2 == 0 else signal.SIGKILL
             if kills % 3 == 2:  # "any moment": start-up, tracing, training or saving
                 moment = rng.uniform(0.5, 12.0)
-                time.sleep(moment)
-            else:  # surely mid-training: some time after the first logged steps
-                moment = rng.uniform(0.0, 2.0)
-                assert run.stepping.wait(timeout=120), run.finish()
+                run.reached.wait(timeout=moment)
+            else:  # surely mid-training: shortly after a logged step
+                moment = rng.uniform(0.0, 0.1)
+                assert run.reached.wait(timeout=120), run.finish()
                 time.sleep(moment)
             was_training = run.training.is_set()
             if run.proc.poll() is None:
