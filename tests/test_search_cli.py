@@ -28,9 +28,10 @@ def search(*flags):
 def test_random_search_writes_one_line_per_architecture(model_dir, tmp_path, capsys):
     results = str(tmp_path / "r.jsonl")
     assert search(f"--model_dir={model_dir}", f"--results={results}", "--num_architectures=6",
-                  "--archs_per_pass=3", "--kl", "--seed=4") == 0
+                  "--archs_per_pass=3", "--kl", "--seed=4", "--strategy=mirrored") == 0
     out = capsys.readouterr().out
     assert "arch/s, ETA" in out and "done: 6 architectures (6 scored now" in out
+    assert "3 architecture(s) per pass on each of 1 replica(s) (Mirrored" in out
     lines = read_jsonl(results)
     assert len(lines) == 6 == len({r["architecture"] for r in lines})
     for r in lines:
@@ -99,6 +100,8 @@ def test_bad_input_ends_with_one_clear_line(model_dir, tmp_path, capsys):
     (foreign / "config.json").write_text('{"kind": "something else"}')
     assert "not a tf_oneshot one-shot model_dir" in error(f"--model_dir={foreign}")
     assert "--algorithm=annealing is unknown" in error(f"--model_dir={model_dir}", "--algorithm=annealing")
+    assert "--strategy=multi_worker_mirrored is for training" in error(
+        f"--model_dir={model_dir}", "--strategy=multi_worker_mirrored")
     assert "no architecture of this search space meets params <= 10" in error(
         f"--model_dir={model_dir}", "--max_params=10")
     results = tmp_path / "bad.jsonl"

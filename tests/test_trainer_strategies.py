@@ -88,6 +88,30 @@ def _loss_scale_guard() -> dict:
     return out
 
 
+def _scores(out_dir: str) -> dict:
+    """The scorer on 1 and 2 replicas: architectures split over replicas (search/scorer.py)."""
+    from tf_oneshot import distribute
+    from tf_oneshot.search.scorer import OneShotScorer
+
+    out: dict = {}
+    for strategy_name in ("default", "mirrored"):
+        for bn_mode in ("batch", "recalibrate"):
+            scorer = OneShotScorer.from_model_dir(
+                os.path.join(out_dir, "default"), bn_mode=bn_mode, kl=bn_mode == "batch",
+                archs_per_pass=2 if bn_mode == "batch" else None, recalibration_images=64,
+                validation_examples=96, strategy=distribute.get_strategy(strategy_name),
+            )
+            rng = np.random.default_rng(0)
+            archs = [scorer.space.sample(rng) for _ in range(7)]  # not a multiple of a call: padded
+            first = scorer.score(archs[:3])
+            traces = scorer.tracing_count()
+            out[f"{strategy_name}_{bn_mode}"] = {
+                "scores": first + scorer.score(archs[3:]), "replicas": scorer.replicas,
+                "per_call": scorer.archs_per_call, "retraced": scorer.tracing_count() - traces,
+            }
+    return out
+
+
 def _child(out_dir: str) -> None:
     from tf_oneshot import distribute
 
@@ -123,6 +147,7 @@ def _child(out_dir: str) -> None:
             "policy_after": keras.config.dtype_policy().name,
         }
     report["guard"] = _loss_scale_guard()
+    report["scoring"] = _scores(out_dir)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f)
 
@@ -235,6 +260,21 @@ def test_loss_scale_skip_is_agreed_across_replicas(runs):
     assert guard["scale_bad"] == guard["scale0"] / 2
     # Both finite: SGD(0.5) applies the summed gradient of sum(w * 1) over 2 replicas.
     assert guard["finite_ok"] == 1.0 and guard["w_ok"] == pytest.approx([0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("bn_mode", ["batch", "recalibrate"])
+def test_scorer_splits_architectures_over_replicas_with_the_same_scores(runs, bn_mode):
+    one, two = runs["scoring"][f"default_{bn_mode}"], runs["scoring"][f"mirrored_{bn_mode}"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert two["per_call"] == 2 * one["per_call"]
+    assert one["retraced"] == two["retraced"] == 0
+    assert len(one["scores"]) == len(two["scores"]) == 7
+    accuracies = [r["oneshot_accuracy"] for r in one["scores"]]
+    assert len(set(accuracies)) > 1  # the architectures really differ
+    for a, b in zip(one["scores"], two["scores"]):
+        assert sorted(a) == sorted(b)
+        for key in a:  # recalibration averages on each replica alone: the same numbers
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
 
 
 # ------------------------------------------------------------- multi-worker

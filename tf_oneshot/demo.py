@@ -105,7 +105,7 @@ def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log) 
         "algorithm": algorithm.name, "seed": seed, "constraints": Constraints().to_json(),
         "options": options,
     })
-    return run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_pass, log=log,
+    return run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, log=log,
                       progress_every=5.0)
 
 

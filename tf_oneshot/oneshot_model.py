@@ -62,7 +62,13 @@ class _ModeCheck:
 
     def __init__(self) -> None:
         with tf.init_scope():
-            self.code = tf.Variable(0, trainable=False, dtype=tf.int32, name="bn_mode")
+            # Replica-local: a scorer switches modes inside `strategy.run`,
+            # each replica at its own pace.
+            self.code = tf.Variable(
+                0, trainable=False, dtype=tf.int32, name="bn_mode",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
 
     def set(self, mode: str) -> None:
         self.code.assign(MODES.index(mode))

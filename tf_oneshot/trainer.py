@@ -550,13 +550,17 @@ def evaluate_all_on(
 
 
 # ------------------------------------------------------------------- loading
-def load_oneshot(model_dir: str, batch_size: int | None = None) -> LoadedOneShot:
+def load_oneshot(
+    model_dir: str, batch_size: int | None = None, strategy: tf.distribute.Strategy | None = None
+) -> LoadedOneShot:
     """Restores the latest checkpoint of a trained one-shot model_dir.
 
     Args:
         model_dir: a directory written by `train`.
         batch_size: the batch the model is first called with (default: the
             training batch); any multiple of the ghost batch size works later.
+        strategy: builds the model under this strategy's scope (default: the
+            current one), with replica-local batch-norm statistics as in training.
 
     Raises:
         UserError: for a missing or foreign model_dir, no checkpoint, or a corrupt one.
@@ -570,7 +574,9 @@ def load_oneshot(model_dir: str, batch_size: int | None = None) -> LoadedOneShot
             "pass the --model_dir that `tf-oneshot train` wrote."
         )
     config, space = recorded
-    model = build_oneshot(config, space, batch_size or config.batch_size)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope(), tf.variable_creator_scope(_replica_local_statistics):
+        model = build_oneshot(config, space, batch_size or config.batch_size)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if latest is None:
         raise UserError(f"{model_dir} has no checkpoint yet; run `tf-oneshot train` first.")

@@ -55,6 +55,11 @@ def run(FLAGS) -> int:
         raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
     if FLAGS.num_architectures < 1:
         raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
+    if FLAGS.strategy == "multi_worker_mirrored":
+        raise UserError(
+            "--strategy=multi_worker_mirrored is for training; search on one host with --strategy=mirrored "
+            "or --tpu, or run one KerasTuner worker per host (tf_oneshot.OneShotTuner)."
+        )
     from tf_oneshot.trainer import read_model_dir
 
     if not os.path.isdir(FLAGS.model_dir) and "://" not in FLAGS.model_dir:
@@ -89,19 +94,23 @@ def run(FLAGS) -> int:
     })
     results.load()  # a malformed or foreign file fails here, before the model loads
 
+    from tf_oneshot import distribute
+
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
     scorer = OneShotScorer.from_model_dir(
         FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, archs_per_pass=FLAGS.archs_per_pass,
         recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
-        data_dir=FLAGS.data_dir, seed=seed,
+        data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
     )
     if scorer.step != step:
         raise UserError(f"{FLAGS.model_dir} gained a checkpoint while starting; run again.")
     print(
         f"{FLAGS.algorithm} search over {space.name} (checkpoint step {step}), bn_mode={FLAGS.bn_mode}, "
-        f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on "
-        f"{scorer.num_examples} validation images; results: {path}"
+        f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on each of "
+        f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
+        f"images; results: {path}"
     )
-    summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_pass)
+    summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call)
     print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
           f"{summary['cached']} from {path}); best:")
     for arch, accuracy in summary["best"]:

@@ -16,6 +16,11 @@ Batch norm at evaluation is a mode:
   used on the validation set, all inside one compiled function per candidate.
   One moving statistic per layer means one candidate per pass.
 
+Under a strategy with several replicas (GPUs, TPU cores), each replica scores
+its own `archs_per_pass` architectures over the same images: architectures,
+not images, are split over replicas, so every candidate sees exactly the ghost
+batches it would see on one device.
+
 The symmetrized KL divergence of §5 compares a candidate's predicted class
 distribution with that of the all-on network on 64 training images, with
 batch statistics on the fly: a label-free score.
@@ -69,6 +74,8 @@ class OneShotScorer:
         step: the checkpoint step, for records.
         pass_examples: examples per forward pass to aim for (all copies).
         jit_compile: compile with XLA (TPU; slow for depthwise convs on CPU).
+        strategy: the strategy `model` was built under (default: the current
+            one); each replica scores `archs_per_pass` architectures a call.
 
     Raises:
         UserError: for an unknown bn_mode or too few examples.
@@ -88,6 +95,7 @@ class OneShotScorer:
         step: int = 0,
         pass_examples: int = 512,
         jit_compile: bool = False,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
@@ -95,6 +103,8 @@ class OneShotScorer:
             raise UserError(f"archs_per_pass={archs_per_pass} is invalid; expected a positive integer.")
         self.model = model
         self.space = space
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = int(self.strategy.num_replicas_in_sync)
         self.bn_mode = bn_mode
         self.step = step
         self.ghost = int(model.ghost_batch_size)
@@ -143,6 +153,7 @@ class OneShotScorer:
         validation_examples: int | None = None,
         data_dir: str | None = None,
         seed: int = 0,
+        strategy: tf.distribute.Strategy | None = None,
         **kwargs: Any,
     ) -> OneShotScorer:
         """Loads the latest checkpoint of `model_dir` and its dataset's splits.
@@ -156,7 +167,7 @@ class OneShotScorer:
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
-        loaded = load_oneshot(model_dir)
+        loaded = load_oneshot(model_dir, strategy=strategy)
         config = loaded.config
         data_dir = data_dir or config.data_dir
         info = data.dataset_info(config.dataset, data_dir)
@@ -182,22 +193,55 @@ class OneShotScorer:
         kwargs.setdefault("jit_compile", bool(config.jit_compile))
         return cls(
             loaded.model, loaded.space, images, labels, bn_mode=bn_mode, archs_per_pass=archs_per_pass,
-            recalibration_images=recal, kl_images=kl_images, step=loaded.step, **kwargs,
+            recalibration_images=recal, kl_images=kl_images, step=loaded.step, strategy=strategy, **kwargs,
         )
 
-    def _masks(self, archs: Sequence[Hashable], size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    def _masks(self, archs: Sequence[Hashable], size: int) -> tuple[np.ndarray, np.ndarray]:
         # Pad a short batch with copies of its first architecture: same shapes,
         # no retrace, and (with skipped inactive ops) no extra ops computed.
         padded = list(archs) + [archs[0]] * (size - len(archs))
         masks = self.space.encode_batch(padded)
-        return tf.constant(masks["input_mask"]), tf.constant(masks["op_mask"])
+        return masks["input_mask"], masks["op_mask"]
+
+    @property
+    def archs_per_call(self) -> int:
+        """Architectures `score` handles in one call: `archs_per_pass` on every replica."""
+        return self.archs_per_pass * self.replicas
 
     def _function(self, kind: str, archs: int) -> Any:
+        """The compiled body `kind` for `archs` architectures per replica."""
         key = (kind, archs)
         if key not in self._functions:
-            builder = {"evaluate": self._evaluate, "recalibrated": self._recalibrated, "kl": self._kl_divergence}
-            self._functions[key] = tf.function(builder[kind], jit_compile=self.jit_compile)
+            body = {"evaluate": self._evaluate, "recalibrated": self._recalibrated, "kl": self._kl_divergence}[kind]
+            if self.replicas == 1:
+                self._functions[key] = tf.function(body, jit_compile=self.jit_compile)
+            else:
+                from tf_oneshot.distribute import is_tpu
+
+                # TPUStrategy compiles the replica function with XLA anyway.
+                local = tf.function(body, jit_compile=self.jit_compile and not is_tpu(self.strategy))
+
+                @tf.function
+                def distributed(input_mask, op_mask):
+                    out = self.strategy.run(local, args=(input_mask, op_mask))
+                    return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), out)
+
+                self._functions[key] = distributed
         return self._functions[key]
+
+    def _call(self, kind: str, input_mask: np.ndarray, op_mask: np.ndarray) -> Any:
+        """Runs body `kind` on masks for `archs_per_call` architectures, replica r taking the r-th slice."""
+        per_replica = input_mask.shape[0] // self.replicas
+        function = self._function(kind, per_replica)
+        if self.replicas == 1:
+            return function(tf.constant(input_mask), tf.constant(op_mask))
+
+        def slices(context):
+            mine = slice(context.replica_id_in_sync_group * per_replica,
+                         (context.replica_id_in_sync_group + 1) * per_replica)
+            return tf.constant(input_mask[mine]), tf.constant(op_mask[mine])
+
+        return function(*self.strategy.experimental_distribute_values_from_function(slices))
 
     # ------------------------------------------------------ compiled bodies
     def _run_chunks(self, images: tf.Tensor, archs: int, input_mask, op_mask):
@@ -267,7 +311,7 @@ class OneShotScorer:
         """One-shot accuracy and loss (and KL) of each architecture.
 
         Args:
-            archs: at most `archs_per_pass` architectures for one pass; longer
+            archs: at most `archs_per_call` architectures for one pass; longer
                 lists are scored in several passes.
 
         Returns:
@@ -275,15 +319,15 @@ class OneShotScorer:
             when the scorer was built with KL images.
         """
         out: list[dict[str, float]] = []
-        size = self.archs_per_pass
+        size = self.archs_per_call
         for start in range(0, len(archs), size):
             part = list(archs[start : start + size])
             input_mask, op_mask = self._masks(part, size)
             if self.bn_mode == "batch":
                 self._batch_statistics()
-                accuracy, loss = self._function("evaluate", size)(input_mask, op_mask)
+                accuracy, loss = self._call("evaluate", input_mask, op_mask)
             else:
-                accuracy, loss = self._function("recalibrated", size)(input_mask, op_mask)
+                accuracy, loss = self._call("recalibrated", input_mask, op_mask)
             accuracy, loss = accuracy.numpy(), loss.numpy()
             kl = self._kl_batch(input_mask, op_mask) if self.kl else None
             for j in range(len(part)):
@@ -306,7 +350,7 @@ class OneShotScorer:
             num_chunks, _, forward = self._run_chunks(self._kl_images, 1, ref_in, ref_op)
             logits = tf.concat([forward(i) for i in range(num_chunks)], 1)[0]
             self._reference_logp = tf.nn.log_softmax(logits, -1)
-        return self._function("kl", input_mask.shape[0])(input_mask, op_mask).numpy()
+        return self._call("kl", input_mask, op_mask).numpy()
 
     def tracing_count(self) -> int:
         """Traces of every compiled scoring function so far (constant in the number of architectures)."""
