@@ -194,3 +194,46 @@ def test_dropped_op_gets_no_decay_in_a_training_step():
         loss = tf.reduce_mean(logits ** 2) + 1e-2 * model.masked_l2(masks["input_mask"], masks["op_mask"])
     grad = tape.gradient(loss, kernel)
     assert grad is None or np.all(grad.numpy() == 0.0)
+
+
+def test_skipping_dropped_ops_changes_no_output_nor_gradient():
+    # The trainer switches op skipping (tf.cond) on only once the dropout ramp
+    # makes it pay (trainer.skips_pay): both ways must train the same weights.
+    model = OneShotModel(TINY, ghost_batch_size=GBS)
+    rng = np.random.default_rng(3)
+    masks = {k: np.repeat(v[None], N // GBS, 0) for k, v in TINY.all_on_masks().items()}
+    masks["op_mask"][:, :, [1, 4]] = 0.0  # off in every ghost batch: skipped
+    masks["op_mask"][0, :, 2] = 0.0  # off in one ghost batch: computed and masked
+    inputs = {"images": _images(), **{k: tf.constant(v) for k, v in masks.items()}}
+    labels = tf.constant(rng.integers(0, TINY.num_classes, N), tf.int32)
+    trainable = list(model.trainable_variables)
+    results = []
+    for skip in (True, False):
+
+        @tf.function
+        def forward_backward(skip=skip):
+            with tf.GradientTape() as tape:
+                logits = model(inputs, training=True, skip_inactive=skip)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+            return logits, tape.gradient(loss, trainable, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        logits, grads = forward_backward()
+        results.append((logits.numpy(), [g.numpy() for g in grads]))
+    (logits_a, grads_a), (logits_b, grads_b) = results
+    np.testing.assert_allclose(logits_a, logits_b, rtol=1e-5, atol=1e-6)
+    assert sum(np.abs(g).sum() > 0 for g in grads_a) > 10
+    for w, a, b in zip(trainable, grads_a, grads_b):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=w.path)
+
+
+def test_skipping_starts_where_the_dropout_ramp_makes_it_pay():
+    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.trainer import skips_pay
+
+    config = TrainConfig(train_steps=1000)  # r = 0.1 ramped: p = 0.72 * step / 1000 for 7 ops
+    switch = [s for s in range(1001) if skips_pay(config, s, ghosts=2)][0]
+    # p^2 >= 0.25 from p = 0.5 on: step 0.5 / 0.1^(1/7) * 1000 = 694.7, so 695.
+    assert switch == 695 and all(skips_pay(config, s, 2) for s in range(switch, 1001))
+    assert [s for s in range(1001) if skips_pay(config, s, ghosts=1)][0] == 348
+    assert not any(skips_pay(config.replace(skip_threshold=1.0), s, 2) for s in range(1001))
+    assert all(skips_pay(config.replace(skip_threshold=0.0), s, 2) for s in range(1001))

@@ -129,3 +129,27 @@ def test_lines_of_another_search_are_refused(tmp_path):
     path.write_text('{"architecture": "0:1/0:1/0:1", "oneshot_accuracy": "high"}\n')
     with pytest.raises(UserError, match="line 1 has oneshot_accuracy='high'"):
         ResultsFile(str(path), SPACE, identity()).load()
+
+
+def test_remote_results_are_written_in_batches_and_at_the_end(monkeypatch):
+    # A GCS object cannot be appended to: each write rewrites it. TF's ram://
+    # file system stands in for GCS (any path with a scheme is treated so).
+    from tf_oneshot.search import results as results_module
+
+    writes = []
+    real = results_module.append_jsonl_lines
+    monkeypatch.setattr(results_module, "append_jsonl_lines",
+                        lambda path, lines: (writes.append(len(lines)), real(path, lines)))
+    path = "ram://search_results/remote.jsonl"
+    results = ResultsFile(path, SPACE, identity())
+    scorer = Scorer(die_after_calls=4)
+    with pytest.raises(KeyboardInterrupt):  # killed mid-search: the buffered lines still land
+        run_search(RandomSearch(SPACE, 40, seed=0), scorer, results, batch_size=5, log=lambda s: None)
+    assert writes == [20] and len(read_jsonl(path)) == 20
+    monkeypatch.setattr(results_module, "REMOTE_FLUSH_SECONDS", 0.0)  # every line is due at once
+    results = ResultsFile(path, SPACE, identity())
+    summary = run_search(RandomSearch(SPACE, 40, seed=0), Scorer(), results, batch_size=5, log=lambda s: None)
+    assert summary["cached"] == 20 and summary["scored"] == 20
+    assert writes[1:] == [1] * 20
+    lines = read_jsonl(path)
+    assert len(lines) == 40 == len({r["architecture"] for r in lines})

@@ -59,6 +59,10 @@ class TrainConfig:
     log_every: int = 50
     keep_checkpoints: int = 3
     jit_compile: bool = False
+    # Skip (tf.cond) the ops dropped in every ghost batch of a replica once the
+    # expected share of such ops reaches this (trainer.skips_pay); 0.25 is
+    # where skipping broke even on CPU (benchmarks/train_step.py).
+    skip_threshold: float = 0.25
     mixed_precision: str = "none"
     eval_batches: int = 4
 
@@ -98,6 +102,11 @@ class TrainConfig:
             raise UserError(
                 "--learning_rate must be > 0, --weight_decay >= 0 and --momentum in [0, 1); got "
                 f"{self.learning_rate}, {self.weight_decay}, {self.momentum}."
+            )
+        if not 0.0 <= self.skip_threshold <= 1.0:
+            raise UserError(
+                f"--skip_threshold={self.skip_threshold} is invalid; expected a fraction in [0, 1] "
+                "(0: always skip ops dropped in every ghost batch, 1: never)."
             )
         if self.stem_stride not in (None, 1, 2, 4):
             raise UserError(f"--stem_stride={self.stem_stride} is invalid; choose 1, 2 or 4.")

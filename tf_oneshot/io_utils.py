@@ -16,7 +16,8 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
+    """Whether `path` is on the local file system (not gs://, ram://, ...)."""
     return "://" not in path
 
 
@@ -25,7 +26,7 @@ def atomic_write_text(path: str, text: str) -> None:
     directory = os.path.dirname(path) or "."
     tf.io.gfile.makedirs(directory)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    if _is_local(path):
+    if is_local(path):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -54,13 +55,20 @@ def read_json(path: str, what: str = "file") -> Any:
 
 
 def append_jsonl(path: str, obj: Any) -> None:
-    """Appends one JSON line and syncs it, so a finished record is never lost.
+    """Appends one JSON line and syncs it, so a finished record is never lost."""
+    append_jsonl_lines(path, [obj])
+
+
+def append_jsonl_lines(path: str, objs: list[Any]) -> None:
+    """Appends JSON lines and syncs them.
 
     If the file ends in a torn line (a kill mid-write), the torn bytes are cut
-    first so the new record starts on a line of its own.
+    first so the new records start on a line of their own. A GCS object cannot
+    be appended to, so there the whole file is rewritten atomically: callers
+    with many lines batch them (`search.results.ResultsFile`).
     """
-    line = json.dumps(obj, sort_keys=True) + "\n"
-    if not _is_local(path):  # GCS objects cannot be appended to: rewrite whole.
+    line = "".join(json.dumps(obj, sort_keys=True) + "\n" for obj in objs)
+    if not is_local(path):
         old = tf.io.gfile.GFile(path).read() if tf.io.gfile.exists(path) else ""
         atomic_write_text(path, _drop_torn_tail(old) + line)
         return

@@ -174,7 +174,13 @@ class OneShotModel(keras.Model):
             masks.append(mask)
         return masks[0], masks[1]
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, skip_inactive=None):
+        """Logits for `inputs` ({"images", "input_mask", "op_mask"}).
+
+        `skip_inactive` (a Python bool) overrides the constructor's choice for
+        this call: with nothing dropped, the tf.cond around every op costs more
+        than it saves (benchmarks/train_step.py).
+        """
         images = inputs["images"]
         gbs = self.ghost_batch_size
         batch = images.shape[0]
@@ -205,7 +211,9 @@ class OneShotModel(keras.Model):
                 previous = apply_layers(next(units), previous, training)
             masks = cell_masks(*per_example, op_active, c)
             for _ in range(n):
-                out = next(cells)(tf.concat([older, previous], -1), masks, training=training)
+                out = next(cells)(
+                    tf.concat([older, previous], -1), masks, training=training, skip_inactive=skip_inactive
+                )
                 older, previous = previous, out
         x = tf.nn.relu(self.head_bn(previous, training=training))
         return self.classifier(tf.reduce_mean(x, axis=[1, 2]))

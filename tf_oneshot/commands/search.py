@@ -10,6 +10,8 @@ without scoring any architecture twice.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 from absl import flags
 
@@ -30,6 +32,11 @@ flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10).")
 flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
 flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch (default: auto).")
 flags.DEFINE_integer("validation_examples", None, "Score on the first this many validation examples (default: all).")
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    print("tf-oneshot search: SIGTERM received; rerun the same command to resume.", file=sys.stderr)
+    sys.exit(143)
 
 
 def _constraints(FLAGS):
@@ -110,7 +117,13 @@ def run(FLAGS) -> int:
         f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
         f"images; results: {path}"
     )
-    summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call)
+    # SIGTERM (preemption) ends the search through its `finally`, which writes
+    # the lines still buffered for a gs:// results file.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
           f"{summary['cached']} from {path}); best:")
     for arch, accuracy in summary["best"]:

@@ -19,13 +19,15 @@ flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (a loop 
 flags.DEFINE_integer("checkpoint_every", None, "Save a checkpoint every this many steps.")
 flags.DEFINE_integer("log_every", None, "Log and write summaries every this many steps.")
 flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (always on for TPU).")
+flags.DEFINE_float("skip_threshold", None, "Skip dropped ops (tf.cond) once this share of ops is dropped "
+                   "in every ghost batch of a replica: 0 always, 1 never.")
 flags.DEFINE_string("mixed_precision", None, "none, bfloat16 (TPU) or float16 (GPU).")
 
 TRAIN_FLAGS = (
     "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *common_flags.SPACE_FLAGS,
     "train_steps", "dropout_rate", "dropout_schedule", "all_dropped", "learning_rate",
     "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every",
-    "jit_compile", "mixed_precision",
+    "jit_compile", "skip_threshold", "mixed_precision",
 )
 
 

@@ -68,6 +68,7 @@ class Cell(keras.layers.Layer):
             [N, H, W, 2 * filters].
         masks: from `cell_masks`.
         training: Python bool.
+        skip_inactive: Python bool overriding the constructor's choice for this call.
 
     Returns:
         [N, H, W, filters].
@@ -106,12 +107,13 @@ class Cell(keras.layers.Layer):
         self.output_bn.build(concat)
         self.output_conv.build(concat)
 
-    def call(self, inputs, masks, training=None):
+    def call(self, inputs, masks, training=None, skip_inactive=None):
         states = inputs
         outputs = []
         for i, block in enumerate(self.blocks):
             out = block(
-                states, masks["inputs"][i], masks["ops"][i], masks["active"][i], training=training
+                states, masks["inputs"][i], masks["ops"][i], masks["active"][i], training=training,
+                skip_inactive=skip_inactive,
             )
             outputs.append(out)
             if i + 1 < self.num_blocks:

@@ -73,6 +73,8 @@ class ChoiceBlock(keras.layers.Layer):
         op_masks: list of O tensors [N, 1, 1, 1], one per op.
         op_active: list of O scalar bools, op o is on somewhere in the batch.
         training: Python bool.
+        skip_inactive: Python bool overriding the constructor's choice for
+            this call (the trainer skips only once path dropout makes it pay).
 
     Returns:
         [N, H, W, filters].
@@ -112,7 +114,7 @@ class ChoiceBlock(keras.layers.Layer):
         for op in self.ops:
             op.build(shape)
 
-    def call(self, inputs, input_mask, op_masks, op_active, training=None):
+    def call(self, inputs, input_mask, op_masks, op_active, training=None, skip_inactive=None):
         x = tf.nn.relu(self.input_bn(inputs, training=training))
         x = self.input_conv(x * input_mask)
         outputs = []
@@ -121,7 +123,7 @@ class ChoiceBlock(keras.layers.Layer):
             def branch(op=op, mask=mask):
                 return op(x, training=training) * mask
 
-            if self.skip_inactive:
+            if self.skip_inactive if skip_inactive is None else skip_inactive:
                 outputs.append(tf.cond(active, branch, lambda: tf.zeros_like(x)))
             else:
                 outputs.append(branch())

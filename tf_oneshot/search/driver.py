@@ -92,13 +92,30 @@ def run_search(
         {"scored": newly scored, "cached": reused lines, "best": [(arch
         string, accuracy), ...] (top 5), "total": lines for this search}.
     """
-    space = results.space
-    count = count or space.count
+    count = count or results.space.count
     cache = results.load()
     progress = Progress(algorithm.num_architectures, log, progress_every)
-    done = scored = cached = 0
     if cache:
         log(f"resuming from {results.path}: {len(cache)} architectures already scored")
+    try:
+        scored, cached = _drive(algorithm, score_fn, results, cache, count, batch_size, progress)
+    finally:
+        results.flush()  # a remote results file writes in batches
+    done = scored + cached
+    best = algorithm.best(5)
+    best_text = f"{best[0][1]:.4f} ({best[0][0]})" if best else "-"
+    progress.update(done, 0, best_text, force=True)
+    return {
+        "scored": scored,
+        "cached": cached,
+        "total": done,
+        "best": [(str(a), f) for a, f in best],
+    }
+
+
+def _drive(algorithm, score_fn, results, cache, count, batch_size, progress) -> tuple[int, int]:
+    """The ask / score / append / tell loop of `run_search`; returns (scored, cached)."""
+    scored = cached = 0
     while True:
         archs = algorithm.ask(batch_size)
         if not archs:
@@ -108,7 +125,6 @@ def run_search(
             if arch in cache:
                 algorithm.tell(arch, float(cache[arch]["oneshot_accuracy"]))
                 cached += 1
-                done += 1
             else:
                 fresh.append(arch)
         if fresh:
@@ -133,16 +149,7 @@ def run_search(
                 cache[arch] = results.append(record)
                 algorithm.tell(arch, record["oneshot_accuracy"])
             scored += len(fresh)
-            done += len(fresh)
         best = algorithm.best(1)
         best_text = f"{best[0][1]:.4f} ({best[0][0]})" if best else "-"
-        progress.update(done, len(fresh), best_text)
-    best = algorithm.best(5)
-    best_text = f"{best[0][1]:.4f} ({best[0][0]})" if best else "-"
-    progress.update(done, 0, best_text, force=True)
-    return {
-        "scored": scored,
-        "cached": cached,
-        "total": done,
-        "best": [(str(a), f) for a, f in best],
-    }
+        progress.update(scored + cached, len(fresh), best_text)
+    return scored, cached
