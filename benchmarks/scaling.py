@@ -64,6 +64,9 @@ def main() -> None:
         dataset="digits", filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,
         num_blocks=args.num_blocks, ghost_batch_size=args.ghost_batch_size, train_steps=args.steps,
         log_every=window, checkpoint_every=args.steps, eval_batches=1,
+        # One compiled loop per case: the replica count changes the ghost batches
+        # per replica and so where skipping would start (trainer.skips_pay).
+        skip_threshold=0.0,
     )
     b = args.batch_size
     cases = [
