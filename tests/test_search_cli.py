@@ -58,21 +58,27 @@ def test_evolution_with_recalibration_and_constraints(model_dir, tmp_path):
     assert all(r["bn_mode"] == "recalibrate" for r in lines)
 
 
-def test_killed_search_resumes_without_losing_or_repeating(model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_search_resumes_without_losing_or_repeating(model_dir, tmp_path, capsys, sig):
     results = str(tmp_path / "k.jsonl")
     flags = [f"--model_dir={model_dir}", f"--results={results}", "--num_architectures=30", "--archs_per_pass=2"]
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "tf_oneshot", "search", *flags], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             if os.path.exists(results) and len(read_jsonl(results)) >= 4:
                 break
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)  # at an arbitrary moment, maybe mid-line
+        os.kill(proc.pid, sig)  # at an arbitrary moment, maybe mid-line
     finally:
-        proc.wait()
+        _, err = proc.communicate()
+    if sig == signal.SIGTERM:  # preemption: a clean exit that says how to go on
+        assert proc.returncode == 143, err[-2000:]
+        assert err.strip().splitlines()[-1] == "tf-oneshot search: SIGTERM received; rerun the same command to resume."
+    else:
+        assert proc.returncode == -signal.SIGKILL
     before = open(results).read()
     finished = before[: before.rfind("\n") + 1]
     assert 4 <= len(read_jsonl(results)) < 30
