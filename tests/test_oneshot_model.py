@@ -224,16 +224,3 @@ def test_skipping_dropped_ops_changes_no_output_nor_gradient():
     assert sum(np.abs(g).sum() > 0 for g in grads_a) > 10
     for w, a, b in zip(trainable, grads_a, grads_b):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=w.path)
-
-
-def test_skipping_starts_where_the_dropout_ramp_makes_it_pay():
-    from tf_oneshot.config import TrainConfig
-    from tf_oneshot.trainer import skips_pay
-
-    config = TrainConfig(train_steps=1000)  # r = 0.1 ramped: p = 0.72 * step / 1000 for 7 ops
-    switch = [s for s in range(1001) if skips_pay(config, s, ghosts=2)][0]
-    # p^2 >= 0.25 from p = 0.5 on: step 0.5 / 0.1^(1/7) * 1000 = 694.7, so 695.
-    assert switch == 695 and all(skips_pay(config, s, 2) for s in range(switch, 1001))
-    assert [s for s in range(1001) if skips_pay(config, s, ghosts=1)][0] == 348
-    assert not any(skips_pay(config.replace(skip_threshold=1.0), s, 2) for s in range(1001))
-    assert all(skips_pay(config.replace(skip_threshold=0.0), s, 2) for s in range(1001))

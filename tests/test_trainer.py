@@ -47,6 +47,16 @@ def test_train_writes_config_checkpoints_and_summaries(tmp_path):
     assert loaded.step == 6 and loaded.space.filters == 4
 
 
+def test_skipping_starts_where_the_dropout_ramp_makes_it_pay():
+    config = TrainConfig(train_steps=1000)  # r = 0.1 ramped: p = 0.72 * step / 1000 for 7 ops
+    switch = [s for s in range(1001) if trainer.skips_pay(config, s, ghosts=2)][0]
+    # p^2 >= 0.25 from p = 0.5 on: step 0.5 / 0.1^(1/7) * 1000 = 694.7, so 695.
+    assert switch == 695 and all(trainer.skips_pay(config, s, 2) for s in range(switch, 1001))
+    assert [s for s in range(1001) if trainer.skips_pay(config, s, ghosts=1)][0] == 348
+    assert not any(trainer.skips_pay(config.replace(skip_threshold=1.0), s, 2) for s in range(1001))
+    assert all(trainer.skips_pay(config.replace(skip_threshold=0.0), s, 2) for s in range(1001))
+
+
 def test_resume_continues_schedules_from_the_checkpoint(tmp_path):
     straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
     trainer.train(TrainConfig(**TINY), straight, log=lambda s: None)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tf_oneshot.distribute import is_tpu
 from tf_oneshot.errors import UserError
 
 BN_MODES = ("batch", "recalibrate")
@@ -216,8 +217,6 @@ class OneShotScorer:
             if self.replicas == 1:
                 self._functions[key] = tf.function(body, jit_compile=self.jit_compile)
             else:
-                from tf_oneshot.distribute import is_tpu
-
                 # TPUStrategy compiles the replica function with XLA anyway.
                 local = tf.function(body, jit_compile=self.jit_compile and not is_tpu(self.strategy))
 
