@@ -20,28 +20,32 @@ from typing import Any
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces import (
-    OP_NAMES,
-    Block,
-    CellArchitecture,
-    CellSpace,
+    Architecture,
     Cost,
+    OneOf,
     SearchSpace,
+    SubsetOf,
     get_space,
+    register,
+    space_from_config,
 )
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    # The built-in cell space of Bender et al. 2018, under its old names.
+    "CellSpace": "tf_oneshot.search_spaces.bender_cell",
+    "CellArchitecture": "tf_oneshot.search_spaces.bender_cell",
+    "Block": "tf_oneshot.search_spaces.bender_cell",
+    "OP_NAMES": "tf_oneshot.search_spaces.bender_cell",
     "TrainConfig": "tf_oneshot.config",
     "train": "tf_oneshot.trainer",
     "load_oneshot": "tf_oneshot.trainer",
     "get_strategy": "tf_oneshot.distribute",
     "OneShotModel": "tf_oneshot.oneshot_model",
-    "build_standalone_model": "tf_oneshot.standalone",
-    "build_all_on_model": "tf_oneshot.standalone",
     "GhostBatchNormalization": "tf_oneshot.layers.ghost_batch_norm",
     "PathDropout": "tf_oneshot.layers.path_dropout",
-    "ChoiceBlock": "tf_oneshot.layers.choice_block",
+    "layers": "tf_oneshot.layers",
     "dataset_info": "tf_oneshot.data",
     "make_dataset": "tf_oneshot.data",
     "OneShotOracle": "tf_oneshot.tuner",
@@ -54,19 +58,22 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "layers":
+        return importlib.import_module("tf_oneshot.layers")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tf_oneshot' has no attribute {name!r}")
 
 
 __all__ = [
-    "OP_NAMES",
-    "Block",
-    "CellArchitecture",
-    "CellSpace",
+    "Architecture",
     "Cost",
+    "OneOf",
     "SearchSpace",
+    "SubsetOf",
     "UserError",
     "get_space",
+    "register",
+    "space_from_config",
     *_LAZY,
 ]

@@ -1,60 +1,31 @@
-"""The one-shot model of Bender et al. 2018 (§3.1-3.2, Figure 3), masked.
+"""The base of every space's masked one-shot model.
 
-Stem -> stacks of cells (each later stack starts with a stride-2 BN-ReLU-Conv3x3
-on both cell inputs, doubling the filters) -> BN -> ReLU -> global average
-pooling -> dense classifier. Every choice block holds all of its inputs and
-all seven ops; the architecture and the path-dropout pattern enter only as
-mask tensors, one architecture per ghost batch:
+A one-shot model holds every candidate path of its search space; the
+architecture (and the paths a sampler keeps) enters only as mask tensors,
+one architecture per ghost batch:
 
-    model({"images": [N, H, W, C],
-           "input_mask": [G, B, B+1] or [B, B+1],
-           "op_mask": [G, B, O] or [B, O]}, training=...) -> logits [N, classes]
+    model({"images": [N, H, W, C], **masks}, training=...) -> logits [N, classes]
 
-with N = G * ghost_batch_size (masks without a ghost axis serve every ghost
-batch). So one traced (and XLA-compiled) function serves every architecture,
-and G ghost batches can score G architectures in one pass. Input index 0 of a
-block is the older of the two previous cells, 1 the previous cell, 2 + j block j.
+where each mask has the static shape `space.mask_shapes()[key]` with a
+leading ghost axis G = N / ghost_batch_size (a mask without it serves every
+ghost batch). So one traced (and XLA-compiled) function serves every
+architecture, and G ghost batches can score G architectures in one pass.
 
-The layer sizes mirror `CellSpace.count_oneshot()` exactly.
+This base does what is the same for every space: checks the batch against
+the ghost batch size, puts the ghost axis on the masks, finds every ghost
+batch norm for the evaluation modes (Bender et al. 2018, §3.2 batch
+statistics; SPOS recalibration), and guards against a function traced under
+another mode. A space's model implements `forward` and `masked_l2`.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tf_oneshot.layers.cell import Cell, cell_masks
-from tf_oneshot.layers.choice_block import effective_masks
 from tf_oneshot.layers.ghost_batch_norm import MODES, GhostBatchNormalization
-from tf_oneshot.layers.ops import KERNEL_INITIALIZER, apply_layers, bn_relu_conv, build_layers, track_layers
-from tf_oneshot.search_spaces import CellSpace, space_from_config
-
-
-def conv_kernels(layers) -> list:
-    """The kernels (not biases, not batch norm) of Conv2D / SeparableConv2D / Dense layers."""
-    kernels = []
-    for layer in layers:
-        if isinstance(layer, keras.layers.SeparableConv2D):
-            kernels += [layer.depthwise_kernel, layer.pointwise_kernel]
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            kernels.append(layer.kernel)
-    return kernels
-
-
-def _host_device() -> str | None:
-    """The host CPU for tiny control tensors, except on TPUs, where all must stay on the TPU.
-
-    Under jit_compile=True the placement is ignored (XLA keeps everything on
-    the compiling device).
-    """
-    if "TPU" in type(tf.distribute.get_strategy()).__name__:
-        return None
-    return "/cpu:0"
-
-
-def _row_sum_squares(kernel, groups: int) -> tf.Tensor:
-    """Sum of squares of a 1x1 kernel [1, 1, groups * c, c] per group of input rows -> [groups]."""
-    return tf.reduce_sum(tf.reshape(tf.square(kernel), [groups, -1]), 1)
+from tf_oneshot.search_spaces import space_from_config
 
 
 class _ModeCheck:
@@ -81,25 +52,23 @@ class _ModeCheck:
         )
 
 
-@keras.saving.register_keras_serializable(package="tf_oneshot")
 class OneShotModel(keras.Model):
-    """The masked one-shot network for a `CellSpace`.
+    """A masked one-shot network for one search space.
 
     Args:
-        space: the search space (its network fields fix every layer size).
-        ghost_batch_size: examples per ghost batch (§3.2; 32 in §4.1).
-        skip_inactive: skip with tf.cond the ops that are off in every ghost
-            batch of a call (always worth it at evaluation).
+        space: the search space (its fields fix every layer size).
+        ghost_batch_size: examples per ghost batch (Bender et al. 2018, §3.2).
+        skip_inactive: skip with tf.cond the candidates that are off in every
+            ghost batch of a call.
         **kwargs: base model arguments (`name`, ...).
 
-    Raises:
-        ValueError: for a space that is not a CellSpace or a bad ghost batch size.
+    Subclasses create their layers in `__init__` (after calling this one) and
+    implement `forward(images, masks, training, skip_inactive)` and
+    `masked_l2(masks)`.
     """
 
-    def __init__(self, space: CellSpace, ghost_batch_size: int, skip_inactive: bool = True, **kwargs) -> None:
+    def __init__(self, space, ghost_batch_size: int, skip_inactive: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        if not isinstance(space, CellSpace):
-            raise ValueError(f"space must be a CellSpace. Received: space={space!r}")
         if isinstance(ghost_batch_size, bool) or not isinstance(ghost_batch_size, int) or ghost_batch_size < 1:
             raise ValueError(
                 f"ghost_batch_size must be a positive integer. Received: ghost_batch_size={ghost_batch_size!r}"
@@ -107,79 +76,47 @@ class OneShotModel(keras.Model):
         self.space = space
         self.ghost_batch_size = ghost_batch_size
         self.skip_inactive = bool(skip_inactive)
-        gbs, filters = ghost_batch_size, space.filters
-        self.stem = [
-            keras.layers.Conv2D(
-                filters, 3, strides=1 if space.stem_stride == 1 else 2, padding="same", use_bias=False,
-                kernel_initializer=KERNEL_INITIALIZER, name="stem_conv",
-            )
-        ]
-        if space.stem_stride == 4:
-            self.stem += bn_relu_conv(filters, 3, gbs, "stem2", strides=2)
-        # One flat list per kind (Keras tracks flat lists of layers).
-        self.reductions = []  # two units per later stack: older input, previous cell
-        self.cells = []
-        for s, (c, n) in enumerate(zip(space.stack_filters(), space.cells_per_stack())):
-            if s > 0:
-                for side in ("a", "b"):
-                    self.reductions.append(bn_relu_conv(c, 3, gbs, f"reduce{s}{side}", strides=2))
-            self.cells += [
-                Cell(c, space.num_blocks, gbs, skip_inactive, name=f"cell{len(self.cells) + k}") for k in range(n)
-            ]
-        # Attributes too, for tf.train.Checkpoint (see `track_layers`).
-        track_layers(self, "stem", self.stem)
-        for j, unit in enumerate(self.reductions):
-            track_layers(self, f"reduction{j}_", unit)
-        track_layers(self, "cell", self.cells)
-        self.head_bn = GhostBatchNormalization(gbs, name="head_bn")
-        self.classifier = keras.layers.Dense(space.num_classes, name="classifier")
+        self.mask_shapes = dict(space.mask_shapes())
         # The batch-norm mode is read at trace time (no run-time switch per
         # layer); this hidden variable lets an evaluation traced under another
         # mode fail loudly instead of silently using the old mode.
         self._mode_check = _ModeCheck()
-        self.build()
-
-    # ---------------------------------------------------------------- build
-    def build(self, input_shape=None) -> None:
-        """Creates every weight; sizes come from the space, not from the input."""
-        space = self.space
-        shape = build_layers(self.stem, (None, *space.image_shape))
-        units = iter(self.reductions)
-        cells = iter(self.cells)
-        for s, n in enumerate(space.cells_per_stack()):
-            if s > 0:
-                reduced = build_layers(next(units), shape)
-                build_layers(next(units), shape)
-                shape = reduced
-            for _ in range(n):
-                cell = next(cells)
-                cell.build((*shape[:-1], 2 * shape[-1]))
-                shape = cell.compute_output_shape((*shape[:-1], 2 * shape[-1]))
-        self.head_bn.build(shape)
-        self.classifier.build((None, shape[-1]))
-        self.built = True
 
     # ----------------------------------------------------------------- masks
-    def _ghost_masks(self, inputs, num_ghosts, check: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
-        masks = []
-        for key in ("input_mask", "op_mask"):
-            mask = tf.cast(inputs[key], tf.float32)
-            if mask.shape.rank == 2:
-                mask = tf.tile(mask[None], [num_ghosts, 1, 1])
-            elif check and isinstance(num_ghosts, int) and mask.shape[0] not in (None, num_ghosts):
+    def ghost_masks(self, masks, num_ghosts) -> dict[str, tf.Tensor]:
+        """The space's masks as float32 [G, ...] (a mask without the ghost axis is tiled)."""
+        out = {}
+        for key, shape in self.mask_shapes.items():
+            if key not in masks:
+                raise ValueError(f"the one-shot model of {self.space.name!r} needs mask {key!r}. "
+                                 f"Received: keys={sorted(masks)}")
+            mask = tf.cast(masks[key], tf.float32)
+            if mask.shape.rank == len(shape):
+                mask = tf.tile(mask[None], [num_ghosts] + [1] * len(shape))
+            elif mask.shape.rank != len(shape) + 1 or tuple(mask.shape[1:]) != tuple(shape):
+                raise ValueError(f"mask {key!r} must have shape {shape} or [G, *{shape}]. "
+                                 f"Received: shape={mask.shape}")
+            elif isinstance(num_ghosts, int) and mask.shape[0] not in (None, num_ghosts):
                 raise ValueError(
                     f"{key} holds {mask.shape[0]} ghost batches but the images make {num_ghosts} "
                     f"(batch / ghost_batch_size={self.ghost_batch_size}). Received: {key}.shape={mask.shape}"
                 )
-            masks.append(mask)
-        return masks[0], masks[1]
+            out[key] = mask
+        return out
+
+    def dummy_inputs(self, batch: int) -> dict[str, tf.Tensor]:
+        """All-on inputs of `batch` zero images (to create the weights)."""
+        ghosts = max(1, batch // self.ghost_batch_size)
+        masks = {k: tf.constant(np.repeat(v[None], ghosts, axis=0))
+                 for k, v in self.space.all_on_masks().items()}
+        return {"images": tf.zeros((ghosts * self.ghost_batch_size, *self.space.image_shape)), **masks}
 
     def call(self, inputs, training=None, skip_inactive=None):
-        """Logits for `inputs` ({"images", "input_mask", "op_mask"}).
+        """Logits for `inputs` ({"images", **masks}).
 
         `skip_inactive` (a Python bool) overrides the constructor's choice for
-        this call: with nothing dropped, the tf.cond around every op costs more
-        than it saves (benchmarks/train_step.py).
+        this call: with nothing dropped, the tf.cond around every candidate
+        costs more than it saves (benchmarks/train_step.py).
         """
         images = inputs["images"]
         gbs = self.ghost_batch_size
@@ -190,47 +127,31 @@ class OneShotModel(keras.Model):
                 "carries one architecture (Bender et al. 2018, §3.2)."
             )
         num_ghosts = batch // gbs if batch is not None else tf.shape(images)[0] // gbs
-        input_mask, op_mask = self._ghost_masks(inputs, num_ghosts)
-        input_mask, op_mask, alive = effective_masks(input_mask, op_mask)
-        with tf.device(_host_device()):
-            # Ops off in every ghost batch are skipped (tf.cond); on GPUs their
-            # predicates live on the host so no branch waits for a device copy.
-            op_active = tf.reduce_max(op_mask, 0) > 0.0  # [B, O]
-        # One mask row per example: each ghost batch's mask repeated over it.
-        per_example = [tf.repeat(m, gbs, axis=0) for m in (input_mask, op_mask, alive)]
-
+        masks = self.ghost_masks(inputs, num_ghosts)
         if not training:
             self._mode_check.assert_current(self.bn_mode)
-        x = apply_layers(self.stem, images, training)
-        older = previous = x
-        units = iter(self.reductions)
-        cells = iter(self.cells)
-        for s, (c, n) in enumerate(zip(self.space.stack_filters(), self.space.cells_per_stack())):
-            if s > 0:
-                older = apply_layers(next(units), older, training)
-                previous = apply_layers(next(units), previous, training)
-            masks = cell_masks(*per_example, op_active, c)
-            for _ in range(n):
-                out = next(cells)(
-                    tf.concat([older, previous], -1), masks, training=training, skip_inactive=skip_inactive
-                )
-                older, previous = previous, out
-        x = tf.nn.relu(self.head_bn(previous, training=training))
-        return self.classifier(tf.reduce_mean(x, axis=[1, 2]))
+        skip = self.skip_inactive if skip_inactive is None else bool(skip_inactive)
+        return self.forward(images, masks, training=training, skip_inactive=skip)
+
+    def forward(self, images, masks: dict[str, tf.Tensor], training=None, skip_inactive: bool = True):
+        """Logits from images and [G, ...] masks (a space's model implements this)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward().")
+
+    def masked_l2(self, masks: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Sum of squared kernels, each weighted by the share of ghost batches using it.
+
+        Bender et al. 2018, §3.2 ("Preventing Over-regularization"): L2 applies
+        only to the paths the current architectures use, so the decay gradient
+        of a path off in every ghost batch is exactly 0. `masks` are [G, ...],
+        the masks of the whole step (every replica's ghost batches).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement masked_l2().")
 
     # ------------------------------------------------------------ batch norm
     def ghost_bn_layers(self) -> list[GhostBatchNormalization]:
         """Every GhostBatchNormalization layer of the model."""
-        layers = [self.head_bn]
-        for unit in [self.stem, *self.reductions]:
-            layers += [layer for layer in unit if isinstance(layer, GhostBatchNormalization)]
-        for cell in self.cells:
-            layers.append(cell.output_bn)
-            for block in cell.blocks:
-                layers.append(block.input_bn)
-                for op in block.ops:
-                    layers += [layer for layer in op.op_layers if isinstance(layer, GhostBatchNormalization)]
-        return layers
+        return [layer for layer in self._flatten_layers(include_self=False, recursive=True)
+                if isinstance(layer, GhostBatchNormalization)]
 
     def set_bn_mode(self, mode: str) -> None:
         """Sets how batch norm works at evaluation, in every ghost batch norm.
@@ -249,59 +170,12 @@ class OneShotModel(keras.Model):
             raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
         for layer in self.ghost_bn_layers():
             layer.set_mode(mode)
+        self._bn_mode = mode
         self._mode_check.set(mode)
 
     @property
     def bn_mode(self) -> str:
-        return self.head_bn.mode
-
-    # -------------------------------------------------------------------- L2
-    def masked_l2(self, input_mask, op_mask) -> tf.Tensor:
-        """Sum of squared kernels, each weighted by how often its path is on.
-
-        Bender et al. 2018, §3.2 ("Preventing Over-regularization"): L2 applies
-        only to the parts of the model the current architecture uses. A kernel
-        on an always-present path counts fully; an op's kernels, a block's 1x1
-        input rows for one input, and the cell projection's rows for one block
-        count with the fraction of ghost batches in which that path is on, so
-        the decay gradient is 2 * w * fraction and exactly 0 for a path off in
-        every ghost batch. Biases and batch-norm parameters are not decayed.
-
-        Args:
-            input_mask: [G, B, B+1] or [B, B+1], the masks used in the step.
-            op_mask: [G, B, O] or [B, O].
-
-        Returns:
-            A scalar; multiply by the weight-decay coefficient.
-        """
-        input_mask, op_mask = self._ghost_masks({"input_mask": input_mask, "op_mask": op_mask}, 1, check=False)
-        input_mask, op_mask, alive = effective_masks(input_mask, op_mask)
-        num_blocks, num_inputs, num_ops = op_mask.shape[1], input_mask.shape[2], op_mask.shape[2]
-        # One vector of fractions; each kernel (or row group) picks its entry
-        # by index, so the whole sum is a handful of ops plus one per kernel.
-        fractions = tf.concat(
-            [tf.ones([1])] + [tf.reshape(tf.reduce_mean(m, 0), [-1]) for m in (input_mask, op_mask, alive)], 0
-        )
-        op_base = 1 + num_blocks * num_inputs
-        alive_base = op_base + num_blocks * num_ops
-        scalars, scalar_index, rows, row_index = [], [], [], []
-
-        def add_kernels(layers, index):
-            for kernel in conv_kernels(layers):
-                scalars.append(tf.nn.l2_loss(kernel))  # sum(w^2) / 2
-                scalar_index.append(index)
-
-        add_kernels(list(self.stem) + [layer for unit in self.reductions for layer in unit] + [self.classifier], 0)
-        for cell in self.cells:
-            for i, block in enumerate(cell.blocks):
-                rows.append(_row_sum_squares(block.input_conv.kernel, 2 + i))
-                row_index += [1 + i * num_inputs + j for j in range(2 + i)]
-                for o, op in enumerate(block.ops):
-                    add_kernels(op.op_layers, op_base + i * num_ops + o)
-            rows.append(_row_sum_squares(cell.output_conv.kernel, cell.num_blocks))
-            row_index += [alive_base + i for i in range(cell.num_blocks)]
-        squares = tf.concat([2.0 * tf.stack(scalars), *rows], 0)
-        return tf.reduce_sum(squares * tf.gather(fractions, scalar_index + row_index))
+        return getattr(self, "_bn_mode", "batch")
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict:
@@ -314,9 +188,22 @@ class OneShotModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> OneShotModel:
+    def from_config(cls, config: dict):
         config = dict(config)
         space = config.pop("space")
         if isinstance(space, dict):
             space = space_from_config(space)
         return cls(space=space, **config)
+
+
+def path_fraction(mask: tf.Tensor) -> tf.Tensor:
+    """[G, ...] masks -> [...] the share of ghost batches in which each path is on."""
+    return tf.reduce_mean(tf.cast(mask, tf.float32), 0)
+
+
+def weighted_sum_of_squares(terms: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+    """sum_i weight_i * sum(kernel_i^2) over (kernel, weight) pairs (weights are scalars)."""
+    if not terms:
+        return tf.constant(0.0)
+    return tf.add_n([tf.cast(w, tf.float32) * tf.reduce_sum(tf.square(tf.cast(k, tf.float32)))
+                     for k, w in terms])

@@ -1,18 +1,30 @@
-"""Keras layers of the one-shot model (Bender et al. 2018, §3.1-3.2)."""
+"""Keras layers and building blocks every search space's one-shot model shares."""
 
-from tf_oneshot.layers.cell import Cell, cell_masks
-from tf_oneshot.layers.choice_block import ChoiceBlock, effective_masks
+from tf_oneshot.layers.choice import choose, per_example
+from tf_oneshot.layers.common import (
+    KERNEL_INITIALIZER,
+    apply_layers,
+    bn_relu_conv,
+    build_layers,
+    conv,
+    conv_kernels,
+    normalization,
+    track_layers,
+)
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.layers.ops import CellOp, op_layers
 from tf_oneshot.layers.path_dropout import PathDropout
 
 __all__ = [
-    "Cell",
-    "CellOp",
-    "ChoiceBlock",
+    "KERNEL_INITIALIZER",
     "GhostBatchNormalization",
     "PathDropout",
-    "cell_masks",
-    "effective_masks",
-    "op_layers",
+    "apply_layers",
+    "bn_relu_conv",
+    "build_layers",
+    "choose",
+    "conv",
+    "conv_kernels",
+    "normalization",
+    "per_example",
+    "track_layers",
 ]

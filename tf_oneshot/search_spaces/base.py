@@ -1,61 +1,83 @@
-"""The small interface every search space implements.
+"""The interface every search space implements, most of it derived from its decisions.
 
-A search space is plain data (a frozen dataclass): it samples, validates,
-serializes, counts, mutates and crosses over architectures, turns them into
-mask tensors for the one-shot model, and builds models. Search algorithms see
-only this interface, so they never touch TensorFlow (DESIGN.md).
+A search space is plain data: a frozen dataclass whose fields size the
+network (`image_shape`, `num_classes`, widths ...) and whose `decisions()`
+name the choices an architecture makes (`OneOf`, `SubsetOf`). From the
+decisions alone this class derives the exact size, uniform sampling,
+enumeration, per-choice-block mutation and crossover (SPOS §3.4), the string
+and JSON forms, the KerasTuner hyperparameters, the masks that carry an
+architecture into the one-shot model as tensors, and restriction to a
+sub-space. A space adds only what is its own:
+
+- `count(arch)` and `count_oneshot()`: parameters and multiply-adds by
+  arithmetic, equal to the Keras models' (the contract tests check it);
+- `build_oneshot(ghost_batch_size)`: a `tf_oneshot.OneShotModel` subclass
+  that reads the masks of `mask_shapes()`;
+- `build_standalone(arch)`: the plain Keras model of one architecture.
+
+Search algorithms see only this interface and never import TensorFlow; the
+two `build_*` methods import their model module when called.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Hashable
-from typing import Any
+import itertools
+import math
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
+
+from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces.decisions import Decision, OneOf, SubsetOf
+
+# Spaces up to this size can be enumerated (ground truth, exact cost bounds).
+ENUMERATION_LIMIT = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """Size of a network: Keras parameter count and multiply-adds per image."""
+    """Size of a network: Keras parameter count and multiply-adds per image.
+
+    `bitops` (SPOS §3.3, mixed precision) is None for full-precision spaces.
+    """
 
     params: int
     flops: int
+    bitops: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """An architecture of a decision-described space: one value per decision.
+
+    Equal and hashable by its values; `str()` gives the space's string form.
+    """
+
+    values: tuple
+    text: str = dataclasses.field(default="", compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class SearchSpace(abc.ABC):
-    """Interface shared by all search spaces (Bender cell space, SPOS, ...)."""
+    """Interface shared by every search space (Bender cells, SPOS, darts64, yours).
 
-    name: str = ""
+    Subclasses are frozen dataclasses with at least the fields `image_shape`
+    and `num_classes`, and the class attribute `name`.
+    """
 
+    name: ClassVar[str] = ""
+    # The sampling rule `tf-oneshot train` uses unless --sampler says otherwise.
+    default_sampler: ClassVar[str] = "uniform"
+
+    # ------------------------------------------------- what a space provides
     @abc.abstractmethod
-    def size(self) -> int:
-        """Number of distinct architectures (an exact integer)."""
-
-    @abc.abstractmethod
-    def sample(self, rng: np.random.Generator) -> Hashable:
-        """Draws one architecture uniformly at random."""
-
-    @abc.abstractmethod
-    def parse(self, text: str) -> Hashable:
-        """Parses the compact string form; raises UserError naming the bad part."""
-
-    @abc.abstractmethod
-    def from_json(self, obj: Any) -> Hashable:
-        """Parses the JSON form; raises UserError naming the bad part."""
-
-    @abc.abstractmethod
-    def to_json(self, arch: Hashable) -> dict:
-        """Returns the JSON form (round-trips exactly through from_json)."""
-
-    @abc.abstractmethod
-    def encode(self, arch: Hashable) -> dict[str, np.ndarray]:
-        """Returns the architecture as mask arrays for the one-shot model."""
-
-    @abc.abstractmethod
-    def all_on_masks(self) -> dict[str, np.ndarray]:
-        """Masks with every path of the one-shot model on (the "All On" net)."""
+    def decisions(self) -> tuple[Decision, ...]:
+        """The named, independent choices of an architecture, in a fixed order."""
 
     @abc.abstractmethod
     def count(self, arch: Hashable) -> Cost:
@@ -63,20 +85,370 @@ class SearchSpace(abc.ABC):
 
     @abc.abstractmethod
     def count_oneshot(self) -> Cost:
-        """Parameters and multiply-adds of the all-on one-shot model."""
+        """Parameters and multiply-adds of the one-shot model with every path on."""
 
     @abc.abstractmethod
-    def mutate(
-        self, arch: Hashable, rng: np.random.Generator, prob: float
-    ) -> Hashable:
-        """Resamples each choice with probability `prob` (SPOS §3.4)."""
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
+        """The masked one-shot model (a `tf_oneshot.OneShotModel`), weights created."""
 
     @abc.abstractmethod
-    def crossover(
-        self, a: Hashable, b: Hashable, rng: np.random.Generator
-    ) -> Hashable:
-        """Takes each choice from one parent at random (SPOS §3.4)."""
+    def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None,
+                         name: str = "standalone") -> Any:
+        """The stand-alone Keras model of `arch` (images -> logits)."""
 
-    @abc.abstractmethod
+    # ------------------------------- architecture values (override together)
+    def values_of(self, arch: Hashable) -> tuple:
+        """The decision values of `arch`, in `decisions()` order."""
+        if not isinstance(arch, Architecture):
+            raise UserError(
+                f"expected an architecture of {self.name!r}, got {type(arch).__name__}; "
+                "parse strings with space.parse()."
+            )
+        return arch.values
+
+    def from_values(self, values: Sequence) -> Hashable:
+        """The architecture with these decision values (UserError naming a bad one)."""
+        decisions = self._decisions
+        if len(values) != len(decisions):
+            raise UserError(f"expected {len(decisions)} decision values, got {len(values)}.")
+        values = tuple(d.check(v) for d, v in zip(decisions, values))
+        return Architecture(values, "/".join(d.format(v) for d, v in zip(decisions, values)))
+
+    # ----------------------------------------------------------------- size
+    @property
+    def _decisions(self) -> tuple[Decision, ...]:
+        cache = self.__dict__.get("_decisions_cache")
+        if cache is None:
+            cache = tuple(self.decisions())
+            names = [d.name for d in cache]
+            if len(set(names)) != len(names):
+                raise ValueError(f"{type(self).__name__}.decisions() repeats a name: {names}")
+            object.__setattr__(self, "_decisions_cache", cache)
+        return cache
+
+    def size(self) -> int:
+        """Number of distinct architectures (an exact integer)."""
+        return math.prod(d.size() for d in self._decisions)
+
+    def enumerate(self, limit: int = ENUMERATION_LIMIT) -> Iterator[Hashable]:
+        """Every architecture, in a fixed order.
+
+        Raises:
+            UserError: if the space holds more than `limit` architectures.
+        """
+        if self.size() > limit:
+            raise UserError(
+                f"search space {self.name!r} holds {self.size():,} architectures; only spaces of at "
+                f"most {limit:,} can be enumerated."
+            )
+        for values in itertools.product(*(d.values() for d in self._decisions)):
+            yield self.from_values(values)
+
+    # ------------------------------------------------------------- sampling
+    def sample(self, rng: np.random.Generator) -> Hashable:
+        """Draws one architecture uniformly (decisions are independent)."""
+        values = []
+        for d in self._decisions:
+            choices = d.values()
+            values.append(choices[int(rng.integers(len(choices)))])
+        return self.from_values(values)
+
+    def _groups(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, d in enumerate(self._decisions):
+            groups.setdefault(d.block, []).append(i)
+        return groups
+
+    def mutate(self, arch: Hashable, rng: np.random.Generator, prob: float) -> Hashable:
+        """Mutates every choice block with probability `prob` (SPOS §3.4).
+
+        A block that mutates takes new values for its decisions, drawn
+        uniformly among those that differ from its current ones, so a
+        mutation always changes the block.
+        """
+        values = list(self.values_of(arch))
+        decisions = self._decisions
+        for indices in self._groups().values():
+            if rng.random() >= prob:
+                continue
+            if math.prod(decisions[i].size() for i in indices) < 2:
+                continue
+            old = [values[i] for i in indices]
+            while True:
+                new = [decisions[i].values()[int(rng.integers(decisions[i].size()))] for i in indices]
+                if new != old:
+                    break
+            for i, v in zip(indices, new):
+                values[i] = v
+        return self.from_values(values)
+
+    def crossover(self, a: Hashable, b: Hashable, rng: np.random.Generator) -> Hashable:
+        """Takes every choice block from either parent (SPOS §3.4)."""
+        va, vb = list(self.values_of(a)), self.values_of(b)
+        for indices in self._groups().values():
+            if rng.random() < 0.5:
+                for i in indices:
+                    va[i] = vb[i]
+        return self.from_values(va)
+
+    # -------------------------------------------------------- string / JSON
+    def parse(self, text: str) -> Hashable:
+        """Parses the string form (UserError naming the bad part)."""
+        decisions = self._decisions
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"architecture string is empty; expected e.g. '{self.example()}'.")
+        parts = text.strip().split("/")
+        if len(parts) != len(decisions):
+            raise UserError(
+                f"architecture {text!r} has {len(parts)} parts; {self.name} needs {len(decisions)} "
+                f"separated by '/', e.g. '{self.example()}'."
+            )
+        return self.from_values([d.parse(p) for d, p in zip(decisions, parts)])
+
+    def example(self) -> str:
+        """A fixed valid architecture string, for messages and `tf-oneshot space`."""
+        return str(self.sample(np.random.default_rng(0)))
+
+    def validate(self, arch: Any) -> Hashable:
+        """Returns `arch` if it belongs to this space, else raises UserError."""
+        return self.from_values(self.values_of(arch))
+
+    def to_json(self, arch: Hashable) -> dict:
+        """The JSON form: {"space": name, decision name: value, ...}."""
+        values = self.values_of(self.validate(arch))
+        return {"space": self.name, **{d.name: d.to_json(v) for d, v in zip(self._decisions, values)}}
+
+    def from_json(self, obj: Any) -> Hashable:
+        """Inverse of `to_json`."""
+        if not isinstance(obj, dict):
+            raise UserError("architecture JSON must be an object.")
+        if obj.get("space", self.name) != self.name:
+            raise UserError(f"architecture is from search space {obj.get('space')!r}; expected {self.name!r}.")
+        missing = [d.name for d in self._decisions if d.name not in obj]
+        if missing:
+            raise UserError(f"architecture JSON lacks decision {missing[0]!r}.")
+        return self.from_values([d.from_json(obj[d.name]) for d in self._decisions])
+
+    # ------------------------------------------------------------ KerasTuner
+    def hyperparameter_values(self, arch: Hashable) -> dict[str, str]:
+        """One string per decision: the values of the KerasTuner `Choice`s."""
+        values = self.values_of(self.validate(arch))
+        return {d.name: d.format(v) for d, v in zip(self._decisions, values)}
+
+    def from_hyperparameter_values(self, values: Mapping[str, Any]) -> Hashable:
+        """Inverse of `hyperparameter_values` (UserError naming a missing or bad value)."""
+        try:
+            return self.from_values([d.parse(str(values[d.name])) for d in self._decisions])
+        except KeyError as e:
+            raise UserError(f"trial hyperparameters lack {e.args[0]!r}; not a trial of {self.name!r}.") from None
+
+    # ----------------------------------------------------------------- masks
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name and static shape of every mask the one-shot model reads (one architecture)."""
+        return {d.name: (len(d.options),) for d in self._decisions}
+
+    def encode(self, arch: Hashable) -> dict[str, np.ndarray]:
+        """The architecture as masks: per decision, 1.0 on its chosen options."""
+        values = self.values_of(self.validate(arch))
+        return {d.name: np.asarray(d.multi_hot(v), np.float32) for d, v in zip(self._decisions, values)}
+
+    def encode_batch(self, archs: Sequence[Hashable]) -> dict[str, np.ndarray]:
+        """Masks of several architectures stacked on a leading (ghost batch) axis."""
+        encoded = [self.encode(a) for a in archs]
+        return {key: np.stack([e[key] for e in encoded]) for key in encoded[0]}
+
+    def all_on_masks(self) -> dict[str, np.ndarray]:
+        """Every path of the one-shot model on (Bender et al. 2018's "All On")."""
+        return {key: np.ones(shape, np.float32) for key, shape in self.mask_shapes().items()}
+
+    def dropout_masks(self) -> tuple[str, ...]:
+        """Masks whose rows are nodes with several incoming paths (path dropout acts on them)."""
+        return tuple(d.name for d in self._decisions if isinstance(d, SubsetOf))
+
+    def skip_masks(self) -> tuple[str, ...]:
+        """Masks whose off entries the one-shot model skips computing (op skipping pays on them)."""
+        return tuple(self.mask_shapes())
+
+    # ------------------------------------------------------------------ cost
+    def cost_bounds(self) -> dict[str, tuple[int, int]] | None:
+        """Exact least and greatest cost over the space, or None if unknown.
+
+        Enumerable spaces get exact bounds by enumeration; others may override.
+        """
+        if self.size() > 4096:
+            return None
+        costs = [self.count(a) for a in self.enumerate()]
+        bounds = {m: (min(getattr(c, m) for c in costs), max(getattr(c, m) for c in costs))
+                  for m in ("params", "flops")}
+        if all(c.bitops is not None for c in costs):
+            bounds["bitops"] = (min(c.bitops for c in costs), max(c.bitops for c in costs))
+        return bounds
+
+    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable) -> None:
+        """Copies `arch`'s shared weights from a one-shot model into its stand-alone model.
+
+        Optional: fine-tuning children from the shared weights ("Deeper
+        insights", §3.3) and the one-shot/stand-alone equality tests need it.
+        """
+        raise NotImplementedError(f"search space {self.name!r} does not implement inherit_weights().")
+
+    # ------------------------------------------------------------- sub-space
+    def restrict(self, allowed: Mapping[str, Sequence]) -> RestrictedSpace:
+        """The sub-space where decision `name` only takes the values `allowed[name]`.
+
+        Masks, models and costs stay those of this space, so a model trained on
+        the full space scores the sub-space's architectures.
+        """
+        by_name = {d.name: d for d in self._decisions}
+        narrowed = []
+        for name, values in allowed.items():
+            if name not in by_name:
+                raise UserError(f"{self.name} has no decision {name!r}; it has {', '.join(by_name)}.")
+            checked = tuple(dict.fromkeys(by_name[name].check(v) for v in values))
+            if not checked:
+                raise UserError(f"restricting {name!r} to no value leaves an empty space.")
+            narrowed.append((name, checked))
+        return RestrictedSpace(self, tuple(narrowed))
+
+    # ---------------------------------------------------------------- config
     def to_config(self) -> dict:
-        """JSON-able dict that `from_config` turns back into an equal space."""
+        """JSON-able dict that `space_from_config` turns back into an equal space."""
+        config = {"space": self.name, **_jsonable(dataclasses.asdict(self))}
+        spec = getattr(type(self), "_tf_oneshot_spec", None)
+        if spec:
+            config["class"] = spec
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> SearchSpace:
+        config = {k: v for k, v in config.items() if k not in ("space", "class")}
+        return cls(**{k: _tuples(v) for k, v in config.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class RestrictedSpace(SearchSpace):
+    """A sub-space of `base` (see `SearchSpace.restrict`)."""
+
+    base: SearchSpace
+    allowed: tuple[tuple[str, tuple], ...]
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.base.name
+
+    @property
+    def default_sampler(self) -> str:  # type: ignore[override]
+        return self.base.default_sampler
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("base", "allowed"):
+            raise AttributeError(attr)
+        return getattr(self.base, attr)
+
+    def decisions(self) -> tuple[Decision, ...]:
+        allowed = dict(self.allowed)
+        out = []
+        for d in self.base.decisions():
+            if d.name not in allowed:
+                out.append(d)
+            elif isinstance(d, OneOf):
+                out.append(OneOf(d.name, allowed[d.name], d.group))
+            else:
+                out.append(_Listed(d.name, allowed[d.name], d))
+        return tuple(out)
+
+    def values_of(self, arch: Hashable) -> tuple:
+        return self.base.values_of(arch)
+
+    def from_values(self, values: Sequence) -> Hashable:
+        arch = self.base.from_values(values)
+        for d, v in zip(self._decisions, self.base.values_of(arch)):
+            d.check(v)
+        return arch
+
+    def parse(self, text: str) -> Hashable:
+        return self.validate(self.base.parse(text))
+
+    def from_json(self, obj: Any) -> Hashable:
+        return self.validate(self.base.from_json(obj))
+
+    def count(self, arch: Hashable) -> Cost:
+        return self.base.count(arch)
+
+    def count_oneshot(self) -> Cost:
+        return self.base.count_oneshot()
+
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
+        return self.base.build_oneshot(ghost_batch_size, skip_inactive)
+
+    def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None, name: str = "standalone") -> Any:
+        return self.base.build_standalone(self.validate(arch), ghost_batch_size, name)
+
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.base.mask_shapes()
+
+    def encode(self, arch: Hashable) -> dict[str, np.ndarray]:
+        return self.base.encode(self.validate(arch))
+
+    def all_on_masks(self) -> dict[str, np.ndarray]:
+        return self.base.all_on_masks()
+
+    def dropout_masks(self) -> tuple[str, ...]:
+        return self.base.dropout_masks()
+
+    def to_config(self) -> dict:
+        return {**self.base.to_config(), "restricted_to": [[n, list(map(_jsonable, v))] for n, v in self.allowed]}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listed:
+    """A decision restricted to an explicit list of values (a restricted `SubsetOf`)."""
+
+    name: str
+    listed: tuple
+    full: SubsetOf
+
+    group = property(lambda self: self.full.group)
+    block = property(lambda self: self.full.block)
+    options = property(lambda self: self.full.options)
+
+    def values(self) -> tuple:
+        return self.listed
+
+    def size(self) -> int:
+        return len(self.listed)
+
+    def format(self, value: Any) -> str:
+        return self.full.format(value)
+
+    def parse(self, text: str) -> Any:
+        return self.check(self.full.parse(text))
+
+    def check(self, value: Any) -> Any:
+        value = self.full.check(value)
+        if value not in self.listed:
+            raise UserError(f"{self.name}: {self.full.format(value)!r} is outside the restricted sub-space.")
+        return value
+
+    def to_json(self, value: Any) -> Any:
+        return self.full.to_json(value)
+
+    def from_json(self, obj: Any) -> Any:
+        return self.check(self.full.from_json(obj))
+
+    def multi_hot(self, value: Any) -> list[float]:
+        return self.full.multi_hot(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value

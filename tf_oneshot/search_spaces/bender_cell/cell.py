@@ -13,9 +13,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.choice_block import ChoiceBlock
+from tf_oneshot.layers.common import KERNEL_INITIALIZER, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.layers.ops import KERNEL_INITIALIZER, track_layers
+from tf_oneshot.search_spaces.bender_cell.choice_block import ChoiceBlock
 
 
 def cell_masks(

@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.base import Cost, SearchSpace
+from tf_oneshot.search_spaces.decisions import SubsetOf
 
 # Bender et al. 2018, §3.1: the menu of seven operations.
 OP_NAMES = (
@@ -97,7 +99,9 @@ class CellSpace(SearchSpace):
     image_shape: tuple[int, int, int] = (32, 32, 3)
     num_classes: int = 10
 
-    name = "bender_cell"
+    name: ClassVar[str] = "bender_cell"
+    # Bender et al. 2018, §3.2: the one-shot model trains with path dropout.
+    default_sampler: ClassVar[str] = "path_dropout"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
@@ -138,6 +142,27 @@ class CellSpace(SearchSpace):
     def stack_filters(self) -> tuple[int, ...]:
         """Filters of each stack: F doubled at every reduction."""
         return tuple(self.filters * 2**s for s in range(self.num_stacks))
+
+    # ------------------------------------------------------------- decisions
+    def decisions(self) -> tuple[SubsetOf, ...]:
+        """Per choice block: its inputs (any non-empty subset) and its one or two ops (§3.1)."""
+        out = []
+        for i in range(self.num_blocks):
+            group = f"block{i}"
+            out.append(SubsetOf(f"block{i}_inputs", tuple(range(self.num_inputs(i))), 1, None, group))
+            out.append(SubsetOf(f"block{i}_ops", tuple(range(NUM_OPS)), 1, MAX_OPS_PER_BLOCK, group))
+        return tuple(out)
+
+    def values_of(self, arch: CellArchitecture) -> tuple:
+        """(inputs, ops) of every block, flattened in `decisions()` order."""
+        return tuple(v for b in self.validate(arch).blocks for v in (b.inputs, b.ops))
+
+    def from_values(self, values: Sequence) -> CellArchitecture:
+        if len(values) != 2 * self.num_blocks:
+            raise UserError(f"expected {2 * self.num_blocks} decision values, got {len(values)}.")
+        return CellArchitecture(tuple(
+            self._check_block(i, values[2 * i], values[2 * i + 1]) for i in range(self.num_blocks)
+        ))
 
     # ------------------------------------------------------------------ size
     def size(self) -> int:
@@ -263,17 +288,20 @@ class CellSpace(SearchSpace):
             op_mask[i, list(block.ops)] = 1.0
         return {"input_mask": input_mask, "op_mask": op_mask}
 
-    def encode_batch(self, archs: list[CellArchitecture]) -> dict[str, np.ndarray]:
-        """Stacks the masks of several architectures, one per ghost batch."""
-        encoded = [self.encode(a) for a in archs]
-        return {key: np.stack([e[key] for e in encoded]) for key in encoded[0]}
-
     def all_on_masks(self) -> dict[str, np.ndarray]:
         shapes = self.mask_shapes()
         input_mask = np.zeros(shapes["input_mask"], np.float32)
         for i in range(self.num_blocks):
             input_mask[i, : self.num_inputs(i)] = 1.0
         return {"input_mask": input_mask, "op_mask": np.ones(shapes["op_mask"], np.float32)}
+
+    def dropout_masks(self) -> tuple[str, ...]:
+        """Both masks: a block's inputs and its ops are nodes with several paths (§3.2)."""
+        return ("input_mask", "op_mask")
+
+    def skip_masks(self) -> tuple[str, ...]:
+        """Only ops are skipped when off: a dropped input is a zeroed channel slice."""
+        return ("op_mask",)
 
     def decode(self, masks: dict[str, np.ndarray]) -> CellArchitecture:
         """Inverse of `encode` for masks of one architecture."""
@@ -286,9 +314,66 @@ class CellSpace(SearchSpace):
 
     # --------------------------------------------------------------- counting
     def count(self, arch: CellArchitecture) -> Cost:
-        """Params and multiply-adds of the stand-alone model for `arch`."""
-        self.validate(arch)
-        return self.count_blocks([(b.inputs, b.ops) for b in arch.blocks])
+        """Params and multiply-adds of the stand-alone model for `arch` (equal to `count_blocks`).
+
+        Which cells reach the output depends only on whether the cells read
+        their older and previous cell (`cell_reads`): a cell nobody reads is
+        not part of the stand-alone model. For each of those three read
+        patterns the cost is a sum over choice blocks of terms that depend only
+        on the block's number of inputs and its ops (every cell repeats the
+        same blocks), so a table of those terms counts ~10x faster than
+        `count_blocks` and gives exact bounds (`cost_bounds`).
+        """
+        (params, flops), table = self._cost_tables()[self.cell_reads(self.validate(arch))]
+        for terms, block in zip(table, arch.blocks):
+            dp, df = terms[(len(block.inputs), block.ops)]
+            params += dp
+            flops += df
+        return Cost(params=params, flops=flops)
+
+    # (reads older, reads previous): block 0 reads one of its two inputs at least.
+    READ_PATTERNS: ClassVar[tuple] = ((True, False), (False, True), (True, True))
+
+    def _cost_tables(self) -> dict:
+        tables = self.__dict__.get("_cost_tables_cache")
+        if tables is None:
+            tables = {reads: self._cost_table(reads) for reads in self.READ_PATTERNS}
+            object.__setattr__(self, "_cost_tables_cache", tables)
+        return tables
+
+    def _cost_table(self, reads: tuple[bool, bool]) -> tuple[tuple[int, int], list[dict]]:
+        """(base cost, per-block {(num inputs, ops): cost term}) for one read pattern.
+
+        Only the block sizes that pattern allows are listed: a cell that reads
+        one of its two inputs has blocks of at most 2+i-1 inputs, and block 0
+        of a single-block cell that reads both takes both.
+        """
+        ref_blocks = [((0,), (0,))] * self.num_blocks
+        ref = self.count_blocks(ref_blocks, reads)
+        table = []
+        for i in range(self.num_blocks):
+            most = self.num_inputs(i) - (not all(reads))
+            fewest = 2 if all(reads) and self.num_blocks == 1 else 1
+            terms = {}
+            for k in range(fewest, most + 1):
+                for ops in OP_COMBINATIONS:
+                    blocks = list(ref_blocks)
+                    blocks[i] = (tuple(range(k)), ops)
+                    cost = self.count_blocks(blocks, reads)
+                    terms[(k, ops)] = (cost.params - ref.params, cost.flops - ref.flops)
+            table.append(terms)
+        return (ref.params, ref.flops), table
+
+    def cost_bounds(self) -> dict[str, tuple[int, int]]:
+        """Exact least and greatest params and multiply-adds, from the cost tables."""
+        bounds = {}
+        for m, metric in enumerate(("params", "flops")):
+            lows, highs = [], []
+            for base, table in self._cost_tables().values():
+                lows.append(base[m] + sum(min(t[m] for t in terms.values()) for terms in table))
+                highs.append(base[m] + sum(max(t[m] for t in terms.values()) for terms in table))
+            bounds[metric] = (min(lows), max(highs))
+        return bounds
 
     def count_oneshot(self) -> Cost:
         """Params and multiply-adds of the all-on one-shot model (Table 1 "All On")."""
@@ -377,46 +462,32 @@ class CellSpace(SearchSpace):
             params=sum(units[u][0] for u in reached), flops=sum(units[u][1] for u in reached)
         )
 
-    # ------------------------------------------------------ evolution moves
-    def mutate(
-        self, arch: CellArchitecture, rng: np.random.Generator, prob: float
-    ) -> CellArchitecture:
-        """Resamples each block's input set and op set with probability `prob`."""
-        fresh = self.sample(rng)
-        blocks = tuple(
-            Block(
-                new.inputs if rng.random() < prob else old.inputs,
-                new.ops if rng.random() < prob else old.ops,
-            )
-            for old, new in zip(self.validate(arch).blocks, fresh.blocks)
-        )
-        return CellArchitecture(blocks)
+    # ------------------------------------------------------------- models
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
+        from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel
 
-    def crossover(
-        self, a: CellArchitecture, b: CellArchitecture, rng: np.random.Generator
-    ) -> CellArchitecture:
-        """Takes each block's input set and op set from either parent."""
-        self.validate(a)
-        self.validate(b)
-        blocks = tuple(
-            Block(
-                (x if rng.random() < 0.5 else y).inputs,
-                (x if rng.random() < 0.5 else y).ops,
-            )
-            for x, y in zip(a.blocks, b.blocks)
-        )
-        return CellArchitecture(blocks)
+        return CellOneShotModel(self, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive)
+
+    def build_standalone(self, arch: CellArchitecture, ghost_batch_size: int | None = None,
+                         name: str = "standalone") -> Any:
+        from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model
+
+        return build_standalone_model(self, arch, ghost_batch_size, name)
+
+    def build_all_on(self, ghost_batch_size: int | None = None, name: str = "all_on") -> Any:
+        """Table 1's "All On" network as a plain functional model (benchmark baseline)."""
+        from tf_oneshot.search_spaces.bender_cell.standalone import build_all_on_model
+
+        return build_all_on_model(self, ghost_batch_size, name)
+
+    def inherit_weights(self, oneshot: Any, standalone: Any, arch: CellArchitecture) -> None:
+        """Copies `arch`'s shared weights from a one-shot model into its stand-alone model."""
+        from tf_oneshot.search_spaces.bender_cell.standalone import copy_oneshot_weights
+
+        copy_oneshot_weights(oneshot, standalone, arch)
 
     # ------------------------------------------------------------------ config
     def to_config(self) -> dict:
         config = dataclasses.asdict(self)
         config["image_shape"] = list(self.image_shape)
         return {"space": self.name, **config}
-
-    @classmethod
-    def from_config(cls, config: dict) -> CellSpace:
-        config = dict(config)
-        if config.pop("space", cls.name) != cls.name:
-            raise UserError(f"config is not for search space {cls.name!r}.")
-        config["image_shape"] = tuple(config["image_shape"])
-        return cls(**config)

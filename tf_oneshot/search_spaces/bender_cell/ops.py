@@ -1,4 +1,4 @@
-"""The seven operations of a choice block and the BN-ReLU-Conv unit.
+"""The seven operations of a Bender cell choice block.
 
 Bender et al. 2018, §3.1: identity, pairs of depthwise-separable 3x3, 5x5 and
 7x7 convolutions, a 1x7 then 7x1 convolution, 3x3 max pooling and 3x3 average
@@ -15,47 +15,13 @@ model's layers can be walked to count multiply-adds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
-from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.search_spaces.bender_cell import CONV_1X7_7X1, NUM_OPS, OP_NAMES, SEPARABLE_KERNELS
+from tf_oneshot.layers.common import apply_layers, bn_relu_conv, build_layers, track_layers
+from tf_oneshot.search_spaces.bender_cell.space import CONV_1X7_7X1, NUM_OPS, OP_NAMES, SEPARABLE_KERNELS
 
-KERNEL_INITIALIZER = "he_normal"  # suits ReLU nets; Keras' Glorot default does not
 MAX_POOL = OP_NAMES.index("maxpool3x3")
 AVG_POOL = OP_NAMES.index("avgpool3x3")
-
-
-def normalization(ghost_batch_size: int | None, name: str, eval_mode: str = "batch") -> keras.layers.Layer:
-    """Ghost batch norm, or plain Keras batch norm when `ghost_batch_size` is None."""
-    if ghost_batch_size is None:
-        return keras.layers.BatchNormalization(name=name)
-    return GhostBatchNormalization(ghost_batch_size, eval_mode=eval_mode, name=name)
-
-
-def bn_relu_conv(
-    filters: int,
-    kernel_size: int | tuple[int, int],
-    ghost_batch_size: int | None,
-    name: str,
-    strides: int = 1,
-    separable: bool = False,
-    eval_mode: str = "batch",
-) -> list[keras.layers.Layer]:
-    """BN -> ReLU -> convolution without bias (Bender et al. 2018, §3.2)."""
-    if separable:
-        conv = keras.layers.SeparableConv2D(
-            filters, kernel_size, strides=strides, padding="same", use_bias=False,
-            depthwise_initializer=KERNEL_INITIALIZER, pointwise_initializer=KERNEL_INITIALIZER,
-            name=f"{name}_sepconv",
-        )
-    else:
-        conv = keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, padding="same", use_bias=False,
-            kernel_initializer=KERNEL_INITIALIZER, name=f"{name}_conv",
-        )
-    return [normalization(ghost_batch_size, f"{name}_bn", eval_mode), keras.layers.ReLU(name=f"{name}_relu"), conv]
 
 
 def op_layers(
@@ -92,38 +58,6 @@ def op_layers(
     if op == OP_NAMES.index("identity"):
         return []
     raise ValueError(f"op must be an index into {OP_NAMES}. Received: op={op!r}")
-
-
-def track_layers(owner, prefix: str, layers: Sequence) -> list:
-    """Also sets each layer as an attribute `{prefix}{j}` of `owner` and returns `layers`.
-
-    Keras tracks layers held in lists, but TensorFlow checkpoints
-    (`tf.train.Checkpoint`, used by the trainer) only follow attributes; Keras
-    counts each layer once either way.
-    """
-    for j, layer in enumerate(layers):
-        setattr(owner, f"{prefix}{j}", layer)
-    return list(layers)
-
-
-def apply_layers(layers: Sequence[keras.layers.Layer], x, training=None):
-    """Applies `layers` in order, passing `training` to the normalizations."""
-    for layer in layers:
-        if isinstance(layer, (GhostBatchNormalization, keras.layers.BatchNormalization)):
-            x = layer(x, training=training)
-        else:
-            x = layer(x)
-    return x
-
-
-def build_layers(layers: Sequence[keras.layers.Layer], input_shape) -> tuple:
-    """Builds `layers` in order for `input_shape`; returns the output shape."""
-    shape = tuple(input_shape)
-    for layer in layers:
-        if not layer.built:
-            layer.build(shape)
-        shape = tuple(layer.compute_output_shape(shape))
-    return shape
 
 
 @keras.saving.register_keras_serializable(package="tf_oneshot")

@@ -21,9 +21,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tf_oneshot.layers.common import KERNEL_INITIALIZER, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.layers.ops import KERNEL_INITIALIZER, CellOp, track_layers
-from tf_oneshot.search_spaces.bender_cell import NUM_OPS
+from tf_oneshot.search_spaces.bender_cell.ops import CellOp
+from tf_oneshot.search_spaces.bender_cell.space import NUM_OPS
 
 
 def effective_masks(input_mask: tf.Tensor, op_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

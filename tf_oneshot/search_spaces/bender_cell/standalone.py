@@ -18,8 +18,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_oneshot.layers.ops import KERNEL_INITIALIZER, apply_layers, bn_relu_conv, normalization, op_layers
-from tf_oneshot.search_spaces import NUM_OPS, OP_NAMES, CellArchitecture, CellSpace
+from tf_oneshot.layers.common import KERNEL_INITIALIZER, apply_layers, bn_relu_conv, normalization
+from tf_oneshot.search_spaces.bender_cell.ops import op_layers
+from tf_oneshot.search_spaces.bender_cell.space import NUM_OPS, OP_NAMES, CellArchitecture, CellSpace
 
 # Each block: (active inputs, active ops), both sorted tuples of indices.
 BlockSpec = tuple[tuple[int, ...], tuple[int, ...]]
