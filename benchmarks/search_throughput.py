@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from tf_oneshot import data, trainer  # noqa: E402
 from tf_oneshot.config import TrainConfig  # noqa: E402
 from tf_oneshot.search.scorer import OneShotScorer  # noqa: E402
-from tf_oneshot.standalone import build_standalone_model, copy_oneshot_weights  # noqa: E402
+from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model, copy_oneshot_weights  # noqa: E402
 
 
 def batch_mode(model: keras.Model) -> None:
@@ -75,7 +75,7 @@ def main() -> None:
         shape = (args.image_size, args.image_size, 3)
         rng = np.random.default_rng(1)
         x, y = rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 10, n).astype(np.int32)
-    space = config.space(shape, 10, 1)
+    space = config.make_space(shape, 10, 1)
     model = trainer.build_oneshot(config, space, config.batch_size)
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(args.num_archs)]

@@ -27,9 +27,10 @@ import tensorflow as tf  # noqa: E402
 
 from tf_oneshot.config import TrainConfig  # noqa: E402
 from tf_oneshot.layers.path_dropout import PathDropout  # noqa: E402
-from tf_oneshot.oneshot_model import OneShotModel, conv_kernels  # noqa: E402
+from tf_oneshot.layers.common import conv_kernels  # noqa: E402
+from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel  # noqa: E402
 from tf_oneshot.search_spaces import CellSpace  # noqa: E402
-from tf_oneshot.standalone import build_all_on_model  # noqa: E402
+from tf_oneshot.search_spaces.bender_cell.standalone import build_all_on_model  # noqa: E402
 from tf_oneshot.trainer import skips_pay  # noqa: E402
 
 TOTAL_STEPS = 1000
@@ -49,7 +50,7 @@ def oneshot_step(space: CellSpace, batch: int, ghost: int, at_step: int, skip: b
         with tf.GradientTape() as tape:
             logits = model({"images": images, **masks}, training=True, skip_inactive=skip)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-            loss += 1e-4 * model.masked_l2(masks["input_mask"], masks["op_mask"])
+            loss += 1e-4 * model.masked_l2(masks)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from tf_oneshot.oneshot_model import OneShotModel
+from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 from tf_oneshot.search_spaces import CellSpace
-from tf_oneshot.standalone import build_all_on_model, build_standalone_model
+from tf_oneshot.search_spaces.bender_cell.standalone import build_all_on_model, build_standalone_model
 
 SPACES = [
     CellSpace(filters=4, num_cells=3, num_stacks=3, image_shape=(16, 16, 3)),

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tf_oneshot.layers import GhostBatchNormalization, PathDropout
-from tf_oneshot.oneshot_model import OneShotModel
+from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 from tf_oneshot.search_spaces import CellSpace
 
 TINY = CellSpace(filters=4, num_cells=2, num_stacks=2, image_shape=(8, 8, 1))
@@ -36,7 +36,7 @@ def _train_step(model, optimizer, sampler, weight_decay=1e-4):
         with tf.GradientTape() as tape:
             logits = model({"images": images, **masks}, training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-            loss += weight_decay * model.masked_l2(masks["input_mask"], masks["op_mask"])
+            loss += weight_decay * model.masked_l2(masks)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -167,7 +167,7 @@ def test_masked_l2_decays_only_active_paths():
     conv = cell.blocks[1].input_conv.kernel  # rows: input 0 on in b, input 2 in both, input 1 in none
     classifier = model.classifier.kernel  # always on
     with tf.GradientTape() as tape:
-        l2 = model.masked_l2(masks["input_mask"], masks["op_mask"])
+        l2 = model.masked_l2(masks)
     grads = tape.gradient(l2, [sep3, sep5, conv, classifier])
     np.testing.assert_allclose(grads[0], 2 * sep3.numpy(), rtol=1e-6)
     assert np.all(grads[1].numpy() == 0.0)
@@ -178,7 +178,7 @@ def test_masked_l2_decays_only_active_paths():
     np.testing.assert_allclose(grads[2][:, :, 2 * c:], 2 * w[:, :, 2 * c:], rtol=1e-6)
     np.testing.assert_allclose(grads[3], 2 * classifier.numpy(), rtol=1e-6)
     # With every path on, it is the plain sum of squared kernels.
-    everything = model.masked_l2(**TINY.all_on_masks()).numpy()
+    everything = model.masked_l2(TINY.all_on_masks()).numpy()
     kernels = [v for v in model.trainable_weights if "kernel" in v.name]
     np.testing.assert_allclose(everything, sum(float(np.sum(k.numpy() ** 2)) for k in kernels), rtol=1e-5)
 
@@ -191,7 +191,7 @@ def test_dropped_op_gets_no_decay_in_a_training_step():
     kernel = model.cells[1].blocks[0].ops[2].op_layers[2].pointwise_kernel
     with tf.GradientTape() as tape:
         logits = model({"images": _images(), **masks}, training=True)
-        loss = tf.reduce_mean(logits ** 2) + 1e-2 * model.masked_l2(masks["input_mask"], masks["op_mask"])
+        loss = tf.reduce_mean(logits ** 2) + 1e-2 * model.masked_l2(masks)
     grad = tape.gradient(loss, kernel)
     assert grad is None or np.all(grad.numpy() == 0.0)
 

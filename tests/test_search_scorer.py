@@ -9,7 +9,7 @@ from tf_oneshot import data, trainer
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.search.scorer import OneShotScorer
-from tf_oneshot.standalone import build_standalone_model, copy_oneshot_weights
+from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model, copy_oneshot_weights
 
 CONFIG = TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=2, batch_size=32, ghost_batch_size=16)
 GHOST = CONFIG.ghost_batch_size
@@ -19,7 +19,7 @@ GHOST = CONFIG.ghost_batch_size
 def setup():
     keras.utils.set_random_seed(0)
     info = data.dataset_info("digits")
-    space = CONFIG.space(info.image_shape, info.num_classes, info.stem_stride)
+    space = CONFIG.make_space(info.image_shape, info.num_classes, info.stem_stride)
     model = trainer.build_oneshot(CONFIG, space, CONFIG.batch_size)
     # Give the batch norms non-trivial moving statistics, as training would.
     train = data.make_dataset("digits", "train", 64, training=False)

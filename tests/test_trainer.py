@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tf_oneshot import cli, trainer
 from tf_oneshot.config import TrainConfig
+from tf_oneshot.search_spaces.bender_cell import CellSpace
 from tf_oneshot.errors import UserError
 
 TINY = dict(
@@ -49,12 +50,17 @@ def test_train_writes_config_checkpoints_and_summaries(tmp_path):
 
 def test_skipping_starts_where_the_dropout_ramp_makes_it_pay():
     config = TrainConfig(train_steps=1000)  # r = 0.1 ramped: p = 0.72 * step / 1000 for 7 ops
-    switch = [s for s in range(1001) if trainer.skips_pay(config, s, ghosts=2)][0]
+    sampler = trainer.make_run_sampler(config, CellSpace(filters=4, num_cells=3))
+
+    def pays(config, s, ghosts):
+        return trainer.skips_pay(sampler, config, s, ghosts)
+
+    switch = [s for s in range(1001) if pays(config, s, ghosts=2)][0]
     # p^2 >= 0.25 from p = 0.5 on: step 0.5 / 0.1^(1/7) * 1000 = 694.7, so 695.
-    assert switch == 695 and all(trainer.skips_pay(config, s, 2) for s in range(switch, 1001))
-    assert [s for s in range(1001) if trainer.skips_pay(config, s, ghosts=1)][0] == 348
-    assert not any(trainer.skips_pay(config.replace(skip_threshold=1.0), s, 2) for s in range(1001))
-    assert all(trainer.skips_pay(config.replace(skip_threshold=0.0), s, 2) for s in range(1001))
+    assert switch == 695 and all(pays(config, s, 2) for s in range(switch, 1001))
+    assert [s for s in range(1001) if pays(config, s, ghosts=1)][0] == 348
+    assert not any(pays(config.replace(skip_threshold=1.0), s, 2) for s in range(1001))
+    assert all(pays(config.replace(skip_threshold=0.0), s, 2) for s in range(1001))
 
 
 def test_resume_continues_schedules_from_the_checkpoint(tmp_path):

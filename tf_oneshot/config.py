@@ -11,18 +11,15 @@ import dataclasses
 from typing import Any
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces import DEFAULT_SPACE, get_space, space_class, space_fields
 
+# Flags that set a field of the search space (None: the space's default); a
+# space that has no such field refuses the flag.
+SPACE_OPTION_FIELDS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride")
 # Fields that fix the shape of the one-shot model's weights: a model_dir trained
 # with other values cannot be resumed or scored with this config.
-ARCHITECTURE_FIELDS = (
-    "dataset",
-    "filters",
-    "num_cells",
-    "num_blocks",
-    "num_stacks",
-    "stem_stride",
-)
+ARCHITECTURE_FIELDS = ("dataset", "space", *SPACE_OPTION_FIELDS)
+CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops")
 DROPOUT_SCHEDULES = ("linear", "constant")
 ALL_DROPPED_RULES = ("zero", "keep_one")
 LR_SCHEDULES = ("cosine", "constant")
@@ -38,11 +35,21 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
-    filters: int = 16
-    num_cells: int = 6
-    num_blocks: int = 4
-    num_stacks: int = 3
-    stem_stride: int | None = None  # None: the dataset's suggestion
+    # The search space: a registered name or "module:Attribute" / "file.py:Attribute".
+    space: str = DEFAULT_SPACE
+    # Space fields (None: the space's default; stem_stride: the dataset's suggestion).
+    filters: int | None = None
+    num_cells: int | None = None
+    num_blocks: int | None = None
+    num_stacks: int | None = None
+    stem_stride: int | None = None
+    # The sampling rule (tf_oneshot.samplers; None: the space's default).
+    sampler: str | None = None
+    # The FLOPs / params range of the "uniform_constraint" sampler (SPOS §3.2).
+    min_params: int | None = None
+    max_params: int | None = None
+    min_flops: int | None = None
+    max_flops: int | None = None
     train_steps: int = 10_000
     batch_size: int = 64
     ghost_batch_size: int = 32
@@ -68,14 +75,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "filters", "num_cells", "num_blocks", "num_stacks", "train_steps", "batch_size",
-            "ghost_batch_size", "steps_per_loop", "checkpoint_every", "log_every",
-            "keep_checkpoints",
+            "train_steps", "batch_size", "ghost_batch_size", "steps_per_loop", "checkpoint_every",
+            "log_every", "keep_checkpoints",
         )
-        for name in positive:
+        optional = ("filters", "num_cells", "num_blocks", "num_stacks")
+        for name in positive + optional:
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if name in optional and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
+        for name in CONSTRAINT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise UserError(f"--{name}={value} is invalid; expected a non-negative integer.")
         if not 0.0 < self.dropout_rate < 1.0:
             raise UserError(
                 f"--dropout_rate={self.dropout_rate} is invalid; r must lie strictly between 0 and 1 "
@@ -116,17 +129,32 @@ class TrainConfig:
         """Ghost batches per global batch (Bender et al. 2018, §3.2)."""
         return self.batch_size // self.ghost_batch_size
 
-    def space(self, image_shape: tuple[int, int, int], num_classes: int, stem_stride: int = 1) -> CellSpace:
-        """The search space and network this config trains on a dataset."""
-        return CellSpace(
-            num_blocks=self.num_blocks,
-            filters=self.filters,
-            num_cells=self.num_cells,
-            num_stacks=self.num_stacks,
-            stem_stride=self.stem_stride or stem_stride,
-            image_shape=tuple(image_shape),
-            num_classes=num_classes,
-        )
+    def space_options(self) -> dict[str, int]:
+        """The space fields this config sets."""
+        return {f: getattr(self, f) for f in SPACE_OPTION_FIELDS if getattr(self, f) is not None}
+
+    def make_space(self, image_shape: tuple[int, int, int], num_classes: int, stem_stride: int = 1) -> Any:
+        """The search space and network this config trains on a dataset.
+
+        Raises:
+            UserError: an unknown space, or a space flag the space does not take.
+        """
+        fields = space_fields(space_class(self.space))
+        options = self.space_options()
+        unknown = [k for k in options if k not in fields]
+        if unknown:
+            raise UserError(
+                f"--{unknown[0]} does not apply to --space={self.space}; its fields are {', '.join(fields)}."
+            )
+        if "stem_stride" in fields:
+            options.setdefault("stem_stride", stem_stride)
+        return get_space(self.space, image_shape=tuple(image_shape), num_classes=num_classes, **options)
+
+    def constraints(self) -> Any:
+        """The sampler's cost range as `tf_oneshot.search.Constraints`."""
+        from tf_oneshot.search.constraints import Constraints
+
+        return Constraints(**{f: getattr(self, f) for f in CONSTRAINT_FIELDS})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -198,3 +198,26 @@ def split_cpu_for_tests(num_devices: int = 2) -> None:
                 "split_cpu_for_tests must run before TensorFlow initializes its devices; "
                 "call it first in a fresh process."
             ) from None
+
+
+def replica_local_statistics(next_creator, **kwargs):
+    """Variable creator: the model's non-trainable float state (batch-norm moving
+    statistics, the recalibration counter) becomes replica-local, read across
+    replicas as its mean (or first copy).
+
+    Keras 3 creates moving statistics with aggregation "none", which
+    MirroredStrategy refuses to assign in replica context; an on-write
+    aggregation would put a cross-replica merge inside the model's tf.cond op
+    skipping and batch-norm modes, which TF rejects and replicas might not even
+    agree on. On-read sync (Keras 2's batch-norm recipe) updates each replica's
+    copy locally; the updates are linear, so the mean of the copies follows the
+    single-replica trajectory exactly.
+    """
+    dtype = kwargs.get("dtype")
+    floating = dtype is None or tf.as_dtype(dtype).is_floating
+    if (not kwargs.get("trainable", True) and floating
+            and kwargs.get("synchronization") in (None, tf.VariableSynchronization.AUTO)):
+        kwargs["synchronization"] = tf.VariableSynchronization.ON_READ
+        if kwargs.get("aggregation") in (None, tf.VariableAggregation.NONE):
+            kwargs["aggregation"] = tf.VariableAggregation.MEAN
+    return next_creator(**kwargs)

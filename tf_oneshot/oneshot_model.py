@@ -83,8 +83,12 @@ class OneShotModel(keras.Model):
         self._mode_check = _ModeCheck()
 
     # ----------------------------------------------------------------- masks
-    def ghost_masks(self, masks, num_ghosts) -> dict[str, tf.Tensor]:
-        """The space's masks as float32 [G, ...] (a mask without the ghost axis is tiled)."""
+    def ghost_masks(self, masks, num_ghosts=None) -> dict[str, tf.Tensor]:
+        """The space's masks as float32 [G, ...] (a mask without the ghost axis is tiled).
+
+        `num_ghosts` None accepts any number of ghost batches (the L2 term
+        weighs paths over every ghost batch of the step).
+        """
         out = {}
         for key, shape in self.mask_shapes.items():
             if key not in masks:
@@ -92,7 +96,7 @@ class OneShotModel(keras.Model):
                                  f"Received: keys={sorted(masks)}")
             mask = tf.cast(masks[key], tf.float32)
             if mask.shape.rank == len(shape):
-                mask = tf.tile(mask[None], [num_ghosts] + [1] * len(shape))
+                mask = tf.tile(mask[None], [num_ghosts or 1] + [1] * len(shape))
             elif mask.shape.rank != len(shape) + 1 or tuple(mask.shape[1:]) != tuple(shape):
                 raise ValueError(f"mask {key!r} must have shape {shape} or [G, *{shape}]. "
                                  f"Received: shape={mask.shape}")

@@ -19,19 +19,18 @@ and renamed into place.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot import data
+from tf_oneshot import data, strategy_loop
 from tf_oneshot.analysis.records import (
     best_standalone,
     describe_space,
@@ -42,8 +41,8 @@ from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.search_spaces import CellArchitecture, CellSpace
-from tf_oneshot.standalone import build_standalone_model
+from tf_oneshot.search_spaces import SearchSpace
+from tf_oneshot.tasks import StandaloneTask, accuracy_sums
 
 RECORD_KIND = "tf_oneshot.retrain"
 # Settings that must agree between the lines of one results file: a rerun
@@ -64,7 +63,7 @@ SHUFFLE_BUFFER = 10_000
 class Candidate:
     """An architecture to retrain and the one-shot accuracy it was chosen with."""
 
-    architecture: CellArchitecture
+    architecture: Hashable
     oneshot_accuracy: float | None = None
 
 
@@ -89,7 +88,7 @@ class RetrainSummary:
 
 
 # ------------------------------------------------------------------ choosing
-def parse_architectures(space: CellSpace, texts: Sequence[str]) -> list[Candidate]:
+def parse_architectures(space: SearchSpace, texts: Sequence[str]) -> list[Candidate]:
     """Candidates from architecture strings (UserError naming a bad one)."""
     out = []
     for text in texts:
@@ -104,7 +103,7 @@ def parse_architectures(space: CellSpace, texts: Sequence[str]) -> list[Candidat
 
 
 def select_candidates(
-    space: CellSpace,
+    space: SearchSpace,
     search_records: Sequence[dict],
     how: str = "stratified",
     k: int = 10,
@@ -169,33 +168,16 @@ def _eval_batch(num_examples: int, multiple: int) -> int:
     return max(multiple, min(EVAL_BATCH_CAP, num_examples) // multiple * multiple)
 
 
-def _kernels(model: keras.Model) -> list[tf.Variable]:
-    # §3.2 / §4.1: L2 on the weights of convolutions and the classifier, not
-    # on batch-norm scales and offsets.
-    return [v for v in model.trainable_variables if v.path.split("/")[-1].endswith("kernel")]
-
-
-def _per_model_function(fn: Callable) -> Callable:
-    """`tf.function` of a closure over one model.
-
-    Each stand-alone model has its own graph, so one trace per model is
-    expected. TensorFlow's frequent-retracing warning counts traces per code
-    object and would take the closures of earlier models for retraces of this
-    one; a fresh `functools.partial` (which has no code object) is counted alone.
-    """
-    return tf.function(functools.partial(fn))
-
-
-def build_model(space: CellSpace, arch: CellArchitecture, config: TrainConfig) -> keras.Model:
+def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
     """The stand-alone model of `arch`, its weights created."""
-    model = build_standalone_model(space, arch, ghost_batch_size=config.ghost_batch_size)
+    model = space.build_standalone(arch, ghost_batch_size=config.ghost_batch_size)
     model(tf.zeros((config.ghost_batch_size, *space.image_shape)), training=False)
     return model
 
 
 def train_standalone(
-    space: CellSpace,
-    arch: CellArchitecture,
+    space: SearchSpace,
+    arch: Hashable,
     config: TrainConfig,
     seed: int,
     strategy: tf.distribute.Strategy | None = None,
@@ -236,32 +218,8 @@ def train_standalone(
         )
         # DESIGN.md pitfall: build the optimizer eagerly inside the scope.
         optimizer.build(model.trainable_variables)
-    kernels = _kernels(model)
-    weight_decay = config.weight_decay
-
-    def replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-            l2 = weight_decay * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
-            loss += l2 / replicas
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return tf.reduce_sum(per_example)
-
-    step_fn = tf.function(replica_step, jit_compile=config.jit_compile)
-
-    @_per_model_function
-    def train_loop(iterator, steps):
-        total = tf.constant(0.0)
-        for _ in tf.range(steps):
-            images, labels = next(iterator)
-            total += strategy.reduce(
-                tf.distribute.ReduceOp.SUM, strategy.run(step_fn, args=(images, labels)), axis=None
-            )
-        return total
-
+    task = StandaloneTask(model, optimizer, config.batch_size, replicas, config.weight_decay)
+    train_loop = strategy_loop.train_loop(strategy, task.train_step, 5, jit_compile=config.jit_compile)
     info = data.dataset_info(config.dataset, config.data_dir)
     # A shuffle buffer larger than the split would fill itself from several
     # epochs before the first batch (and keep filling after the last).
@@ -274,7 +232,7 @@ def train_standalone(
     every = max(1, min(config.log_every, config.train_steps))
     while step < config.train_steps:
         n = min(every, config.train_steps - step)
-        loss = float(train_loop(iterator, tf.constant(n)).numpy()) / (n * config.batch_size)
+        loss = float(train_loop(iterator, tf.constant(n), {}).numpy()[0]) / (n * config.batch_size)
         step += n
         log(f"  {arch} seed {seed}: step {step}/{config.train_steps} loss {loss:.4f}")
     metrics = {"train_loss": loss}
@@ -318,13 +276,11 @@ def recalibrate_batch_norm(
     ).take(batches)
     for layer in layers:
         layer.set_mode("recalibrate")
-
-    @_per_model_function  # traced after set_mode: the layers read their mode when traced
-    def recalibrate_step(images):
-        strategy.run(lambda x: model(x, training=False), args=(images,))
-
-    for images, _ in strategy.experimental_distribute_dataset(dataset):
-        recalibrate_step(images)
+    # The layers read their mode when traced: the function is traced after set_mode.
+    strategy_loop.run_on_batches(
+        strategy, lambda batch: model(batch[0], training=False),
+        strategy.experimental_distribute_dataset(dataset),
+    )
     for layer in layers:
         layer.set_mode("moving")
     return batches * batch
@@ -344,25 +300,15 @@ def evaluate(
         config.dataset, split, batch, training=False, data_dir=config.data_dir
     )
 
-    def replica_eval(images, labels):
-        logits = model(images, training=False)
-        correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
-        return tf.stack([tf.reduce_sum(tf.cast(correct, tf.float32)), tf.cast(tf.size(labels), tf.float32)])
-
-    @_per_model_function
-    def eval_step(images, labels):
-        return strategy.reduce(
-            tf.distribute.ReduceOp.SUM, strategy.run(replica_eval, args=(images, labels)), axis=None
-        )
-
-    totals = np.zeros(2)
-    for images, labels in strategy.experimental_distribute_dataset(dataset):
-        totals += eval_step(images, labels).numpy()
+    totals = strategy_loop.evaluate(
+        strategy, lambda batch: accuracy_sums(model(batch[0], training=False), batch[1]),
+        strategy.experimental_distribute_dataset(dataset),
+    )
     return float(totals[0] / max(totals[1], 1.0)), int(totals[1])
 
 
 # -------------------------------------------------------------------- export
-def _plain_copy(space: CellSpace, arch: CellArchitecture, model: keras.Model,
+def _plain_copy(space: SearchSpace, arch: Hashable, model: keras.Model,
                 config: TrainConfig) -> keras.Model:
     """The same weights in a model built outside any strategy (portable export)."""
     copy = build_model(space, arch, config)
@@ -380,7 +326,7 @@ def _replace_dir(tmp: str, final: str) -> None:
 
 
 def export_model(
-    model: keras.Model, space: CellSpace, export_dir: str, metadata: dict[str, Any]
+    model: keras.Model, space: SearchSpace, export_dir: str, metadata: dict[str, Any]
 ) -> dict[str, str]:
     """Writes `best.keras`, `best_saved_model/` (signature `serve`) and `best.json`.
 
@@ -411,7 +357,7 @@ def export_model(
 
 
 # ------------------------------------------------------------------- results
-def _run_settings(config: TrainConfig, space: CellSpace, recalibration_images: int) -> dict[str, Any]:
+def _run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int) -> dict[str, Any]:
     return {
         **{f: getattr(config, f) for f in RUN_FIELDS},
         "bn_recalibration_images": int(recalibration_images),
@@ -452,7 +398,7 @@ def _best(records: Sequence[dict]) -> tuple[str, float] | None:
 
 def retrain(
     candidates: Sequence[Candidate],
-    space: CellSpace,
+    space: SearchSpace,
     config: TrainConfig,
     seeds: Sequence[int],
     results_path: str,

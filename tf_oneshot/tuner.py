@@ -28,7 +28,7 @@ import keras_tuner
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_model
-from tf_oneshot.search_spaces import CellSpace, SearchSpace
+from tf_oneshot.search_spaces import SearchSpace
 
 OBJECTIVE = "oneshot_accuracy"
 _Trial = keras_tuner.engine.trial.Trial
@@ -36,58 +36,26 @@ _Status = keras_tuner.engine.trial.TrialStatus
 
 
 # ------------------------------------------------------ architecture <-> hps
-def _subsets(n: int) -> list[str]:
-    return ["".join(str(j) for j in range(n) if mask >> j & 1) for mask in range(1, 2**n)]
-
-
 def declare_hyperparameters(space: SearchSpace, hp: keras_tuner.HyperParameters) -> None:
-    """Registers one `Choice` per decision of `space` in `hp`.
-
-    The Bender cell space has two decisions per choice block (§3.1): the
-    subset of inputs ("013") and the one or two ops ("25").
-    """
-    if not isinstance(space, CellSpace):
-        raise UserError(f"KerasTuner support has no hyperparameter layout for search space {space.name!r} yet.")
-    from tf_oneshot.search_spaces.bender_cell import OP_COMBINATIONS
-
-    ops = ["".join(map(str, combo)) for combo in OP_COMBINATIONS]
-    for i in range(space.num_blocks):
-        hp.Choice(f"block{i}_inputs", _subsets(space.num_inputs(i)), ordered=False)
-        hp.Choice(f"block{i}_ops", ops, ordered=False)
+    """Registers one `Choice` per decision of `space` in `hp` (the space's string values)."""
+    for d in space.decisions():
+        hp.Choice(d.name, [d.format(v) for v in d.values()], ordered=False)
 
 
 def architecture_to_values(space: SearchSpace, arch: Hashable) -> dict[str, str]:
     """The hyperparameter values of `arch` (inverse of `values_to_architecture`)."""
-    values = {}
-    for i, block in enumerate(arch.blocks):
-        values[f"block{i}_inputs"] = "".join(map(str, block.inputs))
-        values[f"block{i}_ops"] = "".join(map(str, block.ops))
-    return values
+    return space.hyperparameter_values(arch)
 
 
 def values_to_architecture(space: SearchSpace, values: dict[str, Any]) -> Hashable:
     """Parses a trial's hyperparameter values; UserError naming a bad value."""
-    try:
-        text = "/".join(
-            f"{values[f'block{i}_inputs']}:{values[f'block{i}_ops']}" for i in range(space.num_blocks)
-        )
-    except KeyError as e:
-        raise UserError(f"trial hyperparameters lack {e.args[0]!r}; not a OneShotOracle trial.") from None
-    return space.parse(text)
+    return space.from_hyperparameter_values(values)
 
 
 def _space_of(model_dir: str) -> SearchSpace:
-    from tf_oneshot.trainer import read_model_dir  # imports TensorFlow
+    from tf_oneshot.model_dir import require  # imports TensorFlow
 
-    if not os.path.isdir(model_dir) and "://" not in model_dir:
-        raise UserError(f"--model_dir={model_dir} does not exist; train one with `tf-oneshot train`.")
-    recorded = read_model_dir(model_dir)
-    if recorded is None:
-        raise UserError(
-            f"{model_dir} is not a tf_oneshot one-shot model_dir (no config.json); "
-            "pass the --model_dir that `tf-oneshot train` wrote."
-        )
-    return recorded[1]
+    return require(model_dir)[1]
 
 
 # -------------------------------------------------------------------- oracle
@@ -322,9 +290,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The stand-alone Keras model of the trial's architecture (untrained)."""
-        from tf_oneshot.standalone import build_standalone_model
-
-        return build_standalone_model(self.space, values_to_architecture(self.space, trial.hyperparameters.values))
+        return self.space.build_standalone(values_to_architecture(self.space, trial.hyperparameters.values))
 
     def get_best_architectures(self, num_trials: int = 1) -> list[Hashable]:
         """The architectures of the best trials, best first."""

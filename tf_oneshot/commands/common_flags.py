@@ -6,6 +6,13 @@ what the model_dir recorded), so a flag left out never overrides a recorded run.
 
 from absl import flags
 
+from tf_oneshot.search_spaces import BUILTIN, DEFAULT_SPACE
+
+flags.DEFINE_string(
+    "space", None,
+    f"Search space: a registered name ({', '.join(BUILTIN)}) or a user's own, as module:Attribute or "
+    f"path/to/file.py:Attribute (default: {DEFAULT_SPACE}, or what the model_dir recorded).",
+)
 flags.DEFINE_string("model_dir", None, "Directory of the one-shot model: config, checkpoints, events.")
 flags.DEFINE_string("dataset", None, "digits (embedded, offline), cifar10 or imagenet2012.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (local or gs://).")
@@ -21,8 +28,13 @@ flags.DEFINE_string("strategy", "default", "default, one_device, mirrored, multi
 flags.DEFINE_string("tpu", None, "Cloud TPU name, or 'local' on a TPU VM.")
 flags.DEFINE_string("output_dir", None, "Directory for reports, plots and exports.")
 flags.DEFINE_string("results", None, "JSON-lines results file.")
+flags.DEFINE_integer("max_params", None, "Only architectures with at most this many parameters.")
+flags.DEFINE_integer("min_params", None, "Only architectures with at least this many parameters.")
+flags.DEFINE_integer("max_flops", None, "Only architectures with at most this many multiply-adds per image.")
+flags.DEFINE_integer("min_flops", None, "Only architectures with at least this many multiply-adds per image.")
 
 SPACE_FLAGS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride")
+CONSTRAINT_FLAGS = ("min_params", "max_params", "min_flops", "max_flops")
 
 
 def given(FLAGS, names) -> dict:

@@ -49,7 +49,7 @@ def _space(FLAGS, search_space, model_dir_record):
     from tf_oneshot import data
     from tf_oneshot.analysis.records import check_same_space, describe_space
     from tf_oneshot.config import TrainConfig
-    from tf_oneshot.search_spaces import space_from_config
+    from tf_oneshot.search_spaces import space_fields, space_from_config
 
     space = None
     if isinstance(search_space, dict):
@@ -61,18 +61,20 @@ def _space(FLAGS, search_space, model_dir_record):
         else:
             check_same_space(recorded.to_config(), space.to_config(), FLAGS.model_dir, ",".join(FLAGS.search_results))
     if space is None:
-        config = TrainConfig(**common_flags.given(FLAGS, ("dataset", *common_flags.SPACE_FLAGS)))
+        config = TrainConfig(**common_flags.given(FLAGS, ("dataset", "space", *common_flags.SPACE_FLAGS)))
         info = data.dataset_info(config.dataset, FLAGS.data_dir)
-        return config.space(info.image_shape, info.num_classes, info.stem_stride)
+        return config.make_space(info.image_shape, info.num_classes, info.stem_stride)
     # Only F may change (Bender et al. 2018, §3.4): depth and cells are the searched network's.
     for name in ("num_cells", "num_blocks", "num_stacks", "stem_stride"):
         value = getattr(FLAGS, name)
-        if value is not None and value != getattr(space, name):
+        if value is not None and value != getattr(space, name, None):
             raise UserError(
                 f"--{name}={value} differs from the searched network ({describe_space(space.to_config())}); "
                 "retrain scales only --filters."
             )
     if FLAGS.filters is not None:
+        if "filters" not in space_fields(type(space)):
+            raise UserError(f"--filters does not apply to the search space {space.name!r} (it has no filters).")
         space = dataclasses.replace(space, filters=FLAGS.filters)
     return space
 
@@ -82,7 +84,7 @@ def run(FLAGS) -> int:
     from tf_oneshot.analysis.records import load_search_results
     from tf_oneshot.config import TrainConfig
     from tf_oneshot.retrain import parse_architectures, retrain, select_candidates
-    from tf_oneshot.trainer import read_model_dir
+    from tf_oneshot import model_dir
 
     if not FLAGS.results:
         raise UserError("--results is required: the JSON-lines file for the retrain results.")
@@ -96,14 +98,12 @@ def run(FLAGS) -> int:
         )
     seeds = _seeds(FLAGS)
     search, search_space = load_search_results(FLAGS.search_results) if FLAGS.search_results else ([], None)
-    model_dir_record = read_model_dir(FLAGS.model_dir) if FLAGS.model_dir else None
-    if FLAGS.model_dir and model_dir_record is None:
-        raise UserError(f"{FLAGS.model_dir} is not a tf_oneshot one-shot model_dir (no config.json).")
+    model_dir_record = model_dir.require(FLAGS.model_dir) if FLAGS.model_dir else None
     space = _space(FLAGS, search_space, model_dir_record)
     overrides = common_flags.given(FLAGS, RETRAIN_CONFIG_FLAGS)
     if "dataset" not in overrides and model_dir_record is not None:
         overrides["dataset"] = model_dir_record[0].dataset
-    config = TrainConfig(filters=space.filters, **overrides)
+    config = TrainConfig(**overrides)
 
     if FLAGS.architectures:
         candidates = parse_architectures(space, FLAGS.architectures)

@@ -20,10 +20,6 @@ from tf_oneshot.errors import UserError
 
 flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1).")
 flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1).")
-flags.DEFINE_integer("max_params", None, "Only architectures with at most this many parameters.")
-flags.DEFINE_integer("min_params", None, "Only architectures with at least this many parameters.")
-flags.DEFINE_integer("max_flops", None, "Only architectures with at most this many multiply-adds per image.")
-flags.DEFINE_integer("min_flops", None, "Only architectures with at least this many multiply-adds per image.")
 flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
 flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidate for --bn_mode=recalibrate.")
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
@@ -67,16 +63,11 @@ def run(FLAGS) -> int:
             "--strategy=multi_worker_mirrored is for training; search on one host with --strategy=mirrored "
             "or --tpu, or run one KerasTuner worker per host (tf_oneshot.OneShotTuner)."
         )
-    from tf_oneshot.trainer import read_model_dir
+    from tf_oneshot import model_dir
 
-    if not os.path.isdir(FLAGS.model_dir) and "://" not in FLAGS.model_dir:
-        raise UserError(f"--model_dir={FLAGS.model_dir} does not exist; train one with `tf-oneshot train`.")
-    recorded = read_model_dir(FLAGS.model_dir)
-    if recorded is None:
-        raise UserError(
-            f"{FLAGS.model_dir} is not a tf_oneshot one-shot model_dir (no config.json); "
-            "pass the --model_dir that `tf-oneshot train` wrote."
-        )
+    recorded = model_dir.require(FLAGS.model_dir)
+    if FLAGS.space is not None and FLAGS.space != recorded[0].space:
+        raise UserError(f"--space={FLAGS.space} differs from the model_dir's space {recorded[0].space}; drop --space.")
     space = recorded[1]
     step = checkpoint_step(FLAGS.model_dir)
     constraints = _constraints(FLAGS)

@@ -8,6 +8,9 @@ from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 
 flags.DEFINE_integer("train_steps", None, "Total training steps (Bender et al. 2018: 5,000-10,000).")
+flags.DEFINE_string("sampler", None, "Sampling rule while training: path_dropout (Bender et al. 2018, §3.2), "
+                    "uniform (SPOS §3.2), uniform_constraint (SPOS §3.2, with --min/max_flops or _params) or "
+                    "proportional (NAO-V2 §4.2); default: the space's own.")
 flags.DEFINE_float("dropout_rate", None, "r: per-path drop probability at the end is r^(1/k) (§3.2).")
 flags.DEFINE_string("dropout_schedule", None, "linear (ramped from 0, §4.1) or constant (Fig. 4).")
 flags.DEFINE_string("all_dropped", None, "When all paths of a node drop: zero (paper) or keep_one.")
@@ -24,7 +27,8 @@ flags.DEFINE_float("skip_threshold", None, "Skip dropped ops (tf.cond) once this
 flags.DEFINE_string("mixed_precision", None, "none, bfloat16 (TPU) or float16 (GPU).")
 
 TRAIN_FLAGS = (
-    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *common_flags.SPACE_FLAGS,
+    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", "space", *common_flags.SPACE_FLAGS,
+    "sampler", *common_flags.CONSTRAINT_FLAGS,
     "train_steps", "dropout_rate", "dropout_schedule", "all_dropped", "learning_rate",
     "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every",
     "jit_compile", "skip_threshold", "mixed_precision",

@@ -1,25 +1,30 @@
 """Scheduled path dropout of Bender et al. 2018, §3.2, as masks.
 
 The one-shot model takes the architecture as mask tensors, so path dropout is
-a transformation of masks: given an architecture's masks (1 = path in the
-architecture) it returns, for every ghost batch, the masks of the paths that
-survive. The model then multiplies each path's output by its mask.
+a transformation of masks: given the masks of the architectures the ghost
+batches train (1 = path in the architecture, a leading ghost axis [G, ...])
+it returns, for every ghost batch, the masks of the paths that survive. The
+model then multiplies each path's output by its mask.
 
-A node with k incoming paths in the architecture drops each of them
+Every row of a mask over its last axis is a node, its on entries the node's
+incoming paths: a node with k paths in the architecture drops each of them
 independently with probability p = s * r^(1/k), so that at the end of the
 ramp (s = 1) all k are dropped together with probability r, whatever k
 (§3.2: r = 0.05 gives 0.22 for k = 2 and 0.65 for k = 7). s ramps linearly
 from 0 at step 0 to 1 at `total_steps` ("linear", the paper's schedule) or is
-1 throughout ("constant", §4.1's fixed-rate experiments). The nodes are the
-input concatenation of each choice block (k = its active inputs) and the op
-sum of each choice block (k = its active ops). Each ghost batch draws its own
-pattern; the same pattern serves every cell (§3.2).
+1 throughout ("constant", §4.1's fixed-rate experiments). In the Bender cell
+space the nodes are the input concatenation of each choice block (rows of
+"input_mask") and the op sum of each choice block (rows of "op_mask"); any
+search space names its node masks in `SearchSpace.dropout_masks()`. Each
+ghost batch draws its own pattern; the same pattern serves every cell (§3.2).
 
 The draw is stateless, from (seed, step): the same seed and step give the
 same masks on every replica and after a restart from a checkpoint.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -29,6 +34,8 @@ SCHEDULES = ("linear", "constant")
 # with no input, so the model zeroes it (and everything that only it feeds);
 # "keep_one" puts back one of its architecture's paths, chosen uniformly.
 ALL_DROPPED_RULES = ("zero", "keep_one")
+# The Bender cell space's node masks (its `dropout_masks()`), kept for callers
+# that name them.
 MASK_KEYS = ("input_mask", "op_mask")
 
 
@@ -43,20 +50,24 @@ class PathDropout(keras.layers.Layer):
         schedule: "linear" (0 at step 0, full at `total_steps`) or "constant".
         all_dropped: "zero" or "keep_one" (see `ALL_DROPPED_RULES`).
         seed: default seed when `call` gets none.
+        keys: the masks whose rows are nodes (`space.dropout_masks()`); other
+            masks pass through unchanged. None: every mask given, in name
+            order. The i-th key draws from the i-th sub-key of (seed, step),
+            so a mask's pattern does not depend on the other masks' shapes.
         **kwargs: base layer arguments.
 
     Call arguments:
-        masks: dict with "input_mask" [B, B+1] and "op_mask" [B, O] (one
-            architecture for every ghost batch) or with a leading ghost axis
-            [G, B, ...] (one architecture per ghost batch).
+        masks: dict of float masks [G, ..., paths] (one architecture per
+            ghost batch; rank >= 2), or, with `num_ghosts`, masks of one
+            architecture without the ghost axis, tiled to G ghost batches.
         step: the global step (int scalar tensor or variable).
         seed: int tensor of shape [2] (or a Python int); default `self.seed`.
-        num_ghosts: G, needed when the masks have no ghost axis.
+        num_ghosts: G when the masks have no ghost axis; None when they have.
         training: False returns the masks unchanged (with the ghost axis):
             there is no path dropout at evaluation.
 
     Returns:
-        A dict with the same keys, float32 masks of shape [G, B, ...].
+        A dict with the same keys, float32 masks of shape [G, ...].
     """
 
     def __init__(
@@ -66,6 +77,7 @@ class PathDropout(keras.layers.Layer):
         schedule: str = "linear",
         all_dropped: str = "zero",
         seed: int = 0,
+        keys: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -81,11 +93,14 @@ class PathDropout(keras.layers.Layer):
             raise ValueError(
                 f"all_dropped must be one of {ALL_DROPPED_RULES}. Received: all_dropped={all_dropped!r}"
             )
+        if keys is not None and (isinstance(keys, str) or len(set(keys)) != len(tuple(keys))):
+            raise ValueError(f"keys must be a sequence of distinct mask names. Received: keys={keys!r}")
         self.rate = float(rate)
         self.total_steps = None if total_steps is None else int(total_steps)
         self.schedule = schedule
         self.all_dropped = all_dropped
         self.seed = int(seed)
+        self.keys = None if keys is None else tuple(str(k) for k in keys)
         self._allow_non_tensor_positional_args = True
         self.built = True
 
@@ -102,8 +117,12 @@ class PathDropout(keras.layers.Layer):
         return self.ramp(step) * tf.pow(self.rate, 1.0 / k)
 
     def call(self, masks, step=None, seed=None, num_ghosts=None, training=True):
-        masks = {key: tf.cast(masks[key], tf.float32) for key in MASK_KEYS}
-        masks = {key: self._with_ghost_axis(value, num_ghosts) for key, value in masks.items()}
+        keys = tuple(sorted(masks)) if self.keys is None else self.keys
+        missing = [key for key in keys if key not in masks]
+        if missing:
+            raise ValueError(f"PathDropout needs mask {missing[0]!r}. Received: keys={sorted(masks)}")
+        masks = {key: self._with_ghost_axis(key, tf.cast(value, tf.float32), num_ghosts)
+                 for key, value in masks.items()}
         if not training or self.rate == 0.0:
             return masks
         if step is None:
@@ -114,21 +133,23 @@ class PathDropout(keras.layers.Layer):
         key = tf.random.experimental.stateless_fold_in(
             tf.cast(seed, tf.int64), tf.cast(step, tf.int64), alg="philox"
         )
-        out = {}
-        for index, name in enumerate(MASK_KEYS):
+        out = dict(masks)
+        for index, name in enumerate(keys):
             node_key = tf.random.experimental.stateless_fold_in(key, index, alg="philox")
             out[name] = self._drop(masks[name], node_key, step)
         return out
 
-    def _with_ghost_axis(self, mask: tf.Tensor, num_ghosts) -> tf.Tensor:
-        if mask.shape.rank == 2:
-            if num_ghosts is None:
-                raise ValueError("masks without a ghost axis need num_ghosts=G.")
-            return tf.tile(mask[None], [num_ghosts, 1, 1])
-        if mask.shape.rank != 3:
-            raise ValueError(f"masks must have rank 2 or 3. Received: shape={mask.shape}")
-        if num_ghosts is not None and mask.shape[0] is not None and mask.shape[0] != num_ghosts:
-            raise ValueError(f"masks have {mask.shape[0]} ghost batches. Received: num_ghosts={num_ghosts}")
+    @staticmethod
+    def _with_ghost_axis(name: str, mask: tf.Tensor, num_ghosts) -> tf.Tensor:
+        if num_ghosts is not None:
+            if mask.shape.rank is None or mask.shape.rank < 1:
+                raise ValueError(f"mask {name!r} needs a paths axis. Received: shape={mask.shape}")
+            return tf.tile(mask[None], [num_ghosts] + [1] * mask.shape.rank)
+        if mask.shape.rank is None or mask.shape.rank < 2:
+            raise ValueError(
+                f"mask {name!r} needs a ghost axis and a paths axis [G, ..., paths], or pass "
+                f"num_ghosts=G for masks of one architecture. Received: shape={mask.shape}"
+            )
         return mask
 
     def _drop(self, mask: tf.Tensor, key: tf.Tensor, step) -> tf.Tensor:
@@ -158,5 +179,6 @@ class PathDropout(keras.layers.Layer):
             schedule=self.schedule,
             all_dropped=self.all_dropped,
             seed=self.seed,
+            keys=None if self.keys is None else list(self.keys),
         )
         return config

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces import CellSpace, Cost, SearchSpace
-from tf_oneshot.search_spaces.bender_cell import OP_COMBINATIONS
+from tf_oneshot.search_spaces import Cost, SearchSpace
 
 METRICS = ("params", "flops")
 # A draw is repaired after this many rejected uniform draws (the acceptance
@@ -123,76 +122,23 @@ class Constraints:
 class CostModel:
     """Cost of an architecture, and the least and greatest cost over the space.
 
-    For the Bender cell space, which cells reach the output depends only on
-    whether the cells read their older and previous cell (`CellSpace.cell_reads`):
-    a cell nobody reads is not part of the stand-alone model. For each of those
-    three read patterns the cost is a sum over choice blocks of terms that
-    depend only on the block's number of inputs and its ops (every cell repeats
-    the same blocks). A table of those terms gives exact bounds by arithmetic
-    and counts ~10x faster than `space.count`; tests check it against
-    `space.count`. Other spaces fall back to `space.count` and to bounds
-    estimated from samples (rejection attempts stay bounded, so an unmeetable
-    constraint still ends quickly).
+    The bounds are exact where the space knows them (`space.cost_bounds()`:
+    by arithmetic, or by enumeration for small spaces), else estimated from
+    samples and the all-on model; rejection attempts stay bounded either way,
+    so an unmeetable constraint still ends quickly.
     """
-
-    # (reads older, reads previous): block 0 reads one of its two inputs at least.
-    READ_PATTERNS = ((True, False), (False, True), (True, True))
 
     def __init__(self, space: SearchSpace):
         self.space = space
-        self._tables: dict[tuple[bool, bool], tuple[tuple[int, int], list[dict]]] | None = None
-        if isinstance(space, CellSpace):
-            self._tables = {reads: self._cell_table(space, reads) for reads in self.READ_PATTERNS}
-            self.exact_bounds = True
-        else:
-            self.exact_bounds = False
-        self._bounds = self._compute_bounds()
-
-    @staticmethod
-    def _cell_table(space: CellSpace, reads: tuple[bool, bool]) -> tuple[tuple[int, int], list[dict]]:
-        """(base cost, per-block {(num inputs, ops): cost term}) for one read pattern.
-
-        Only the block sizes that pattern allows are listed: a cell that reads
-        one of its two inputs has blocks of at most 2+i-1 inputs, and block 0
-        of a single-block cell that reads both takes both.
-        """
-        ref_blocks = [((0,), (0,))] * space.num_blocks
-        ref = space.count_blocks(ref_blocks, reads)
-        table = []
-        for i in range(space.num_blocks):
-            most = space.num_inputs(i) - (not all(reads))
-            fewest = 2 if all(reads) and space.num_blocks == 1 else 1
-            terms = {}
-            for k in range(fewest, most + 1):
-                for ops in OP_COMBINATIONS:
-                    blocks = list(ref_blocks)
-                    blocks[i] = (tuple(range(k)), ops)
-                    cost = space.count_blocks(blocks, reads)
-                    terms[(k, ops)] = (cost.params - ref.params, cost.flops - ref.flops)
-            table.append(terms)
-        return (ref.params, ref.flops), table
+        exact = space.cost_bounds()
+        self.exact_bounds = exact is not None
+        self._bounds = exact if exact is not None else self._estimate_bounds()
 
     def count(self, arch: Hashable) -> Cost:
-        """Parameters and multiply-adds of `arch` (equal to `space.count`)."""
-        if self._tables is None:
-            return self.space.count(arch)
-        (params, flops), table = self._tables[self.space.cell_reads(arch)]
-        for terms, block in zip(table, arch.blocks):
-            dp, df = terms[(len(block.inputs), block.ops)]
-            params += dp
-            flops += df
-        return Cost(params=params, flops=flops)
+        """Parameters and multiply-adds of `arch` (`space.count`)."""
+        return self.space.count(arch)
 
-    def _compute_bounds(self) -> dict[str, tuple[int, int]]:
-        if self._tables is not None:
-            bounds = {}
-            for m, metric in enumerate(METRICS):
-                lows, highs = [], []
-                for base, table in self._tables.values():
-                    lows.append(base[m] + sum(min(t[m] for t in terms.values()) for terms in table))
-                    highs.append(base[m] + sum(max(t[m] for t in terms.values()) for terms in table))
-                bounds[metric] = (min(lows), max(highs))
-            return bounds
+    def _estimate_bounds(self) -> dict[str, tuple[int, int]]:
         rng = np.random.default_rng(0)
         costs = [self.space.count(self.space.sample(rng)) for _ in range(2000)]
         costs.append(self.space.count_oneshot())

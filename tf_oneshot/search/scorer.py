@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot.distribute import is_tpu
 from tf_oneshot.errors import UserError
+from tf_oneshot.strategy_loop import SplitFunction
 
 BN_MODES = ("batch", "recalibrate")
 KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the training set"
@@ -48,10 +48,9 @@ MAX_VALIDATION_BYTES = 2 << 30
 
 def checkpoint_step(model_dir: str) -> int:
     """The step of the latest checkpoint in a model_dir (UserError if none)."""
-    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if path is None:
-        raise UserError(f"{model_dir} has no checkpoint yet; run `tf-oneshot train` first.")
-    return int(path.rsplit("-", 1)[-1])
+    from tf_oneshot.model_dir import checkpoint_step as step
+
+    return step(model_dir)
 
 
 def _largest_divisor(n: int, at_most: int) -> int:
@@ -164,7 +163,7 @@ class OneShotScorer:
                 that is not prepared.
         """
         from tf_oneshot import data
-        from tf_oneshot.trainer import load_oneshot
+        from tf_oneshot.model_dir import load_oneshot
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
@@ -197,53 +196,27 @@ class OneShotScorer:
             recalibration_images=recal, kl_images=kl_images, step=loaded.step, strategy=strategy, **kwargs,
         )
 
-    def _masks(self, archs: Sequence[Hashable], size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _masks(self, archs: Sequence[Hashable], size: int) -> dict[str, np.ndarray]:
         # Pad a short batch with copies of its first architecture: same shapes,
         # no retrace, and (with skipped inactive ops) no extra ops computed.
         padded = list(archs) + [archs[0]] * (size - len(archs))
-        masks = self.space.encode_batch(padded)
-        return masks["input_mask"], masks["op_mask"]
+        return self.space.encode_batch(padded)
 
     @property
     def archs_per_call(self) -> int:
         """Architectures `score` handles in one call: `archs_per_pass` on every replica."""
         return self.archs_per_pass * self.replicas
 
-    def _function(self, kind: str, archs: int) -> Any:
-        """The compiled body `kind` for `archs` architectures per replica."""
-        key = (kind, archs)
+    def _call(self, kind: str, masks: dict[str, np.ndarray]) -> Any:
+        """Runs body `kind` on masks for `archs_per_call` architectures, replica r taking the r-th slice."""
+        key = (kind, masks[next(iter(masks))].shape[0] // self.replicas)
         if key not in self._functions:
             body = {"evaluate": self._evaluate, "recalibrated": self._recalibrated, "kl": self._kl_divergence}[kind]
-            if self.replicas == 1:
-                self._functions[key] = tf.function(body, jit_compile=self.jit_compile)
-            else:
-                # TPUStrategy compiles the replica function with XLA anyway.
-                local = tf.function(body, jit_compile=self.jit_compile and not is_tpu(self.strategy))
-
-                @tf.function
-                def distributed(input_mask, op_mask):
-                    out = self.strategy.run(local, args=(input_mask, op_mask))
-                    return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), out)
-
-                self._functions[key] = distributed
-        return self._functions[key]
-
-    def _call(self, kind: str, input_mask: np.ndarray, op_mask: np.ndarray) -> Any:
-        """Runs body `kind` on masks for `archs_per_call` architectures, replica r taking the r-th slice."""
-        per_replica = input_mask.shape[0] // self.replicas
-        function = self._function(kind, per_replica)
-        if self.replicas == 1:
-            return function(tf.constant(input_mask), tf.constant(op_mask))
-
-        def slices(context):
-            mine = slice(context.replica_id_in_sync_group * per_replica,
-                         (context.replica_id_in_sync_group + 1) * per_replica)
-            return tf.constant(input_mask[mine]), tf.constant(op_mask[mine])
-
-        return function(*self.strategy.experimental_distribute_values_from_function(slices))
+            self._functions[key] = SplitFunction(self.strategy, body, self.jit_compile)
+        return self._functions[key](masks)
 
     # ------------------------------------------------------ compiled bodies
-    def _run_chunks(self, images: tf.Tensor, archs: int, input_mask, op_mask):
+    def _run_chunks(self, images: tf.Tensor, archs: int, masks: dict[str, tf.Tensor]):
         """Splits `images` into chunks of whole ghost batches; returns (chunks, chunk size, forward).
 
         `forward(i)` tiles chunk i once per architecture and returns logits
@@ -255,10 +228,7 @@ class OneShotScorer:
         chunk = ghosts_per_chunk * self.ghost
         num_chunks = n // chunk
         grouped = tf.reshape(images, [num_chunks, chunk, *images.shape[1:]])
-        masks = {
-            "input_mask": tf.repeat(input_mask, ghosts_per_chunk, axis=0),
-            "op_mask": tf.repeat(op_mask, ghosts_per_chunk, axis=0),
-        }
+        masks = {k: tf.repeat(v, ghosts_per_chunk, axis=0) for k, v in masks.items()}
 
         def forward(i):
             x = tf.tile(grouped[i], [archs, 1, 1, 1])
@@ -267,10 +237,10 @@ class OneShotScorer:
 
         return num_chunks, chunk, forward
 
-    def _evaluate(self, input_mask: tf.Tensor, op_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _evaluate(self, masks: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """Accuracy and mean cross-entropy on the validation set, per architecture."""
-        archs = input_mask.shape[0]
-        num_chunks, chunk, forward = self._run_chunks(self._images, archs, input_mask, op_mask)
+        archs = _count(masks)
+        num_chunks, chunk, forward = self._run_chunks(self._images, archs, masks)
         labels = tf.reshape(self._labels, [num_chunks, chunk])
         correct = tf.zeros([archs])
         loss = tf.zeros([archs])
@@ -284,21 +254,21 @@ class OneShotScorer:
         n = float(self.num_examples)
         return correct / n, loss / n
 
-    def _recalibrated(self, input_mask: tf.Tensor, op_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _recalibrated(self, masks: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """SPOS: exact BN statistics of this candidate on the calibration images, then evaluate."""
         self.model.set_bn_mode("recalibrate")  # variable assigns: fine inside tf.function
-        num_chunks, _, forward = self._run_chunks(self._recal, 1, input_mask, op_mask)
+        num_chunks, _, forward = self._run_chunks(self._recal, 1, masks)
         for i in tf.range(num_chunks):
             forward(i)
         self.model.set_bn_mode("moving")
-        result = self._evaluate(input_mask, op_mask)
+        result = self._evaluate(masks)
         self.model.set_bn_mode("batch")
         return result
 
-    def _kl_divergence(self, input_mask: tf.Tensor, op_mask: tf.Tensor) -> tf.Tensor:
+    def _kl_divergence(self, masks: dict[str, tf.Tensor]) -> tf.Tensor:
         """Mean symmetrized KL divergence to the all-on network's predictions (§5)."""
-        archs = input_mask.shape[0]
-        num_chunks, chunk, forward = self._run_chunks(self._kl_images, archs, input_mask, op_mask)
+        archs = _count(masks)
+        num_chunks, chunk, forward = self._run_chunks(self._kl_images, archs, masks)
         logq = tf.concat([tf.nn.log_softmax(forward(i), -1) for i in range(num_chunks)], 1)
         logp = self._reference_logp[None]
         p, q = tf.exp(logp), tf.exp(logq)
@@ -321,14 +291,14 @@ class OneShotScorer:
         size = self.archs_per_call
         for start in range(0, len(archs), size):
             part = list(archs[start : start + size])
-            input_mask, op_mask = self._masks(part, size)
+            masks = self._masks(part, size)
             if self.bn_mode == "batch":
                 self._batch_statistics()
-                accuracy, loss = self._call("evaluate", input_mask, op_mask)
+                accuracy, loss = self._call("evaluate", masks)
             else:
-                accuracy, loss = self._call("recalibrated", input_mask, op_mask)
+                accuracy, loss = self._call("recalibrated", masks)
             accuracy, loss = accuracy.numpy(), loss.numpy()
-            kl = self._kl_batch(input_mask, op_mask) if self.kl else None
+            kl = self._kl_batch(masks) if self.kl else None
             for j in range(len(part)):
                 record = {"oneshot_accuracy": float(accuracy[j]), "loss": float(loss[j])}
                 if kl is not None:
@@ -341,19 +311,18 @@ class OneShotScorer:
         if self.model.bn_mode != "batch":
             self.model.set_bn_mode("batch")
 
-    def _kl_batch(self, input_mask, op_mask) -> np.ndarray:
+    def _kl_batch(self, masks: dict[str, np.ndarray]) -> np.ndarray:
         self._batch_statistics()
         if self._reference_logp is None:
-            on = self.space.all_on_masks()
-            ref_in, ref_op = tf.constant(on["input_mask"][None]), tf.constant(on["op_mask"][None])
-            num_chunks, _, forward = self._run_chunks(self._kl_images, 1, ref_in, ref_op)
+            reference = {k: tf.constant(v[None]) for k, v in self.space.all_on_masks().items()}
+            num_chunks, _, forward = self._run_chunks(self._kl_images, 1, reference)
             logits = tf.concat([forward(i) for i in range(num_chunks)], 1)[0]
             self._reference_logp = tf.nn.log_softmax(logits, -1)
-        return self._call("kl", input_mask, op_mask).numpy()
+        return self._call("kl", masks).numpy()
 
     def tracing_count(self) -> int:
         """Traces of every compiled scoring function so far (constant in the number of architectures)."""
-        return sum(f.experimental_get_tracing_count() for f in self._functions.values())
+        return sum(f.tracing_count() for f in self._functions.values())
 
     def _pick_archs_per_pass(self, candidates: Sequence[int] = (1, 2, 4, 8)) -> int:
         """Times a few pass widths on random architectures; returns the fastest per architecture.
@@ -375,3 +344,8 @@ class OneShotScorer:
             if per_arch < best_time:
                 best, best_time = size, per_arch
         return best
+
+
+def _count(masks: dict[str, tf.Tensor]) -> int:
+    """Architectures in a batch of masks (the static leading axis)."""
+    return next(iter(masks.values())).shape[0]

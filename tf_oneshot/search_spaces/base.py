@@ -64,7 +64,7 @@ class Architecture:
 
 
 class SearchSpace(abc.ABC):
-    """Interface shared by every search space (Bender cells, SPOS, darts64, yours).
+    """Interface shared by every search space (the built-in ones and yours).
 
     Subclasses are frozen dataclasses with at least the fields `image_shape`
     and `num_classes`, and the class attribute `name`.

@@ -167,7 +167,7 @@ class CellOneShotModel(OneShotModel):
         Returns:
             A scalar; multiply by the weight-decay coefficient.
         """
-        masks = self.ghost_masks(masks, 1)
+        masks = self.ghost_masks(masks)
         input_mask, op_mask, alive = effective_masks(masks["input_mask"], masks["op_mask"])
         num_blocks, num_inputs, num_ops = op_mask.shape[1], input_mask.shape[2], op_mask.shape[2]
         # One vector of fractions; each kernel (or row group) picks its entry

@@ -1,0 +1,153 @@
+"""The space contract: every registered space, and the example user space, through every stage.
+
+A new space gets all of this by appearing in SPACES: string and JSON round
+trips, exact size (by enumeration where small), counts equal to the Keras
+models', one trace for 50 architectures, an XLA-compiled train step, a few
+training steps under each sampler that applies, scoring, random and
+evolutionary search, a KerasTuner trial and stand-alone retraining.
+"""
+
+import os
+
+import keras_tuner
+import numpy as np
+import pytest
+
+import tf_oneshot
+from tf_oneshot import trainer
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.search import Evolution, RandomSearch, ResultsFile, run_search
+from tf_oneshot.search.scorer import OneShotScorer
+from tf_oneshot.search_spaces import get_space
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "examples", "mobile_chain.py") + ":MobileChainSpace"
+# name or spec -> space options small enough for seconds on the embedded 8x8 digits.
+SPACES = {
+    "bender_cell": {"filters": 4, "num_cells": 2, "num_stacks": 2, "num_blocks": 2},
+    "darts64": {"filters": 4, "num_cells": 2},
+    EXAMPLE: {},
+}
+IDS = ["bender_cell", "darts64", "example"]
+SAMPLERS = ("path_dropout", "uniform", "proportional", "uniform_constraint")
+
+
+def tiny_space(spec):
+    return get_space(spec, image_shape=(8, 8, 1), num_classes=10, **SPACES[spec])
+
+
+def tiny_config(spec, **changes):
+    options = {k: v for k, v in SPACES[spec].items() if k in ("filters", "num_cells", "num_stacks", "num_blocks")}
+    return TrainConfig(
+        dataset="digits", space=spec, batch_size=32, ghost_batch_size=16, train_steps=3,
+        checkpoint_every=3, log_every=3, eval_batches=1, **options,
+    ).replace(**changes)
+
+
+@pytest.fixture(scope="module", params=list(SPACES), ids=IDS)
+def trained(request, tmp_path_factory):
+    spec = request.param
+    path = str(tmp_path_factory.mktemp("contract") / "model")
+    result = trainer.train(tiny_config(spec), path, log=lambda s: None)
+    return spec, path, result
+
+
+# ----------------------------------------------------------- TF-free parts
+@pytest.mark.parametrize("spec", list(SPACES), ids=IDS)
+def test_round_trips_size_and_counts(spec):
+    space = tiny_space(spec)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        arch = space.sample(rng)
+        assert space.parse(str(arch)) == arch
+        assert space.from_json(space.to_json(arch)) == arch
+        assert space.from_hyperparameter_values(space.hyperparameter_values(arch)) == arch
+        assert space.mutate(arch, rng, 1.0) != arch
+    assert tf_oneshot.space_from_config(space.to_config()) == space
+    sizes = np.prod([d.size() for d in space.decisions()])
+    assert space.size() == sizes
+    if space.size() <= 5000:
+        assert len(set(space.enumerate())) == space.size()
+    oneshot = space.build_oneshot(16)
+    assert oneshot.count_params() == space.count_oneshot().params
+    for arch in [space.sample(rng) for _ in range(3)]:
+        assert space.build_standalone(arch, 16).count_params() == space.count(arch).params
+
+
+# ------------------------------------------------------------ the pipeline
+def test_training_scoring_one_trace(trained):
+    spec, path, result = trained
+    assert result["step"] == 3 and np.isfinite(result["loss"]) and 0.0 <= result["val_accuracy"] <= 1.0
+    scorer = OneShotScorer.from_model_dir(path, archs_per_pass=2, validation_examples=64)
+    rng = np.random.default_rng(1)
+    archs = [scorer.space.sample(rng) for _ in range(50)]
+    scores = scorer.score(archs)
+    assert len(scores) == 50 and all(0.0 <= s["oneshot_accuracy"] <= 1.0 for s in scores)
+    assert scorer.tracing_count() == 1  # one graph for every architecture
+
+
+def test_random_and_evolution_search(trained, tmp_path):
+    spec, path, _ = trained
+    scorer = OneShotScorer.from_model_dir(path, archs_per_pass=2, validation_examples=64)
+    space = scorer.space
+    for algorithm in (RandomSearch(space, 6, seed=0),
+                      Evolution(space, 8, seed=0, population_size=4, num_parents=2)):
+        results = ResultsFile(str(tmp_path / f"{algorithm.name}.jsonl"), space, {"space": space.to_config()})
+        summary = run_search(algorithm, scorer.score, results, batch_size=2, log=lambda s: None)
+        assert summary["total"] == algorithm.num_architectures and len(results.load()) == summary["total"]
+
+
+def test_tuner_trial(trained, tmp_path):
+    spec, path, _ = trained
+    oracle = tf_oneshot.OneShotOracle(path, algorithm="random", max_trials=2, seed=0)
+    tuner = tf_oneshot.OneShotTuner(oracle, path, directory=str(tmp_path), project_name="p",
+                                    scorer_kwargs={"validation_examples": 64})
+    tuner.search(verbose=0)
+    best = tuner.get_best_architectures(1)[0]
+    assert best == oracle.space.validate(best)
+    assert isinstance(oracle.get_best_trials(1)[0].score, float)
+
+
+def test_retrain_one_architecture(trained, tmp_path):
+    spec, path, _ = trained
+    from tf_oneshot.retrain import Candidate, retrain
+
+    space = tiny_space(spec)
+    arch = space.sample(np.random.default_rng(3))
+    config = tiny_config(spec, train_steps=2, log_every=2)
+    summary = retrain([Candidate(arch)], space, config, [0], str(tmp_path / "r.jsonl"),
+                      log=lambda s: None, recalibration_images=32)
+    assert summary.trained == ((str(arch), 0),)
+    record = summary.records[0]
+    assert record["params"] == space.count(arch).params and 0.0 <= record["validation_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", list(SPACES), ids=IDS)
+def test_train_step_compiles_with_xla(spec, tmp_path):
+    result = trainer.train(tiny_config(spec, train_steps=2, checkpoint_every=2, log_every=2, jit_compile=True),
+                           str(tmp_path / "m"), log=lambda s: None)
+    assert result["step"] == 2 and np.isfinite(result["loss"])
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("spec", list(SPACES), ids=IDS)
+def test_a_few_steps_under_every_sampler(spec, sampler, tmp_path):
+    changes = {"sampler": sampler, "train_steps": 2, "checkpoint_every": 2, "log_every": 2}
+    if sampler == "uniform_constraint":
+        space = tiny_space(spec)
+        low, high = space.cost_bounds()["flops"] if space.cost_bounds() else (0, space.count_oneshot().flops)
+        changes["max_flops"] = int((low + high) / 2)
+    result = trainer.train(tiny_config(spec, **changes), str(tmp_path / "m"), log=lambda s: None)
+    assert result["step"] == 2 and np.isfinite(result["loss"])
+
+
+def test_keras_tuner_sees_every_decision():
+    for spec in SPACES:
+        space = tiny_space(spec)
+        hp = keras_tuner.HyperParameters()
+        from tf_oneshot.tuner import declare_hyperparameters
+
+        declare_hyperparameters(space, hp)
+        assert [h.name for h in hp.space] == [d.name for d in space.decisions()]
+        assert np.prod([len(h.values) for h in hp.space]) == space.size()
