@@ -35,6 +35,7 @@ Architecture strings list the values block by block: "3/6/no/5/3/yes/7/6/no/3/3/
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import keras
@@ -214,22 +215,23 @@ class MobileChainOneShot(OneShotModel):
         self.built = True
 
     def forward(self, images, masks, training=None, skip_inactive=True):
-        x = self.stem(images)
+        gbs, x = self.ghost_batch_size, self.stem(images)
         for i in range(len(self.units)):
-            runs = layers.per_example(masks[f"block{i}_skip"][:, :1], self.ghost_batch_size)  # [N, 1]
-            x = x + layers.choose([lambda x=x, i=i: self._block(i, x, masks, training, skip_inactive)],
-                                  runs, skip_inactive, lambda x=x: tf.zeros_like(x))
+            # Per-example masks are made outside the tf.cond branches: XLA fails to
+            # differentiate `per_example` (tf.repeat) inside one.
+            runs = layers.per_example(masks[f"block{i}_skip"][:, :1], gbs)  # [N, 1]: the block runs
+            kernel = layers.per_example(masks[f"block{i}_kernel"], gbs)  # [N, K]
+            channels = layers.per_example(channel_mask(masks[f"block{i}_expansion"], self.space.width), gbs)
+            body = functools.partial(self._block, self.units[i], x, kernel, channels[:, None, None, :],
+                                     training, skip_inactive)
+            x = x + layers.choose([body], runs, skip_inactive, lambda x=x: tf.zeros_like(x))
         x = layers.apply_layers(self.head, x, training)
         return self.classifier(tf.reduce_mean(x, axis=[1, 2]))
 
-    def _block(self, i: int, x, masks, training, skip_inactive: bool):
-        unit, gbs = self.units[i], self.ghost_batch_size
-        channels = layers.per_example(channel_mask(masks[f"block{i}_expansion"], self.space.width), gbs)
-        channels = channels[:, None, None, :]
+    def _block(self, unit: dict[str, list], x, kernel, channels, training, skip_inactive: bool):
         # Zero the unused channels after every BN-ReLU: a batch norm maps zeros to its beta.
         h = layers.apply_layers(unit["expand"] + unit["dw_bn"], x, training) * channels
-        h = layers.choose([lambda layer=layer: layer(h) for layer in unit["dw"]],
-                          layers.per_example(masks[f"block{i}_kernel"], gbs), skip_inactive,
+        h = layers.choose([functools.partial(layer, h) for layer in unit["dw"]], kernel, skip_inactive,
                           lambda: tf.zeros_like(h))
         h = layers.apply_layers(unit["project"][:2], h, training) * channels
         return unit["project"][2](h)  # rows of unused channels see zeros: the sliced conv

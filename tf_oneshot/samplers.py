@@ -22,7 +22,6 @@ only when a path-dropout sampler is built.
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -99,6 +98,10 @@ class Sampler(abc.ABC):
     def describe(self, step: int) -> str:
         """A few words for the training log."""
 
+    def summaries(self, step: int) -> dict[str, float]:
+        """Scalars for the training summaries ("train/<name>"); none by default."""
+        return {}
+
     def _skip_entries(self) -> dict[str, np.ndarray]:
         """Per skip mask, the boolean positions that are on in the all-on masks."""
         return {key: self._all_on[key] > 0.5 for key in self.space.skip_masks()}
@@ -173,11 +176,20 @@ class PathDropoutSampler(Sampler):
         shares = np.concatenate(shares) if shares else np.zeros(0)
         return float(shares.mean()) if shares.size else 0.0
 
+    def _largest_fan_in(self) -> int | None:
+        """k of the widest node among the skippable candidates (Bender: an op sum, k = 7)."""
+        keys = [key for key in self.space.skip_masks() if key in self._k] or list(self._k)
+        ks = [int(self._k[key].max()) for key in keys if self._k[key].size]
+        return max(ks) if ks else None
+
+    def summaries(self, step: int) -> dict[str, float]:
+        k = self._largest_fan_in()
+        return {} if k is None else {"drop_probability_ops": self.drop_probability(step, k)}
+
     def describe(self, step: int) -> str:
-        ks = [int(k.max()) for k in self._k.values() if k.size]
-        if not ks:
+        k = self._largest_fan_in()
+        if k is None:
             return "path dropout: no dropout masks"
-        k = max(ks)
         return f"drop p(k={k}) {self.drop_probability(step, k):.3f}"
 
 
@@ -287,7 +299,7 @@ def _decision_frequencies(space: SearchSpace) -> dict[str, np.ndarray] | None:
     That is the base `SearchSpace` layout (mask key = decision name); spaces
     with their own layout (the Bender cell masks) return None.
     """
-    decisions = space.decisions() if not hasattr(space, "_decisions") else space._decisions
+    decisions = tuple(space.decisions())
     shapes = space.mask_shapes()
     if set(shapes) != {d.name for d in decisions} or any(shapes[d.name] != (len(d.options),) for d in decisions):
         return None

@@ -396,6 +396,9 @@ class RestrictedSpace(SearchSpace):
     def dropout_masks(self) -> tuple[str, ...]:
         return self.base.dropout_masks()
 
+    def skip_masks(self) -> tuple[str, ...]:
+        return self.base.skip_masks()
+
     def to_config(self) -> dict:
         return {**self.base.to_config(), "restricted_to": [[n, list(map(_jsonable, v))] for n, v in self.allowed]}
 
