@@ -152,3 +152,29 @@ def test_masked_l2_decays_only_what_ghost_batches_use(space, oneshot):
     kernels = [v for v in oneshot.trainable_weights if "kernel" in v.path]
     np.testing.assert_allclose(oneshot.masked_l2(space.all_on_masks()),
                                sum(float(np.sum(k.numpy() ** 2)) for k in kernels), rtol=1e-5)
+
+
+def test_trains_in_a_tf_function_leaving_unused_paths_untouched(space):
+    model = space.build_oneshot(GBS)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    images, labels = _images(space, 4 * GBS, seed=3), np.arange(4 * GBS) % space.num_classes
+
+    @tf.function
+    def step(masks):
+        with tf.GradientTape() as tape:
+            logits = model({"images": images, **masks}, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+            loss += 1e-3 * model.masked_l2(masks)
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    rng = np.random.default_rng(4)
+    archs = [space.sample(rng) for _ in range(4)]
+    masks = space.encode_batch(archs)
+    masks["block0_kernel"][:] = [0, 1, 0]  # every ghost batch uses the 5x5 kernel in block 0
+    dw3 = model.get_layer("block0_dw3").kernel
+    before = dw3.numpy()
+    losses = [float(step(masks)) for _ in range(5)]
+    assert step.experimental_get_tracing_count() == 1 and np.isfinite(losses).all()
+    assert losses[-1] < losses[0]
+    np.testing.assert_array_equal(dw3.numpy(), before)

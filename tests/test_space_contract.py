@@ -92,7 +92,9 @@ def test_random_and_evolution_search(trained, tmp_path):
     space = scorer.space
     for algorithm in (RandomSearch(space, 6, seed=0),
                       Evolution(space, 8, seed=0, population_size=4, num_parents=2)):
-        results = ResultsFile(str(tmp_path / f"{algorithm.name}.jsonl"), space, {"space": space.to_config()})
+        identity = {"space": space.to_config(), "checkpoint_step": scorer.step, "bn_mode": "batch",
+                    "algorithm": algorithm.name, "seed": 0, "constraints": {}, "options": {}}
+        results = ResultsFile(str(tmp_path / f"{algorithm.name}.jsonl"), space, identity)
         summary = run_search(algorithm, scorer.score, results, batch_size=2, log=lambda s: None)
         assert summary["total"] == algorithm.num_architectures and len(results.load()) == summary["total"]
 

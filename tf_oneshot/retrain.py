@@ -453,7 +453,8 @@ def retrain(
     todo = [(c, s) for c, s in pairs if (str(c.architecture), s) not in done]
     skipped = tuple((str(c.architecture), s) for c, s in pairs if (str(c.architecture), s) in done)
     log(
-        f"retrain: {len(candidates)} architectures x {len(seeds)} seeds at F={space.filters}, "
+        f"retrain: {len(candidates)} architectures x {len(seeds)} seeds of {space.name}"
+        f"{f' at F={space.filters}' if hasattr(space, 'filters') else ''}, "
         f"{config.train_steps} steps each; {len(skipped)} runs already in {results_path}, "
         f"{len(todo)} to train"
     )

@@ -37,6 +37,8 @@ REPAIR_ROUNDS = 200
 REPAIR_CANDIDATES = 32
 # How many fresh starts a sampler tries before declaring the constraint unmet.
 RESTARTS = 4
+# Spaces up to this size draw SPOS's uniform-constraint prior exactly, by enumeration.
+ENUMERABLE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +204,7 @@ class ConstrainedSampler:
             m: max(1.0, float(self.costs.bounds(m)[1] - self.costs.bounds(m)[0])) for m in METRICS
         }
         self.repaired = 0  # draws that needed repair (not uniform); for reports
+        self._bins: dict = {}
 
     def count(self, arch: Hashable) -> Cost:
         return self.costs.count(arch)
@@ -279,6 +282,22 @@ class ConstrainedSampler:
             "widen them."
         )
 
+    def _enumerated_bins(self, metric: str, edges: np.ndarray) -> list[list[Hashable]] | None:
+        """The feasible architectures of an enumerable space in each cost slice (cached)."""
+        if self.space.size() > ENUMERABLE:
+            return None
+        key = (metric, tuple(edges))
+        if key not in self._bins:
+            bins = [[] for _ in range(len(edges) - 1)]
+            for arch in self.space.enumerate():
+                cost = self.costs.count(arch)
+                if self.constraints.satisfied(cost):
+                    value = getattr(cost, metric)
+                    b = min(int(np.searchsorted(edges, value, side="right")) - 1, len(bins) - 1)
+                    bins[max(b, 0)].append(arch)
+            self._bins[key] = bins
+        return self._bins[key]
+
     def uniform_constraint_sample(
         self,
         rng: np.random.Generator,
@@ -301,6 +320,14 @@ class ConstrainedSampler:
         lo, hi = self.constraints.range(metric)
         lo, hi = max(lo, least), min(hi, greatest)
         edges = np.linspace(lo, hi, num_bins + 1)
+        bins = self._enumerated_bins(metric, edges)
+        if bins is not None:  # a small space: exact, a bin among the non-empty ones, then uniform in it
+            fitting = [[a for a in members if a not in exclude] for members in bins]
+            fitting = [members for members in fitting if members]
+            if not fitting:
+                raise UserError(self._unmet_message(self.constraints))
+            members = fitting[int(rng.integers(len(fitting)))]
+            return members[int(rng.integers(len(members)))]
         for b in rng.permutation(num_bins):
             if math.ceil(edges[b]) > math.floor(edges[b + 1]):
                 continue  # a slice narrower than one unit holds no integer cost
