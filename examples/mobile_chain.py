@@ -4,7 +4,7 @@ Every command takes it without an edit to the package:
 
     tf-oneshot train --space=examples/mobile_chain.py:MobileChainSpace ...
 
-The network is a 3x3 stem convolution, `num_blocks` inverted-residual blocks
+The network is a stem convolution, `num_blocks` inverted-residual blocks
 at a fixed `width` (x + 1x1 expand -> kxk depthwise -> 1x1 project, each
 BN-ReLU-Conv), then BN-ReLU, global average pooling and a dense classifier.
 
@@ -15,9 +15,9 @@ string, JSON and KerasTuner forms, the masks, sub-spaces) from the first:
 1. Decisions, `decisions()`: named `OneOf` / `SubsetOf` choices, as plain
    data. Each block picks its depthwise kernel (3, 5, 7), its expansion
    (3, 6) and whether it is skipped: 12 per block, 12^N in all. A skipped
-   block still carries a kernel and an expansion, so 4 of its 12 values
-   give one network; they stay distinct architectures (a uniform sampler
-   then skips a block 1 time in 2).
+   block still carries a kernel and an expansion: its 6 skipped values are
+   one network but distinct architectures (12^N architectures, 7^N
+   networks), and a uniform sampler skips each block 1 time in 2.
 2. Cost arithmetic, `count(arch)` and `count_oneshot()`: parameters and
    multiply-adds, equal to the Keras models' `count_params()` (a batch norm
    holds 4 weights per channel; batch norm, ReLU, pooling and additions cost
@@ -229,12 +229,14 @@ class MobileChainOneShot(OneShotModel):
         return self.classifier(tf.reduce_mean(x, axis=[1, 2]))
 
     def _block(self, unit: dict[str, list], x, kernel, channels, training, skip_inactive: bool):
-        # Zero the unused channels after every BN-ReLU: a batch norm maps zeros to its beta.
-        h = layers.apply_layers(unit["expand"] + unit["dw_bn"], x, training) * channels
+        h = layers.apply_layers(unit["expand"] + unit["dw_bn"], x, training)
         h = layers.choose([functools.partial(layer, h) for layer in unit["dw"]], kernel, skip_inactive,
                           lambda: tf.zeros_like(h))
+        # Each expanded channel is computed on its own up to here; only the projection mixes
+        # them. So zeroing the unused ones at its input (after its BN-ReLU: a batch norm maps
+        # zeros to beta) makes it the stand-alone's sliced conv and sends them no gradient.
         h = layers.apply_layers(unit["project"][:2], h, training) * channels
-        return unit["project"][2](h)  # rows of unused channels see zeros: the sliced conv
+        return unit["project"][2](h)
 
     def masked_l2(self, masks) -> tf.Tensor:
         """Sum of squared kernels, each entry weighted by the share of ghost batches using it.

@@ -18,7 +18,7 @@ from tf_oneshot.search_spaces import DEFAULT_SPACE, get_space, space_class, spac
 SPACE_OPTION_FIELDS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride")
 # Fields that fix the shape of the one-shot model's weights: a model_dir trained
 # with other values cannot be resumed or scored with this config.
-ARCHITECTURE_FIELDS = ("dataset", "space", *SPACE_OPTION_FIELDS)
+ARCHITECTURE_FIELDS = ("dataset", "space", "space_args", *SPACE_OPTION_FIELDS)
 CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops")
 DROPOUT_SCHEDULES = ("linear", "constant")
 ALL_DROPPED_RULES = ("zero", "keep_one")
@@ -43,6 +43,8 @@ class TrainConfig:
     num_blocks: int | None = None
     num_stacks: int | None = None
     stem_stride: int | None = None
+    # Any other space fields, "name=value,name=value" (e.g. "width=32" for the example space).
+    space_args: str | None = None
     # The sampling rule (tf_oneshot.samplers; None: the space's default).
     sampler: str | None = None
     # The FLOPs / params range of the "uniform_constraint" sampler (SPOS §3.2).
@@ -129,9 +131,14 @@ class TrainConfig:
         """Ghost batches per global batch (Bender et al. 2018, §3.2)."""
         return self.batch_size // self.ghost_batch_size
 
-    def space_options(self) -> dict[str, int]:
-        """The space fields this config sets."""
-        return {f: getattr(self, f) for f in SPACE_OPTION_FIELDS if getattr(self, f) is not None}
+    def space_options(self) -> dict[str, Any]:
+        """The space fields this config sets (named flags and --space_args)."""
+        options = {f: getattr(self, f) for f in SPACE_OPTION_FIELDS if getattr(self, f) is not None}
+        for name, value in parse_space_args(self.space_args).items():
+            if name in options:
+                raise UserError(f"--space_args sets {name} and so does --{name}; keep one.")
+            options[name] = value
+        return options
 
     def make_space(self, image_shape: tuple[int, int, int], num_classes: int, stem_stride: int = 1) -> Any:
         """The search space and network this config trains on a dataset.
@@ -149,6 +156,11 @@ class TrainConfig:
         if "stem_stride" in fields:
             options.setdefault("stem_stride", stem_stride)
         return get_space(self.space, image_shape=tuple(image_shape), num_classes=num_classes, **options)
+
+    def for_space(self, spec: str) -> TrainConfig:
+        """This config on another search space, keeping only the space fields it takes."""
+        fields = space_fields(space_class(spec))
+        return self.replace(space=spec, **{f: None for f in SPACE_OPTION_FIELDS if f not in fields})
 
     def constraints(self) -> Any:
         """The sampler's cost range as `tf_oneshot.search.Constraints`."""
@@ -178,3 +190,21 @@ class TrainConfig:
 
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def parse_space_args(text: str | None) -> dict[str, Any]:
+    """"width=32,num_blocks=3" -> {"width": 32, "num_blocks": 3} (ints, floats, else strings)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UserError(f"--space_args={text} is malformed at {item!r}; expected name=value,name=value.")
+        for kind in (int, float):
+            try:
+                out[name.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[name.strip()] = value.strip()
+    return out

@@ -161,8 +161,9 @@ def run_demo(
         log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - start:.0f}s)")
         return time.perf_counter()
 
-    tic = stage(1, f"training the one-shot model on digits: {config.train.train_steps} steps, "
-                            f"F={config.train.filters}, {config.train.num_cells} cells")
+    options = ", ".join(f"{k}={v}" for k, v in config.train.space_options().items())
+    tic = stage(1, f"training the one-shot model of {config.train.space} on digits: "
+                   f"{config.train.train_steps} steps{', ' + options if options else ''}")
     trained = trainer.train(config.train, path("oneshot"), log=log)
     seconds["train"] = time.perf_counter() - tic
 

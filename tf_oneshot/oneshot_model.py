@@ -206,8 +206,13 @@ def path_fraction(mask: tf.Tensor) -> tf.Tensor:
 
 
 def weighted_sum_of_squares(terms: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
-    """sum_i weight_i * sum(kernel_i^2) over (kernel, weight) pairs (weights are scalars)."""
+    """sum_i sum(weight_i * kernel_i^2) over (kernel, weight) pairs.
+
+    A weight is a scalar (a whole kernel on one path) or broadcasts against its
+    kernel (per channel or per row, e.g. the share of ghost batches using an
+    input channel of a 1x1 convolution).
+    """
     if not terms:
         return tf.constant(0.0)
-    return tf.add_n([tf.cast(w, tf.float32) * tf.reduce_sum(tf.square(tf.cast(k, tf.float32)))
+    return tf.add_n([tf.reduce_sum(tf.cast(w, tf.float32) * tf.square(tf.cast(k, tf.float32)))
                      for k, w in terms])

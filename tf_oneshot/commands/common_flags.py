@@ -13,6 +13,8 @@ flags.DEFINE_string(
     f"Search space: a registered name ({', '.join(BUILTIN)}) or a user's own, as module:Attribute or "
     f"path/to/file.py:Attribute (default: {DEFAULT_SPACE}, or what the model_dir recorded).",
 )
+flags.DEFINE_string("space_args", None, "Other fields of the search space, name=value,name=value "
+                    "(e.g. width=32 for examples/mobile_chain.py:MobileChainSpace).")
 flags.DEFINE_string("model_dir", None, "Directory of the one-shot model: config, checkpoints, events.")
 flags.DEFINE_string("dataset", None, "digits (embedded, offline), cifar10 or imagenet2012.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (local or gs://).")
@@ -33,7 +35,7 @@ flags.DEFINE_integer("min_params", None, "Only architectures with at least this 
 flags.DEFINE_integer("max_flops", None, "Only architectures with at most this many multiply-adds per image.")
 flags.DEFINE_integer("min_flops", None, "Only architectures with at least this many multiply-adds per image.")
 
-SPACE_FLAGS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride")
+SPACE_FLAGS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride", "space_args")
 CONSTRAINT_FLAGS = ("min_params", "max_params", "min_flops", "max_flops")
 
 

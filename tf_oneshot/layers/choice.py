@@ -16,8 +16,14 @@ import tensorflow as tf
 
 
 def per_example(mask: tf.Tensor, ghost_batch_size: int) -> tf.Tensor:
-    """[G, ...] masks of the ghost batches -> [G * ghost_batch_size, ...], one row per example."""
-    return tf.repeat(mask, ghost_batch_size, axis=0)
+    """[G, ...] masks of the ghost batches -> [G * ghost_batch_size, ...], one row per example.
+
+    Broadcast and reshape rather than `tf.repeat`: XLA cannot differentiate the
+    latter inside a `tf.cond` branch.
+    """
+    shape = tf.shape(mask)
+    tiled = tf.broadcast_to(mask[:, None], tf.concat([shape[:1], [ghost_batch_size], shape[1:]], 0))
+    return tf.reshape(tiled, tf.concat([[-1], shape[1:]], 0))
 
 
 def choose(

@@ -67,7 +67,11 @@ class SearchSpace(abc.ABC):
     """Interface shared by every search space (the built-in ones and yours).
 
     Subclasses are frozen dataclasses with at least the fields `image_shape`
-    and `num_classes`, and the class attribute `name`.
+    and `num_classes`, and the class attribute `name`. A space with a
+    `stem_stride` field receives the dataset's suggestion (4 for 224-pixel
+    ImageNet images, 1 otherwise) unless the user sets it. Other fields are
+    set with the generic flag `--space_args=name=value,...` (or the named
+    flags `--filters`, `--num_cells`, ... where a space has such fields).
     """
 
     name: ClassVar[str] = ""
@@ -113,6 +117,10 @@ class SearchSpace(abc.ABC):
             raise UserError(f"expected {len(decisions)} decision values, got {len(values)}.")
         values = tuple(d.check(v) for d, v in zip(decisions, values))
         return Architecture(values, "/".join(d.format(v) for d, v in zip(decisions, values)))
+
+    def choices(self, arch: Hashable) -> dict[str, Any]:
+        """The decision values of `arch` by decision name."""
+        return {d.name: v for d, v in zip(self._decisions, self.values_of(arch))}
 
     # ----------------------------------------------------------------- size
     @property
