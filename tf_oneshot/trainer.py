@@ -27,10 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot import data, distribute, model_dir as model_dirs, strategy_loop
+from tf_oneshot import data, distribute, strategy_loop
+from tf_oneshot import model_dir as model_dirs
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.model_dir import LoadedOneShot, build_oneshot, load_oneshot, read as read_model_dir
+from tf_oneshot.model_dir import LoadedOneShot, build_oneshot, load_oneshot
+from tf_oneshot.model_dir import read as read_model_dir
 from tf_oneshot.samplers import Sampler, make_sampler
 from tf_oneshot.tasks import TOTALS, OneShotTask, accuracy_sums
 

@@ -80,11 +80,10 @@ def _space(FLAGS, search_space, model_dir_record):
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot import distribute
+    from tf_oneshot import distribute, model_dir
     from tf_oneshot.analysis.records import load_search_results
     from tf_oneshot.config import TrainConfig
     from tf_oneshot.retrain import parse_architectures, retrain, select_candidates
-    from tf_oneshot import model_dir
 
     if not FLAGS.results:
         raise UserError("--results is required: the JSON-lines file for the retrain results.")

@@ -29,7 +29,6 @@ batch statistics on the fly: a label-free score.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Hashable, Sequence
 from typing import Any
