@@ -18,6 +18,7 @@ COMMANDS = {
     "search": "score architectures with a trained one-shot model (random or evolution)",
     "retrain": "train chosen architectures from scratch (stand-alone) and export the best",
     "analyze": "rank correlations, plots and a report from search and retrain results",
+    "groundtruth": "train every child of a small space stand-alone over seeds (ground truth)",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
 }
 PROG = "tf-oneshot"
@@ -25,7 +26,8 @@ PROG = "tf-oneshot"
 
 def _usage() -> str:
     lines = [f"usage: {PROG} COMMAND [--flags] [--flagfile=FILE]", "", "commands:"]
-    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {text}" for name, text in COMMANDS.items()]
     lines += ["", f"`{PROG} COMMAND --help` lists a command's flags."]
     return "\n".join(lines)
 

@@ -42,7 +42,7 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces import SearchSpace
-from tf_oneshot.tasks import StandaloneTask, accuracy_sums
+from tf_oneshot.tasks import StandaloneTask, evaluation_sums
 
 RECORD_KIND = "tf_oneshot.retrain"
 # Settings that must agree between the lines of one results file: a rerun
@@ -198,7 +198,8 @@ def train_standalone(
             averages); see `recalibrate_batch_norm`.
 
     Returns:
-        (the model, metrics: validation_accuracy, test_accuracy, the numbers of
+        (the model, metrics: validation_accuracy, test_accuracy, their mean
+        cross-entropies validation_loss and test_loss, the numbers of
         examples they cover, train_loss of the last steps, seconds).
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -239,9 +240,10 @@ def train_standalone(
     if recalibration_images:
         recalibrate_batch_norm(model, config, strategy, recalibration_images)
     for split in ("validation", "test"):
-        accuracy, count = evaluate(model, config, split, strategy)
-        metrics[f"{split}_accuracy"] = accuracy
-        metrics[f"{split}_examples"] = count
+        result = evaluate_with_loss(model, config, split, strategy)
+        metrics[f"{split}_accuracy"] = result["accuracy"]
+        metrics[f"{split}_loss"] = result["loss"]
+        metrics[f"{split}_examples"] = result["examples"]
     metrics["seconds"] = round(time.perf_counter() - tic, 3)
     return model, metrics
 
@@ -293,6 +295,24 @@ def evaluate(
     strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[float, int]:
     """Accuracy of `model` on a whole split (inference mode); returns (accuracy, examples)."""
+    result = evaluate_with_loss(model, config, split, strategy)
+    return result["accuracy"], result["examples"]
+
+
+def evaluate_with_loss(
+    model: keras.Model,
+    config: TrainConfig,
+    split: str,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy of `model` on a whole split (inference mode).
+
+    The loss separates models whose accuracies tie ("Deeper insights" §3.1:
+    the ground truth of a small space).
+
+    Returns:
+        {"accuracy": float, "loss": float (mean over examples), "examples": int}.
+    """
     strategy = strategy or tf.distribute.get_strategy()
     info = data.dataset_info(config.dataset, config.data_dir)
     batch = _eval_batch(info.num_examples[split], strategy.num_replicas_in_sync)
@@ -301,10 +321,12 @@ def evaluate(
     )
 
     totals = strategy_loop.evaluate(
-        strategy, lambda batch: accuracy_sums(model(batch[0], training=False), batch[1]),
+        strategy, lambda batch: evaluation_sums(model(batch[0], training=False), batch[1]),
         strategy.experimental_distribute_dataset(dataset),
     )
-    return float(totals[0] / max(totals[1], 1.0)), int(totals[1])
+    examples = max(float(totals[1]), 1.0)
+    return {"accuracy": float(totals[0] / examples), "loss": float(totals[2] / examples),
+            "examples": int(totals[1])}
 
 
 # -------------------------------------------------------------------- export

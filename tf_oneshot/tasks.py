@@ -83,6 +83,17 @@ def accuracy_sums(logits, labels) -> tf.Tensor:
     return tf.stack([tf.reduce_sum(tf.cast(hits, tf.float32)), tf.cast(tf.size(labels), tf.float32)])
 
 
+def evaluation_sums(logits, labels) -> tf.Tensor:
+    """[correct, examples, summed cross-entropy] of one replica's evaluation batch.
+
+    The loss ranks models whose accuracies tie on a small validation set
+    ("Deeper insights" §3.1 ground truth on 300 digits: steps of 1/300).
+    """
+    logits = tf.cast(logits, tf.float32)
+    loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    return tf.concat([accuracy_sums(logits, labels), tf.reduce_sum(loss)[None]], 0)
+
+
 class OneShotTask(_Task):
     """One replica's step of one-shot training: the sampler's paths, L2 on active paths only.
 

@@ -1,0 +1,104 @@
+"""`tf-oneshot groundtruth`: trains every child of an enumerable space stand-alone over several seeds.
+
+"Deeper insights into weight sharing" §3.1: the ground truth of the
+64-child space trains each child "independently from scratch with the same
+setting as weight sharing" over 10 seeds. The setting is the train
+command's flags (or the one-shot run of --model_dir). One JSON line per
+(child, seed) goes under --output; a rerun skips finished pairs, --shard=I/N
+splits the pairs over processes or machines, and the run that completes the
+set (or --merge) writes --output/ground_truth.json.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (shared flags)
+
+# --seeds and the train flags (--train_steps, --learning_rate, ...): the
+# ground truth trains "with the same setting as weight sharing" (§3.1).
+from tf_oneshot.commands import retrain as retrain_command
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_string("output", None, "Ground-truth directory: results*.jsonl and ground_truth.json.")
+flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whose seed-major number is I mod N.")
+flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
+flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "
+                  "when there are at least 4 seeds; --noise_ceiling demands it).")
+
+SPACE_FLAGS = ("space", *common_flags.SPACE_FLAGS)
+CONFIG_FLAGS = retrain_command.RETRAIN_CONFIG_FLAGS
+
+
+def parse_seeds(items: list[str]) -> list[int]:
+    """"0,1,2" or "0-9" (inclusive ranges) -> ints."""
+    seeds = []
+    for item in items:
+        low, sep, high = item.strip().partition("-")
+        try:
+            seeds += list(range(int(low), int(high) + 1)) if sep else [int(item)]
+        except ValueError:
+            raise UserError(f"--seeds={','.join(items)} is invalid at {item!r}; expected integers or ranges, "
+                            "e.g. --seeds=0-9 or --seeds=0,1,2.") from None
+    return seeds
+
+
+def _present(FLAGS, names) -> list[str]:
+    return [name for name in names if FLAGS[name].present]
+
+
+def _config_and_space(FLAGS, log=print):
+    """The training setting and space: the flags, over the one-shot run of --model_dir if given."""
+    from tf_oneshot import data, model_dir
+    from tf_oneshot.config import TrainConfig
+
+    given = common_flags.given(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS))
+    if FLAGS.model_dir:
+        recorded, space = model_dir.require(FLAGS.model_dir)
+        differs = [f"--{k}={v} (one-shot run: {getattr(recorded, k)})" for k, v in given.items()
+                   if getattr(recorded, k) != v]
+        if differs:
+            log(f"groundtruth: not the one-shot run's setting in {FLAGS.model_dir}: {', '.join(differs)}")
+        config = recorded.replace(**given)
+        if not any(k in given for k in SPACE_FLAGS):
+            return config, space
+    else:
+        config = TrainConfig(**given)
+    info = data.dataset_info(config.dataset, config.data_dir)
+    return config, config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+
+
+def run(FLAGS) -> int:
+    from tf_oneshot import distribute, groundtruth
+
+    if not FLAGS.output:
+        raise UserError("--output is required: the directory for the ground-truth results and summary.")
+    oneshot_only = [f"--{n}" for n in retrain_command.ONESHOT_ONLY if getattr(FLAGS, n) is not None]
+    if oneshot_only:
+        raise UserError(f"{', '.join(oneshot_only)} only affect one-shot training; stand-alone children have "
+                        "no path dropout. Drop them.")
+    seeds = parse_seeds(FLAGS.seeds) if FLAGS["seeds"].present else None
+    if FLAGS.merge:
+        if FLAGS.shard:
+            raise UserError("--merge writes the summary of every shard; drop --shard.")
+        settings = space = None
+        if FLAGS.model_dir or _present(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS)):
+            config, space = _config_and_space(FLAGS)
+            settings = groundtruth.run_settings(config, space, groundtruth.RECALIBRATION_IMAGES)
+        if seeds is not None:
+            seeds = groundtruth.check_seeds(seeds, FLAGS.noise_ceiling)
+        groundtruth.merge(FLAGS.output, space, settings, seeds, FLAGS.noise_ceiling)
+        return 0
+    if seeds is None:
+        raise UserError("--seeds is required: one stand-alone run per child and seed; \"Deeper insights\" "
+                        "§3.1 averages 10 (--seeds=0-9).")
+    shard = groundtruth.Shard.parse(FLAGS.shard)
+    config, space = _config_and_space(FLAGS)
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    result = groundtruth.run_ground_truth(
+        space, config, seeds, FLAGS.output, shard, strategy=strategy, noise_ceiling=FLAGS.noise_ceiling,
+    )
+    done = f"summary: {FLAGS.output}/{groundtruth.SUMMARY_FILE}" if result.summary else (
+        f"{result.missing} runs of other shards missing")
+    print(f"done: {len(result.trained)} runs trained, {len(result.skipped)} already in {FLAGS.output}; {done}")
+    return 0

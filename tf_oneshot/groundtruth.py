@@ -1,0 +1,453 @@
+"""Ground truth of an enumerable search space: every child trained stand-alone over several seeds.
+
+"Deeper insights into weight sharing" §3.1: "the ground truth performance of
+each child model is obtained by training each of them independently from
+scratch with the same setting as weight sharing, and averaging over 10 runs
+with different random seeds for initializations." Here every child of a
+space small enough to enumerate (the paper's: 64) is trained with
+`retrain.train_standalone`, i.e. the one-shot training's dataset, steps,
+batch, ghost batch and optimizer flags, no path dropout, batch norm
+recalibrated before evaluation, and its validation accuracy, validation
+loss (which orders children whose accuracies tie) and test accuracy are
+recorded.
+
+Layout of the output directory:
+
+    results.jsonl             one line per finished (child, seed), fsync'd
+    results-I-of-N.jsonl      the same for shard I of N (`--shard=I/N`)
+    ground_truth.json         the summary: each child's mean and std over seeds
+
+The (child, seed) pairs are numbered seed-major (every child of the first
+seed, then of the second ...), so a partial run already holds whole seeds and
+adding seeds later keeps the numbers of the old pairs; shard I of N trains
+the pairs whose number is I mod N. A run skips every pair found in *any*
+results file of the directory, so a killed run, or a re-sharded one, never
+trains a pair twice. The summary is written when every pair is present (by
+the run that completes it, or by `merge`); it refuses pairs found twice
+(overlapping shards running at once) and missing pairs, each with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_oneshot import data
+from tf_oneshot.analysis import ground_truth as metrics
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.errors import UserError
+from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
+from tf_oneshot.retrain import RECALIBRATION_IMAGES, RUN_FIELDS, train_standalone
+from tf_oneshot.search_spaces import (
+    ENUMERATION_LIMIT,
+    SearchSpace,
+    get_space,
+    known_spaces,
+    space_from_config,
+)
+
+RECORD_KIND = "tf_oneshot.groundtruth"
+SUMMARY_KIND = "tf_oneshot.ground_truth"
+SUMMARY_FILE = "ground_truth.json"
+RESULTS_FILE = "results.jsonl"
+_SHARD_FILE = re.compile(r"^results(-(\d+)-of-(\d+))?\.jsonl$")
+# Fields of a line that must equal this run's: a mix would average incomparable runs.
+SETTINGS_FIELDS = (*RUN_FIELDS, "bn_recalibration_images", "space")
+
+TrainFn = Callable[[SearchSpace, Hashable, TrainConfig, int], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the pairs whose seed-major number is `index` mod `count`."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        """"I/N" -> Shard(I, N); None or "" -> the whole run."""
+        if not text:
+            return cls()
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not 0 <= int(match[1]) < int(match[2]):
+            raise UserError(f"--shard={text} is invalid; expected I/N with 0 <= I < N, e.g. --shard=0/4.")
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def results_file(self) -> str:
+        return RESULTS_FILE if self.count == 1 else f"results-{self.index}-of-{self.count}.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruthRun:
+    """What `run_ground_truth` did.
+
+    Attributes:
+        trained: (child, seed) pairs trained now.
+        skipped: pairs of this shard found finished in the directory.
+        results_path: the file this shard appends to.
+        summary: the summary written now, or None while pairs are missing.
+        missing: pairs of the whole run (every shard) not yet trained.
+    """
+
+    trained: tuple[tuple[str, int], ...]
+    skipped: tuple[tuple[str, int], ...]
+    results_path: str
+    summary: dict | None
+    missing: int
+
+
+# ------------------------------------------------------------------ checks
+def enumerable_spaces() -> list[str]:
+    """"name (size)" of the registered spaces that can be enumerated with their default fields."""
+    out = []
+    for name in known_spaces():
+        try:
+            size = get_space(name).size()
+        except (UserError, TypeError, ValueError):
+            continue
+        if size <= ENUMERATION_LIMIT:
+            out.append(f"{name} ({size:,} children)")
+    return out
+
+
+def check_enumerable(space: SearchSpace) -> list[Hashable]:
+    """Every child of `space`, or UserError saying its size and the limit."""
+    size = space.size()
+    if size > ENUMERATION_LIMIT:
+        small = enumerable_spaces()
+        hint = f"; use a small space: {', '.join(small)}" if small else ""
+        raise UserError(
+            f"ground truth trains every architecture, but search space {space.name!r} holds {size:,}, more "
+            f"than the {ENUMERATION_LIMIT:,} that can be enumerated{hint}."
+        )
+    return list(space.enumerate())
+
+
+def check_seeds(seeds: Sequence[int], noise_ceiling: bool | None = None) -> list[int]:
+    """The seeds as ints, refusing none, repeats, and too few for a demanded noise ceiling."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise UserError("--seeds is empty; the ground truth averages several seeds, e.g. --seeds=0-9.")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds repeats {repeated[0]}; each seed is one run, give it once.")
+    if noise_ceiling and len(seeds) < 4:
+        raise UserError(
+            f"the noise ceiling needs at least 2 seeds per half (4 seeds), got {len(seeds)}; pass more "
+            "--seeds or --nonoise_ceiling."
+        )
+    return seeds
+
+
+def run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int) -> dict[str, Any]:
+    """What every line of one ground truth shares: the training setting and the whole space (F included)."""
+    settings = {f: getattr(config, f) for f in RUN_FIELDS}
+    settings["bn_recalibration_images"] = int(recalibration_images)
+    settings["space"] = space.to_config()
+    return json.loads(json.dumps(settings))  # tuples -> lists, as read back from a file
+
+
+def _describe(settings: dict) -> str:
+    space = settings.get("space") or {}
+    fields = ", ".join(f"{k}={v}" for k, v in space.items() if k not in ("space", "class"))
+    return f"{space.get('space')} ({fields})"
+
+
+def _check_line(record: dict, settings: dict, where: str) -> None:
+    if record.get("kind") != RECORD_KIND:
+        raise UserError(f"{where} is not a `tf-oneshot groundtruth` result; pass another --output directory.")
+    if record.get("space") != settings["space"]:
+        raise UserError(
+            f"{where} is ground truth of another search space, {_describe(record)} (this run: "
+            f"{_describe(settings)}); pass another --output or the same space flags."
+        )
+    changed = [f"{f}={record.get(f)!r} (this run: {settings[f]!r})" for f in SETTINGS_FIELDS
+               if f != "space" and record.get(f) != settings[f]]
+    if changed:
+        raise UserError(
+            f"{where} was trained with another setting, {', '.join(changed[:3])}; pass another --output or "
+            "the same flags."
+        )
+
+
+# ------------------------------------------------------------------- files
+def results_files(output: str) -> list[str]:
+    """Every results file of the directory (unsharded and sharded), sorted."""
+    if not tf.io.gfile.isdir(output):
+        return []
+    names = [n for n in tf.io.gfile.listdir(output) if _SHARD_FILE.match(n.rstrip("/"))]
+    return [os.path.join(output, n) for n in sorted(names)]
+
+
+def read_results(output: str, settings: dict | None = None) -> tuple[list[tuple[str, int, dict]], dict | None]:
+    """(file, line number, record) of every line in the directory, checked against `settings`.
+
+    Without `settings` the first line's setting is the reference, so files of
+    two settings are still refused.
+    """
+    out = []
+    for path in results_files(output):
+        for number, record in enumerate(read_jsonl(path), start=1):
+            if settings is None:
+                if record.get("kind") != RECORD_KIND:
+                    raise UserError(f"{path} line {number} is not a `tf-oneshot groundtruth` result.")
+                settings = {f: record.get(f) for f in SETTINGS_FIELDS}
+            _check_line(record, settings, f"{path} line {number}")
+            out.append((path, number, record))
+    return out, settings
+
+
+def all_pairs(children: Sequence[Hashable], seeds: Sequence[int]) -> list[tuple[str, int]]:
+    """Every (child, seed), seed-major: pair number = seed position * children + child position."""
+    return [(str(child), int(seed)) for seed in seeds for child in children]
+
+
+# ----------------------------------------------------------------- summary
+def _per_child(records: dict[tuple[str, int], dict], children: Sequence[str], seeds: Sequence[int],
+               key: str) -> np.ndarray:
+    return np.array([[float(records[(c, s)][key]) for c in children] for s in seeds], np.float64)
+
+
+def summarize(records: dict[tuple[str, int], dict], children: Sequence[str], seeds: Sequence[int],
+              settings: dict, noise_ceiling: bool | None = None) -> dict[str, Any]:
+    """The summary: each child's mean and std (ddof=0, as the paper) over seeds, its rank, the ceiling.
+
+    A child's `rank` is its position (1 = best) by mean validation accuracy,
+    ties broken by the lower mean validation loss. The noise ceiling
+    (`analysis.ground_truth.noise_ceiling`) needs 4 seeds; with fewer it is
+    None unless `noise_ceiling` demands it (UserError).
+    """
+    accuracy = _per_child(records, children, seeds, "validation_accuracy")  # [seeds, children]
+    loss = _per_child(records, children, seeds, "validation_loss")
+    test = _per_child(records, children, seeds, "test_accuracy")
+    scores = metrics.accuracy_then_loss(accuracy.mean(0), loss.mean(0))
+    ranks = metrics.ground_truth_positions(scores)
+    table = []
+    for j, child in enumerate(children):
+        first = records[(child, seeds[0])]
+        table.append({
+            "architecture": child,
+            "rank": int(ranks[j]),
+            "validation_accuracy_mean": float(accuracy[:, j].mean()),
+            "validation_accuracy_std": float(accuracy[:, j].std()),
+            "validation_loss_mean": float(loss[:, j].mean()),
+            "validation_loss_std": float(loss[:, j].std()),
+            "test_accuracy_mean": float(test[:, j].mean()),
+            "test_accuracy_std": float(test[:, j].std()),
+            "params": first.get("params"),
+            "flops": first.get("flops"),
+            "validation_accuracy": accuracy[:, j].tolist(),
+            "validation_loss": loss[:, j].tolist(),
+        })
+    summary: dict[str, Any] = {
+        "kind": SUMMARY_KIND,
+        **settings,
+        "seeds": [int(s) for s in seeds],
+        "num_children": len(children),
+        "num_runs": len(children) * len(seeds),
+        "children": table,
+        "noise_ceiling": None,
+        "ground_truth_rows": None,
+    }
+    if len(seeds) >= 4 and noise_ceiling is not False:
+        summary["noise_ceiling"] = {
+            "validation_accuracy": metrics.noise_ceiling(accuracy),
+            "validation_loss": metrics.noise_ceiling(-loss),
+        }
+    elif noise_ceiling:
+        metrics.noise_ceiling(accuracy)  # raises: too few seeds
+    if len(seeds) >= 2 and len(children) >= 2:
+        summary["ground_truth_rows"] = metrics.ground_truth_rows(accuracy)
+    return summary
+
+
+def merge(output: str, space: SearchSpace | None = None, settings: dict | None = None,
+          seeds: Sequence[int] | None = None, noise_ceiling: bool | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Checks every results file of `output` and writes `ground_truth.json` (atomically).
+
+    Args:
+        output: the ground-truth directory.
+        space: the space (default: the one the results record).
+        settings: `run_settings` to check the lines against (default: the first line's).
+        seeds: the seeds the ground truth averages (default: those the runs asked for).
+        noise_ceiling: None computes it when there are 4 seeds, True demands it, False skips it.
+        log: progress lines.
+
+    Returns:
+        The summary written.
+
+    Raises:
+        UserError: no results, lines of another kind, space or setting, a
+            (child, seed) pair found twice (overlapping shards), or pairs missing.
+    """
+    lines, settings = read_results(output, settings)
+    if not lines:
+        raise UserError(f"no ground-truth results in {output}; run `tf-oneshot groundtruth --output={output}` "
+                        "first.")
+    found: dict[tuple[str, int], tuple[str, int, dict]] = {}
+    twice = []
+    for path, number, record in lines:
+        pair = (str(record["architecture"]), int(record["seed"]))
+        if pair in found:
+            twice.append((pair, found[pair], (path, number)))
+        else:
+            found[pair] = (path, number, record)
+    if twice:
+        (child, seed), (path_a, line_a, _), (path_b, line_b) = twice[0]
+        where = (f"{path_a} holds it twice (lines {line_a} and {line_b})" if path_a == path_b
+                 else f"{path_a} line {line_a} and {path_b} line {line_b} both hold it")
+        raise UserError(
+            f"child {child} seed {seed} was trained twice ({len(twice)} pair(s) in all): {where}; shards "
+            "overlap (two runs of one shard, or shards of different N, at once). Remove the duplicate lines "
+            "and merge again."
+        )
+    if space is None:
+        space = space_from_config(settings["space"])
+    children = [str(c) for c in check_enumerable(space)]
+    if seeds is None:
+        asked = [int(s) for _, _, r in lines for s in (r.get("seeds") or [r["seed"]])]
+        seeds = list(dict.fromkeys(sorted(asked)))
+    expected = all_pairs(children, seeds)
+    missing = [p for p in expected if p not in found]
+    if missing:
+        child, seed = missing[0]
+        raise UserError(
+            f"the ground truth in {output} is incomplete: {len(missing)} of {len(expected)} (child, seed) pairs "
+            f"are missing, e.g. child {child} seed {seed}; run the shards that lack them (or rerun without "
+            "--shard) first."
+        )
+    extra = len(found) - len(expected)
+    if extra:
+        log(f"merge: {extra} runs of seeds outside {','.join(map(str, seeds))} are left out of the summary")
+    summary = summarize({p: found[p][2] for p in expected}, children, list(seeds), settings, noise_ceiling)
+    summary["files"] = sorted({os.path.basename(path) for path, _, _ in lines})
+    path = os.path.join(output, SUMMARY_FILE)
+    atomic_write_json(path, summary)
+    log(f"ground truth: {len(children)} children x {len(seeds)} seeds -> {path}")
+    return summary
+
+
+def load_summary(path: str) -> dict[str, Any]:
+    """Reads `ground_truth.json` (a path or its directory); UserError if it is not one."""
+    if tf.io.gfile.isdir(path):
+        path = os.path.join(path, SUMMARY_FILE)
+    summary = read_json(path, "ground-truth summary")
+    if not isinstance(summary, dict) or summary.get("kind") != SUMMARY_KIND:
+        raise UserError(f"{path} is not a ground-truth summary; run `tf-oneshot groundtruth` to write one.")
+    return summary
+
+
+# -------------------------------------------------------------------- run
+def standalone_trainer(strategy: tf.distribute.Strategy | None = None,
+                       recalibration_images: int = RECALIBRATION_IMAGES) -> TrainFn:
+    """One child at a time through `retrain.train_standalone` (each traced anew)."""
+
+    def train(space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
+        _, result = train_standalone(space, arch, config, seed, strategy, lambda _: None, recalibration_images)
+        return result
+
+    return train
+
+
+def run_ground_truth(
+    space: SearchSpace,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    output: str,
+    shard: Shard = Shard(),
+    strategy: tf.distribute.Strategy | None = None,
+    log: Callable[[str], None] = print,
+    recalibration_images: int = RECALIBRATION_IMAGES,
+    noise_ceiling: bool | None = None,
+    train_fn: TrainFn | None = None,
+) -> GroundTruthRun:
+    """Trains this shard's (child, seed) pairs not yet found in `output`; writes the summary when complete.
+
+    Args:
+        space: an enumerable search space (its `filters` etc. fix the network).
+        config: dataset, train_steps, batch, ghost batch and optimizer: the
+            one-shot training's ("the same setting as weight sharing", §3.1).
+        seeds: one stand-alone run per child and seed (10 in §3.1).
+        output: the ground-truth directory.
+        shard: which pairs this process trains.
+        strategy: a tf.distribute strategy.
+        log: progress lines.
+        recalibration_images: see `retrain.train_standalone`.
+        noise_ceiling: None: in the summary when there are 4 seeds; True:
+            demanded (UserError before any training with fewer); False: skipped.
+        train_fn: trains one pair and returns its metrics (default:
+            `standalone_trainer`).
+
+    Raises:
+        UserError: a space too large to enumerate, bad seeds, a dataset that
+            does not fit the space, or results of another space or setting in `output`.
+    """
+    children = check_enumerable(space)
+    seeds = check_seeds(seeds, noise_ceiling)
+    info = data.dataset_info(config.dataset, config.data_dir)
+    if tuple(info.image_shape) != tuple(space.image_shape) or info.num_classes != space.num_classes:
+        raise UserError(
+            f"--dataset={config.dataset} has images {tuple(info.image_shape)} and {info.num_classes} classes, "
+            f"but the space is built for {tuple(space.image_shape)} and {space.num_classes}."
+        )
+    settings = run_settings(config, space, recalibration_images)
+    lines, _ = read_results(output, settings)
+    done = {(str(r["architecture"]), int(r["seed"])) for _, _, r in lines}
+    pairs = all_pairs(children, seeds)
+    mine = [p for number, p in enumerate(pairs) if number % shard.count == shard.index]
+    todo = [p for p in mine if p not in done]
+    skipped = tuple(p for p in mine if p in done)
+    path = os.path.join(output, shard.results_file())
+    by_name = {str(c): c for c in children}
+    log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
+        f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
+    train_fn = train_fn or standalone_trainer(strategy, recalibration_images)
+    trained = []
+    tic = time.perf_counter()
+    for index, (child, seed) in enumerate(todo, start=1):
+        arch = by_name[child]
+        result = train_fn(space, arch, config, seed)
+        cost = space.count(arch)
+        record = {
+            "kind": RECORD_KIND,
+            "architecture": child,
+            "seed": seed,
+            "seeds": seeds,
+            "shard": str(shard),
+            "flops": int(cost.flops),
+            "params": int(cost.params),
+            **result,
+            **settings,
+        }
+        append_jsonl(path, record)
+        trained.append((child, seed))
+        elapsed = time.perf_counter() - tic
+        rate = index / elapsed * 60
+        eta = (len(todo) - index) / max(rate, 1e-9)
+        log(f"[{index}/{len(todo)}] {child} seed {seed}: validation {result['validation_accuracy']:.4f} "
+            f"loss {result['validation_loss']:.4f}, test {result['test_accuracy']:.4f} "
+            f"({result.get('seconds', math.nan):.1f}s; {rate:.1f} runs/min, {eta:.0f} min left)")
+    lines, _ = read_results(output, settings)
+    present = {(str(r["architecture"]), int(r["seed"])) for _, _, r in lines}
+    missing = sum(p not in present for p in pairs)
+    summary = None
+    if missing:
+        log(f"groundtruth: shard {shard} done; {missing} of {len(pairs)} runs of other shards are still missing. "
+            f"The last shard to finish writes {SUMMARY_FILE}, or run with --merge.")
+    else:
+        summary = merge(output, space, settings, seeds, noise_ceiling, log)
+    return GroundTruthRun(tuple(trained), skipped, path, summary, missing)
