@@ -10,9 +10,9 @@ import pytest
 from tf_oneshot import data, groundtruth
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.groundtruth import Shard, merge, run_ground_truth
+from tf_oneshot.groundtruth import MaskedTrainer, Shard, merge, run_ground_truth
 from tf_oneshot.io_utils import read_jsonl
-from tf_oneshot.retrain import build_model, evaluate_with_loss
+from tf_oneshot.retrain import build_model, evaluate_with_loss, train_standalone
 from tf_oneshot.search_spaces.darts64 import Darts64Space
 
 # One cell of 4 filters on the 8x8 digits, restricted to 4 children: 331, 334, 341, 344.
@@ -51,6 +51,7 @@ def test_a_tiny_real_run_writes_the_summary(tmp_path):
         assert r["params"] == space.count(space.parse(r["architecture"])).params
         assert r["validation_examples"] == 300 and 0 < r["validation_loss"] < 10
         assert r["train_steps"] == 2 and r["space"]["restricted_to"] and r["kind"] == groundtruth.RECORD_KIND
+        assert r["method"] == "masked"
     summary = json.load(open(os.path.join(out, "ground_truth.json")))
     assert summary == result.summary and summary["seeds"] == [0, 1] and summary["num_runs"] == 4
     assert summary["noise_ceiling"] is None  # 2 seeds: too few, and not demanded
@@ -212,3 +213,31 @@ def test_cli_merges_and_reports_bad_input_in_one_line(tmp_path, capsys):
     # The flags of another setting are refused by the merge too.
     assert _cli("groundtruth", "--merge", *tiny, "--train_steps=5", f"--output={out}") == 2
     assert "another search space" in _error(capsys)  # the flags name the unrestricted darts64
+
+
+def test_masked_trainer_trains_exactly_the_stand_alone_child_with_one_trace():
+    arch = SPACE.parse("341")  # a separable conv, a max pool and a skip connection
+    config = CONFIG.replace(train_steps=3)
+    trainer = MaskedTrainer(SPACE, config, recalibration_images=64)
+    masked = trainer(SPACE, arch, config, seed=5)
+    # The same child stand-alone, from the same initial weights (those of the
+    # one-shot model for seed 5), on the same data order.
+    oneshot = BASE.build_oneshot(config.ghost_batch_size)
+    oneshot.set_weights(trainer.initial_weights(5))
+    model, standalone = train_standalone(SPACE, arch, config, 5, log=lambda s: None, recalibration_images=64,
+                                         initialize=lambda m: BASE.inherit_weights(oneshot, m, arch))
+    for key in ("train_loss", "validation_loss", "test_loss"):
+        assert masked[key] == pytest.approx(standalone[key], rel=1e-4), key
+    assert masked["validation_accuracy"] == pytest.approx(standalone["validation_accuracy"])
+    assert masked["validation_examples"] == 300
+    trained, start = build_model(BASE, arch, config), build_model(BASE, arch, config)
+    BASE.inherit_weights(trainer.model, trained, arch)
+    BASE.inherit_weights(oneshot, start, arch)
+    assert len(trained.get_weights()) == len(model.get_weights()) > 10
+    for got, want in zip(trained.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    moved = [not np.allclose(a, b) for a, b in zip(trained.get_weights(), start.get_weights())]
+    assert sum(moved) > len(moved) // 2  # the 3 steps changed the weights
+    # Another child and another seed reuse the same traces.
+    other = trainer(SPACE, SPACE.parse("334"), config, seed=6)
+    assert other["validation_loss"] != masked["validation_loss"] and trainer.tracing_count() == 1

@@ -4,12 +4,19 @@
 each child model is obtained by training each of them independently from
 scratch with the same setting as weight sharing, and averaging over 10 runs
 with different random seeds for initializations." Here every child of a
-space small enough to enumerate (the paper's: 64) is trained with
-`retrain.train_standalone`, i.e. the one-shot training's dataset, steps,
-batch, ghost batch and optimizer flags, no path dropout, batch norm
-recalibrated before evaluation, and its validation accuracy, validation
-loss (which orders children whose accuracies tie) and test accuracy are
-recorded.
+space small enough to enumerate (the paper's: 64) is trained from scratch,
+alone, with `retrain.train_standalone`'s recipe: the one-shot training's
+dataset, steps, batch, ghost batch and optimizer flags, no path dropout,
+batch norm recalibrated before evaluation. Its validation accuracy,
+validation loss (which orders children whose accuracies tie) and test
+accuracy are recorded.
+
+Two trainers do this (`--method`): "standalone" builds and traces each
+child's Keras model anew for every (child, seed); "masked" (the default)
+trains the child inside the space's one-shot model under its fixed masks,
+from fresh weights, so one trace serves every child and seed, with the same
+steps (tests/test_ground_truth.py checks the weights against
+`train_standalone`'s). benchmarks/ground_truth_speed.py times both.
 
 Layout of the output directory:
 
@@ -360,7 +367,136 @@ def standalone_trainer(strategy: tf.distribute.Strategy | None = None,
         _, result = train_standalone(space, arch, config, seed, strategy, lambda _: None, recalibration_images)
         return result
 
+    train.method = "standalone"  # type: ignore[attr-defined]
     return train
+
+
+class MaskedTrainer:
+    """Trains children one at a time inside the space's one-shot model under fixed masks, traced once.
+
+    `standalone_trainer` builds and traces a new network for every (child,
+    seed): at digits scale the traces of its train, recalibration and
+    evaluation functions cost more than the training itself. Here one
+    one-shot model holds every child's weights; a child is its masks
+    (`tasks.FixedChildTask`), each (child, seed) starts from the seed's fresh
+    initial weights and a reset optimizer, and the train, recalibration and
+    evaluation functions are traced once for all children (the evaluation
+pads a batch to whole ghost batches, harmless with moving statistics). Each step equals
+    the child's stand-alone step (tests/test_ground_truth.py checks the
+    weights against `train_standalone` after a few steps); the data order,
+    batch-norm recalibration and evaluation are `train_standalone`'s. The
+    space's one-shot model must compute its children exactly under their
+    masks, which the space contract tests require.
+    """
+
+    method = "masked"
+
+    def __init__(self, space: SearchSpace, config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
+                 recalibration_images: int = RECALIBRATION_IMAGES) -> None:
+        import keras
+
+        from tf_oneshot import retrain, strategy_loop
+        from tf_oneshot.tasks import TOTALS, FixedChildTask, evaluation_sums
+
+        self.space, self.config = space, config
+        self.strategy = strategy = strategy or tf.distribute.get_strategy()
+        replicas = strategy.num_replicas_in_sync
+        per_replica, rest = divmod(config.batch_size, replicas)
+        if rest or per_replica % config.ghost_batch_size:
+            raise UserError(f"--batch_size={config.batch_size} over {replicas} replicas must give a multiple of "
+                            f"--ghost_batch_size={config.ghost_batch_size} per replica.")
+        self.recalibration_images = recalibration_images
+        with strategy.scope():
+            self.model = space.build_oneshot(config.ghost_batch_size)
+            self.optimizer = keras.optimizers.SGD(
+                learning_rate=retrain._learning_rate(config), momentum=config.momentum, nesterov=True)
+            self.optimizer.build(self.model.trainable_variables)
+            self.masks = {k: tf.Variable(np.zeros(shape, np.float32), trainable=False, name=f"child_{k}")
+                          for k, shape in space.mask_shapes().items()}
+        task = FixedChildTask(self.model, self.optimizer, self.masks, config.batch_size, replicas,
+                              config.weight_decay)
+        self._train = strategy_loop.train_loop(strategy, task.train_step, TOTALS, jit_compile=config.jit_compile)
+        self._recalibrate = strategy_loop.batch_runner(
+            strategy, lambda batch: self.model(task.inputs(batch[0]), training=False))
+        self._evaluate = strategy_loop.evaluator(
+            strategy, lambda batch: evaluation_sums(task.eval_logits(batch[0]), batch[1]))
+        info = data.dataset_info(config.dataset, config.data_dir)
+        self._info = info
+        self._eval_data = {}
+        for split in ("validation", "test"):
+            batch = retrain._eval_batch(info.num_examples[split], replicas)
+            dataset = data.make_dataset(config.dataset, split, batch, training=False, data_dir=config.data_dir)
+            self._eval_data[split] = strategy.experimental_distribute_dataset(dataset)
+        batches = max(1, min(recalibration_images, info.num_examples["train"]) // config.batch_size)
+        recal = data.make_dataset(config.dataset, "train", config.batch_size, training=False,
+                                  data_dir=config.data_dir, repeat=False).take(batches)
+        self._recal_data = strategy.experimental_distribute_dataset(recal) if recalibration_images > 0 else None
+        self._initial: dict[int, list[np.ndarray]] = {}
+
+    def initial_weights(self, seed: int) -> list[np.ndarray]:
+        """The one-shot model's fresh weights for `seed` (built once per seed)."""
+        import keras
+
+        if seed not in self._initial:
+            keras.utils.set_random_seed(seed)
+            # The pairs come seed-major: keep one seed's weights, not every seed's.
+            self._initial = {seed: self.space.build_oneshot(self.config.ghost_batch_size).get_weights()}
+        return self._initial[seed]
+
+    def tracing_count(self) -> int:
+        """Traces of the train loop so far (1 after the first child: it never retraces)."""
+        return self._train.experimental_get_tracing_count()
+
+    def __call__(self, space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
+        from tf_oneshot import retrain
+
+        if config != self.config or space.to_config() != self.space.to_config():
+            raise ValueError("a MaskedTrainer trains the space and config it was built for.")
+        tic = time.perf_counter()
+        self.model.set_weights(self.initial_weights(seed))
+        self.optimizer.iterations.assign(0)
+        for momentum in self.optimizer.momentums:
+            momentum.assign(tf.zeros_like(momentum))
+        for key, value in space.encode(arch).items():
+            self.masks[key].assign(value)
+        dataset = data.make_dataset(
+            config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir, seed=seed,
+            shuffle_buffer=min(retrain.SHUFFLE_BUFFER, self._info.num_examples["train"]),
+        )
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        step, loss = 0, math.nan
+        every = max(1, min(config.log_every, config.train_steps))
+        while step < config.train_steps:
+            n = min(every, config.train_steps - step)
+            loss = float(self._train(iterator, tf.constant(n), {}).numpy()[0]) / (n * config.batch_size)
+            step += n
+        metrics = {"train_loss": loss}
+        if self._recal_data is not None:
+            self.model.set_bn_mode("recalibrate")
+            self._recalibrate(self._recal_data)
+        self.model.set_bn_mode("moving")
+        for split, dataset in self._eval_data.items():
+            totals = self._evaluate(dataset)
+            examples = max(float(totals[1]), 1.0)
+            metrics[f"{split}_accuracy"] = float(totals[0] / examples)
+            metrics[f"{split}_loss"] = float(totals[2] / examples)
+            metrics[f"{split}_examples"] = int(totals[1])
+        metrics["seconds"] = round(time.perf_counter() - tic, 3)
+        return metrics
+
+
+METHODS = ("masked", "standalone")
+
+
+def make_trainer(method: str, space: SearchSpace, config: TrainConfig,
+                 strategy: tf.distribute.Strategy | None = None,
+                 recalibration_images: int = RECALIBRATION_IMAGES) -> TrainFn:
+    """The pair trainer of `method`: "masked" (`MaskedTrainer`) or "standalone" (`standalone_trainer`)."""
+    if method == "masked":
+        return MaskedTrainer(space, config, strategy, recalibration_images)
+    if method == "standalone":
+        return standalone_trainer(strategy, recalibration_images)
+    raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
 
 
 def run_ground_truth(
@@ -374,6 +510,7 @@ def run_ground_truth(
     recalibration_images: int = RECALIBRATION_IMAGES,
     noise_ceiling: bool | None = None,
     train_fn: TrainFn | None = None,
+    method: str = "masked",
 ) -> GroundTruthRun:
     """Trains this shard's (child, seed) pairs not yet found in `output`; writes the summary when complete.
 
@@ -389,8 +526,11 @@ def run_ground_truth(
         recalibration_images: see `retrain.train_standalone`.
         noise_ceiling: None: in the summary when there are 4 seeds; True:
             demanded (UserError before any training with fewer); False: skipped.
-        train_fn: trains one pair and returns its metrics (default:
-            `standalone_trainer`).
+        train_fn: trains one pair and returns its metrics (default: the
+            trainer of `method`).
+        method: "masked" (`MaskedTrainer`: one trace for every child, the
+            default) or "standalone" (`standalone_trainer`: a new model and
+            traces per pair); both train each child from scratch alone.
 
     Raises:
         UserError: a space too large to enumerate, bad seeds, a dataset that
@@ -415,7 +555,8 @@ def run_ground_truth(
     by_name = {str(c): c for c in children}
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
-    train_fn = train_fn or standalone_trainer(strategy, recalibration_images)
+    if train_fn is None and todo:
+        train_fn = make_trainer(method, space, config, strategy, recalibration_images)
     trained = []
     tic = time.perf_counter()
     for index, (child, seed) in enumerate(todo, start=1):
@@ -428,6 +569,7 @@ def run_ground_truth(
             "seed": seed,
             "seeds": seeds,
             "shard": str(shard),
+            "method": getattr(train_fn, "method", "custom"),
             "flops": int(cost.flops),
             "params": int(cost.params),
             **result,

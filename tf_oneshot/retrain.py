@@ -183,6 +183,7 @@ def train_standalone(
     strategy: tf.distribute.Strategy | None = None,
     log: Callable[[str], None] = print,
     recalibration_images: int = RECALIBRATION_IMAGES,
+    initialize: Callable[[keras.Model], None] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Trains one architecture from scratch and measures it.
 
@@ -196,6 +197,9 @@ def train_standalone(
         recalibration_images: training images over which the batch-norm
             statistics are recomputed before evaluation (0: keep the moving
             averages); see `recalibrate_batch_norm`.
+        initialize: sets the built model's weights instead of the seed's
+            random ones (e.g. `space.inherit_weights` from a one-shot model,
+            "Deeper insights" §3.3); the seed still orders the data.
 
     Returns:
         (the model, metrics: validation_accuracy, test_accuracy, their mean
@@ -214,6 +218,8 @@ def train_standalone(
     keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = build_model(space, arch, config)
+        if initialize is not None:
+            initialize(model)
         optimizer = keras.optimizers.SGD(
             learning_rate=_learning_rate(config), momentum=config.momentum, nesterov=True
         )

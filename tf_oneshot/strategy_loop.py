@@ -9,9 +9,10 @@ host loop), so distribution, `--steps_per_loop` and XLA are decided here once:
   TPU the host dispatches one program per loop, not per step), each step
   taking the next batch and its slice of per-step tensors (the masks a
   sampler drew on the host);
-- `evaluate`: sums of a replica function over a distributed dataset;
+- `evaluate`: sums of a replica function over a distributed dataset
+  (`evaluator`: the same, compiled once for many datasets);
 - `run_on_batches`: a replica function over a dataset for its side effects
-  (batch-norm recalibration);
+  (batch-norm recalibration; `batch_runner`: compiled once);
 - `SplitFunction`: a replica function on each replica's slice of host arrays,
   outputs gathered (scoring architectures on several devices).
 """
@@ -89,33 +90,59 @@ def evaluate(
     `compiled=False` runs eagerly on a single device: a few batches on one
     device are faster eager than traced.
     """
+    return evaluator(strategy, replica_fn, compiled)(dataset, max_batches)
+
+
+def evaluator(
+    strategy: tf.distribute.Strategy,
+    replica_fn: Callable[..., tf.Tensor],
+    compiled: bool = True,
+) -> Callable[..., np.ndarray]:
+    """`evaluate` with its step compiled once: `run(dataset, max_batches=None)` for many datasets.
+
+    A caller that evaluates many models in one set of variables (the ground
+    truth's children in one one-shot model) traces once, not once per call.
+    """
 
     def step(batch):
         return strategy.reduce(SUM, strategy.run(replica_fn, args=(batch,)), axis=None)
 
     if compiled or strategy.num_replicas_in_sync > 1 or is_tpu(strategy):
         step = _compile(step, False)
-    totals = None
-    for index, batch in enumerate(dataset):
-        if max_batches is not None and index >= max_batches:
-            break
-        out = step(batch).numpy()
-        totals = out if totals is None else totals + out
-    return np.zeros(0) if totals is None else totals
+
+    def run(dataset: Iterable, max_batches: int | None = None) -> np.ndarray:
+        totals = None
+        for index, batch in enumerate(dataset):
+            if max_batches is not None and index >= max_batches:
+                break
+            out = step(batch).numpy()
+            totals = out if totals is None else totals + out
+        return np.zeros(0) if totals is None else totals
+
+    return run
 
 
 def run_on_batches(strategy: tf.distribute.Strategy, replica_fn: Callable, dataset: Iterable) -> int:
     """Runs `replica_fn(batch)` on every batch of a distributed dataset; returns the batch count."""
+    return batch_runner(strategy, replica_fn)(dataset)
+
+
+def batch_runner(strategy: tf.distribute.Strategy, replica_fn: Callable) -> Callable[[Iterable], int]:
+    """`run_on_batches` with its step compiled once: `run(dataset) -> batch count` for many datasets."""
 
     def step(batch):
         strategy.run(replica_fn, args=(batch,))
 
     step = _compile(step, False)
-    count = 0
-    for batch in dataset:
-        step(batch)
-        count += 1
-    return count
+
+    def run(dataset: Iterable) -> int:
+        count = 0
+        for batch in dataset:
+            step(batch)
+            count += 1
+        return count
+
+    return run
 
 
 def distribute_dataset(strategy: tf.distribute.Strategy, dataset_fn: Callable) -> Any:

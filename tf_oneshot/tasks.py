@@ -160,3 +160,47 @@ class StandaloneTask(_Task):
     def eval_step(self, batch) -> tf.Tensor:
         images, labels = batch
         return accuracy_sums(self.model(images, training=False), labels)
+
+
+class FixedChildTask(_Task):
+    """One replica's step of a single child inside the one-shot model: stand-alone training, traced once.
+
+    The child enters as masks held in variables (`masks`, one per mask key,
+    without the ghost axis), so one traced step trains every child of a
+    space, each from its own fresh weights ("Deeper insights" §3.1 ground
+    truth). With the masks fixed, the one-shot model computes exactly the
+    child's network (the space contract: one-shot logits equal the
+    stand-alone model's), the ops off get zero gradient, and the masked L2
+    decays exactly the child's kernels, so each step equals the child's
+    stand-alone step.
+    """
+
+    def __init__(self, model, optimizer, masks: dict[str, tf.Variable], global_batch: int, replicas: int,
+                 weight_decay: float) -> None:
+        super().__init__(model, optimizer, global_batch, replicas, weight_decay)
+        self.masks = masks
+
+    def inputs(self, images) -> dict[str, tf.Tensor]:
+        """The one-shot model's inputs: the images and the child's masks (tiled over ghost batches)."""
+        return {"images": images, **{k: v.read_value() for k, v in self.masks.items()}}
+
+    def eval_logits(self, images) -> tf.Tensor:
+        """Inference logits of any number of images (statically known).
+
+        The one-shot model takes whole ghost batches; evaluation with moving
+        statistics treats every image alone, so zero images pad the batch
+        and their logits are dropped.
+        """
+        count = int(images.shape[0])
+        pad = -count % self.model.ghost_batch_size
+        padded = tf.pad(images, [[0, pad]] + [[0, 0]] * (images.shape.rank - 1)) if pad else images
+        return self.model(self.inputs(padded), training=False)[:count]
+
+    def train_step(self, batch, per_step=None) -> tf.Tensor:
+        images, labels = batch
+        masks = {k: v.read_value()[None] for k, v in self.masks.items()}  # one ghost row: the child
+        return self._update(
+            labels,
+            lambda: self.model(self.inputs(images), training=True),
+            lambda: self.model.masked_l2(masks),
+        )

@@ -23,6 +23,9 @@ from tf_oneshot.errors import UserError
 flags.DEFINE_string("output", None, "Ground-truth directory: results*.jsonl and ground_truth.json.")
 flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whose seed-major number is I mod N.")
 flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
+flags.DEFINE_enum("method", "masked", ["masked", "standalone"], "masked: each child trained alone inside the "
+                  "one-shot model under its fixed masks, traced once for all (faster); standalone: a Keras model and "
+                  "traces per run. Both give each child its own fresh weights.")
 flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "
                   "when there are at least 4 seeds; --noise_ceiling demands it).")
 
@@ -97,6 +100,7 @@ def run(FLAGS) -> int:
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
     result = groundtruth.run_ground_truth(
         space, config, seeds, FLAGS.output, shard, strategy=strategy, noise_ceiling=FLAGS.noise_ceiling,
+        method=FLAGS.method,
     )
     done = f"summary: {FLAGS.output}/{groundtruth.SUMMARY_FILE}" if result.summary else (
         f"{result.missing} runs of other shards missing")
