@@ -159,6 +159,20 @@ def test_bad_input_is_refused_before_any_training(tmp_path):
     with pytest.raises(UserError, match="needs at least 2 seeds per half"):
         merge(out, noise_ceiling=True, log=lambda s: None)
     assert open(os.path.join(out, "results.jsonl")).read() == before and len(trainer.calls) == 4
+    # A diverged run stops the ground truth with one line; earlier runs stay.
+    def diverged(space, arch, config, seed):
+        return {**FakeTrainer()(space, arch, config, seed), "validation_loss": float("nan")}
+
+    with pytest.raises(UserError, match="child 331 seed 1 diverged \(validation_loss=nan\)"):
+        run_ground_truth(SPACE, CONFIG, [0, 1], out, train_fn=diverged, **QUIET)
+    assert open(os.path.join(out, "results.jsonl")).read() == before
+    # A line broken by hand is named.
+    line = json.loads(before.splitlines()[0])
+    del line["validation_loss"]
+    with open(os.path.join(out, "results-0-of-2.jsonl"), "w") as f:
+        f.write(json.dumps(line) + "\n")
+    with pytest.raises(UserError, match="results-0-of-2.jsonl line 1 has validation_loss=None"):
+        merge(out, log=lambda s: None)
     assert Shard.parse("1/4") == Shard(1, 4) and str(Shard.parse(" 1 / 4 ")) == "1/4"
     with pytest.raises(UserError, match="--shard=4/4 is invalid"):
         Shard.parse("4/4")

@@ -188,6 +188,12 @@ def _check_line(record: dict, settings: dict, where: str) -> None:
             f"{where} was trained with another setting, {', '.join(changed[:3])}; pass another --output or "
             "the same flags."
         )
+    for key in ("validation_accuracy", "validation_loss", "test_accuracy"):
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where} has {key}={value!r}; expected a finite number. Remove that line and rerun.")
+    if not isinstance(record.get("architecture"), str) or not isinstance(record.get("seed"), int):
+        raise UserError(f"{where} lacks its architecture or seed; remove that line and rerun.")
 
 
 # ------------------------------------------------------------------- files
@@ -562,6 +568,11 @@ def run_ground_truth(
     for index, (child, seed) in enumerate(todo, start=1):
         arch = by_name[child]
         result = train_fn(space, arch, config, seed)
+        bad = [k for k in ("validation_accuracy", "validation_loss", "test_accuracy")
+               if not math.isfinite(result.get(k, math.nan))]
+        if bad:
+            raise UserError(f"child {child} seed {seed} diverged ({bad[0]}={result.get(bad[0])}); lower "
+                            "--learning_rate and use a new --output. Finished runs are kept.")
         cost = space.count(arch)
         record = {
             "kind": RECORD_KIND,
