@@ -163,7 +163,7 @@ def test_bad_input_is_refused_before_any_training(tmp_path):
     def diverged(space, arch, config, seed):
         return {**FakeTrainer()(space, arch, config, seed), "validation_loss": float("nan")}
 
-    with pytest.raises(UserError, match="child 331 seed 1 diverged \(validation_loss=nan\)"):
+    with pytest.raises(UserError, match=r"child 331 seed 1 diverged \(validation_loss=nan\)"):
         run_ground_truth(SPACE, CONFIG, [0, 1], out, train_fn=diverged, **QUIET)
     assert open(os.path.join(out, "results.jsonl")).read() == before
     # A line broken by hand is named.
@@ -200,6 +200,9 @@ def test_cli_merges_and_reports_bad_input_in_one_line(tmp_path, capsys):
     out = str(tmp_path / "gt")
     tiny = ["--space=darts64", "--filters=4", "--space_args=stem_filters=4", "--num_cells=1", "--train_steps=2",
             "--batch_size=32", "--ghost_batch_size=16"]
+    assert _cli("groundtruth", "--help") == 0
+    usage = capsys.readouterr().out
+    assert all(f"--{name}" in usage for name in ("shard", "[no]merge", "method", "seeds", "train_steps")), usage
     assert _cli("groundtruth", "--space=bender_cell", "--seeds=0-9", f"--output={out}") == 2
     assert _error(capsys).startswith("tf-oneshot: error: ground truth trains every architecture, but search "
                                      "space 'bender_cell' holds ")

@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "--helpfull") for a in rest):
         print(f"usage: {PROG} {command} [--flags]\n")
         print(FLAGS.module_help(module.__name__))
+        # Flags a command borrows from another command's module (e.g. the train flags).
+        borrowed = [FLAGS[name] for name in getattr(module, "HELP_FLAGS", ())]
+        if borrowed:
+            print("\nshared with other commands:")
+            print("\n".join(f"  --{f.name}: {f.help} (default: {f.default_as_str or 'none'})" for f in borrowed))
         print(FLAGS.module_help("tf_oneshot.commands.common_flags"))
         return 0
     FLAGS.unparse_flags()  # main() may run several times in one process (tests)

@@ -30,6 +30,9 @@ flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall 
                   "when there are at least 4 seeds; --noise_ceiling demands it).")
 
 SPACE_FLAGS = ("space", *common_flags.SPACE_FLAGS)
+# Shown by --help beside this module's own flags.
+HELP_FLAGS = ("seeds", "train_steps", "learning_rate", "lr_schedule", "momentum", "weight_decay", "log_every",
+              "jit_compile")
 CONFIG_FLAGS = retrain_command.RETRAIN_CONFIG_FLAGS
 
 
