@@ -10,7 +10,7 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 from tf_oneshot.layers import GhostBatchNormalization
 from tf_oneshot.search_spaces import get_space, space_from_config
-from tf_oneshot.search_spaces.spos_blocks import CHOICES, SposBlocksSpace
+from tf_oneshot.search_spaces.spos_blocks.space import CHOICES, SposBlocksSpace
 
 # Two stages (1 + 2 blocks) at 8x8: a first block (both branches) and split blocks in each kind of place.
 TINY = SposBlocksSpace(image_shape=(8, 8, 1), num_classes=3, stem_stride=1, stage_blocks=(1, 2),
