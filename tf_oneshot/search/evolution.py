@@ -1,18 +1,28 @@
 """Evolutionary search of SPOS (Guo et al. 2019, §3.4, Algorithm 1).
 
-    P_0 := Initialize_population(P, C)          # uniform constraint sampling, §3.2
+    P_0 := Initialize_population(P, C)          # uniform over the architectures meeting C
     for i = 1..T:
         ACC_{i-1} := Inference(W_A, D_val, P_{i-1})
         Topk := Update_Topk(Topk, P_{i-1}, ACC_{i-1})
         P_i := Crossover(Topk, P/2, C) U Mutation(Topk, P/2, prob=0.1, C)
 
-with P=50, T=20, k=10. Crossover crosses two random top-k members, mutation
-resamples each choice of one random top-k member with probability 0.1, and
-both repeat until a child meets the constraints C: a child that breaks them is
-never scored. A child already proposed is rejected too, so no architecture is
-scored twice. Once the top-k has converged so far that crossover finds no new
-child within a bounded number of attempts, mutation makes it instead, and if
-that fails too a fresh constrained draw takes its place (`fresh_fills`).
+with P=50, T=20, k=10, so P * T architectures are scored. The initial
+population is drawn uniformly from the architectures that meet the
+constraints C (rejection sampling, `ConstrainedSampler.sample`): SPOS's
+uniform-constraint sampling (§3.2) is the prior the supernet is *trained*
+with (`tf_oneshot.samplers.UniformConstraintSampler`), not how the search
+starts; it would crowd generation 0 into the rare large and small sizes.
+
+Both operators act on choice blocks (a space groups its decisions by
+`Decision.block`; `SearchSpace.mutate` / `crossover`): crossover takes every
+block whole from one of two random top-k members, and mutation "mutates its
+every choice block with probability 0.1" of one random top-k member, a
+mutated block always taking a different value. Both repeat until a child
+meets the constraints C: a child that breaks them is never scored. A child
+already proposed is rejected too, so no architecture is scored twice. Once
+the top-k has converged so far that crossover finds no new child within a
+bounded number of attempts, mutation makes it instead, and if that fails too
+a fresh constrained draw takes its place (`fresh_fills`).
 
 Generation i+1 is drawn as a whole the moment every member of generation i has
 been told, from a seeded generator: the proposals depend only on the seed and
@@ -45,7 +55,8 @@ class Evolution:
         seed: seeds every random choice.
         population_size: P (50 in SPOS).
         num_parents: k, the size of Topk (10 in SPOS).
-        mutation_prob: per-choice resampling probability (0.1 in SPOS).
+        mutation_prob: probability that mutation changes a choice block (0.1
+            in SPOS), for each block of the parent.
         crossover_fraction: share of each generation made by crossover (1/2).
     """
 
@@ -162,10 +173,11 @@ class Evolution:
         self._handed = 0
         size = self.population_size
         if self.generation == 0 or not self.topk:
-            # Initialize_population(P, C): SPOS §3.2 uniform constraint sampling.
+            # Initialize_population(P, C), SPOS §3.4, Algorithm 1: uniform over
+            # the architectures meeting C (and again if no member scored).
             population = []
             for _ in range(size):
-                arch = self.sampler.uniform_constraint_sample(self._rng, exclude=self._seen)
+                arch = self.sampler.sample(self._rng, exclude=self._seen)
                 self._seen.add(arch)
                 population.append(arch)
         else:
@@ -185,6 +197,7 @@ class Evolution:
                     i, j = self._rng.choice(len(parents), size=2, replace=False)
                     child = self.space.crossover(parents[i], parents[j], self._rng)
                 else:
+                    # Each choice block of the parent mutates with mutation_prob.
                     parent = parents[int(self._rng.integers(len(parents)))]
                     child = self.space.mutate(parent, self._rng, self.mutation_prob)
                 if child not in self._seen and self.sampler.accepts(child):
