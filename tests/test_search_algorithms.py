@@ -65,12 +65,15 @@ def test_random_search_budget_unique_constrained_and_seeded():
 def test_random_search_state_round_trips_through_json():
     a = RandomSearch(SPACE, 40, seed=1)
     first = a.ask(15)
-    for arch in first[:10]:
-        a.tell(arch, fake_accuracy(arch))
+    told = {arch: fake_accuracy(arch) for arch in first[:10]}
+    for arch, score in told.items():
+        a.tell(arch, score)
     b = RandomSearch(SPACE, 40, seed=999)
-    b.set_state(json.loads(json.dumps(a.get_state())))
+    b.set_state(json.loads(json.dumps(a.get_state())), first, told)
     assert b.ask(25) == a.ask(25)
     assert b.best(3) == a.best(3)
+    with pytest.raises(ValueError, match="proposed 40 architectures; 14 given"):
+        b.set_state(a.get_state(), first[:14], told)
 
 
 def test_evolution_follows_algorithm_1():
@@ -132,10 +135,52 @@ def test_evolution_waits_for_its_generation_and_resumes_from_state():
     assert evo.ask(1) == []  # one member still out
     # Save, restore into a fresh instance and finish both: same proposals.
     clone = Evolution(SPACE, 60, seed=123, population_size=10, num_parents=3)
-    clone.set_state(json.loads(json.dumps(evo.get_state())))
+    clone.set_state(json.loads(json.dumps(evo.get_state())), first, {a: fake_accuracy(a) for a in first[:9]})
     evo.tell(first[9], fake_accuracy(first[9]))
     clone.tell(first[9], fake_accuracy(first[9]))
     assert drive(evo) == drive(clone)
+
+
+def test_evolution_state_is_o1_and_the_rest_is_rebuilt():
+    # The saved state holds the generator and the current population, never
+    # the history: as large after 30 generations as after 1. Scores, Topk,
+    # generations and the proposed set come back from proposals and scores.
+    def score(i, arch):
+        return None if i % 7 == 6 else fake_accuracy(arch)  # some fail
+
+    def run(evo, proposals, told, snapshot_at=()):
+        sizes, snaps = [], []
+        while not evo.done:
+            archs = evo.ask(4)
+            assert archs, "every member handed out was told: ask must give more"
+            proposals += archs
+            if len(proposals) in snapshot_at:  # asked, not yet told
+                snaps.append((json.loads(json.dumps(evo.get_state())), list(proposals), dict(told), list(evo.topk)))
+            for k, arch in enumerate(archs):
+                told[arch] = score(len(proposals) - len(archs) + k, arch)
+                evo.tell(arch, told[arch])
+            sizes.append(len(json.dumps(evo.get_state())))
+        return sizes, snaps
+
+    def new():
+        return Evolution(SPACE, 300, seed=5, population_size=10, num_parents=3)
+
+    proposals, told = [], {}
+    evo = new()
+    sizes, snaps = run(evo, proposals, told, snapshot_at=(54, 174, 300))
+    assert max(sizes) < 1.1 * min(sizes), (min(sizes), max(sizes))
+    assert [s[0]["generation"] for s in snaps] == [5, 17, 29]
+    for state, done_before, told_before, topk in snaps:
+        clone = Evolution(SPACE, 300, seed=0, population_size=10, num_parents=3)
+        clone.set_state(state, done_before, told_before)
+        assert clone.topk == topk
+        assert [clone.generation_of(a) for a in done_before] == [evo.generation_of(a) for a in done_before]
+        for i, arch in enumerate(done_before):  # the members asked but not yet told
+            if arch not in told_before:
+                told_before[arch] = score(i, arch)
+                clone.tell(arch, told_before[arch])
+        run(clone, done_before, told_before)
+        assert done_before == proposals and clone.best(5) == evo.best(5) and clone.topk == evo.topk
 
 
 def test_evolution_failed_scores_are_not_parents():

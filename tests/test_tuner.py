@@ -13,7 +13,7 @@ import pytest
 import search_fixtures
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search import Constraints, Evolution
+from tf_oneshot.search import Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_bounds
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.tuner import OneShotOracle, architecture_to_values, values_to_architecture
@@ -37,6 +37,21 @@ class FakeTuner(keras_tuner.Tuner):
             raise KeyboardInterrupt
         arch = values_to_architecture(SPACE, trial.hyperparameters.values)
         return {"oneshot_accuracy": fake_accuracy(arch)}
+
+
+def new_oracle(directory, project, **kwargs):
+    oracle = OneShotOracle(space=SPACE, algorithm="evolution", **kwargs)
+    oracle._set_project_dir(directory, project)
+    return oracle
+
+
+def run_trials(oracle, n):
+    """Creates, scores (fake) and ends `n` trials, as a tuner would; no model."""
+    for _ in range(n):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"oneshot_accuracy": fake_accuracy(oracle.architecture(trial))})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
 
 
 def finished(oracle):
@@ -105,6 +120,52 @@ def test_oracle_with_fake_scores_saves_and_reloads(tmp_path):
             proposals.append(arch)
             ref.tell(arch, fake_accuracy(arch))
     assert [again.architecture(again.trials[t]) for t in sorted(again.trials)] == proposals
+
+
+def test_oracle_state_is_o1_per_trial_and_saved_once(tmp_path, monkeypatch):
+    # oracle.json's own part holds the generator and the current population,
+    # not the history: as large after 300 trials as after 30. KerasTuner's
+    # own part (start_order, tried_so_far, ...) grows with the trials; that is its.
+    saves = []
+    monkeypatch.setattr(OneShotOracle, "save", lambda self: saves.append(1) or keras_tuner.Oracle.save(self))
+    sizes = {}
+    for trials in (30, 300):
+        oracle = new_oracle(str(tmp_path), f"p{trials}", max_trials=trials, seed=0, population_size=10,
+                            num_parents=3)
+        run_trials(oracle, trials)
+        saved = json.load(open(os.path.join(tmp_path, f"p{trials}", "oracle.json")))["oneshot"]
+        sizes[trials] = len(json.dumps(saved))
+        # Reloaded from it and the trials: the algorithm as it was.
+        again = new_oracle(str(tmp_path), f"p{trials}", max_trials=trials, seed=1, population_size=10,
+                           num_parents=3)
+        again.reload()
+        assert again.algorithm.topk == oracle.algorithm.topk and again.algorithm.done
+        assert again.algorithm.seed == 0 and again._told == set(oracle.trials)
+    assert sizes[300] < 1.1 * sizes[30], sizes
+    other = new_oracle(str(tmp_path), "p30", max_trials=30, seed=0, population_size=5, num_parents=3)
+    with pytest.raises(UserError, match="options .'population_size': 10.*use the same settings"):
+        other.reload()
+    # One save when a trial starts and one when it ends (KerasTuner's), not two.
+    oracle = new_oracle(str(tmp_path), "once", max_trials=5, seed=0, population_size=10)
+    saves.clear()
+    run_trials(oracle, 5)
+    assert len(saves) == 2 * 5
+
+
+def test_random_oracle_reloads_from_its_trials(tmp_path):
+    def new():
+        oracle = OneShotOracle(space=SPACE, algorithm="random", max_trials=20, seed=4)
+        oracle._set_project_dir(str(tmp_path), "r")
+        return oracle
+
+    run_trials(new(), 8)
+    again = new()
+    again.reload()
+    # KerasTuner's end_trial saves trial 07 as still running; it is not run again.
+    assert again._retry_queue == [] and again._told == set(again.trials)
+    run_trials(again, 12)
+    ref = RandomSearch(SPACE, 20, seed=4).ask(20)
+    assert [again.architecture(again.trials[t]) for t in again.start_order] == ref
 
 
 def test_constraints_hold_in_populate_space(tmp_path):

@@ -6,7 +6,9 @@ hyperparameters (per choice block, one `Choice` of input subset and one of op
 combination), `populate_space` proposes only architectures that meet the
 constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
 after consecutive failed trials anyway), and the algorithm's state travels in
-`get_state`/`set_state`.
+`get_state`/`set_state`. That state is O(1) in the number of trials (the
+generator, the current population): the proposals and scores are rebuilt from
+the trials on reload, as KerasTuner's own oracles rebuild theirs.
 
 `OneShotTuner.run_trial` scores the trial's architecture with the trained
 one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
@@ -121,13 +123,17 @@ class OneShotOracle(keras_tuner.Oracle):
         )
         # `Oracle` turns seed=None (and 0) into a random seed; keep an explicit 0.
         algo_seed = self.seed if seed is None else seed
+        # The settings reload checks (and a results line's `options`).
+        self.algorithm_options: dict[str, Any] = {}
         if algorithm == "evolution":
+            self.algorithm_options = {"population_size": population_size, "num_parents": num_parents,
+                                      "mutation_prob": mutation_prob}
             self.algorithm: RandomSearch | Evolution = Evolution(
-                space, max_trials, self.constraints, seed=algo_seed, population_size=population_size,
-                num_parents=num_parents, mutation_prob=mutation_prob,
+                space, max_trials, self.constraints, seed=algo_seed, **self.algorithm_options
             )
         else:
             self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
+        # Trials told to the algorithm; rebuilt from the trials on reload, not saved.
         self._told: set[str] = set()
 
     # ----------------------------------------------------------- KerasTuner
@@ -160,49 +166,80 @@ class OneShotOracle(keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
+        # `super().end_trial` saves; a tell changes nothing `get_state` holds
+        # (scores are rebuilt from the trials), so one save per trial suffices.
         super().end_trial(trial)
-        if self._tell(self.trials[trial.trial_id]):
-            self.save()
+        self._tell(self.trials[trial.trial_id])
 
     def _tell(self, trial) -> bool:
         """Passes a finished trial's score to the algorithm once; True if new."""
-        if trial.trial_id in self._told or trial.status not in (_Status.COMPLETED, _Status.FAILED):
+        if trial.trial_id in self._told or not _finished(trial):
             return False
-        arch = values_to_architecture(self.space, trial.hyperparameters.values)
-        score = trial.score if trial.status == _Status.COMPLETED else None
-        self.algorithm.tell(arch, None if score is None else float(score))
+        self.algorithm.tell(values_to_architecture(self.space, trial.hyperparameters.values), _score(trial))
         self._told.add(trial.trial_id)
         return True
 
     def get_state(self) -> dict[str, Any]:
+        """KerasTuner's state plus the algorithm's, which is O(1) in the number of trials."""
         state = super().get_state()
         state["oneshot"] = {
             "algorithm": self.algorithm_name,
             "space": self.space.to_config(),
             "constraints": self.constraints.to_json(),
+            "options": self.algorithm_options,
+            "seed": self.algorithm.seed,
             "algorithm_state": self.algorithm.get_state(),
-            "told": sorted(self._told),
         }
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         mine = state["oneshot"]
-        if mine["algorithm"] != self.algorithm_name or mine["constraints"] != self.constraints.to_json():
+        saved = (mine["algorithm"], mine["constraints"], mine["options"])
+        if saved != (self.algorithm_name, self.constraints.to_json(), self.algorithm_options):
             raise UserError(
-                f"the tuner project was searched with algorithm={mine['algorithm']} and constraints "
-                f"{mine['constraints']}; use the same settings, or overwrite=True / a new project_name."
+                f"the tuner project was searched with algorithm={saved[0]}, constraints {saved[1]} and "
+                f"options {saved[2]}; use the same settings, or overwrite=True / a new project_name."
             )
-        self.algorithm.set_state(mine["algorithm_state"])
-        self._told = set(mine["told"])
-        # A kill between end_trial's save and ours leaves a finished trial
-        # untold: tell it now (trials are loaded before set_state).
-        for trial in self.trials.values():
-            self._tell(trial)
+        # The proposals are the trials in the order they started, and the
+        # finished ones are told: KerasTuner loads the trials before
+        # set_state, and saved `start_order` with this very state.
+        trials = [self.trials[t] for t in dict.fromkeys(self.start_order)]
+        proposals = [values_to_architecture(self.space, t.hyperparameters.values) for t in trials]
+        scores = {a: _score(t) for a, t in zip(proposals, trials) if _finished(t)}
+        try:
+            self.algorithm.set_state(mine["algorithm_state"], proposals, scores)
+        except ValueError as e:
+            raise UserError(f"the tuner project's trials do not match its oracle.json: {e}") from None
+        self.algorithm.seed = int(mine["seed"])
+        self._told = {t.trial_id for t in trials if _finished(t)}
+
+    def reload(self) -> None:
+        """KerasTuner's reload, without running finished trials again.
+
+        `Oracle.end_trial` saves before it drops the trial from
+        `ongoing_trials`, so oracle.json names the last finished trial as
+        still running and `reload` queues it for a retry. A trial whose own
+        file says it finished is done: it leaves the queue.
+        """
+        super().reload()
+        for trial_id in [t for t in self._retry_queue if _finished(self.trials[t])]:
+            self._retry_queue.remove(trial_id)
+            if trial_id not in self.end_order:  # killed between its file and oracle.json
+                self.end_order.append(trial_id)
 
     def architecture(self, trial) -> Hashable:
         """The architecture of a trial."""
         return values_to_architecture(self.space, trial.hyperparameters.values)
+
+
+def _finished(trial) -> bool:
+    return trial.status in (_Status.COMPLETED, _Status.FAILED)
+
+
+def _score(trial) -> float | None:
+    """The one-shot accuracy of a finished trial; None if it failed."""
+    return float(trial.score) if trial.status == _Status.COMPLETED else None
 
 
 # --------------------------------------------------------------------- tuner

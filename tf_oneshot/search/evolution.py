@@ -29,11 +29,13 @@ been told, from a seeded generator: the proposals depend only on the seed and
 the scores, not on how many architectures a caller asks for at a time nor on
 the order of the tells. A run restarted over its results file therefore
 rebuilds the same populations (cached scores are told at once) and carries on.
+The saved state (`get_state`) is only what the proposals and scores cannot
+give back: O(P), whatever the number of generations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -210,7 +212,14 @@ class Evolution:
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
-        """JSON-able state (KerasTuner oracles save it in oracle.json)."""
+        """JSON-able state, O(P) whatever the number of generations.
+
+        Only what the proposals and their scores cannot give back: the
+        generator (as it stands after drawing the current population), the
+        current population and how far it was handed out. Scores, Topk and
+        the proposed set are rebuilt by `set_state`, as KerasTuner's oracles
+        rebuild theirs from the trials.
+        """
         return {
             "algorithm": self.name,
             "rng": self._rng.bit_generator.state,
@@ -218,27 +227,50 @@ class Evolution:
             "population": [str(a) for a in self._population],
             "handed": self._handed,
             "proposed": self._proposed,
-            "generation_of": [[str(a), g] for a, g in self._generation_of.items()],
-            "seen": [str(a) for a in self._seen],
-            "scores": [[str(a), f] for a, f in self._scores.items()],
-            "topk": [[str(a), f] for a, f in self.topk],
             "fresh_fills": self.fresh_fills,
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Inverse of `get_state`."""
+    def set_state(
+        self,
+        state: dict[str, Any],
+        proposals: Sequence[Hashable],
+        scores: Mapping[Hashable, float | None],
+    ) -> None:
+        """Inverse of `get_state`, given what the search proposed and was told.
+
+        Args:
+            state: from `get_state`.
+            proposals: every architecture handed out, in the order of `ask`.
+            scores: the told ones (None: scoring failed); others are untold.
+
+        Raises:
+            ValueError: if `proposals` are not the ones `state` handed out.
+        """
         parse = self.space.parse
+        generation, handed = int(state["generation"]), int(state["handed"])
+        population = [parse(a) for a in state["population"]]
+        start = generation * self.population_size  # every earlier generation was handed out whole
+        proposals = list(proposals)
+        if len(proposals) != int(state["proposed"]) or proposals[start:] != population[:handed]:
+            raise ValueError(
+                f"the state handed out {state['proposed']} architectures, the last {handed} of generation "
+                f"{generation}; the {len(proposals)} proposals given do not match."
+            )
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
-        self.generation = int(state["generation"])
-        self._population = [parse(a) for a in state["population"]]
-        self._handed = int(state["handed"])
-        self._proposed = int(state["proposed"])
-        self._generation_of = {parse(a): int(g) for a, g in state["generation_of"]}
-        self._seen = {parse(a) for a in state["seen"]}
-        self._scores = {parse(a): f for a, f in state["scores"]}
-        self.topk = [(parse(a), float(f)) for a, f in state["topk"]]
+        self.generation, self._handed, self._proposed = generation, handed, len(proposals)
+        self._population = population
         self.fresh_fills = int(state["fresh_fills"])
+        self._generation_of = {a: i // self.population_size for i, a in enumerate(proposals)}
+        self._generation_of.update((a, generation) for a in population)
+        self._seen = set(proposals) | set(population)
+        self._scores = {a: None if scores[a] is None else float(scores[a]) for a in proposals if a in scores}
+        # Topk as Update_Topk left it: the best of every earlier generation
+        # (top-k of top-k and more is top-k of all), the last one too once done.
+        told = [(a, self._scores[a]) for a in proposals[:start] if self._scores.get(a) is not None]
+        self.topk = sorted(told, key=_rank)[: self.num_parents]
+        if self.done:
+            self._update_topk()
 
 
 def _rank(item: tuple[Hashable, float]) -> tuple[float, str]:
