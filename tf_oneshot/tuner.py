@@ -8,14 +8,19 @@ constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
 after consecutive failed trials anyway), and the algorithm's state travels in
 `get_state`/`set_state`. That state is O(1) in the number of trials (the
 generator, the current population): the proposals and scores are rebuilt from
-the trials on reload, as KerasTuner's own oracles rebuild theirs.
+the trials on reload, as KerasTuner's own oracles rebuild theirs. Without
+`max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20.
 
 `OneShotTuner.run_trial` scores the trial's architecture with the trained
 one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
-per trial. In KerasTuner's distributed mode (KERASTUNER_TUNER_ID,
-KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) all oracle logic stays on the
-chief, whose client forwards only create/update/end/get trial and space calls,
-and each worker loads the one-shot checkpoint itself, on its first trial.
+per trial. Each tuner appends one line per trial to
+`<project_dir>/results_<tuner_id>.jsonl` with the fields `tf-oneshot search`
+writes (identity fields included), so `tf-oneshot analyze --search_results`
+reads it like a search's results. In KerasTuner's distributed mode
+(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) all oracle
+logic stays on the chief, whose client forwards only create/update/end/get
+trial and space calls, and each worker loads the one-shot checkpoint itself,
+on its first trial.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ import keras_tuner
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_model
+from tf_oneshot.search.evolution import GENERATIONS
 from tf_oneshot.search_spaces import SearchSpace
 
 OBJECTIVE = "oneshot_accuracy"
+# Trials of a random search when `max_trials` is not given.
+RANDOM_TRIALS = 100
 _Trial = keras_tuner.engine.trial.Trial
 _Status = keras_tuner.engine.trial.TrialStatus
 
@@ -69,7 +77,9 @@ class OneShotOracle(keras_tuner.Oracle):
             here: the oracle never loads weights).
         algorithm: "random" (Bender et al. 2018, §4.1) or "evolution" (SPOS,
             Algorithm 1).
-        max_trials: architectures to score in all.
+        max_trials: architectures to score in all; by default Algorithm 1's
+            population_size * 20 (T = 20 generations, SPOS §3.4) for
+            evolution, and 100 for random search.
         seed: seeds the algorithm (KerasTuner's own seed if None).
         max_params, max_flops, min_params, min_flops: constraints on the
             stand-alone model, met by every proposal.
@@ -87,7 +97,7 @@ class OneShotOracle(keras_tuner.Oracle):
         self,
         model_dir: str | None = None,
         algorithm: str = "random",
-        max_trials: int = 100,
+        max_trials: int | None = None,
         seed: int | None = None,
         max_params: int | None = None,
         max_flops: int | None = None,
@@ -102,6 +112,8 @@ class OneShotOracle(keras_tuner.Oracle):
     ):
         if algorithm not in ALGORITHMS:
             raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        if max_trials is None:
+            max_trials = population_size * GENERATIONS if algorithm == "evolution" else RANDOM_TRIALS
         if not isinstance(max_trials, int) or max_trials < 1:
             raise UserError(f"max_trials={max_trials!r} is invalid; expected a positive integer.")
         if space is None:
@@ -123,6 +135,8 @@ class OneShotOracle(keras_tuner.Oracle):
         )
         # `Oracle` turns seed=None (and 0) into a random seed; keep an explicit 0.
         algo_seed = self.seed if seed is None else seed
+        # A distributed worker's own oracle only knows the seed if it was given.
+        self.seed_given = seed is not None
         # The settings reload checks (and a results line's `options`).
         self.algorithm_options: dict[str, Any] = {}
         if algorithm == "evolution":
@@ -271,6 +285,11 @@ class OneShotTuner(keras_tuner.Tuner):
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        if not isinstance(oracle, OneShotOracle):
+            raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
+        # Kept: on a distributed worker `self.oracle` becomes a client of the
+        # chief's, and this local copy is where the search's settings are read.
+        self.oneshot_oracle = oracle
         self.model_dir = model_dir
         self.space = _space_of(model_dir)
         self.bn_mode = bn_mode
@@ -280,6 +299,33 @@ class OneShotTuner(keras_tuner.Tuner):
         self._scorer = None
         self._waiting = False
         super().__init__(oracle=oracle, hypermodel=None, **tuner_kwargs)
+        self.on_worker = self.oracle is not oracle
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The identity fields of `tf-oneshot search` lines (`search.results.IDENTITY_FIELDS`).
+
+        Read from the local oracle, which a distributed worker builds with the
+        chief's arguments: the algorithm, constraints and options are the
+        chief's, and so is the seed when one was given (else the chief drew
+        it, and a worker writes None).
+        """
+        import inspect
+
+        from tf_oneshot.search.scorer import OneShotScorer
+
+        oracle = self.oneshot_oracle
+        options = {**oracle.algorithm_options, "kl": self.kl,
+                   "validation_examples": self._scorer_kwargs.get("validation_examples")}
+        if self.bn_mode == "recalibrate":
+            default = inspect.signature(OneShotScorer.from_model_dir).parameters["recalibration_images"].default
+            options["recalibration_images"] = self._scorer_kwargs.get("recalibration_images", default)
+        return {
+            "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
+            "algorithm": oracle.algorithm_name,
+            "seed": oracle.algorithm.seed if oracle.seed_given or not self.on_worker else None,
+            "constraints": oracle.constraints.to_json(), "options": options,
+        }
 
     @property
     def scorer(self):
@@ -309,16 +355,23 @@ class OneShotTuner(keras_tuner.Tuner):
         arch = values_to_architecture(self.space, trial.hyperparameters.values)
         tic = time.perf_counter()
         score = self.scorer.score([arch])[0]
+        seconds = round(time.perf_counter() - tic, 6)
         cost = self.space.count(arch)
         from tf_oneshot.io_utils import append_jsonl
 
+        # The line `tf-oneshot search` writes (search/driver.py), plus the trial.
+        # A distributed worker's algorithm proposes nothing (the chief's
+        # does), so it does not know the generation: None there.
+        generation = None if self.on_worker else self.oneshot_oracle.algorithm.generation_of(arch)
         record = {
-            "architecture": str(arch), "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
-            "params": cost.params, "flops": cost.flops, "seconds": round(time.perf_counter() - tic, 6),
-            "space": self.space.to_config(), "bn_mode": self.bn_mode,
-            "checkpoint_step": self.scorer.step, **{k: float(v) for k, v in score.items()},
+            "architecture": str(arch), "oneshot_accuracy": float(score["oneshot_accuracy"]),
+            "loss": float(score["loss"]), "params": int(cost.params), "flops": int(cost.flops),
+            "seconds": seconds, "generation": generation,
         }
-        # One file per tuner: a scored-architecture log in the results format.
+        for key, value in score.items():
+            record.setdefault(key, float(value))
+        record.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, **self.identity)
+        # One file per tuner, so that workers never append to the same file.
         append_jsonl(os.path.join(self.project_dir, f"results_{self.tuner_id}.jsonl"), record)
         return {k: float(v) for k, v in score.items()}
 

@@ -45,6 +45,8 @@ from tf_oneshot.search_spaces import SearchSpace
 
 # Attempts at a new, fitting child before a fresh draw replaces it.
 CHILD_ATTEMPTS = 200
+# T, Algorithm 1's max iterations (SPOS §3.4): a budget of P * T architectures.
+GENERATIONS = 20
 
 
 class Evolution:
@@ -52,7 +54,8 @@ class Evolution:
 
     Args:
         space: the search space.
-        num_architectures: total distinct architectures to score (P * T).
+        num_architectures: total distinct architectures to score (P * T;
+            T = `GENERATIONS` = 20 in SPOS).
         constraints: bounds every proposal meets.
         seed: seeds every random choice.
         population_size: P (50 in SPOS).
