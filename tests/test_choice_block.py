@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tf_oneshot.layers import GhostBatchNormalization
+from tf_oneshot.search_spaces import NUM_OPS, OP_NAMES
 from tf_oneshot.search_spaces.bender_cell.cell import Cell, cell_masks
 from tf_oneshot.search_spaces.bender_cell.choice_block import ChoiceBlock, effective_masks
 from tf_oneshot.search_spaces.bender_cell.ops import CellOp
-from tf_oneshot.search_spaces import NUM_OPS, OP_NAMES
 
 GBS, F, N = 4, 3, 8
 

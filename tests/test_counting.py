@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 from tf_oneshot.search_spaces.bender_cell.standalone import build_all_on_model, build_standalone_model
 
 SPACES = [

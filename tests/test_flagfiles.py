@@ -83,3 +83,13 @@ def test_strategy_and_precision_choices_are_accepted(name):
     # A flag given after the flagfile overrides it, as users expect.
     _, overridden = parse(name, "--train_steps=7")
     assert overridden.train_steps == 7
+
+
+@pytest.mark.parametrize("name", ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"])
+def test_the_learning_rate_schedule_is_explicit_and_its_choice_explained(name):
+    text = (FLAGS_DIR / name).read_text()
+    assert "\n--lr_schedule=cosine\n" in text
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    assert "silent" in header and "cosine" in header
+    _, config = parse(name)
+    assert config.lr_schedule == "cosine"

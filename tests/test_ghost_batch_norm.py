@@ -150,3 +150,26 @@ def test_counter_is_not_checkpointed(tmp_path):
     names = [name for name, _ in tf.train.list_variables(path)]
     assert not any("recalibration" in name for name in names)
     assert sum("layer/" in name for name in names) == 4
+
+
+def test_a_frozen_layer_keeps_its_moving_statistics_as_keras_does():
+    layer = GhostBatchNormalization(4, eval_mode="moving")
+    x = tf.random.stateless_normal((8, 3, 3, 2), seed=[1, 2]) * 3.0 + 1.0
+    layer(x, training=True)
+    statistics = (layer.moving_mean, layer.moving_variance)
+    before = [w.numpy().copy() for w in statistics]
+    layer.trainable = False
+    out = layer(x, training=True)
+    for old, new in zip(before, statistics):
+        np.testing.assert_array_equal(old, new.numpy())
+    # It normalizes as at evaluation, like keras.layers.BatchNormalization.
+    np.testing.assert_allclose(out, layer(x, training=False), rtol=1e-6)
+    keras_bn = keras.layers.BatchNormalization()
+    keras_bn.build(x.shape)
+    keras_bn.trainable = False
+    keras_before = keras_bn.moving_mean.numpy().copy()
+    keras_bn(x, training=True)
+    np.testing.assert_array_equal(keras_before, keras_bn.moving_mean.numpy())
+    layer.trainable = True
+    layer(x, training=True)
+    assert not np.array_equal(before[0], layer.moving_mean.numpy())

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tf_oneshot.layers import GhostBatchNormalization, PathDropout
-from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 
 TINY = CellSpace(filters=4, num_cells=2, num_stacks=2, image_shape=(8, 8, 1))
 GBS, N = 4, 8

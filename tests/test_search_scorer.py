@@ -87,8 +87,8 @@ def test_kl_is_zero_for_the_reference_and_matches_its_definition(setup):
     kl_arch = scorer.score([arch])[0]["kl"]
     # The all-on reference (7 ops per block: outside the space) against itself.
     on = space.all_on_masks()
-    masks = [tf.constant(np.repeat(on[k][None], 4, 0)) for k in ("input_mask", "op_mask")]
-    assert scorer._kl_batch(*masks) == pytest.approx([0.0] * 4, abs=1e-5)
+    masks = {k: np.repeat(on[k][None], 4, 0) for k in ("input_mask", "op_mask")}
+    assert scorer._kl_batch(masks) == pytest.approx([0.0] * 4, abs=1e-5)
     # §5: D(p||q) + D(q||p) per example, averaged over the 64 training examples.
     model.set_bn_mode("batch")
 
@@ -100,6 +100,23 @@ def test_kl_is_zero_for_the_reference_and_matches_its_definition(setup):
     expected = np.mean(np.sum(p * np.log(p / q) + q * np.log(q / p), -1))
     assert kl_arch == pytest.approx(expected, rel=1e-3)
     assert kl_arch > 1e-3
+
+
+def test_kl_against_references_sampled_at_r_1e8_as_in_section_5(setup):
+    model, space = setup["model"], setup["space"]
+    sampled = OneShotScorer(model, space, setup["x"], setup["y"], archs_per_pass=4, kl_images=setup["kl"],
+                            kl_reference="sampled", step=7)
+    references = sampled._reference_masks(2)
+    # r = 1e-8: p = r^(1/k) drops ~7% of a block's 7 ops and ~0.01% of 2 inputs, so the
+    # references are almost, but not exactly, the all-on network (§5).
+    ops = references["op_mask"].numpy()
+    assert ops.shape[0] == 2 and 0.5 < ops.sum() / ops.size < 1.0
+    arch = setup["archs"][2]
+    kl_sampled = sampled.score([arch])[0]["kl"]
+    kl_all_on = setup["scorer"].score([arch])[0]["kl"]
+    assert kl_sampled > 1e-3 and kl_sampled != pytest.approx(kl_all_on, rel=1e-6)
+    with pytest.raises(UserError, match="kl_reference"):
+        OneShotScorer(model, space, setup["x"], setup["y"], kl_images=setup["kl"], kl_reference="most")
 
 
 def test_recalibration_is_the_exact_average_then_moving_statistics(setup):

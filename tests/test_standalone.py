@@ -7,9 +7,13 @@ import tensorflow as tf
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.layers import GhostBatchNormalization
-from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
 from tf_oneshot.search_spaces import OP_NAMES, CellSpace
-from tf_oneshot.search_spaces.bender_cell.standalone import build_all_on_model, build_standalone_model, copy_oneshot_weights
+from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
+from tf_oneshot.search_spaces.bender_cell.standalone import (
+    build_all_on_model,
+    build_standalone_model,
+    copy_oneshot_weights,
+)
 
 TINY = CellSpace(filters=4, num_cells=2, num_stacks=2, image_shape=(8, 8, 1))
 GBS = 4

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from tf_oneshot import cli, trainer
 from tf_oneshot.config import TrainConfig
-from tf_oneshot.search_spaces.bender_cell import CellSpace
 from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces.bender_cell import CellSpace
 
 TINY = dict(
     dataset="digits", filters=4, num_cells=2, num_stacks=2, batch_size=32, ghost_batch_size=16,

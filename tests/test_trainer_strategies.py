@@ -58,7 +58,8 @@ def _loss_scale_guard() -> dict:
     import keras
     import tensorflow as tf
 
-    from tf_oneshot import distribute, trainer
+    from tf_oneshot import distribute
+    from tf_oneshot.tasks import agree_on_finite
 
     strategy = distribute.get_strategy("mirrored")
     with strategy.scope():
@@ -71,7 +72,7 @@ def _loss_scale_guard() -> dict:
         x = tf.where(tf.equal(replica, bad_replica), float("inf"), 1.0) * tf.ones([3])
         with tf.GradientTape() as tape:
             scaled = optimizer.scale_loss(tf.reduce_sum(w * x))
-        grads, finite = trainer.agree_on_finite(tape.gradient(scaled, [w]))
+        grads, finite = agree_on_finite(tape.gradient(scaled, [w]))
         optimizer.apply_gradients(zip(grads, [w]))
         return finite
 

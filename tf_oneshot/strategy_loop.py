@@ -68,7 +68,7 @@ def train_loop(
         totals = tf.zeros([width])
         for i in tf.range(steps):
             batch = next(iterator)
-            args = tf.nest.map_structure(lambda t: t[i], per_step)
+            args = tf.nest.map_structure(lambda t, i=i: t[i], per_step)
             totals += strategy.reduce(SUM, strategy.run(step_fn, args=(batch, args)), axis=None)
             if counter is not None:
                 counter.assign_add(1)

@@ -25,6 +25,8 @@ flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score
 flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
 flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidate for --bn_mode=recalibrate.")
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
+flags.DEFINE_string("kl_reference", "all_on", "--kl against: all_on (exact, the default) or sampled (§5 as "
+                    "published: references drawn by path dropout at r = 1e-8).")
 flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50).")
 flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10).")
 flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
@@ -34,7 +36,7 @@ flags.DEFINE_integer("validation_examples", None, "Score on the first this many 
 
 FLAG_NAMES = (
     "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",
-    "bn_mode", "recalibration_images", "kl", "population_size", "num_parents", "mutation_prob",
+    "bn_mode", "recalibration_images", "kl", "kl_reference", "population_size", "num_parents", "mutation_prob",
     "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu",
     *common_flags.CONSTRAINT_FLAGS,
 )
@@ -109,6 +111,8 @@ def run(FLAGS) -> int:
         options = {}
         algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
     options.update(kl=FLAGS.kl, validation_examples=FLAGS.validation_examples)
+    if FLAGS.kl:
+        options["kl_reference"] = FLAGS.kl_reference
     if FLAGS.bn_mode == "recalibrate":
         options["recalibration_images"] = FLAGS.recalibration_images
     path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{algorithm.name}.jsonl")
@@ -125,7 +129,8 @@ def run(FLAGS) -> int:
     with Preemption() as preemption:
         strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
         scorer = OneShotScorer.from_model_dir(
-            FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, archs_per_pass=archs_per_pass,
+            FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
+            archs_per_pass=archs_per_pass,
             recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
             data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
         )

@@ -174,7 +174,11 @@ class GhostBatchNormalization(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = tf.cast(inputs, "float32") if inputs.dtype != tf.float32 else inputs
-        mode = "train" if training else self._mode
+        # As keras.layers.BatchNormalization: a frozen layer (trainable=False)
+        # runs as at evaluation, so fine-tuning a child from frozen shared
+        # weights never moves their statistics. An explicit recalibration
+        # (set_mode("recalibrate")) still recalibrates.
+        mode = "train" if training and self.trainable else self._mode
         if mode == "moving":
             out = self._normalize(x, self.moving_mean, self.moving_variance)
         else:

@@ -29,7 +29,6 @@ batch statistics on the fly: a label-free score.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -42,6 +41,9 @@ from tf_oneshot.strategy_loop import SplitFunction
 
 BN_MODES = ("batch", "recalibrate")
 KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the training set"
+# §5's references: "almost all the operations ... enabled (base dropout rate r = 10^-8)".
+KL_REFERENCES = ("all_on", "sampled")
+KL_REFERENCE_RATE = 1e-8
 # Largest tensor of validation images kept in memory; beyond it ask for a cap.
 MAX_VALIDATION_BYTES = 2 << 30
 
@@ -71,6 +73,10 @@ class OneShotScorer:
             Always 1 in "recalibrate" mode.
         recalibration_images: training images for "recalibrate" (SPOS).
         kl_images: training images for the KL divergence (None: no KL).
+        kl_reference: "all_on" (the default: the exact all-on network, the
+            limit of §5's references as r -> 0, with no sampling noise) or
+            "sampled" (§5 as published: one reference per ghost batch of the
+            KL images, sampled by path dropout at r = 1e-8).
         step: the checkpoint step, for records.
         pass_examples: examples per forward pass to aim for (all copies).
         jit_compile: compile with XLA (TPU; slow for depthwise convs on CPU).
@@ -92,6 +98,7 @@ class OneShotScorer:
         archs_per_pass: int | None = None,
         recalibration_images: np.ndarray | None = None,
         kl_images: np.ndarray | None = None,
+        kl_reference: str = "all_on",
         step: int = 0,
         pass_examples: int = 512,
         jit_compile: bool = False,
@@ -111,6 +118,9 @@ class OneShotScorer:
         self.pass_examples = pass_examples
         self.jit_compile = jit_compile
         self.kl = kl_images is not None
+        if kl_reference not in KL_REFERENCES:
+            raise UserError(f"kl_reference={kl_reference!r} is unknown; choose one of {', '.join(KL_REFERENCES)}.")
+        self.kl_reference = kl_reference
         n = len(images) // self.ghost * self.ghost
         if n == 0:
             raise UserError(f"{len(images)} validation examples are fewer than one ghost batch of {self.ghost}.")
@@ -148,6 +158,7 @@ class OneShotScorer:
         *,
         bn_mode: str = "batch",
         kl: bool = False,
+        kl_reference: str = "all_on",
         archs_per_pass: int | None = None,
         recalibration_images: int = 2048,
         validation_examples: int | None = None,
@@ -193,7 +204,8 @@ class OneShotScorer:
         kwargs.setdefault("jit_compile", bool(config.jit_compile))
         return cls(
             loaded.model, loaded.space, images, labels, bn_mode=bn_mode, archs_per_pass=archs_per_pass,
-            recalibration_images=recal, kl_images=kl_images, step=loaded.step, strategy=strategy, **kwargs,
+            recalibration_images=recal, kl_images=kl_images, kl_reference=kl_reference, step=loaded.step,
+            strategy=strategy, **kwargs,
         )
 
     def _masks(self, archs: Sequence[Hashable], size: int) -> dict[str, np.ndarray]:
@@ -314,11 +326,21 @@ class OneShotScorer:
     def _kl_batch(self, masks: dict[str, np.ndarray]) -> np.ndarray:
         self._batch_statistics()
         if self._reference_logp is None:
-            reference = {k: tf.constant(v[None]) for k, v in self.space.all_on_masks().items()}
-            num_chunks, _, forward = self._run_chunks(self._kl_images, 1, reference)
-            logits = tf.concat([forward(i) for i in range(num_chunks)], 1)[0]
+            ghosts = self._kl_images.shape[0] // self.ghost
+            reference = self._reference_masks(ghosts)
+            logits = self.model({"images": self._kl_images, **reference}, training=False)
             self._reference_logp = tf.nn.log_softmax(logits, -1)
         return self._call("kl", masks).numpy()
+
+    def _reference_masks(self, ghosts: int) -> dict[str, tf.Tensor]:
+        """One reference architecture per ghost batch of the KL images (Bender et al. 2018, §5)."""
+        on = {k: tf.constant(np.repeat(v[None], ghosts, axis=0)) for k, v in self.space.all_on_masks().items()}
+        if self.kl_reference == "all_on":
+            return on
+        from tf_oneshot.layers.path_dropout import PathDropout
+
+        dropout = PathDropout(KL_REFERENCE_RATE, schedule="constant", keys=self.space.dropout_masks(), seed=self.step)
+        return dropout(on, step=0, training=True)
 
     def tracing_count(self) -> int:
         """Traces of every compiled scoring function so far (constant in the number of architectures)."""

@@ -41,8 +41,8 @@ def _import_spec(spec: str) -> Any:
     """Imports "module:attr" or "path/file.py:attr"."""
     if ":" not in spec:
         raise UserError(
-            f"--space={spec} is neither a registered space ({', '.join(sorted(BUILTIN))}) nor "
-            "'module:Attribute' / 'path/to/file.py:Attribute'."
+            f"unknown search space {spec!r}; choose a registered one ({', '.join(sorted(BUILTIN))}) or "
+            "give your own as 'module:Attribute' or 'path/to/file.py:Attribute'."
         )
     where, attr = spec.rsplit(":", 1)
     try:
