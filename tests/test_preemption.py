@@ -243,7 +243,7 @@ demo.DEFAULT_CONFIG = demo.DemoConfig(
     train=TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=1, num_blocks=2, batch_size=32,
                       ghost_batch_size=16, train_steps=30, checkpoint_every=10, log_every=2, eval_batches=1,
                       skip_threshold=0.0),
-    num_random=150, num_evolution=8, population_size=4, num_parents=2, num_retrain=3, retrain_steps=3,
+    num_random=80, num_evolution=8, population_size=4, num_parents=2, num_retrain=2, retrain_steps=3,
     archs_per_pass=2, kl=False,
 )
 sys.exit(cli.main(["tf-oneshot", "demo", "--output_dir=" + sys.argv[1]]))
@@ -280,10 +280,8 @@ def test_sigterm_stops_the_demo_in_training_and_in_search_and_it_resumes(tmp_pat
     run = Command(args)
     assert run.finish() == 0, run.text[-3000:]
     assert "already trained to step 30" in run.text and "[5/5]" in run.text
-    assert _lines(random_path)[: len(scored)] == scored and len(_lines(random_path)) == 150
+    assert _lines(random_path)[: len(scored)] == scored and len(_lines(random_path)) == 80
     summary = json.load(open(os.path.join(out, "summary.json")))
-    assert summary["num_random"] == 150 and summary["num_evolution"] == 8
+    assert summary["num_random"] == 80 and summary["num_evolution"] == 8
     assert os.path.exists(os.path.join(out, summary["export"]["keras"]))
-    # A finished demo is refused, as before; --overwrite still starts over.
-    run = Command(args)
-    assert run.finish() == 2 and "holds an earlier run (summary.json" in run.lines[-1]
+    # (A finished demo is still refused: tests/test_demo.py.)

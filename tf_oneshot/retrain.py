@@ -20,9 +20,9 @@ appended with fsync: a rerun skips finished pairs, and a torn last line (a kill
 mid-write) is dropped. `stop` (SIGTERM, `tf_oneshot.preemption`) is polled
 between training chunks; the pair in hand is dropped and trained again on
 the rerun. The best architecture (highest validation accuracy, or test
-accuracy with `full_train`, mean over seeds) is exported as a `.keras` file that loads in safe mode and as
-a SavedModel with a `serve` signature, both written to a temporary name first
-and renamed into place.
+accuracy with `full_train`, mean over seeds) is exported as a `.keras` file
+that loads in safe mode and as a SavedModel with a `serve` signature, both
+written to a temporary name first and renamed into place.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class RetrainSummary:
             (earlier and new), in file order.
         trained: (architecture string, seed) pairs trained now.
         skipped: pairs found finished in the results file.
-        best_architecture: highest mean validation accuracy over seeds.
+        best_architecture: highest mean validation accuracy over seeds (test
+            accuracy with `full_train`).
         exported: paths of the exports (empty if none was written now).
         preempted: `stop` ended the run early (no export then).
     """
