@@ -254,9 +254,13 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
                                          optimizer, log)
                     window, window_steps, tic = np.zeros(TOTALS), 0, time.perf_counter()
                 if step % config.checkpoint_every == 0 or step == config.train_steps:
+                    # Summaries first: once a checkpoint exists, every summary up to
+                    # its step is on disk, so a kill right after the save loses none
+                    # (a kill before it only repeats summaries on resume).
+                    writer.flush()
                     checkpoints.save(step)
-                    writer.flush()  # summaries up to a checkpoint survive a kill after it
             if step < config.train_steps:  # Preempted: every worker saves, then all stop.
+                writer.flush()
                 checkpoints.save(step)
                 log(f"SIGTERM received: checkpoint saved at step {step}; run again to resume.")
                 result["preempted"] = True
