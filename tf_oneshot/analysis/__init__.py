@@ -1,5 +1,16 @@
-"""Analysis of a search: rank metrics, the paper's figures, a Markdown report."""
+"""Analysis of a search: rank metrics, ground-truth metrics ("Deeper insights"), figures, a report."""
 
+from tf_oneshot.analysis.ground_truth import (
+    accuracy_then_loss,
+    ground_truth_positions,
+    ground_truth_rows,
+    gt_tau,
+    gt_tau_over_snapshots,
+    noise_ceiling,
+    pairwise_taus,
+    s_tau,
+    top_n_rank,
+)
 from tf_oneshot.analysis.plots import (
     plot_kl_vs_accuracy,
     plot_oneshot_histogram,
@@ -19,16 +30,25 @@ from tf_oneshot.analysis.report import Analysis, analyze, check_output_dir
 __all__ = [
     "Analysis",
     "RankMetrics",
+    "accuracy_then_loss",
     "analyze",
     "check_output_dir",
+    "ground_truth_positions",
+    "ground_truth_rows",
+    "gt_tau",
+    "gt_tau_over_snapshots",
     "kendall_tau",
     "load_retrain_results",
     "load_search_results",
+    "noise_ceiling",
     "pairwise_accuracy",
+    "pairwise_taus",
     "plot_kl_vs_accuracy",
     "plot_oneshot_histogram",
     "plot_oneshot_vs_standalone",
     "plot_search_progress",
     "rank_metrics",
+    "s_tau",
     "spearman_rho",
+    "top_n_rank",
 ]
