@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/search_throughput.py [--filters=16 --num_cells=6 --num_stacks=3
         --num_archs=32 --validation_examples=288]
+    .venv/bin/python benchmarks/search_throughput.py --space=darts64 --filters=16 --num_cells=4
 
 Prints one table from one run, on the embedded digits validation set (8x8x1,
 offline) or random CIFAR-sized images (--image_size=32), with untrained
@@ -11,7 +12,7 @@ weights (throughput does not depend on them):
   one compiled function for every architecture, for several architectures
   per pass (one per ghost batch);
 - naive (a): per architecture, a new stand-alone Keras model with the shared
-  weights copied in (`copy_oneshot_weights`), evaluated with `predict`;
+  weights copied in (`space.inherit_weights`), evaluated with `predict`;
 - naive (b): per architecture, a tf.function over the one-shot model with the
   masks as Python constants, so it traces anew for every architecture;
 - floor: the stand-alone model of each architecture, compiled once and
@@ -39,7 +40,6 @@ import tensorflow as tf  # noqa: E402
 from tf_oneshot import data, trainer  # noqa: E402
 from tf_oneshot.config import TrainConfig  # noqa: E402
 from tf_oneshot.search.scorer import OneShotScorer  # noqa: E402
-from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model, copy_oneshot_weights  # noqa: E402
 
 
 def batch_mode(model: keras.Model) -> None:
@@ -50,6 +50,7 @@ def batch_mode(model: keras.Model) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="bender_cell", help="a registered space or module:Attribute")
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--num_cells", type=int, default=6)
     parser.add_argument("--num_stacks", type=int, default=3)
@@ -67,6 +68,7 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     config = TrainConfig(filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,
                          batch_size=args.ghost_batch_size, ghost_batch_size=args.ghost_batch_size)
+    config = config.for_space(args.space)
     n = args.validation_examples // args.ghost_batch_size * args.ghost_batch_size
     if args.image_size == 8:
         shape = data.dataset_info("digits").image_shape
@@ -79,7 +81,7 @@ def main() -> None:
     model = trainer.build_oneshot(config, space, config.batch_size)
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(args.num_archs)]
-    print(f"space: F={args.filters}, {args.num_cells} cells, {args.num_stacks} stacks, images {'x'.join(map(str, shape))}; "
+    print(f"space: {space.name} {config.space_options()}, images {'x'.join(map(str, shape))}; "
           f"{n} validation images, ghost batch {args.ghost_batch_size}; "
           f"one-shot params {space.count_oneshot().params:,}; {os.cpu_count()} CPU(s)")
 
@@ -102,8 +104,8 @@ def main() -> None:
     # Floor: each stand-alone model compiled once and warmed up; only forward passes timed.
     floor_seconds = 0.0
     for arch in archs:
-        standalone = build_standalone_model(space, arch, ghost_batch_size=args.ghost_batch_size)
-        copy_oneshot_weights(model, standalone, arch)
+        standalone = space.build_standalone(arch, ghost_batch_size=args.ghost_batch_size)
+        space.inherit_weights(model, standalone, arch)
         batch_mode(standalone)
         forward = tf.function(lambda images, m=standalone: m(images, training=False))
         images = tf.constant(x)
@@ -120,8 +122,8 @@ def main() -> None:
     # Naive (a): a new Keras model per architecture with the weights copied in.
     tic = time.perf_counter()
     for arch in archs[: args.naive_archs]:
-        standalone = build_standalone_model(space, arch, ghost_batch_size=args.ghost_batch_size)
-        copy_oneshot_weights(model, standalone, arch)
+        standalone = space.build_standalone(arch, ghost_batch_size=args.ghost_batch_size)
+        space.inherit_weights(model, standalone, arch)
         batch_mode(standalone)
         logits = standalone.predict(x, batch_size=n, verbose=0)
         np.mean(np.argmax(logits, -1) == y)

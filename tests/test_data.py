@@ -204,6 +204,23 @@ def test_cifar_validation_is_the_held_out_tail_of_train(fake_cifar):
     assert sorted(test) == list(range(1000, 1020))
 
 
+def test_full_train_is_train_then_validation(fake_cifar):
+    """`FULL_TRAIN` (retrain --full_train, §3.4) reads both parts through one TFDS split expression."""
+    info = data.dataset_info("cifar10", data_dir=fake_cifar)
+    assert data.split_size(info, data.FULL_TRAIN) == 60
+
+    def ids(split, batch):
+        ds = data.make_dataset("cifar10", split, batch, training=False, data_dir=fake_cifar)
+        return _cifar_ids(_collect(ds)[0])
+
+    assert sorted(ids(data.FULL_TRAIN, 60)) == sorted(ids("train", 40) + ids("validation", 20)) == list(range(60))
+    batch = next(iter(data.make_dataset("cifar10", data.FULL_TRAIN, 8, training=True, data_dir=fake_cifar)))
+    assert batch[0].shape == (8, 32, 32, 3)
+    assert data.take_images("cifar10", data.FULL_TRAIN, 60, data_dir=fake_cifar).shape == (60, 32, 32, 3)
+    with pytest.raises(UserError, match="larger than the 60 examples of cifar10 train\\+validation"):
+        data.make_dataset("cifar10", data.FULL_TRAIN, 61, training=True, data_dir=fake_cifar)
+
+
 def test_cifar_training_augments_keeps_shape_and_is_deterministic(fake_cifar):
     def batches(seed):
         ds = data.make_dataset("cifar10", "train", 8, training=True, data_dir=fake_cifar, seed=seed)

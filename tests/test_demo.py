@@ -111,3 +111,25 @@ def test_overwrite_clears_only_what_a_demo_wrote(tmp_path):
     assert "summary.json" in PARTS
     _clear(str(tmp_path))
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_demo_resumes_only_its_own_unfinished_run(tmp_path):
+    """A demo's directory is resumed (after SIGTERM, say); other directories are refused."""
+    import dataclasses
+
+    from tf_oneshot.demo import RUN_FILE, _prepare_output_dir
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="no demo.json of a demo; pass a new directory, or --overwrite"):
+        run_demo(str(other), REDUCED, log=lambda s: None)
+    assert os.listdir(other) == ["notes.txt"]
+    out = str(tmp_path / "demo")
+    assert _prepare_output_dir(out, REDUCED, overwrite=False) is False  # a new demo, marked as such
+    assert json.load(open(os.path.join(out, RUN_FILE)))["kind"] == "tf_oneshot.demo"
+    assert _prepare_output_dir(out, REDUCED, overwrite=False) is True  # its own unfinished run
+    changed = dataclasses.replace(REDUCED, num_random=25)
+    with pytest.raises(UserError, match="unfinished demo with other settings.*--overwrite"):
+        _prepare_output_dir(out, changed, overwrite=False)
+    assert _prepare_output_dir(out, changed, overwrite=True) is False

@@ -65,6 +65,19 @@ def test_a_tiny_real_run_writes_the_summary(tmp_path):
     assert run_ground_truth(space, CONFIG, [0, 1], out, **QUIET).trained == ()
 
 
+def test_sigterm_stops_between_pairs_and_a_rerun_resumes(tmp_path):
+    out = str(tmp_path / "gt")
+    trainer = FakeTrainer()
+    result = run_ground_truth(SPACE, CONFIG, [0], out, train_fn=trainer, stop=lambda: len(trainer.calls) == 2,
+                              **QUIET)
+    assert result.preempted and result.trained == tuple(trainer.calls) and len(trainer.calls) == 2
+    assert result.summary is None and result.missing == 2
+    resumed = FakeTrainer()
+    result = run_ground_truth(SPACE, CONFIG, [0], out, train_fn=resumed, **QUIET)
+    assert not result.preempted and len(resumed.calls) == 2 and not set(resumed.calls) & set(trainer.calls)
+    assert result.summary is not None
+
+
 def test_evaluate_with_loss_is_the_mean_cross_entropy():
     keras.utils.set_random_seed(0)
     model = build_model(BASE, BASE.parse("124"), CONFIG)

@@ -171,3 +171,41 @@ def test_analyze_rejects_bad_inputs(tmp_path):
     with open(retrain, "a") as f:
         f.write('{"architecture": "01:2')
     assert analyze(search, retrain, out, log=lambda s: None).metrics.num_architectures == 6
+
+
+def test_full_train_results_are_ranked_on_the_test_split_and_the_report_says_so(tmp_path):
+    """`retrain --full_train` leaves no validation split: analyze ranks by test accuracy (§3.4)."""
+    search, retrain, _, chosen = _write_results(tmp_path)
+    full = str(tmp_path / "full.jsonl")
+    test_acc = {}
+    for line in (json.loads(x) for x in open(retrain)):
+        # Test accuracies rank the architectures in the reverse order of the validation ones.
+        test_acc.setdefault(line["architecture"], []).append(0.9 - 0.01 * chosen.index(line["architecture"])
+                                                             - 0.001 * line["seed"])
+        append_jsonl(full, {**line, "validation_accuracy": None, "validation_examples": 0, "full_train": True,
+                            "test_accuracy": test_acc[line["architecture"]][-1]})
+    scores = {}
+    for path in search:
+        for line in map(json.loads, open(path)):
+            scores.setdefault(line["architecture"], line["oneshot_accuracy"])
+    expected = rank_metrics([scores[a] for a in chosen], [np.mean(test_acc[a]) for a in chosen])
+    out = str(tmp_path / "analysis")
+    lines = []
+    result = analyze(search, full, out, log=lines.append)
+    assert result.standalone_split == "test"
+    assert result.metrics.kendall_tau == pytest.approx(expected.kendall_tau)
+    assert result.best_architecture == chosen[0]  # best on test, worst on validation
+    report = open(os.path.join(out, "report.md")).read()
+    assert "Stand-alone accuracy is the **test** accuracy" in report and "--full_train" in report
+    assert "stand-alone test acc. (mean ± std)" in report
+    saved = json.load(open(os.path.join(out, "analysis.json")))
+    assert saved["standalone_split"] == "test"
+    assert saved["architectures"][0]["standalone_validation_mean"] is None
+    assert any("train + validation" in line and "test accuracies" in line for line in lines)
+    # One results file holds one kind of run.
+    mixed = str(tmp_path / "mixed.jsonl")
+    for line in open(retrain).readlines()[:2] + open(full).readlines()[:2]:
+        with open(mixed, "a") as f:
+            f.write(line)
+    with pytest.raises(UserError, match="mixes runs trained on train \\+ validation"):
+        analyze(search, mixed, str(tmp_path / "other"))

@@ -10,6 +10,7 @@ functions of the global step, so they resume in place).
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import random
@@ -158,3 +159,129 @@ def test_sigterm_and_sigkill_at_random_moments_resume_to_the_exact_end(tmp_path)
             assert value == pytest.approx(0.05 * (1 + math.cos(math.pi * step / STEPS)), abs=1e-6), step
         elif tag == "train/drop_probability_ops":
             assert value == pytest.approx(0.1 ** (1 / 7) * step / STEPS, rel=1e-5), step
+
+
+# --- SIGTERM in the other long commands: retrain and the demo stop and resume ------------
+
+class Command:
+    """A `python` child whose merged output is read line by line as it comes."""
+
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(
+            line.rstrip("\n") for line in self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, predicate, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            if predicate(self):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"not reached (rc={self.proc.poll()}):\n" + "\n".join(self.lines[-40:]))
+
+    def terminate(self) -> tuple[int, float]:
+        """Sends SIGTERM; returns (exit code, seconds it took to exit)."""
+        tic = time.time()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return rc, time.time() - tic
+
+    def finish(self, timeout: float = 300) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return rc
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _lines(path: str) -> list[str]:
+    return open(path).read().splitlines() if os.path.exists(path) else []
+
+
+RETRAIN_ARCHS = ("01:15/2:3", "1:0/012:26", "0:4/01:5")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_retrain_between_runs_and_the_rerun_finishes(tmp_path):
+    results, export = str(tmp_path / "retrain.jsonl"), str(tmp_path / "export")
+    args = ["-m", "tf_oneshot", "retrain", f"--architectures={','.join(RETRAIN_ARCHS)}", f"--results={results}",
+            f"--output_dir={export}", "--num_blocks=2", "--num_cells=2", "--num_stacks=1", "--filters=4",
+            "--batch_size=32", "--ghost_batch_size=16", "--train_steps=200", "--log_every=5", "--seeds=0"]
+    run = Command(args)
+    # Mid-way through the second run, after the first was recorded.
+    run.wait_for(lambda r: any(line.startswith(f"  {RETRAIN_ARCHS[1]} seed 0: step ") for line in r.lines))
+    rc, seconds = run.terminate()
+    assert rc == 143 and seconds < 20, (rc, seconds, run.text[-3000:])
+    assert run.lines[-1].startswith("tf-oneshot retrain: SIGTERM received")
+    assert run.lines[-1].endswith("; rerun the same command to resume.")
+    first = _lines(results)
+    assert [json.loads(line)["architecture"] for line in first] == [RETRAIN_ARCHS[0]]
+    assert not os.path.exists(os.path.join(export, "best.json"))  # no export of a partial run
+
+    again = Command(args)
+    assert again.finish() == 0, again.text[-3000:]
+    assert "1 runs already in" in again.text and "2 to train" in again.text
+    after = _lines(results)
+    assert after[:1] == first and [json.loads(line)["architecture"] for line in after] == list(RETRAIN_ARCHS)
+    best = json.load(open(os.path.join(export, "best.json")))
+    assert best["architecture"] in RETRAIN_ARCHS and os.path.exists(os.path.join(export, "best.keras"))
+
+
+_DEMO = r"""
+import sys
+from tf_oneshot import cli, demo
+from tf_oneshot.config import TrainConfig
+# `tf-oneshot demo` at test size: the command runs demo.DEFAULT_CONFIG.
+demo.DEFAULT_CONFIG = demo.DemoConfig(
+    train=TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=1, num_blocks=2, batch_size=32,
+                      ghost_batch_size=16, train_steps=30, checkpoint_every=10, log_every=2, eval_batches=1,
+                      skip_threshold=0.0),
+    num_random=80, num_evolution=8, population_size=4, num_parents=2, num_retrain=2, retrain_steps=3,
+    archs_per_pass=2, kl=False,
+)
+sys.exit(cli.main(["tf-oneshot", "demo", "--output_dir=" + sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_demo_in_training_and_in_search_and_it_resumes(tmp_path):
+    out = str(tmp_path / "demo")
+    args = ["-c", _DEMO, out]
+    # 1. Mid-training: the demo must not go on to search a half-trained model.
+    run = Command(args)
+    run.wait_for(lambda r: any(re.match(r"step (\d+)/30", line) for line in r.lines))
+    rc, seconds = run.terminate()
+    assert rc == 143 and seconds < 20, (rc, seconds, run.text[-3000:])
+    saved = re.findall(r"SIGTERM received: checkpoint saved at step (\d+)", run.text)
+    assert saved and int(saved[0]) < 30 and latest_step(os.path.join(out, "oneshot")) == int(saved[0])
+    assert "[2/5]" not in run.text and not os.path.exists(os.path.join(out, "search"))
+    assert run.lines[-1] == ("tf-oneshot demo: SIGTERM received (stopped in its training stage); "
+                             "rerun the same command to resume.")
+
+    # 2. The same command resumes training, then is stopped while it scores architectures.
+    random_path = os.path.join(out, "search", "random.jsonl")
+    run = Command(args)
+    run.wait_for(lambda r: len(_lines(random_path)) >= 4)
+    rc, seconds = run.terminate()
+    assert rc == 143 and seconds < 20, (rc, seconds, run.text[-3000:])
+    assert f"from step {saved[0]} to 30" in run.text and "resuming the unfinished demo" in run.text
+    assert "tf-oneshot demo: SIGTERM received (stopped in its" in run.lines[-1]
+    scored = _lines(random_path)
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+
+    # 3. And once more, to the end: nothing finished is lost or redone.
+    run = Command(args)
+    assert run.finish() == 0, run.text[-3000:]
+    assert "already trained to step 30" in run.text and "[5/5]" in run.text
+    assert _lines(random_path)[: len(scored)] == scored and len(_lines(random_path)) == 80
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["num_random"] == 80 and summary["num_evolution"] == 8
+    assert os.path.exists(os.path.join(out, summary["export"]["keras"]))
+    # (A finished demo is still refused: tests/test_demo.py.)

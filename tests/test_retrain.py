@@ -94,10 +94,95 @@ def test_selection_reuses_search_rules():
     assert len(strat) == 8
     accs = sorted(c.oneshot_accuracy for c in strat)
     assert sum(a < 0.3 for a in accs) == 2 and sum(a > 0.7 for a in accs) == 2  # every bucket
-    top = select_candidates(SPACE, records, "top", k=3)
+    top = select_candidates(SPACE, records, "top", k=3, pool=None)  # no pool: the best k
     assert [c.oneshot_accuracy for c in top] == pytest.approx([0.9, 0.9 - 0.8 / 39, 0.9 - 1.6 / 39])
     with pytest.raises(UserError, match="--select=best is unknown"):
         select_candidates(SPACE, records, "best")
+
+
+def test_a_resumed_run_still_exports_the_best_trained_before_it(tmp_path):
+    """After SIGTERM the best run's weights are gone: its seed is trained again for the export."""
+    results, export = str(tmp_path / "retrain.jsonl"), str(tmp_path / "export")
+    candidates = [Candidate(SPACE.parse(a)) for a in ARCHS]
+    retrain(candidates, SPACE, CONFIG, [0], results, None, **QUIET)  # as if stopped before its export
+    lines = []
+    resumed = retrain(candidates, SPACE, CONFIG, [0], results, export, **{**QUIET, "log": lines.append})
+    assert resumed.trained == () and set(resumed.exported) == {"keras", "saved_model", "metadata"}
+    best = json.load(open(os.path.join(export, "best.json")))
+    assert best["architecture"] == resumed.best_architecture and best["seed"] == 0
+    assert any("trained in an earlier run; training seed 0 again to export it" in line for line in lines)
+    recorded = next(r for r in read_jsonl(results) if r["architecture"] == best["architecture"])
+    model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
+    from tf_oneshot.retrain import evaluate
+
+    assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded["validation_accuracy"], abs=0.02)
+
+
+def _search_records(n, seed=0):
+    rng = np.random.default_rng(seed)
+    archs = list(dict.fromkeys(str(SPACE.sample(rng)) for _ in range(3 * n)))[:n]
+    accuracies = rng.permutation(np.linspace(0.2, 0.95, n))
+    return [{"architecture": a, "oneshot_accuracy": float(acc), "params": 1} for a, acc in zip(archs, accuracies)]
+
+
+def test_oneshot_top_default_is_a_stratified_10_of_the_top_100():
+    """§4.1: "From the top 100 architectures, we took a stratified sample of 10"."""
+    records = _search_records(300)
+    ranked = sorted(records, key=lambda r: -r["oneshot_accuracy"])
+    rank = {r["architecture"]: i for i, r in enumerate(ranked)}
+    chosen = select_candidates(SPACE, records, "top")
+    ranks = sorted(rank[str(c.architecture)] for c in chosen)
+    assert len(ranks) == 10 and max(ranks) < 100  # all from the top 100 ...
+    assert max(ranks) >= 80 and ranks != list(range(10))  # ... spread over it, not the best 10
+    # One per tenth of the top 100's accuracy range (equal-width buckets of a uniform spread).
+    assert all(10 * k <= r < 10 * (k + 1) for k, r in enumerate(ranks))
+    assert [str(c.architecture) for c in select_candidates(SPACE, records, "top", pool=10)] == [
+        r["architecture"] for r in ranked[:10]]
+
+
+def test_cli_select_top_without_pool_follows_the_paper(tmp_path, capsys):
+    from tf_oneshot.io_utils import append_jsonl
+
+    search = tmp_path / "search.jsonl"
+    for r in _search_records(120, seed=1):
+        append_jsonl(str(search), {**r, "loss": 1.0, "flops": 1, "space": SPACE.to_config(), "checkpoint_step": 1,
+                                   "bn_mode": "batch", "algorithm": "random"})
+    results = tmp_path / "retrain.jsonl"
+    assert _cli("retrain", f"--search_results={search}", "--select=top", "--top_k=2", f"--results={results}",
+                "--batch_size=32", "--ghost_batch_size=16", "--train_steps=1", "--log_every=1") == 0
+    from tf_oneshot.analysis.records import load_search_results
+
+    expected = select_candidates(SPACE, load_search_results(str(search))[0], "top", k=2, pool=100)
+    trained = [r["architecture"] for r in read_jsonl(str(results))]
+    assert trained == [str(c.architecture) for c in expected]
+    best = sorted(_search_records(120, seed=1), key=lambda r: -r["oneshot_accuracy"])[:2]
+    assert sorted(trained) != sorted(r["architecture"] for r in best)  # not the plain best 2
+
+
+def test_full_train_trains_on_train_and_validation_and_records_it(tmp_path):
+    """§3.4 / §4.1: final models train on the full training set; no validation accuracy is left."""
+    results, export = str(tmp_path / "full.jsonl"), str(tmp_path / "export")
+    candidates = [Candidate(SPACE.parse(a), 0.5) for a in ARCHS]
+    summary = retrain(candidates, SPACE, CONFIG, [0], results, export, full_train=True, **QUIET)
+    lines = read_jsonl(results)
+    assert len(lines) == 2 and summary.trained == ((ARCHS[0], 0), (ARCHS[1], 0))
+    for r in lines:
+        assert r["full_train"] is True and r["validation_accuracy"] is None and r["validation_examples"] == 0
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["test_examples"] == 300
+    best = json.load(open(os.path.join(export, "best.json")))
+    assert best["selected_on"] == "test" and best["full_train"] is True
+    assert best["architecture"] == max(lines, key=lambda r: (r["test_accuracy"], r["architecture"]))["architecture"]
+    # A results file holds one kind of run: held-out validation or full training set.
+    with pytest.raises(UserError, match="full_train=True \\(this run: False\\)"):
+        retrain(candidates, SPACE, CONFIG, [1], results, None, **QUIET)
+    # The training pipeline really reads train + validation (1,497 digits, in that order).
+    info = data.dataset_info("digits")
+    assert data.split_size(info, data.FULL_TRAIN) == 1497
+    full = np.concatenate([x.numpy() for x, _ in data.make_dataset("digits", data.FULL_TRAIN, 499,
+                                                                   training=False)])
+    parts = [np.concatenate([x.numpy() for x, _ in data.make_dataset("digits", s, n, training=False)])
+             for s, n in (("train", 399), ("validation", 300))]
+    np.testing.assert_array_equal(full, np.concatenate(parts))
 
 
 def test_bad_input_is_one_clear_error_and_loses_nothing(tmp_path):
@@ -155,7 +240,7 @@ def test_cli_reports_bad_architecture_and_empty_results_in_one_line(tmp_path, ca
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"tf-oneshot: error: search results file {empty} is empty")
     code = _cli("retrain", f"--results={tmp_path / 'r.jsonl'}", "--architectures=01:15/2:3", "--dropout_rate=0.1")
-    assert code == 2 and "only affect one-shot training" in capsys.readouterr().err
+    assert code == 2 and "--dropout_rate only affects one-shot training" in capsys.readouterr().err
     assert not (tmp_path / "r.jsonl").exists()
 
 

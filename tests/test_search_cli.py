@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import search_fixtures
 
@@ -72,10 +73,12 @@ def test_killed_search_resumes_without_losing_or_repeating(model_dir, tmp_path, 
                 break
             time.sleep(0.05)
         os.kill(proc.pid, sig)  # at an arbitrary moment, maybe mid-line
+        signalled = time.time()
     finally:
         _, err = proc.communicate()
     if sig == signal.SIGTERM:  # preemption: a clean exit that says how to go on
         assert proc.returncode == 143, err[-2000:]
+        assert time.time() - signalled < 20
         assert err.strip().splitlines()[-1] == "tf-oneshot search: SIGTERM received; rerun the same command to resume."
     else:
         assert proc.returncode == -signal.SIGKILL
@@ -114,3 +117,57 @@ def test_bad_input_ends_with_one_clear_line(model_dir, tmp_path, capsys):
     results.write_text('{"architecture": "01:9", "oneshot_accuracy": 0.5, "loss": 1, "params": 1, "flops": 1}\n')
     assert "line 1: malformed architecture '01:9'" in error(f"--model_dir={model_dir}", f"--results={results}")
     assert results.read_text().count("\n") == 1
+
+
+def test_given_architectures_score_what_the_tuner_scores(model_dir, tmp_path, capsys):
+    """`search --architectures` checks candidates with the tuner's number for them (§3.3)."""
+    from tf_oneshot.search.scorer import OneShotScorer
+    from tf_oneshot.trainer import read_model_dir
+
+    space = read_model_dir(model_dir)[1]
+    rng = np.random.default_rng(3)
+    archs = [str(space.sample(rng)) for _ in range(3)]
+    listed = tmp_path / "archs.txt"
+    listed.write_text(f"# candidates\n{archs[2]}\n\n{archs[0]}\n")
+    results = str(tmp_path / "given.jsonl")
+    assert search(f"--model_dir={model_dir}", f"--results={results}", f"--architectures={archs[0]},{archs[1]}",
+                  f"--architectures_file={listed}") == 0
+    out = capsys.readouterr().out
+    assert "3 given architecture(s)" in out and "1 architecture(s) per pass" in out
+    lines = read_jsonl(results)
+    assert [r["architecture"] for r in lines] == [archs[0], archs[1], archs[2]]  # in order, once each
+    assert all(r["algorithm"] == "given" and r["generation"] is None for r in lines)
+    # OneShotTuner's scorer: archs_per_pass=1, batch statistics, no KL.
+    tuner_scorer = OneShotScorer.from_model_dir(model_dir, bn_mode="batch", kl=False, archs_per_pass=1)
+    for r in lines:
+        expected = tuner_scorer.score([space.parse(r["architecture"])])[0]
+        assert r["oneshot_accuracy"] == expected["oneshot_accuracy"]
+        assert r["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+        cost = space.count(space.parse(r["architecture"]))
+        assert (r["params"], r["flops"]) == (cost.params, cost.flops)
+    # Asking again reuses the lines: nothing is scored twice.
+    assert search(f"--model_dir={model_dir}", f"--results={results}", f"--architectures={archs[1]}") == 0
+    assert "0 scored now, 1 from" in capsys.readouterr().out and len(read_jsonl(results)) == 3
+
+
+def test_bad_given_architecture_is_one_line_naming_it(model_dir, tmp_path, capsys):
+    from tf_oneshot.trainer import read_model_dir
+
+    good = read_model_dir(model_dir)[1].example()
+
+    def error(*flags):
+        capsys.readouterr()
+        assert search(f"--model_dir={model_dir}", *flags) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("tf-oneshot: error: "), err
+        return err[0]
+
+    assert "--architectures: '01:9' does not parse" in error(f"--architectures={good},01:9")
+    listed = tmp_path / "archs.txt"
+    listed.write_text(f"{good}\nnot-an-arch\n")
+    assert f"--architectures_file={listed} line 2: 'not-an-arch' does not parse" in error(
+        f"--architectures_file={listed}")
+    assert "does not exist" in error(f"--architectures_file={tmp_path / 'missing.txt'}")
+    assert "exclude one another" in error(f"--architectures={good}", "--algorithm=evolution")
+    assert "do not apply with --architectures" in error(f"--architectures={good}", "--max_params=10")
+    assert not os.path.exists(os.path.join(model_dir, "search", "given.jsonl"))

@@ -13,7 +13,7 @@ import pytest
 import search_fixtures
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search import Constraints, Evolution
+from tf_oneshot.search import Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_bounds
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.tuner import OneShotOracle, architecture_to_values, values_to_architecture
@@ -37,6 +37,21 @@ class FakeTuner(keras_tuner.Tuner):
             raise KeyboardInterrupt
         arch = values_to_architecture(SPACE, trial.hyperparameters.values)
         return {"oneshot_accuracy": fake_accuracy(arch)}
+
+
+def new_oracle(directory, project, **kwargs):
+    oracle = OneShotOracle(space=SPACE, algorithm="evolution", **kwargs)
+    oracle._set_project_dir(directory, project)
+    return oracle
+
+
+def run_trials(oracle, n):
+    """Creates, scores (fake) and ends `n` trials, as a tuner would; no model."""
+    for _ in range(n):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"oneshot_accuracy": fake_accuracy(oracle.architecture(trial))})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
 
 
 def finished(oracle):
@@ -105,6 +120,64 @@ def test_oracle_with_fake_scores_saves_and_reloads(tmp_path):
             proposals.append(arch)
             ref.tell(arch, fake_accuracy(arch))
     assert [again.architecture(again.trials[t]) for t in sorted(again.trials)] == proposals
+
+
+def test_default_budget_is_algorithm_1s_20_generations(tmp_path):
+    # SPOS §3.4: T = 20 generations of P, so P * 20 architectures (1,000 for P = 50).
+    assert OneShotOracle(space=SPACE, algorithm="evolution").max_trials == 50 * 20
+    assert OneShotOracle(space=SPACE, algorithm="random").max_trials == 100
+    assert OneShotOracle(space=SPACE, algorithm="evolution", max_trials=7).max_trials == 7
+    oracle = OneShotOracle(space=SPACE, algorithm="evolution", seed=0, population_size=3, num_parents=2)
+    assert oracle.algorithm.num_architectures == 60
+    FakeTuner(oracle=oracle, directory=str(tmp_path), project_name="t").search(verbose=0)
+    generations = [oracle.algorithm.generation_of(a) for a in archs_of(finished(oracle))]
+    assert np.bincount(generations).tolist() == [3] * 20
+
+
+def test_oracle_state_is_o1_per_trial_and_saved_once(tmp_path, monkeypatch):
+    # oracle.json's own part holds the generator and the current population,
+    # not the history: as large after 300 trials as after 30. KerasTuner's
+    # own part (start_order, tried_so_far, ...) grows with the trials; that is its.
+    saves = []
+    monkeypatch.setattr(OneShotOracle, "save", lambda self: saves.append(1) or keras_tuner.Oracle.save(self))
+    sizes = {}
+    for trials in (30, 300):
+        oracle = new_oracle(str(tmp_path), f"p{trials}", max_trials=trials, seed=0, population_size=10,
+                            num_parents=3)
+        run_trials(oracle, trials)
+        saved = json.load(open(os.path.join(tmp_path, f"p{trials}", "oracle.json")))["oneshot"]
+        sizes[trials] = len(json.dumps(saved))
+        # Reloaded from it and the trials: the algorithm as it was.
+        again = new_oracle(str(tmp_path), f"p{trials}", max_trials=trials, seed=1, population_size=10,
+                           num_parents=3)
+        again.reload()
+        assert again.algorithm.topk == oracle.algorithm.topk and again.algorithm.done
+        assert again.algorithm.seed == 0 and again._told == set(oracle.trials)
+    assert sizes[300] < 1.1 * sizes[30], sizes
+    other = new_oracle(str(tmp_path), "p30", max_trials=30, seed=0, population_size=5, num_parents=3)
+    with pytest.raises(UserError, match="options .'population_size': 10.*use the same settings"):
+        other.reload()
+    # One save when a trial starts and one when it ends (KerasTuner's), not two.
+    oracle = new_oracle(str(tmp_path), "once", max_trials=5, seed=0, population_size=10)
+    saves.clear()
+    run_trials(oracle, 5)
+    assert len(saves) == 2 * 5
+
+
+def test_random_oracle_reloads_from_its_trials(tmp_path):
+    def new():
+        oracle = OneShotOracle(space=SPACE, algorithm="random", max_trials=20, seed=4)
+        oracle._set_project_dir(str(tmp_path), "r")
+        return oracle
+
+    run_trials(new(), 8)
+    again = new()
+    again.reload()
+    # KerasTuner's end_trial saves trial 07 as still running; it is not run again.
+    assert again._retry_queue == [] and again._told == set(again.trials)
+    run_trials(again, 12)
+    ref = RandomSearch(SPACE, 20, seed=4).ask(20)
+    assert [again.architecture(again.trials[t]) for t in again.start_order] == ref
 
 
 def test_constraints_hold_in_populate_space(tmp_path):
@@ -180,6 +253,39 @@ def test_tuner_scores_trials_with_the_shared_weights(oneshot_model_dir, tmp_path
     assert isinstance(model, keras.Model) and model.count_params() == oracle.space.count(best).params
 
 
+def test_tuner_results_are_search_results_that_analyze_reads(oneshot_model_dir, tmp_path):
+    from tf_oneshot.analysis import analyze, load_search_results
+    from tf_oneshot.io_utils import read_jsonl
+    from tf_oneshot.search import ResultsFile
+    from tf_oneshot.search.results import IDENTITY_FIELDS
+    from tf_oneshot.tuner import OneShotTuner
+
+    oracle = OneShotOracle(oneshot_model_dir, algorithm="evolution", max_trials=4, seed=0, population_size=2,
+                           num_parents=2, max_flops=10**9)
+    tuner = OneShotTuner(oracle, oneshot_model_dir, directory=str(tmp_path), project_name="r")
+    tuner.search(verbose=0)
+    path = os.path.join(str(tmp_path), "r", "results_tuner0.jsonl")
+    lines = read_jsonl(path)
+    assert [r["generation"] for r in lines] == [0, 0, 1, 1]
+    # The identity `tf-oneshot search --algorithm=evolution --seed=0 --max_flops=...`
+    # writes (commands/search.py), so the CLI's own reader accepts the file.
+    identity = {
+        "space": oracle.space.to_config(), "checkpoint_step": 2, "bn_mode": "batch", "algorithm": "evolution",
+        "seed": 0, "constraints": Constraints(max_flops=10**9).to_json(),
+        "options": {"population_size": 2, "num_parents": 2, "mutation_prob": 0.1, "kl": False,
+                    "validation_examples": None},
+    }
+    assert all({f: r[f] for f in IDENTITY_FIELDS} == identity for r in lines)
+    assert len(ResultsFile(path, oracle.space, identity).load()) == 4
+    for r in lines:
+        assert oracle.space.count(oracle.space.parse(r["architecture"])).flops == r["flops"]
+    # analyze's loader: labelled "evolution" (it used to fill in "random"), and the report runs.
+    records, _ = load_search_results([path])
+    assert [r["algorithm"] for r in records] == ["evolution"] * 4
+    result = analyze([path], None, str(tmp_path / "analysis"), log=lambda s: None)
+    assert result.num_architectures_scored == 4 and "search_progress" in result.plots
+
+
 WORKER = textwrap.dedent("""
     import os, sys, time
     from tf_oneshot.tuner import OneShotOracle, OneShotTuner
@@ -226,6 +332,10 @@ def test_distributed_chief_and_two_workers_on_loopback(oneshot_model_dir, tmp_pa
     assert scored["worker0"] and scored["worker1"]  # both workers scored trials
     ids = [r["trial_id"] for lines in scored.values() for r in lines]
     assert len(ids) == 12 == len(set(ids))  # every trial scored exactly once
+    # A worker's lines name the chief's algorithm and seed; the generation is
+    # known only on the chief.
+    for r in (r for lines in scored.values() for r in lines):
+        assert (r["algorithm"], r["seed"], r["generation"]) == ("evolution", 0, None)
     # The chief's oracle holds all 12 trials, completed, 12 distinct architectures.
     oracle = OneShotOracle(oneshot_model_dir, algorithm="evolution", max_trials=12, seed=0,
                            population_size=4, num_parents=2)

@@ -2,26 +2,49 @@
 
 Every failure the user can fix ends with one line on stderr naming what is
 wrong and what would be right, and exit code 2.
+
+Each command module declares the flags it reads (`FLAG_NAMES`): `--help`
+prints exactly those, a flag of another command is refused, and the command
+reads its flags through a view that holds only those (tests/test_cli.py
+checks the declaration against the module's source).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.abc
+import importlib.util
 import os
+import re
 import sys
+import tempfile
+import textwrap
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 COMMANDS = {
     "space": "describe a search space: size, all-on params and multiply-adds, an example",
     "train": "train the one-shot model into --model_dir (resumes from it)",
-    "search": "score architectures with a trained one-shot model (random or evolution)",
+    "search": "score architectures with a trained one-shot model (random, evolution or given ones)",
     "retrain": "train chosen architectures from scratch (stand-alone) and export the best",
     "analyze": "rank correlations, plots and a report from search and retrain results",
     "groundtruth": "train every child of a small space stand-alone over seeds (ground truth)",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
 }
+# Commands that run for minutes to days: SIGTERM asks them to stop at the next
+# safe point and exit 143 (tf_oneshot.preemption), from start-up on.
+LONG_COMMANDS = ("train", "search", "retrain", "demo", "groundtruth")
 PROG = "tf-oneshot"
+
+# What TensorFlow's C++ libraries print while they load, before absl's C++
+# logging is initialised: TF_CPP_MIN_LOG_LEVEL does not reach these two.
+STARTUP_NOISE = re.compile(
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\s*$"
+    r"|\] oneDNN custom operations are on\. "
+)
 
 
 def _usage() -> str:
@@ -37,6 +60,121 @@ def _fail(message: str) -> int:
     return 2
 
 
+# ------------------------------------------------------------------ start-up
+@contextlib.contextmanager
+def _startup_noise_filtered() -> Iterator[None]:
+    """Runs the body with fd 2 captured, then writes back all but `STARTUP_NOISE`."""
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError):
+        pass
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(AttributeError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = "".join(line for line in text.splitlines(True) if not STARTUP_NOISE.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Filters `STARTUP_NOISE` out of stderr while `tensorflow` is first imported.
+
+    Whatever imports it (a command, keras, a user's search space file), the
+    real loader runs under `_startup_noise_filtered`; every other line the
+    import writes reaches stderr unchanged.
+    """
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        self.remove()
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        real_exec = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            with _startup_noise_filtered():
+                real_exec(module)
+
+        spec.loader.exec_module = exec_module  # this package's loader instance only
+        return spec
+
+    def remove(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+# --------------------------------------------------------------------- flags
+class CommandFlags:
+    """The parsed flags a command declared in `FLAG_NAMES`, read as attributes.
+
+    Reading any other flag is a programming error (the help would not list
+    it): AttributeError names it.
+    """
+
+    def __init__(self, flag_values: Any, names: Iterable[str], command: str) -> None:
+        self._flags = flag_values
+        self._names = frozenset(names)
+        self._command = command
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._names:
+            raise AttributeError(
+                f"`{PROG} {self._command}` reads --{name}, which its FLAG_NAMES does not declare."
+            )
+        return getattr(self._flags, name)
+
+
+def _our_flags(flag_values: Any) -> dict[str, Any]:
+    """Flags defined by tf_oneshot modules (not absl's own, such as --verbosity)."""
+    out = {}
+    for module, flag_list in flag_values.flags_by_module_dict().items():
+        if module.startswith("tf_oneshot."):
+            out.update({f.name: f for f in flag_list})
+    return out
+
+
+def command_help(command: str, module: Any, flag_values: Any) -> str:
+    """`COMMAND --help`: the command's summary and exactly the flags it reads."""
+    doc = (module.__doc__ or "").strip().splitlines()
+    lines = [f"usage: {PROG} {command} [--flags] [--flagfile=FILE]", ""]
+    if doc:
+        lines += [doc[0], ""]
+    lines.append("flags:")
+    for name in sorted(module.FLAG_NAMES):
+        flag = flag_values[name]
+        shown = f"--[no]{name}" if flag.boolean else f"--{name}"
+        lines += textwrap.wrap(f"{shown}: {flag.help}", width=100, initial_indent="  ",
+                               subsequent_indent="    ", break_on_hyphens=False)
+        lines.append(f"    (default: {flag.default_as_str or 'none'})")
+    return "\n".join(lines)
+
+
+def _foreign_flag(command: str, module: Any, flag_values: Any) -> str | None:
+    """The message for a flag set on the command line that `command` does not read, if any."""
+    declared = set(module.FLAG_NAMES)
+    reasons = getattr(module, "NOT_APPLICABLE", {})
+    for name, flag in sorted(_our_flags(flag_values).items()):
+        if flag.present and name not in declared:
+            reason = reasons.get(name, f"does not apply to `{PROG} {command}`")
+            return f"--{name} {reason}; drop it (`{PROG} {command} --help` lists the flags it takes)."
+    return None
+
+
+# ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns the process exit code."""
     argv = list(sys.argv if argv is None else argv)
@@ -47,6 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
+    quiet = _QuietTensorFlowImport()
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, quiet)
+    try:
+        if command in LONG_COMMANDS:
+            from tf_oneshot.preemption import Preemption
+
+            with Preemption():  # a SIGTERM during start-up stops the command at its first check
+                return _run(command, rest)
+        return _run(command, rest)
+    finally:
+        quiet.remove()
+
+
+def _run(command: str, rest: list[str]) -> int:
     from absl import flags, logging
 
     from tf_oneshot.errors import UserError
@@ -54,14 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"tf_oneshot.commands.{command}")
     FLAGS = flags.FLAGS
     if any(a in ("-h", "--help", "--helpfull") for a in rest):
-        print(f"usage: {PROG} {command} [--flags]\n")
-        print(FLAGS.module_help(module.__name__))
-        # Flags a command borrows from another command's module (e.g. the train flags).
-        borrowed = [FLAGS[name] for name in getattr(module, "HELP_FLAGS", ())]
-        if borrowed:
-            print("\nshared with other commands:")
-            print("\n".join(f"  --{f.name}: {f.help} (default: {f.default_as_str or 'none'})" for f in borrowed))
-        print(FLAGS.module_help("tf_oneshot.commands.common_flags"))
+        print(command_help(command, module, FLAGS))
         return 0
     FLAGS.unparse_flags()  # main() may run several times in one process (tests)
     try:
@@ -70,9 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{e}. See `{PROG} {command} --help`.")
     if positional:
         return _fail(f"unexpected argument {positional[0]!r}; flags look like --name=value.")
+    foreign = _foreign_flag(command, module, FLAGS)
+    if foreign:
+        return _fail(foreign)
     logging.set_verbosity(logging.WARNING)
     try:
-        return int(module.run(FLAGS) or 0)
+        return int(module.run(CommandFlags(FLAGS, module.FLAG_NAMES, command)) or 0)
     except UserError as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -10,6 +10,10 @@ part of the training data held out from training, and final accuracies on `"test
 | `cifar10`      | TFDS `train[:45000]` | `train[45000:]` | TFDS `test`          |
 | `imagenet2012` | TFDS `train[50046:]` | `train[:50046]` | TFDS `validation`    |
 
+The split `FULL_TRAIN` ("train+validation") is the whole training set, for the final
+models of §3.4 and §4.1, which are "trained from scratch ... on the full training set"
+and evaluated on the test set (`retrain --full_train`).
+
 `digits` is scikit-learn's `load_digits` (1,797 real 8x8 handwritten digits shipped with
 the package), so the demo runs offline. The TFDS datasets must already be prepared in
 `data_dir`: nothing here downloads.
@@ -28,6 +32,7 @@ import tensorflow_datasets as tfds
 from tf_oneshot.errors import UserError
 
 __all__ = [
+    "FULL_TRAIN",
     "SPLITS",
     "TFDS_SOURCES",
     "DatasetInfo",
@@ -35,10 +40,12 @@ __all__ = [
     "dataset_info",
     "dataset_names",
     "make_dataset",
+    "split_size",
     "take_images",
 ]
 
 SPLITS = ("train", "validation", "test")
+FULL_TRAIN = "train+validation"  # train and validation together (§3.4: "the full training set")
 _AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -122,6 +129,14 @@ _DIGITS_SIZES = {"train": 1197, "validation": 300, "test": 300}
 _DIGITS_SPLIT_SEED = 20180710  # Fixed: the split never depends on the run's seed.
 
 
+def split_size(info: DatasetInfo, split: str) -> int:
+    """Examples in `split`, `FULL_TRAIN` included."""
+    _check_split(split)
+    if split == FULL_TRAIN:
+        return info.num_examples["train"] + info.num_examples["validation"]
+    return info.num_examples[split]
+
+
 def dataset_names() -> tuple[str, ...]:
     """Returns the dataset names `make_dataset` accepts."""
     return tuple(sorted((DIGITS, *TFDS_SOURCES)))
@@ -162,7 +177,8 @@ def make_dataset(
 
     Args:
         name: one of `dataset_names()`.
-        split: `"train"`, `"validation"` or `"test"` (Bender et al. 2018, §4).
+        split: `"train"`, `"validation"` or `"test"` (Bender et al. 2018, §4), or
+            `FULL_TRAIN` (both training parts).
         batch_size: the global batch size; with `input_context`, each replica gets
             `input_context.get_per_replica_batch_size(batch_size)`.
         training: shuffle and augment (CIFAR: pad 4, random 32x32 crop, flip;
@@ -187,8 +203,7 @@ def make_dataset(
             not divisible by the number of replicas.
     """
     info, builder = _resolve(name, data_dir)
-    _check_split(split)
-    _check_count("batch_size", batch_size, info.num_examples[split], name, split)
+    _check_count("batch_size", batch_size, split_size(info, split), name, split)
     per_replica = batch_size
     if input_context is not None:
         try:
@@ -220,7 +235,7 @@ def take_images(name: str, split: str, count: int, data_dir: str | None = None, 
 
     Args:
         name: one of `dataset_names()`.
-        split: `"train"`, `"validation"` or `"test"`.
+        split: `"train"`, `"validation"`, `"test"` or `FULL_TRAIN`.
         count: how many images.
         data_dir: TFDS data directory.
         seed: picks the images.
@@ -232,11 +247,10 @@ def take_images(name: str, split: str, count: int, data_dir: str | None = None, 
         UserError: as `make_dataset`, for `count` in place of `batch_size`.
     """
     info, builder = _resolve(name, data_dir)
-    _check_split(split)
-    _check_count("count", count, info.num_examples[split], name, split)
+    _check_count("count", count, split_size(info, split), name, split)
     # TFDS shuffles records when it prepares a dataset, so a bounded buffer is random
     # enough and keeps ImageNet's encoded images from filling memory.
-    buffer = min(info.num_examples[split], 10_000)
+    buffer = min(split_size(info, split), 10_000)
     ds = _examples(
         info,
         builder,
@@ -262,8 +276,8 @@ def _source(name: str) -> TfdsSource:
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise UserError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+    if split not in (*SPLITS, FULL_TRAIN):
+        raise UserError(f"Unknown split {split!r}: use one of {', '.join((*SPLITS, FULL_TRAIN))}.")
 
 
 def _check_count(what: str, value: int, available: int, name: str, split: str) -> None:
@@ -343,7 +357,9 @@ def _examples(
     """Unbatched, normalized `(image, label)` pairs: read, shard, shuffle, repeat, augment."""
     if builder is None:  # digits
         arrays = _digits_arrays()
-        ds = tf.data.Dataset.from_tensor_slices(arrays[split])
+        parts = split.split("+")  # FULL_TRAIN: train, then validation
+        examples = tuple(np.concatenate([arrays[p][i] for p in parts]) for i in (0, 1))
+        ds = tf.data.Dataset.from_tensor_slices(examples)
         train = arrays["train"][0]  # Standardize with train statistics only.
         mean, std = train.mean(axis=(0, 1, 2)), train.std(axis=(0, 1, 2))
         preprocess, decode = _preprocess_digits, None
@@ -351,8 +367,9 @@ def _examples(
         source = TFDS_SOURCES[info.name]
         mean, std = source.mean, source.std
         # Images stay encoded until after sharding, so a pipeline decodes only its share.
+        # FULL_TRAIN is a TFDS split expression too: "train[:45000]+train[45000:]".
         ds = builder.as_dataset(
-            split=getattr(source, split),
+            split="+".join(getattr(source, part) for part in split.split("+")),
             shuffle_files=False,
             as_supervised=True,
             decoders={"image": tfds.decode.SkipDecoding()},

@@ -7,7 +7,16 @@ analyze: Kendall tau, Spearman rho and pairwise accuracy (NAO-V2 §3.3), the
 figures, a report. Every stage is the library code the commands run; the demo
 only picks laptop-sized settings (`DemoConfig`) and prints progress throughout.
 
+SIGTERM stops the demo at the next safe point of the stage in hand (a
+checkpoint, a scored batch, a finished stand-alone run) and `run_demo` returns
+`{"preempted": True, ...}` (`tf-oneshot demo` exits 143). Running it again
+into the same directory resumes: training from its checkpoint, the searches
+from their results files, retraining after its finished runs. A directory
+that holds a finished demo, one run with other settings, or files that are
+not a demo's is refused (pass a new one, or `overwrite`).
+
 Output directory layout:
+    demo.json                marks a demo's directory: its settings
     oneshot/                 the one-shot model_dir (config, checkpoints, events)
     search/random.jsonl      random search results
     search/evolution.jsonl   evolution results
@@ -19,6 +28,7 @@ Output directory layout:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -28,10 +38,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot.analysis.report import OUTPUTS, analyze, check_output_dir
+from tf_oneshot.analysis.report import OUTPUTS, analyze
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.io_utils import atomic_write_json
+from tf_oneshot.io_utils import atomic_write_json, read_json
+from tf_oneshot.preemption import Preemption
 
 # flags/demo.flags: Bender et al. 2018 §4.1 at laptop scale (tests/test_demo.py
 # checks the two agree).
@@ -42,7 +53,9 @@ DEMO_TRAIN = TrainConfig(
     skip_threshold=0.0,  # 400 steps do not earn back a second trace (~35 s on 2 cores)
 )
 SUMMARY = "summary.json"
-PARTS = ("oneshot", "search", "retrain", SUMMARY, *OUTPUTS)
+RUN_FILE = "demo.json"
+RUN_KIND = "tf_oneshot.demo"
+PARTS = ("oneshot", "search", "retrain", SUMMARY, RUN_FILE, *OUTPUTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +91,10 @@ class DemoConfig:
     seed: int = 0
 
 
+# What `tf-oneshot demo` runs (tests replace it with a smaller config in a child process).
+DEFAULT_CONFIG = DemoConfig()
+
+
 def _stratified(records: list[dict], n: int, seed: int) -> list[dict]:
     """`n` records spread over the one-shot accuracy range (Bender et al. 2018, §4.1).
 
@@ -97,7 +114,7 @@ def _stratified(records: list[dict], n: int, seed: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["oneshot_accuracy"])
 
 
-def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log) -> dict:
+def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log, stop) -> dict:
     """One search as `tf-oneshot search` runs it, with the same results-file identity."""
     from tf_oneshot.search import Constraints, ResultsFile, run_search
 
@@ -107,7 +124,47 @@ def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log) 
         "options": options,
     })
     return run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, log=log,
-                      progress_every=5.0)
+                      progress_every=5.0, stop=stop)
+
+
+def config_json(config: DemoConfig) -> dict[str, Any]:
+    """The demo's settings as JSON (recorded in demo.json and summary.json)."""
+    return {**{k: v for k, v in dataclasses.asdict(config).items() if k != "train"},
+            "seeds": list(config.seeds), "train": config.train.to_json()}
+
+
+def _prepare_output_dir(output_dir: str, config: DemoConfig, overwrite: bool) -> bool:
+    """Starts a demo in `output_dir` or finds the unfinished one to resume; True if resuming.
+
+    Raises:
+        UserError: a finished demo, a demo with other settings, or files that
+            are not a demo's (each with both ways out).
+    """
+    settings = json.loads(json.dumps(config_json(config)))  # as read back from demo.json
+    marker = os.path.join(output_dir, RUN_FILE)
+    if overwrite:
+        _clear(output_dir)
+    present = sorted(tf.io.gfile.listdir(output_dir)) if tf.io.gfile.isdir(output_dir) else []
+    if not overwrite and present:
+        if SUMMARY in present:
+            raise UserError(
+                f"--output_dir={output_dir} holds an earlier run ({SUMMARY}: that demo finished); "
+                "pass a new directory, or --overwrite to replace it."
+            )
+        record = read_json(marker, "demo record") if RUN_FILE in present else None
+        if not isinstance(record, dict) or record.get("kind") != RUN_KIND:
+            raise UserError(
+                f"--output_dir={output_dir} holds an earlier run or other files ({', '.join(present[:3])}) "
+                f"but no {RUN_FILE} of a demo; pass a new directory, or --overwrite to replace them."
+            )
+        if record.get("config") != settings:
+            raise UserError(
+                f"--output_dir={output_dir} holds an earlier run: an unfinished demo with other settings; "
+                "pass a new directory, or --overwrite to replace it."
+            )
+        return True
+    atomic_write_json(marker, {"kind": RUN_KIND, "config": settings})
+    return False
 
 
 def _clear(output_dir: str) -> None:
@@ -129,7 +186,8 @@ def run_demo(
     """Runs train -> random search -> evolution -> retrain -> analyze into `output_dir`.
 
     Args:
-        output_dir: a new or empty directory (or any, with `overwrite`).
+        output_dir: a new or empty directory, an unfinished demo's to resume
+            (same `config`), or any with `overwrite`.
         config: stage sizes.
         overwrite: replace an earlier demo in `output_dir`.
         log: progress lines.
@@ -137,22 +195,29 @@ def run_demo(
     Returns:
         The summary written to summary.json: num_architectures_scored,
         kendall_tau, spearman_rho, pairwise_accuracy, best_architecture,
-        plots, seconds per stage, and more.
+        plots, seconds per stage, and more. After SIGTERM: {"preempted":
+        True, "stage": the stage stopped, "total_seconds": ...}, and no
+        summary.json.
 
     Raises:
-        UserError: an `output_dir` holding an earlier run without `overwrite`.
+        UserError: an `output_dir` holding a finished demo, another demo's
+            settings or other files, without `overwrite`.
     """
+    if config.num_retrain < 2 or not config.seeds:
+        raise UserError("the demo needs at least 2 architectures to retrain and one seed.")
+    resuming = _prepare_output_dir(output_dir, config, overwrite)
+    if resuming:
+        log(f"resuming the unfinished demo in {output_dir}: each stage goes on from what it saved")
+    with Preemption() as preemption:
+        return _run_stages(output_dir, config, log, preemption)
+
+
+def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None], preemption) -> dict[str, Any]:
     from tf_oneshot import trainer
     from tf_oneshot.retrain import Candidate, retrain
     from tf_oneshot.search import Evolution, RandomSearch
     from tf_oneshot.search.scorer import OneShotScorer
 
-    if config.num_retrain < 2 or not config.seeds:
-        raise UserError("the demo needs at least 2 architectures to retrain and one seed.")
-    check_output_dir(output_dir, (), overwrite)
-    if overwrite:
-        _clear(output_dir)
-    tf.io.gfile.makedirs(output_dir)
     path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -161,11 +226,18 @@ def run_demo(
         log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - start:.0f}s)")
         return time.perf_counter()
 
+    def stopped(name: str) -> dict[str, Any]:
+        log(f"\nSIGTERM received: the demo stopped in its {name} stage, with what it finished saved in "
+            f"{output_dir}; run the same command again to resume.")
+        return {"preempted": True, "stage": name, "total_seconds": round(time.perf_counter() - start, 1)}
+
     options = ", ".join(f"{k}={v}" for k, v in config.train.space_options().items())
     tic = stage(1, f"training the one-shot model of {config.train.space} on digits: "
                    f"{config.train.train_steps} steps{', ' + options if options else ''}")
     trained = trainer.train(config.train, path("oneshot"), log=log)
     seconds["train"] = time.perf_counter() - tic
+    if trained["preempted"] or preemption.requested:  # never search a half-trained model
+        return stopped("training")
 
     tic = stage(2, f"random search: scoring {config.num_random} architectures with the shared weights")
     scorer = OneShotScorer.from_model_dir(
@@ -175,8 +247,10 @@ def run_demo(
     options = {"kl": config.kl, "validation_examples": None}
     random_path = path("search", "random.jsonl")
     random_run = _search(scorer, space, RandomSearch(space, config.num_random, seed=config.seed),
-                         random_path, options, config.seed, log)
+                         random_path, options, config.seed, log, preemption)
     seconds["random_search"] = time.perf_counter() - tic
+    if random_run["stopped"]:
+        return stopped("random search")
 
     tic = stage(3, f"evolution: {config.num_evolution} architectures, population "
                                 f"{config.population_size}, {config.num_parents} parents")
@@ -185,9 +259,11 @@ def run_demo(
     evolution = Evolution(space, config.num_evolution, seed=config.seed, population_size=config.population_size,
                           num_parents=config.num_parents, mutation_prob=config.mutation_prob)
     evolution_path = path("search", "evolution.jsonl")
-    evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log)
+    evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log, preemption)
     seconds["evolution"] = time.perf_counter() - tic
     del scorer
+    if evolution_run["stopped"]:
+        return stopped("evolution")
 
     tic = stage(4, f"retraining a stratified sample of {config.num_retrain} architectures from "
                               f"scratch, {config.retrain_steps} steps x {len(config.seeds)} seed(s)")
@@ -201,8 +277,10 @@ def run_demo(
     )
     retrain_path = path("retrain", "results.jsonl")
     retrained = retrain(candidates, space, retrain_config, list(config.seeds), retrain_path,
-                        path("retrain", "export"), log=log)
+                        path("retrain", "export"), log=log, stop=preemption)
     seconds["retrain"] = time.perf_counter() - tic
+    if retrained.preempted:
+        return stopped("retrain")
 
     tic = stage(5, "analyzing: rank correlations, plots, report")
     analysis = analyze([random_path, evolution_path], retrain_path, output_dir, overwrite=True, log=log)
@@ -213,6 +291,10 @@ def run_demo(
     metrics = analysis.metrics.to_json()
     by_arch = {j.architecture: j.standalone for j in analysis.joined}
     best_standalone = by_arch.get(analysis.best_architecture)
+    export_dir = path("retrain", "export")
+    exported = {name: os.path.join(export_dir, file) for name, file in
+                (("keras", "best.keras"), ("saved_model", "best_saved_model"), ("metadata", "best.json"))
+                if tf.io.gfile.exists(os.path.join(export_dir, file))}
     summary = {
         "num_architectures_scored": analysis.num_architectures_scored,
         "num_random": random_run["total"],
@@ -231,11 +313,10 @@ def run_demo(
         else analysis.kl_kendall_tau,
         "plots": sorted(os.path.basename(p) for p in analysis.plots.values()),
         "report": os.path.basename(analysis.report),
-        "export": {k: os.path.relpath(v, output_dir) for k, v in retrained.exported.items()},
+        "export": {k: os.path.relpath(v, output_dir) for k, v in exported.items()},
         "seconds": seconds,
         "total_seconds": total,
-        "config": {**{k: v for k, v in dataclasses.asdict(config).items() if k != "train"},
-                   "seeds": list(config.seeds), "train": config.train.to_json()},
+        "config": config_json(config),
     }
     atomic_write_json(path(SUMMARY), summary)
     for line in summary_table(summary, analysis):

@@ -57,6 +57,7 @@ from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
+from tf_oneshot.preemption import Preempted
 from tf_oneshot.retrain import RECALIBRATION_IMAGES, RUN_FIELDS, train_standalone
 from tf_oneshot.search_spaces import (
     ENUMERATION_LIMIT,
@@ -72,7 +73,9 @@ SUMMARY_FILE = "ground_truth.json"
 RESULTS_FILE = "results.jsonl"
 _SHARD_FILE = re.compile(r"^results(-(\d+)-of-(\d+))?\.jsonl$")
 # Fields of a line that must equal this run's: a mix would average incomparable runs.
-SETTINGS_FIELDS = (*RUN_FIELDS, "bn_recalibration_images", "space")
+# (Ground truth never trains on the validation split: retrain's full_train does not apply.)
+TRAIN_FIELDS = tuple(f for f in RUN_FIELDS if f != "full_train")
+SETTINGS_FIELDS = (*TRAIN_FIELDS, "bn_recalibration_images", "space")
 
 TrainFn = Callable[[SearchSpace, Hashable, TrainConfig, int], dict[str, Any]]
 
@@ -111,6 +114,7 @@ class GroundTruthRun:
         results_path: the file this shard appends to.
         summary: the summary written now, or None while pairs are missing.
         missing: pairs of the whole run (every shard) not yet trained.
+        preempted: `stop` ended the run early (every finished pair recorded).
     """
 
     trained: tuple[tuple[str, int], ...]
@@ -118,6 +122,7 @@ class GroundTruthRun:
     results_path: str
     summary: dict | None
     missing: int
+    preempted: bool = False
 
 
 # ------------------------------------------------------------------ checks
@@ -165,7 +170,7 @@ def check_seeds(seeds: Sequence[int], noise_ceiling: bool | None = None) -> list
 
 def run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int) -> dict[str, Any]:
     """What every line of one ground truth shares: the training setting and the whole space (F included)."""
-    settings = {f: getattr(config, f) for f in RUN_FIELDS}
+    settings = {f: getattr(config, f) for f in TRAIN_FIELDS}
     settings["bn_recalibration_images"] = int(recalibration_images)
     settings["space"] = space.to_config()
     return json.loads(json.dumps(settings))  # tuples -> lists, as read back from a file
@@ -370,11 +375,13 @@ def load_summary(path: str) -> dict[str, Any]:
 
 # -------------------------------------------------------------------- run
 def standalone_trainer(strategy: tf.distribute.Strategy | None = None,
-                       recalibration_images: int = RECALIBRATION_IMAGES) -> TrainFn:
-    """One child at a time through `retrain.train_standalone` (each traced anew)."""
+                       recalibration_images: int = RECALIBRATION_IMAGES,
+                       stop: Callable[[], bool] | None = None) -> TrainFn:
+    """One child at a time through `retrain.train_standalone` (each traced anew); `stop` as there."""
 
     def train(space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
-        _, result = train_standalone(space, arch, config, seed, strategy, lambda _: None, recalibration_images)
+        _, result = train_standalone(space, arch, config, seed, strategy, lambda _: None, recalibration_images,
+                                     stop=stop)
         return result
 
     train.method = "standalone"  # type: ignore[attr-defined]
@@ -396,13 +403,14 @@ pads a batch to whole ghost batches, harmless with moving statistics). Each step
     weights against `train_standalone` after a few steps); the data order,
     batch-norm recalibration and evaluation are `train_standalone`'s. The
     space's one-shot model must compute its children exactly under their
-    masks, which the space contract tests require.
+    masks, which the space contract tests require. `stop` is polled between
+    chunks of `config.log_every` steps (`Preempted` ends the pair unrecorded).
     """
 
     method = "masked"
 
     def __init__(self, space: SearchSpace, config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
-                 recalibration_images: int = RECALIBRATION_IMAGES) -> None:
+                 recalibration_images: int = RECALIBRATION_IMAGES, stop: Callable[[], bool] | None = None) -> None:
         import keras
 
         from tf_oneshot import retrain, strategy_loop
@@ -416,6 +424,7 @@ pads a batch to whole ghost batches, harmless with moving statistics). Each step
             raise UserError(f"--batch_size={config.batch_size} over {replicas} replicas must give a multiple of "
                             f"--ghost_batch_size={config.ghost_batch_size} per replica.")
         self.recalibration_images = recalibration_images
+        self.stop = stop
         with strategy.scope():
             self.model = space.build_oneshot(config.ghost_batch_size)
             self.optimizer = keras.optimizers.SGD(
@@ -477,6 +486,8 @@ pads a batch to whole ghost batches, harmless with moving statistics). Each step
         step, loss = 0, math.nan
         every = max(1, min(config.log_every, config.train_steps))
         while step < config.train_steps:
+            if self.stop is not None and self.stop():
+                raise Preempted(f"{arch} seed {seed} stopped at step {step}")
             n = min(every, config.train_steps - step)
             loss = float(self._train(iterator, tf.constant(n), {}).numpy()[0]) / (n * config.batch_size)
             step += n
@@ -500,12 +511,13 @@ METHODS = ("masked", "standalone")
 
 def make_trainer(method: str, space: SearchSpace, config: TrainConfig,
                  strategy: tf.distribute.Strategy | None = None,
-                 recalibration_images: int = RECALIBRATION_IMAGES) -> TrainFn:
+                 recalibration_images: int = RECALIBRATION_IMAGES,
+                 stop: Callable[[], bool] | None = None) -> TrainFn:
     """The pair trainer of `method`: "masked" (`MaskedTrainer`) or "standalone" (`standalone_trainer`)."""
     if method == "masked":
-        return MaskedTrainer(space, config, strategy, recalibration_images)
+        return MaskedTrainer(space, config, strategy, recalibration_images, stop)
     if method == "standalone":
-        return standalone_trainer(strategy, recalibration_images)
+        return standalone_trainer(strategy, recalibration_images, stop)
     raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
 
 
@@ -521,6 +533,7 @@ def run_ground_truth(
     noise_ceiling: bool | None = None,
     train_fn: TrainFn | None = None,
     method: str = "masked",
+    stop: Callable[[], bool] | None = None,
 ) -> GroundTruthRun:
     """Trains this shard's (child, seed) pairs not yet found in `output`; writes the summary when complete.
 
@@ -541,6 +554,9 @@ def run_ground_truth(
         method: "masked" (`MaskedTrainer`: one trace for every child, the
             default) or "standalone" (`standalone_trainer`: a new model and
             traces per pair); both train each child from scratch alone.
+        stop: polled between pairs and between chunks of a pair's training
+            (SIGTERM, `tf_oneshot.preemption`): the pair in hand is dropped,
+            every finished pair is kept, and a rerun resumes.
 
     Raises:
         UserError: a space too large to enumerate, bad seeds, a dataset that
@@ -566,12 +582,19 @@ def run_ground_truth(
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
     if train_fn is None and todo:
-        train_fn = make_trainer(method, space, config, strategy, recalibration_images)
+        train_fn = make_trainer(method, space, config, strategy, recalibration_images, stop)
     trained = []
     tic = time.perf_counter()
     for index, (child, seed) in enumerate(todo, start=1):
         arch = by_name[child]
-        result = train_fn(space, arch, config, seed)
+        try:
+            if stop is not None and stop():
+                raise Preempted(f"before {child} seed {seed}")
+            result = train_fn(space, arch, config, seed)
+        except Preempted as e:
+            log(f"groundtruth: stopped ({e}); {len(trained)} runs recorded now, a rerun resumes.")
+            missing = sum(p not in done for p in pairs) - len(trained)
+            return GroundTruthRun(tuple(trained), skipped, path, None, missing, preempted=True)
         bad = [k for k in ("validation_accuracy", "validation_loss", "test_accuracy")
                if not math.isfinite(result.get(k, math.nan))]
         if bad:

@@ -8,12 +8,21 @@ averaged across five runs". Training follows the one-shot recipe of §4.1: SGD
 with Nesterov momentum 0.9 and L2 on the kernels, the same strategies, ghost
 batches and schedules as `tf_oneshot.trainer`, but no path dropout.
 
+The final models of §3.4 and §4.1 are "trained from scratch ... on the full
+training set, then evaluated on the test set": with `full_train` the runs
+train on train + validation (`data.FULL_TRAIN`), record `"full_train": true`
+and no validation accuracy, and are ranked by test accuracy, the only
+held-out split left. The default keeps the validation split (Figure 5's
+brief retraining is measured on it).
+
 Each finished (architecture, seed) run is one JSON line in the results file,
 appended with fsync: a rerun skips finished pairs, and a torn last line (a kill
-mid-write) is dropped. The best architecture (highest validation accuracy,
-mean over seeds) is exported as a `.keras` file that loads in safe mode and as
-a SavedModel with a `serve` signature, both written to a temporary name first
-and renamed into place.
+mid-write) is dropped. `stop` (SIGTERM, `tf_oneshot.preemption`) is polled
+between training chunks; the pair in hand is dropped and trained again on
+the rerun. The best architecture (highest validation accuracy, or test
+accuracy with `full_train`, mean over seeds) is exported as a `.keras` file
+that loads in safe mode and as a SavedModel with a `serve` signature, both
+written to a temporary name first and renamed into place.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
+from tf_oneshot.preemption import Preempted
 from tf_oneshot.search_spaces import SearchSpace
 from tf_oneshot.tasks import StandaloneTask, evaluation_sums
 
@@ -49,7 +59,7 @@ RECORD_KIND = "tf_oneshot.retrain"
 # with other settings would mix incomparable accuracies.
 RUN_FIELDS = (
     "dataset", "train_steps", "batch_size", "ghost_batch_size", "learning_rate", "lr_schedule",
-    "momentum", "weight_decay",
+    "momentum", "weight_decay", "full_train",
 )
 KERAS_FILE = "best.keras"
 SAVED_MODEL_DIR = "best_saved_model"
@@ -76,8 +86,10 @@ class RetrainSummary:
             (earlier and new), in file order.
         trained: (architecture string, seed) pairs trained now.
         skipped: pairs found finished in the results file.
-        best_architecture: highest mean validation accuracy over seeds.
+        best_architecture: highest mean validation accuracy over seeds (test
+            accuracy with `full_train`).
         exported: paths of the exports (empty if none was written now).
+        preempted: `stop` ended the run early (no export then).
     """
 
     records: tuple[dict, ...]
@@ -85,6 +97,7 @@ class RetrainSummary:
     skipped: tuple[tuple[str, int], ...]
     best_architecture: str | None
     exported: dict[str, str]
+    preempted: bool = False
 
 
 # ------------------------------------------------------------------ choosing
@@ -109,7 +122,7 @@ def select_candidates(
     k: int = 10,
     num_buckets: int = 10,
     per_bucket: int = 4,
-    pool: int | None = None,
+    pool: int | None = 100,
     percentile: float = 90.0,
     seed: int = 0,
 ) -> list[Candidate]:
@@ -120,9 +133,11 @@ def select_candidates(
         search_records: lines of search results (several searches may hold the
             same architecture: its one-shot accuracies are averaged).
         how: "stratified" (§4.1, Figure 5: `per_bucket` from each of
-            `num_buckets` accuracy buckets), "top" (One-Shot Top: the best `k`,
-            or a stratified `k` from the best `pool`) or "small" (One-Shot
-            Small: the `k` smallest at or above the `percentile`).
+            `num_buckets` accuracy buckets), "top" (One-Shot Top, §4.1: "from
+            the top 100 architectures, we took a stratified sample of 10",
+            i.e. a stratified `k` from the best `pool`; `pool` None or <= `k`:
+            the best `k`) or "small" (One-Shot Small: the `k` smallest at or
+            above the `percentile`).
 
     Raises:
         UserError: an unknown rule, or no records.
@@ -183,6 +198,8 @@ def train_standalone(
     strategy: tf.distribute.Strategy | None = None,
     log: Callable[[str], None] = print,
     recalibration_images: int = RECALIBRATION_IMAGES,
+    full_train: bool = False,
+    stop: Callable[[], bool] | None = None,
     initialize: Callable[[keras.Model], None] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Trains one architecture from scratch and measures it.
@@ -197,6 +214,9 @@ def train_standalone(
         recalibration_images: training images over which the batch-norm
             statistics are recomputed before evaluation (0: keep the moving
             averages); see `recalibrate_batch_norm`.
+        full_train: train (and recalibrate) on train + validation (§3.4);
+            validation_accuracy and validation_loss are then None.
+        stop: polled between chunks of `config.log_every` steps.
         initialize: sets the built model's weights instead of the seed's
             random ones (e.g. `space.inherit_weights` from a one-shot model,
             "Deeper insights" §3.3); the seed still orders the data.
@@ -205,6 +225,9 @@ def train_standalone(
         (the model, metrics: validation_accuracy, test_accuracy, their mean
         cross-entropies validation_loss and test_loss, the numbers of
         examples they cover, train_loss of the last steps, seconds).
+
+    Raises:
+        Preempted: `stop` returned True before the training ended.
     """
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
@@ -228,24 +251,30 @@ def train_standalone(
     task = StandaloneTask(model, optimizer, config.batch_size, replicas, config.weight_decay)
     train_loop = strategy_loop.train_loop(strategy, task.train_step, 5, jit_compile=config.jit_compile)
     info = data.dataset_info(config.dataset, config.data_dir)
+    train_split = data.FULL_TRAIN if full_train else "train"
     # A shuffle buffer larger than the split would fill itself from several
     # epochs before the first batch (and keep filling after the last).
     dataset = data.make_dataset(
-        config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir,
-        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, info.num_examples["train"]),
+        config.dataset, train_split, config.batch_size, training=True, data_dir=config.data_dir,
+        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, train_split)),
     )
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     step, loss = 0, math.nan
     every = max(1, min(config.log_every, config.train_steps))
     while step < config.train_steps:
+        if stop is not None and stop():
+            raise Preempted(f"{arch} seed {seed} stopped at step {step}")
         n = min(every, config.train_steps - step)
         loss = float(train_loop(iterator, tf.constant(n), {}).numpy()[0]) / (n * config.batch_size)
         step += n
         log(f"  {arch} seed {seed}: step {step}/{config.train_steps} loss {loss:.4f}")
-    metrics = {"train_loss": loss}
+    metrics: dict[str, Any] = {"train_loss": loss}
     if recalibration_images:
-        recalibrate_batch_norm(model, config, strategy, recalibration_images)
+        recalibrate_batch_norm(model, config, strategy, recalibration_images, split=train_split)
     for split in ("validation", "test"):
+        if split == "validation" and full_train:  # trained on it: no held-out validation accuracy
+            metrics.update(validation_accuracy=None, validation_loss=None, validation_examples=0)
+            continue
         result = evaluate_with_loss(model, config, split, strategy)
         metrics[f"{split}_accuracy"] = result["accuracy"]
         metrics[f"{split}_loss"] = result["loss"]
@@ -259,6 +288,7 @@ def recalibrate_batch_norm(
     config: TrainConfig,
     strategy: tf.distribute.Strategy | None = None,
     num_images: int = RECALIBRATION_IMAGES,
+    split: str = "train",
 ) -> int:
     """Replaces the moving batch-norm statistics by exact averages over training images.
 
@@ -269,6 +299,9 @@ def recalibrate_batch_norm(
     2019, §3.3, BN recalibration), the statistics of the final weights are
     recomputed on un-augmented training images, one ghost batch at a time.
 
+    Args:
+        split: the images trained on ("train", or `data.FULL_TRAIN`).
+
     Returns:
         The number of images used.
     """
@@ -278,9 +311,9 @@ def recalibrate_batch_norm(
         return 0
     info = data.dataset_info(config.dataset, config.data_dir)
     batch = config.batch_size
-    batches = max(1, min(num_images, info.num_examples["train"]) // batch)
+    batches = max(1, min(num_images, data.split_size(info, split)) // batch)
     dataset = data.make_dataset(
-        config.dataset, "train", batch, training=False, data_dir=config.data_dir, repeat=False
+        config.dataset, split, batch, training=False, data_dir=config.data_dir, repeat=False
     ).take(batches)
     for layer in layers:
         layer.set_mode("recalibrate")
@@ -385,9 +418,11 @@ def export_model(
 
 
 # ------------------------------------------------------------------- results
-def _run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int) -> dict[str, Any]:
+def _run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int,
+                  full_train: bool) -> dict[str, Any]:
     return {
-        **{f: getattr(config, f) for f in RUN_FIELDS},
+        **{f: getattr(config, f) for f in RUN_FIELDS if f != "full_train"},
+        "full_train": bool(full_train),
         "bn_recalibration_images": int(recalibration_images),
         "space": space.to_config(),
     }
@@ -407,6 +442,7 @@ def _check_results(records: list[dict], settings: dict[str, Any], path: str) -> 
         def scale(x: dict) -> dict:
             return {
                 **{f: x.get(f) for f in (*RUN_FIELDS, "bn_recalibration_images")},
+                "full_train": bool(x.get("full_train")),  # lines written before the flag: False
                 "filters": (x.get("space") or {}).get("filters"),
             }
 
@@ -421,7 +457,12 @@ def _check_results(records: list[dict], settings: dict[str, Any], path: str) -> 
 
 def _best(records: Sequence[dict]) -> tuple[str, float] | None:
     best = best_standalone(list(standalone_by_architecture(records).values()))
-    return (best.architecture, best.validation_mean) if best else None
+    return (best.architecture, best.accuracy) if best else None
+
+
+def _ranking_split(full_train: bool) -> str:
+    """The held-out split runs are ranked and exported by: test once validation is trained on."""
+    return "test" if full_train else "validation"
 
 
 def retrain(
@@ -434,6 +475,8 @@ def retrain(
     strategy: tf.distribute.Strategy | None = None,
     log: Callable[[str], None] = print,
     recalibration_images: int = RECALIBRATION_IMAGES,
+    full_train: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> RetrainSummary:
     """Trains every (candidate, seed) not yet in `results_path`, then exports the best.
 
@@ -449,6 +492,10 @@ def retrain(
         strategy: a tf.distribute strategy.
         log: progress lines.
         recalibration_images: see `train_standalone`.
+        full_train: train on train + validation (§3.4, §4.1's final models);
+            rank and export by test accuracy.
+        stop: polled between training chunks (SIGTERM); True ends the run
+            with `preempted` set, every finished pair recorded.
 
     Returns:
         A `RetrainSummary`.
@@ -472,7 +519,7 @@ def retrain(
     for c in candidates:
         unique.setdefault(str(space.validate(c.architecture)), c)
     candidates = list(unique.values())
-    settings = _run_settings(config, space, recalibration_images)
+    settings = _run_settings(config, space, recalibration_images, full_train)
     existing = read_jsonl(results_path)
     _check_results(existing, settings, results_path)
     done = {(r["architecture"], int(r["seed"])) for r in existing}
@@ -480,20 +527,26 @@ def retrain(
     pairs = [(c, int(s)) for c in candidates for s in seeds]
     todo = [(c, s) for c, s in pairs if (str(c.architecture), s) not in done]
     skipped = tuple((str(c.architecture), s) for c, s in pairs if (str(c.architecture), s) in done)
+    split = _ranking_split(full_train)
     log(
         f"retrain: {len(candidates)} architectures x {len(seeds)} seeds of {space.name}"
         f"{f' at F={space.filters}' if hasattr(space, 'filters') else ''}, "
-        f"{config.train_steps} steps each; {len(skipped)} runs already in {results_path}, "
-        f"{len(todo)} to train"
+        f"{config.train_steps} steps each on {'train + validation' if full_train else 'train'}; "
+        f"{len(skipped)} runs already in {results_path}, {len(todo)} to train"
     )
-    exported: dict[str, str] = {}
+    train = dict(strategy=strategy, log=log, recalibration_images=recalibration_images,
+                 full_train=full_train, stop=stop)
     best_now: dict[str, tuple[float, keras.Model, int]] = {}  # arch -> best seed trained now
     trained = []
     for index, (candidate, seed) in enumerate(todo, start=1):
         arch = candidate.architecture
         cost = space.count(arch)
         log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
-        model, metrics = train_standalone(space, arch, config, seed, strategy, log, recalibration_images)
+        try:
+            model, metrics = train_standalone(space, arch, config, seed, **train)
+        except Preempted as e:
+            log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
+            return _summary(results_path, wanted, trained, skipped, None, {}, preempted=True)
         params = int(model.count_params())
         record = {
             "kind": RECORD_KIND,
@@ -507,27 +560,46 @@ def retrain(
         }
         append_jsonl(results_path, record)
         trained.append((str(arch), seed))
+        validation = metrics["validation_accuracy"]
         log(
-            f"[{index}/{len(todo)}] {arch} seed {seed}: validation {metrics['validation_accuracy']:.4f} "
+            f"[{index}/{len(todo)}] {arch} seed {seed}: "
+            f"{'' if validation is None else f'validation {validation:.4f} '}"
             f"test {metrics['test_accuracy']:.4f}, {params:,} params ({metrics['seconds']:.0f}s)"
         )
-        key = str(arch)
-        if key not in best_now or metrics["validation_accuracy"] > best_now[key][0]:
-            best_now[key] = (metrics["validation_accuracy"], model, seed)
+        key, accuracy = str(arch), metrics[f"{split}_accuracy"]
+        if key not in best_now or accuracy > best_now[key][0]:
+            best_now[key] = (accuracy, model, seed)
     all_records = [r for r in read_jsonl(results_path) if r["architecture"] in wanted]
     best = _best(all_records)
+    exported: dict[str, str] = {}
     if export_dir and best is not None:
-        exported = _export_best(best, best_now, all_records, space, config, export_dir, log)
+        try:
+            exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log)
+        except Preempted as e:
+            log(f"export: {e}; a rerun exports the best")
+            return _summary(results_path, wanted, trained, skipped, best[0], {}, preempted=True)
+    return _summary(results_path, wanted, trained, skipped, best[0] if best else None, exported)
+
+
+def _summary(results_path, wanted, trained, skipped, best, exported, preempted=False) -> RetrainSummary:
     return RetrainSummary(
-        records=tuple(all_records),
+        records=tuple(r for r in read_jsonl(results_path) if r["architecture"] in wanted),
         trained=tuple(trained),
         skipped=skipped,
-        best_architecture=best[0] if best else None,
+        best_architecture=best,
         exported=exported,
+        preempted=preempted,
     )
 
 
-def _export_best(best, best_now, records, space, config, export_dir, log) -> dict[str, str]:
+def _export_best(best, best_now, records, space, config, export_dir, split, train, log) -> dict[str, str]:
+    """Exports the best architecture, retraining its best seed if an earlier run trained it.
+
+    A resumed run (after SIGTERM, say) may find that the best architecture was
+    trained before the interruption, its weights gone with that process; its
+    best seed is trained again (same seed, same data order) so that a resumed
+    run ends with the same export as an uninterrupted one.
+    """
     arch, mean = best
     previous_path = os.path.join(export_dir, BEST_FILE)
     previous = read_json(previous_path) if tf.io.gfile.exists(previous_path) else None
@@ -535,21 +607,25 @@ def _export_best(best, best_now, records, space, config, export_dir, log) -> dic
         log(f"export: {arch} is already exported in {export_dir}")
         return {}
     if arch not in best_now:
-        log(f"export: the best architecture {arch} was trained in an earlier run and its weights "
-            "were not kept; nothing new to export.")
-        return {}
+        runs = [r for r in records if r["architecture"] == arch]
+        seed = int(max(runs, key=lambda r: (r.get(f"{split}_accuracy") or 0.0, -int(r["seed"])))["seed"])
+        log(f"export: the best architecture {arch} was trained in an earlier run; training seed {seed} "
+            "again to export it")
+        model, metrics = train_standalone(space, space.parse(arch), config, seed, **train)
+        best_now = {arch: (metrics[f"{split}_accuracy"], model, seed)}
     accuracy, model, seed = best_now[arch]
     metadata = {
         "architecture": arch,
         "seed": seed,
-        "validation_accuracy": accuracy,
-        "validation_accuracy_mean": mean,
+        "selected_on": split,
+        f"{split}_accuracy": accuracy,
+        f"{split}_accuracy_mean": mean,
+        "full_train": bool(train.get("full_train")),
         "seeds": sorted(int(r["seed"]) for r in records if r["architecture"] == arch),
         "space": space.to_config(),
         "dataset": config.dataset,
     }
     exported = export_model(_plain_copy(space, space.parse(arch), model, config), space, export_dir, metadata)
-    log(f"export: best {arch} (validation {mean:.4f} mean over seeds) -> {exported['keras']}, "
+    log(f"export: best {arch} ({split} {mean:.4f} mean over seeds) -> {exported['keras']}, "
         f"{exported['saved_model']}")
     return exported
-

@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -33,6 +31,7 @@ from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.model_dir import LoadedOneShot, build_oneshot, load_oneshot
 from tf_oneshot.model_dir import read as read_model_dir
+from tf_oneshot.preemption import Preemption
 from tf_oneshot.samplers import Sampler, make_sampler
 from tf_oneshot.tasks import TOTALS, OneShotTask, accuracy_sums
 
@@ -95,30 +94,6 @@ def _make_optimizer(config: TrainConfig, step: tf.Variable) -> keras.optimizers.
 
 
 # ------------------------------------------------------------------ training
-class _Preemption:
-    """Turns SIGTERM (Cloud TPU preemption, maintenance) into a clean stop.
-
-    PreemptionCheckpointHandler does nothing on Cloud TPU VMs (DESIGN.md), so
-    the trainer saves a checkpoint itself between host loops.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> _Preemption:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 class _Checkpoints:
     """Saves to model_dir on the chief and to a scratch dir on other workers.
 
@@ -193,7 +168,9 @@ def train(
     sampler = make_run_sampler(config, space)
     model_dirs.prepare(config, space, model_dir, write=chief)
     per_replica = _check_batch(config, strategy)
-    with _Preemption() as preemption:  # From here on, SIGTERM ends the run cleanly.
+    # From here on, SIGTERM ends the run cleanly (PreemptionCheckpointHandler
+    # does nothing on Cloud TPU VMs, DESIGN.md: the loop saves between host loops).
+    with Preemption() as preemption:
         return _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log)
 
 
@@ -277,9 +254,13 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
                                          optimizer, log)
                     window, window_steps, tic = np.zeros(TOTALS), 0, time.perf_counter()
                 if step % config.checkpoint_every == 0 or step == config.train_steps:
+                    # Summaries first: once a checkpoint exists, every summary up to
+                    # its step is on disk, so a kill right after the save loses none
+                    # (a kill before it only repeats summaries on resume).
+                    writer.flush()
                     checkpoints.save(step)
-                    writer.flush()  # summaries up to a checkpoint survive a kill after it
             if step < config.train_steps:  # Preempted: every worker saves, then all stop.
+                writer.flush()
                 checkpoints.save(step)
                 log(f"SIGTERM received: checkpoint saved at step {step}; run again to resume.")
                 result["preempted"] = True

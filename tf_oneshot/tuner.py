@@ -6,14 +6,21 @@ hyperparameters (per choice block, one `Choice` of input subset and one of op
 combination), `populate_space` proposes only architectures that meet the
 constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
 after consecutive failed trials anyway), and the algorithm's state travels in
-`get_state`/`set_state`.
+`get_state`/`set_state`. That state is O(1) in the number of trials (the
+generator, the current population): the proposals and scores are rebuilt from
+the trials on reload, as KerasTuner's own oracles rebuild theirs. Without
+`max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20.
 
 `OneShotTuner.run_trial` scores the trial's architecture with the trained
 one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
-per trial. In KerasTuner's distributed mode (KERASTUNER_TUNER_ID,
-KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) all oracle logic stays on the
-chief, whose client forwards only create/update/end/get trial and space calls,
-and each worker loads the one-shot checkpoint itself, on its first trial.
+per trial. Each tuner appends one line per trial to
+`<project_dir>/results_<tuner_id>.jsonl` with the fields `tf-oneshot search`
+writes (identity fields included), so `tf-oneshot analyze --search_results`
+reads it like a search's results. In KerasTuner's distributed mode
+(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) all oracle
+logic stays on the chief, whose client forwards only create/update/end/get
+trial and space calls, and each worker loads the one-shot checkpoint itself,
+on its first trial.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ import keras_tuner
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_model
+from tf_oneshot.search.evolution import GENERATIONS
 from tf_oneshot.search_spaces import SearchSpace
 
 OBJECTIVE = "oneshot_accuracy"
+# Trials of a random search when `max_trials` is not given.
+RANDOM_TRIALS = 100
 _Trial = keras_tuner.engine.trial.Trial
 _Status = keras_tuner.engine.trial.TrialStatus
 
@@ -67,7 +77,9 @@ class OneShotOracle(keras_tuner.Oracle):
             here: the oracle never loads weights).
         algorithm: "random" (Bender et al. 2018, §4.1) or "evolution" (SPOS,
             Algorithm 1).
-        max_trials: architectures to score in all.
+        max_trials: architectures to score in all; by default Algorithm 1's
+            population_size * 20 (T = 20 generations, SPOS §3.4) for
+            evolution, and 100 for random search.
         seed: seeds the algorithm (KerasTuner's own seed if None).
         max_params, max_flops, min_params, min_flops: constraints on the
             stand-alone model, met by every proposal.
@@ -85,7 +97,7 @@ class OneShotOracle(keras_tuner.Oracle):
         self,
         model_dir: str | None = None,
         algorithm: str = "random",
-        max_trials: int = 100,
+        max_trials: int | None = None,
         seed: int | None = None,
         max_params: int | None = None,
         max_flops: int | None = None,
@@ -100,6 +112,8 @@ class OneShotOracle(keras_tuner.Oracle):
     ):
         if algorithm not in ALGORITHMS:
             raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        if max_trials is None:
+            max_trials = population_size * GENERATIONS if algorithm == "evolution" else RANDOM_TRIALS
         if not isinstance(max_trials, int) or max_trials < 1:
             raise UserError(f"max_trials={max_trials!r} is invalid; expected a positive integer.")
         if space is None:
@@ -121,13 +135,19 @@ class OneShotOracle(keras_tuner.Oracle):
         )
         # `Oracle` turns seed=None (and 0) into a random seed; keep an explicit 0.
         algo_seed = self.seed if seed is None else seed
+        # A distributed worker's own oracle only knows the seed if it was given.
+        self.seed_given = seed is not None
+        # The settings reload checks (and a results line's `options`).
+        self.algorithm_options: dict[str, Any] = {}
         if algorithm == "evolution":
+            self.algorithm_options = {"population_size": population_size, "num_parents": num_parents,
+                                      "mutation_prob": mutation_prob}
             self.algorithm: RandomSearch | Evolution = Evolution(
-                space, max_trials, self.constraints, seed=algo_seed, population_size=population_size,
-                num_parents=num_parents, mutation_prob=mutation_prob,
+                space, max_trials, self.constraints, seed=algo_seed, **self.algorithm_options
             )
         else:
             self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
+        # Trials told to the algorithm; rebuilt from the trials on reload, not saved.
         self._told: set[str] = set()
 
     # ----------------------------------------------------------- KerasTuner
@@ -160,49 +180,80 @@ class OneShotOracle(keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
+        # `super().end_trial` saves; a tell changes nothing `get_state` holds
+        # (scores are rebuilt from the trials), so one save per trial suffices.
         super().end_trial(trial)
-        if self._tell(self.trials[trial.trial_id]):
-            self.save()
+        self._tell(self.trials[trial.trial_id])
 
     def _tell(self, trial) -> bool:
         """Passes a finished trial's score to the algorithm once; True if new."""
-        if trial.trial_id in self._told or trial.status not in (_Status.COMPLETED, _Status.FAILED):
+        if trial.trial_id in self._told or not _finished(trial):
             return False
-        arch = values_to_architecture(self.space, trial.hyperparameters.values)
-        score = trial.score if trial.status == _Status.COMPLETED else None
-        self.algorithm.tell(arch, None if score is None else float(score))
+        self.algorithm.tell(values_to_architecture(self.space, trial.hyperparameters.values), _score(trial))
         self._told.add(trial.trial_id)
         return True
 
     def get_state(self) -> dict[str, Any]:
+        """KerasTuner's state plus the algorithm's, which is O(1) in the number of trials."""
         state = super().get_state()
         state["oneshot"] = {
             "algorithm": self.algorithm_name,
             "space": self.space.to_config(),
             "constraints": self.constraints.to_json(),
+            "options": self.algorithm_options,
+            "seed": self.algorithm.seed,
             "algorithm_state": self.algorithm.get_state(),
-            "told": sorted(self._told),
         }
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         mine = state["oneshot"]
-        if mine["algorithm"] != self.algorithm_name or mine["constraints"] != self.constraints.to_json():
+        saved = (mine["algorithm"], mine["constraints"], mine["options"])
+        if saved != (self.algorithm_name, self.constraints.to_json(), self.algorithm_options):
             raise UserError(
-                f"the tuner project was searched with algorithm={mine['algorithm']} and constraints "
-                f"{mine['constraints']}; use the same settings, or overwrite=True / a new project_name."
+                f"the tuner project was searched with algorithm={saved[0]}, constraints {saved[1]} and "
+                f"options {saved[2]}; use the same settings, or overwrite=True / a new project_name."
             )
-        self.algorithm.set_state(mine["algorithm_state"])
-        self._told = set(mine["told"])
-        # A kill between end_trial's save and ours leaves a finished trial
-        # untold: tell it now (trials are loaded before set_state).
-        for trial in self.trials.values():
-            self._tell(trial)
+        # The proposals are the trials in the order they started, and the
+        # finished ones are told: KerasTuner loads the trials before
+        # set_state, and saved `start_order` with this very state.
+        trials = [self.trials[t] for t in dict.fromkeys(self.start_order)]
+        proposals = [values_to_architecture(self.space, t.hyperparameters.values) for t in trials]
+        scores = {a: _score(t) for a, t in zip(proposals, trials) if _finished(t)}
+        try:
+            self.algorithm.set_state(mine["algorithm_state"], proposals, scores)
+        except ValueError as e:
+            raise UserError(f"the tuner project's trials do not match its oracle.json: {e}") from None
+        self.algorithm.seed = int(mine["seed"])
+        self._told = {t.trial_id for t in trials if _finished(t)}
+
+    def reload(self) -> None:
+        """KerasTuner's reload, without running finished trials again.
+
+        `Oracle.end_trial` saves before it drops the trial from
+        `ongoing_trials`, so oracle.json names the last finished trial as
+        still running and `reload` queues it for a retry. A trial whose own
+        file says it finished is done: it leaves the queue.
+        """
+        super().reload()
+        for trial_id in [t for t in self._retry_queue if _finished(self.trials[t])]:
+            self._retry_queue.remove(trial_id)
+            if trial_id not in self.end_order:  # killed between its file and oracle.json
+                self.end_order.append(trial_id)
 
     def architecture(self, trial) -> Hashable:
         """The architecture of a trial."""
         return values_to_architecture(self.space, trial.hyperparameters.values)
+
+
+def _finished(trial) -> bool:
+    return trial.status in (_Status.COMPLETED, _Status.FAILED)
+
+
+def _score(trial) -> float | None:
+    """The one-shot accuracy of a finished trial; None if it failed."""
+    return float(trial.score) if trial.status == _Status.COMPLETED else None
 
 
 # --------------------------------------------------------------------- tuner
@@ -234,6 +285,11 @@ class OneShotTuner(keras_tuner.Tuner):
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        if not isinstance(oracle, OneShotOracle):
+            raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
+        # Kept: on a distributed worker `self.oracle` becomes a client of the
+        # chief's, and this local copy is where the search's settings are read.
+        self.oneshot_oracle = oracle
         self.model_dir = model_dir
         self.space = _space_of(model_dir)
         self.bn_mode = bn_mode
@@ -243,6 +299,33 @@ class OneShotTuner(keras_tuner.Tuner):
         self._scorer = None
         self._waiting = False
         super().__init__(oracle=oracle, hypermodel=None, **tuner_kwargs)
+        self.on_worker = self.oracle is not oracle
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The identity fields of `tf-oneshot search` lines (`search.results.IDENTITY_FIELDS`).
+
+        Read from the local oracle, which a distributed worker builds with the
+        chief's arguments: the algorithm, constraints and options are the
+        chief's, and so is the seed when one was given (else the chief drew
+        it, and a worker writes None).
+        """
+        import inspect
+
+        from tf_oneshot.search.scorer import OneShotScorer
+
+        oracle = self.oneshot_oracle
+        options = {**oracle.algorithm_options, "kl": self.kl,
+                   "validation_examples": self._scorer_kwargs.get("validation_examples")}
+        if self.bn_mode == "recalibrate":
+            default = inspect.signature(OneShotScorer.from_model_dir).parameters["recalibration_images"].default
+            options["recalibration_images"] = self._scorer_kwargs.get("recalibration_images", default)
+        return {
+            "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
+            "algorithm": oracle.algorithm_name,
+            "seed": oracle.algorithm.seed if oracle.seed_given or not self.on_worker else None,
+            "constraints": oracle.constraints.to_json(), "options": options,
+        }
 
     @property
     def scorer(self):
@@ -272,16 +355,23 @@ class OneShotTuner(keras_tuner.Tuner):
         arch = values_to_architecture(self.space, trial.hyperparameters.values)
         tic = time.perf_counter()
         score = self.scorer.score([arch])[0]
+        seconds = round(time.perf_counter() - tic, 6)
         cost = self.space.count(arch)
         from tf_oneshot.io_utils import append_jsonl
 
+        # The line `tf-oneshot search` writes (search/driver.py), plus the trial.
+        # A distributed worker's algorithm proposes nothing (the chief's
+        # does), so it does not know the generation: None there.
+        generation = None if self.on_worker else self.oneshot_oracle.algorithm.generation_of(arch)
         record = {
-            "architecture": str(arch), "trial_id": trial.trial_id, "tuner_id": self.tuner_id,
-            "params": cost.params, "flops": cost.flops, "seconds": round(time.perf_counter() - tic, 6),
-            "space": self.space.to_config(), "bn_mode": self.bn_mode,
-            "checkpoint_step": self.scorer.step, **{k: float(v) for k, v in score.items()},
+            "architecture": str(arch), "oneshot_accuracy": float(score["oneshot_accuracy"]),
+            "loss": float(score["loss"]), "params": int(cost.params), "flops": int(cost.flops),
+            "seconds": seconds, "generation": generation,
         }
-        # One file per tuner: a scored-architecture log in the results format.
+        for key, value in score.items():
+            record.setdefault(key, float(value))
+        record.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, **self.identity)
+        # One file per tuner, so that workers never append to the same file.
         append_jsonl(os.path.join(self.project_dir, f"results_{self.tuner_id}.jsonl"), record)
         return {k: float(v) for k, v in score.items()}
 

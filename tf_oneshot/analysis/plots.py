@@ -56,16 +56,18 @@ def plot_oneshot_vs_standalone(
     standalone_std: Sequence[float] | None = None,
     title: str = "",
     size: tuple[int, int] = DEFAULT_SIZE,
+    split: str = "validation",
 ) -> str:
     """One-shot accuracy (x) against mean stand-alone accuracy (y), Figure 5 top.
 
     Args:
         oneshot: one-shot validation accuracy per architecture.
-        standalone: stand-alone validation accuracy, mean over seeds.
+        standalone: stand-alone accuracy on `split`, mean over seeds.
         path: PNG file to write.
         standalone_std: spread over seeds, drawn as error bars.
         title: e.g. the rank correlations.
         size: (width, height) in pixels.
+        split: "validation", or "test" for models trained on train + validation.
 
     Returns:
         `path`.
@@ -76,7 +78,7 @@ def plot_oneshot_vs_standalone(
         ecolor="tab:gray", capsize=3, markersize=5,
     )
     ax.set_xlabel("one-shot model accuracy (validation)")
-    ax.set_ylabel("stand-alone model accuracy (validation, mean over seeds)")
+    ax.set_ylabel(f"stand-alone model accuracy ({split}, mean over seeds)")
     ax.set_title(title or "One-shot vs stand-alone accuracy")
     return _save(fig, path)
 

@@ -6,7 +6,10 @@ architecture scored with the shared weights (Bender et al. 2018, §3.3):
 `kl` (§5) and `generation` (evolution; absent or null for random search). A
 retrain line holds one (architecture, seed) trained stand-alone (§3.4):
 `architecture`, `seed`, `validation_accuracy`, `test_accuracy`, `params`,
-`flops`, `space`, and the `oneshot_accuracy` it was chosen with.
+`flops`, `space`, and the `oneshot_accuracy` it was chosen with. A run of
+`retrain --full_train` trained on train + validation (§3.4: "the full training
+set") and says so with `"full_train": true`; its validation accuracy is null,
+and its stand-alone accuracy is the test accuracy (`Standalone.split`).
 
 Figure 5 compares one-shot accuracy with stand-alone accuracy averaged over
 runs; `join` builds exactly those pairs.
@@ -34,7 +37,12 @@ SCORING_KEYS = ("checkpoint_step", "bn_mode")
 
 @dataclasses.dataclass(frozen=True)
 class Standalone:
-    """Stand-alone results of one architecture over its seeds."""
+    """Stand-alone results of one architecture over its seeds.
+
+    `split` is the held-out split its stand-alone accuracy is measured on:
+    "validation", or "test" for runs trained on train + validation
+    (`full_train`), whose validation mean and std are NaN.
+    """
 
     architecture: str
     seeds: tuple[int, ...]
@@ -44,6 +52,17 @@ class Standalone:
     params: int
     flops: int
     oneshot_accuracy: float | None
+    test_std: float = math.nan
+    split: str = "validation"
+
+    @property
+    def accuracy(self) -> float:
+        """Mean stand-alone accuracy on `split` (what Figure 5 ranks)."""
+        return self.test_mean if self.split == "test" else self.validation_mean
+
+    @property
+    def accuracy_std(self) -> float:
+        return self.test_std if self.split == "test" else self.validation_std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,24 +195,43 @@ def load_search_results(paths: str | Sequence[str]) -> tuple[list[dict], Any]:
 def load_retrain_results(path: str) -> tuple[list[dict], Any]:
     """Reads a retrain results file (one line per architecture and seed).
 
+    Records of `full_train` runs need a test accuracy instead of a validation
+    accuracy; one file holds one kind or the other.
+
     Raises:
-        UserError: missing or empty file, a malformed line, or several spaces.
+        UserError: missing or empty file, a malformed line, several spaces,
+            or runs with and without `full_train` in one file.
     """
     hint = "run `tf-oneshot retrain --results=...` first or pass the right file."
     records = _read(path, "retrain results", hint)
     out = []
     for i, r in enumerate(records):
-        if "architecture" not in r or "validation_accuracy" not in r:
+        full_train = bool(r.get("full_train"))
+        needed = "test_accuracy" if full_train else "validation_accuracy"
+        if "architecture" not in r or needed not in r:
             raise UserError(
-                f"{path} record {i + 1} has no architecture/validation_accuracy; "
+                f"{path} record {i + 1} has no architecture/{needed}; "
                 "is it a `tf-oneshot retrain` results file?"
             )
         rec = dict(r)
         rec["architecture"] = architecture_key(r["architecture"])
-        rec["validation_accuracy"] = float(_number(r, "validation_accuracy", path, i))
-        rec["test_accuracy"] = _number(r, "test_accuracy", path, i, optional=True)
+        rec["full_train"] = full_train
+        rec["validation_accuracy"] = _number(r, "validation_accuracy", path, i, optional=full_train)
+        if rec["validation_accuracy"] is not None:
+            rec["validation_accuracy"] = float(rec["validation_accuracy"])
+        rec["test_accuracy"] = _number(r, "test_accuracy", path, i, optional=not full_train)
         out.append(rec)
+    if len({r["full_train"] for r in out}) > 1:
+        raise UserError(
+            f"{path} mixes runs trained on train + validation (--full_train) with runs trained on train; "
+            "their accuracies are measured on different splits. Keep one kind per results file."
+        )
     return out, _one_space(out, path)
+
+
+def standalone_split(retrain: list[dict]) -> str:
+    """The split stand-alone accuracies are measured on: "test" for --full_train runs, else "validation"."""
+    return "test" if any(r.get("full_train") for r in retrain) else "validation"
 
 
 def check_same_space(space_a: Any, space_b: Any, path_a: str, path_b: str) -> None:
@@ -222,29 +260,32 @@ def standalone_by_architecture(retrain: list[dict]) -> dict[str, Standalone]:
         groups.setdefault(r["architecture"], []).append(r)
     out = {}
     for arch, rs in groups.items():
-        val = np.array([r["validation_accuracy"] for r in rs], np.float64)
-        tests = [r["test_accuracy"] for r in rs if r.get("test_accuracy") is not None]
+        val = np.array([r["validation_accuracy"] for r in rs if r.get("validation_accuracy") is not None],
+                       np.float64)
+        tests = np.array([r["test_accuracy"] for r in rs if r.get("test_accuracy") is not None], np.float64)
         oneshot = [r["oneshot_accuracy"] for r in rs if r.get("oneshot_accuracy") is not None]
         out[arch] = Standalone(
             architecture=arch,
             seeds=tuple(int(r.get("seed", 0)) for r in rs),
-            validation_mean=float(val.mean()),
-            validation_std=float(val.std()),
-            test_mean=float(np.mean(tests)) if tests else math.nan,
+            validation_mean=float(val.mean()) if val.size else math.nan,
+            validation_std=float(val.std()) if val.size else math.nan,
+            test_mean=float(tests.mean()) if tests.size else math.nan,
             params=int(rs[0].get("params") or 0),
             flops=int(rs[0].get("flops") or 0),
             oneshot_accuracy=float(oneshot[0]) if oneshot else None,
+            test_std=float(tests.std()) if tests.size else math.nan,
+            split=standalone_split(rs),
         )
     return out
 
 
 def best_standalone(standalones: Sequence[Standalone]) -> Standalone | None:
-    """Highest mean validation accuracy; ties go to the higher test accuracy, then the string."""
+    """Highest mean accuracy on each one's `split`; ties go to the higher test accuracy, then the string."""
     if not standalones:
         return None
 
     def key(s: Standalone) -> tuple[float, float, str]:
-        return (s.validation_mean, -math.inf if math.isnan(s.test_mean) else s.test_mean, s.architecture)
+        return (s.accuracy, -math.inf if math.isnan(s.test_mean) else s.test_mean, s.architecture)
 
     return max(standalones, key=key)
 

@@ -10,6 +10,8 @@ flags.DEFINE_string(
     "retrain_results", None, "JSON-lines results of `tf-oneshot retrain` (one line per architecture and seed)."
 )
 
+FLAG_NAMES = ("search_results", "retrain_results", "output_dir", "overwrite")
+
 
 def run(FLAGS) -> int:
     if not FLAGS.output_dir:

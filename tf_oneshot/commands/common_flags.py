@@ -34,6 +34,11 @@ flags.DEFINE_integer("max_params", None, "Only architectures with at most this m
 flags.DEFINE_integer("min_params", None, "Only architectures with at least this many parameters.")
 flags.DEFINE_integer("max_flops", None, "Only architectures with at most this many multiply-adds per image.")
 flags.DEFINE_integer("min_flops", None, "Only architectures with at least this many multiply-adds per image.")
+flags.DEFINE_list(
+    "architectures", None,
+    "Architecture strings, comma-separated: search scores exactly these, retrain trains them (instead of --select).",
+)
+flags.DEFINE_string("architectures_file", None, "A file of architecture strings, one per line (as --architectures).")
 
 SPACE_FLAGS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride", "space_args")
 CONSTRAINT_FLAGS = ("min_params", "max_params", "min_flops", "max_flops")
@@ -42,3 +47,46 @@ CONSTRAINT_FLAGS = ("min_params", "max_params", "min_flops", "max_flops")
 def given(FLAGS, names) -> dict:
     """The flags among `names` that the user set (value not None)."""
     return {name: getattr(FLAGS, name) for name in names if getattr(FLAGS, name) is not None}
+
+
+def architecture_strings(architectures: list[str] | None, architectures_file: str | None) -> list[tuple[str, str]]:
+    """(where, text) of each architecture of --architectures and --architectures_file, in order.
+
+    `where` names the source for error messages ("--architectures" or
+    "--architectures_file=PATH line N"). Blank lines and lines starting with
+    '#' in the file are skipped.
+    """
+    out = [("--architectures", text.strip()) for text in architectures or []]
+    if architectures_file:
+        import tensorflow as tf  # gfile: local or gs://
+
+        from tf_oneshot.errors import UserError
+
+        if not tf.io.gfile.exists(architectures_file):
+            raise UserError(f"--architectures_file={architectures_file} does not exist.")
+        with tf.io.gfile.GFile(architectures_file) as f:
+            for number, line in enumerate(f.read().splitlines(), start=1):
+                text = line.strip()
+                if text and not text.startswith("#"):
+                    out.append((f"--architectures_file={architectures_file} line {number}", text))
+    return out
+
+
+def parse_architecture_strings(space, items: list[tuple[str, str]]) -> list:
+    """The architectures of `architecture_strings`, duplicates dropped, in order.
+
+    Raises:
+        UserError: naming the first string that does not parse, or no strings.
+    """
+    from tf_oneshot.errors import UserError
+
+    out: dict = {}
+    for where, text in items:
+        try:
+            arch = space.parse(text)
+        except UserError as e:
+            raise UserError(f"{where}: {text!r} does not parse: {e}") from None
+        out.setdefault(arch, None)
+    if not out:
+        raise UserError(f"no architecture strings given; e.g. --architectures={space.example()}")
+    return list(out)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from absl import flags
 
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (shared flags)
+from tf_oneshot.commands import common_flags, pipeline_flags
 
-# --seeds and the train flags (--train_steps, --learning_rate, ...): the
-# ground truth trains "with the same setting as weight sharing" (§3.1).
+# The train flags (--train_steps, --learning_rate, ...): the ground truth
+# trains "with the same setting as weight sharing" (§3.1), as retrain does.
 from tf_oneshot.commands import retrain as retrain_command
 from tf_oneshot.errors import UserError
 
@@ -30,27 +30,10 @@ flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall 
                   "when there are at least 4 seeds; --noise_ceiling demands it).")
 
 SPACE_FLAGS = ("space", *common_flags.SPACE_FLAGS)
-# Shown by --help beside this module's own flags.
-HELP_FLAGS = ("seeds", "train_steps", "learning_rate", "lr_schedule", "momentum", "weight_decay", "log_every",
-              "jit_compile")
 CONFIG_FLAGS = retrain_command.RETRAIN_CONFIG_FLAGS
-
-
-def parse_seeds(items: list[str]) -> list[int]:
-    """"0,1,2" or "0-9" (inclusive ranges) -> ints."""
-    seeds = []
-    for item in items:
-        low, sep, high = item.strip().partition("-")
-        try:
-            seeds += list(range(int(low), int(high) + 1)) if sep else [int(item)]
-        except ValueError:
-            raise UserError(f"--seeds={','.join(items)} is invalid at {item!r}; expected integers or ranges, "
-                            "e.g. --seeds=0-9 or --seeds=0,1,2.") from None
-    return seeds
-
-
-def _present(FLAGS, names) -> list[str]:
-    return [name for name in names if FLAGS[name].present]
+FLAG_NAMES = (*CONFIG_FLAGS, *SPACE_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method",
+              "noise_ceiling", "strategy", "tpu")
+NOT_APPLICABLE = retrain_command.NOT_APPLICABLE
 
 
 def _config_and_space(FLAGS, log=print):
@@ -76,19 +59,16 @@ def _config_and_space(FLAGS, log=print):
 
 def run(FLAGS) -> int:
     from tf_oneshot import distribute, groundtruth
+    from tf_oneshot.preemption import Preemption, stopped_message
 
     if not FLAGS.output:
         raise UserError("--output is required: the directory for the ground-truth results and summary.")
-    oneshot_only = [f"--{n}" for n in retrain_command.ONESHOT_ONLY if getattr(FLAGS, n) is not None]
-    if oneshot_only:
-        raise UserError(f"{', '.join(oneshot_only)} only affect one-shot training; stand-alone children have "
-                        "no path dropout. Drop them.")
-    seeds = parse_seeds(FLAGS.seeds) if FLAGS["seeds"].present else None
+    seeds = pipeline_flags.parse_seeds(FLAGS.seeds)
     if FLAGS.merge:
         if FLAGS.shard:
             raise UserError("--merge writes the summary of every shard; drop --shard.")
         settings = space = None
-        if FLAGS.model_dir or _present(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS)):
+        if FLAGS.model_dir or common_flags.given(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS)):
             config, space = _config_and_space(FLAGS)
             settings = groundtruth.run_settings(config, space, groundtruth.RECALIBRATION_IMAGES)
         if seeds is not None:
@@ -101,10 +81,13 @@ def run(FLAGS) -> int:
     shard = groundtruth.Shard.parse(FLAGS.shard)
     config, space = _config_and_space(FLAGS)
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-    result = groundtruth.run_ground_truth(
-        space, config, seeds, FLAGS.output, shard, strategy=strategy, noise_ceiling=FLAGS.noise_ceiling,
-        method=FLAGS.method,
-    )
+    with Preemption() as preemption:
+        result = groundtruth.run_ground_truth(
+            space, config, seeds, FLAGS.output, shard, strategy=strategy, noise_ceiling=FLAGS.noise_ceiling,
+            method=FLAGS.method, stop=preemption,
+        )
+    if result.preempted:
+        return stopped_message("groundtruth", f"{len(result.trained)} runs recorded in {result.results_path}")
     done = f"summary: {FLAGS.output}/{groundtruth.SUMMARY_FILE}" if result.summary else (
         f"{result.missing} runs of other shards missing")
     print(f"done: {len(result.trained)} runs trained, {len(result.skipped)} already in {FLAGS.output}; {done}")

@@ -1,4 +1,4 @@
-"""Flags shared by `retrain`, `analyze` and `demo` (candidates for common_flags).
+"""Flags shared by `retrain`, `analyze`, `demo` and `groundtruth` (candidates for common_flags).
 
 Each is defined once here, so importing several of these command modules in
 one process (tests, a future `tf-oneshot all`) never defines a flag twice.
@@ -13,3 +13,30 @@ flags.DEFINE_list(
 flags.DEFINE_bool(
     "overwrite", False, "Replace the outputs of an earlier run in --output_dir instead of refusing."
 )
+flags.DEFINE_list(
+    "seeds", None,
+    "Seeds of the stand-alone runs, comma-separated, ranges allowed (0-9): one run per architecture and seed, "
+    "accuracies averaged. retrain: default 0 (5 runs in §4.1); groundtruth: required (10 in \"Deeper insights\" "
+    "§3.1).",
+)
+
+
+def parse_seeds(items: list[str] | None, default: list[int] | None = None) -> list[int] | None:
+    """--seeds as ints: "0,1,2" or "0-9" (inclusive ranges); `default` when the flag is not set.
+
+    Raises:
+        UserError: an item that is neither an integer nor a range.
+    """
+    from tf_oneshot.errors import UserError
+
+    if items is None:
+        return default
+    seeds = []
+    for item in items:
+        low, sep, high = item.strip().partition("-")
+        try:
+            seeds += list(range(int(low), int(high) + 1)) if sep and low else [int(item)]
+        except ValueError:
+            raise UserError(f"--seeds={','.join(items)} is invalid at {item!r}; expected integers or ranges, "
+                            "e.g. --seeds=0-9 or --seeds=0,1,2.") from None
+    return seeds

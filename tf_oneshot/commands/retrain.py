@@ -1,8 +1,11 @@
 """`tf-oneshot retrain`: trains chosen architectures from scratch, stand-alone, and exports the best.
 
 The architectures come from search results (--select=stratified|top|small,
-Bender et al. 2018 §4.1) or from --architectures. One JSON line per
-(architecture, seed) goes to --results; a rerun skips finished pairs.
+Bender et al. 2018 §4.1) or from --architectures / --architectures_file. One
+JSON line per (architecture, seed) goes to --results; a rerun skips finished
+pairs, and SIGTERM stops between training chunks with exit code 143.
+--full_train trains on train + validation, as the final models of §3.4 and
+§4.1 are ("trained from scratch ... on the full training set").
 """
 
 from __future__ import annotations
@@ -20,28 +23,40 @@ from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (sha
 from tf_oneshot.commands import train as train_command  # noqa: F401
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_list("architectures", None, "Architecture strings to retrain, comma-separated (instead of --select).")
 flags.DEFINE_string("select", "stratified", "From --search_results: stratified (§4.1, Fig. 5), top or small.")
-flags.DEFINE_integer("top_k", 10, "--select=top|small: how many architectures.")
-flags.DEFINE_integer("pool", None, "--select=top: a stratified --top_k from the best --pool (One-Shot Top: 10 of 100).")
+flags.DEFINE_integer("top_k", 10, "--select=top|small: how many architectures (One-Shot Top and Small: 10).")
+flags.DEFINE_integer(
+    "pool", 100,
+    "--select=top: a stratified --top_k from the best --pool (§4.1 One-Shot Top: 10 of the top 100); "
+    "--pool <= --top_k takes the best --top_k.",
+)
 flags.DEFINE_integer("num_buckets", 10, "--select=stratified: one-shot accuracy buckets.")
 flags.DEFINE_integer("per_bucket", 4, "--select=stratified: architectures per bucket (4 in §4.1).")
 flags.DEFINE_float("percentile", 90.0, "--select=small: one-shot accuracy percentile to reach (One-Shot Small).")
-flags.DEFINE_list("seeds", ["0"], "One stand-alone run per seed; accuracies are averaged (5 runs in §4.1).")
+flags.DEFINE_bool(
+    "full_train", False,
+    "Train on the full training set, train + validation (the final models of §3.4 and §4.1); the runs then "
+    "have no validation accuracy and are ranked and exported by test accuracy.",
+)
 
-# Flags of `train` that mean nothing for stand-alone training.
+# Flags of `train` that mean nothing for stand-alone training (refused with this reason).
 ONESHOT_ONLY = ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every")
+NOT_APPLICABLE = {
+    name: "only affects one-shot training; stand-alone models have no path dropout" for name in ONESHOT_ONLY
+}
 RETRAIN_CONFIG_FLAGS = (
     "dataset", "data_dir", "batch_size", "ghost_batch_size", "train_steps", "learning_rate",
     "lr_schedule", "momentum", "weight_decay", "log_every", "jit_compile",
 )
+FLAG_NAMES = (
+    *RETRAIN_CONFIG_FLAGS, "space", *common_flags.SPACE_FLAGS, "model_dir", "search_results",
+    "architectures", "architectures_file", "select", "top_k", "pool", "num_buckets", "per_bucket",
+    "percentile", "seeds", "seed", "full_train", "results", "output_dir", "strategy", "tpu",
+)
 
 
 def _seeds(FLAGS) -> list[int]:
-    try:
-        return [int(s) for s in FLAGS.seeds]
-    except ValueError:
-        raise UserError(f"--seeds={','.join(FLAGS.seeds)} is invalid; expected integers, e.g. --seeds=0,1,2.") from None
+    return pipeline_flags.parse_seeds(FLAGS.seeds, default=[0])
 
 
 def _space(FLAGS, search_space, model_dir_record):
@@ -83,17 +98,15 @@ def run(FLAGS) -> int:
     from tf_oneshot import distribute, model_dir
     from tf_oneshot.analysis.records import load_search_results
     from tf_oneshot.config import TrainConfig
-    from tf_oneshot.retrain import parse_architectures, retrain, select_candidates
+    from tf_oneshot.preemption import Preemption, stopped_message
+    from tf_oneshot.retrain import Candidate, retrain, select_candidates
 
     if not FLAGS.results:
         raise UserError("--results is required: the JSON-lines file for the retrain results.")
-    if not FLAGS.architectures and not FLAGS.search_results:
-        raise UserError("choose architectures: pass --search_results (with --select) or --architectures.")
-    given_oneshot_only = [f"--{n}" for n in ONESHOT_ONLY if getattr(FLAGS, n) is not None]
-    if given_oneshot_only:
+    given_architectures = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
+    if not given_architectures and not FLAGS.search_results:
         raise UserError(
-            f"{', '.join(given_oneshot_only)} only affect one-shot training; stand-alone models have "
-            "no path dropout. Drop them."
+            "choose architectures: pass --search_results (with --select), --architectures or --architectures_file."
         )
     seeds = _seeds(FLAGS)
     search, search_space = load_search_results(FLAGS.search_results) if FLAGS.search_results else ([], None)
@@ -104,8 +117,8 @@ def run(FLAGS) -> int:
         overrides["dataset"] = model_dir_record[0].dataset
     config = TrainConfig(**overrides)
 
-    if FLAGS.architectures:
-        candidates = parse_architectures(space, FLAGS.architectures)
+    if given_architectures:
+        candidates = [Candidate(a) for a in common_flags.parse_architecture_strings(space, given_architectures)]
         scores = {}
         for r in search:
             scores.setdefault(r["architecture"], r["oneshot_accuracy"])
@@ -118,7 +131,11 @@ def run(FLAGS) -> int:
         )
     export_dir = FLAGS.output_dir or os.path.join(os.path.dirname(FLAGS.results) or ".", "export")
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-    summary = retrain(candidates, space, config, seeds, FLAGS.results, export_dir, strategy=strategy)
+    with Preemption() as preemption:
+        summary = retrain(candidates, space, config, seeds, FLAGS.results, export_dir, strategy=strategy,
+                          full_train=FLAGS.full_train, stop=preemption)
+    if summary.preempted:
+        return stopped_message("retrain", f"{len(summary.trained)} runs trained now are in {FLAGS.results}")
     print(f"done: {len(summary.trained)} runs trained, {len(summary.skipped)} already in {FLAGS.results}; "
           f"best: {summary.best_architecture}")
     return 0

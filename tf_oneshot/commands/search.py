@@ -1,25 +1,27 @@
 """`tf-oneshot search`: scores architectures with a trained one-shot model.
 
 Random search (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1),
-under optional constraints on params and multiply-adds. Each scored
-architecture appends one JSON line to --results; killing the command and
-running it again with the same flags carries on to --num_architectures
-without scoring any architecture twice.
+under optional constraints on params and multiply-adds, or exactly the
+architectures of --architectures / --architectures_file (algorithm "given",
+one per pass as the KerasTuner trial scores it). Each scored architecture
+appends one JSON line to --results; killing the command and running it again
+with the same flags carries on to --num_architectures without scoring any
+architecture twice. SIGTERM stops it between batches with exit code 143.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import sys
 
 from absl import flags
 
 from tf_oneshot.commands import common_flags  # noqa: F401  (defines --model_dir, --results, --seed ...)
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1).")
-flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1).")
+flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1); "
+                    "not with --architectures.")
+flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1); "
+                     "--architectures scores exactly those instead.")
 flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
 flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidate for --bn_mode=recalibrate.")
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
@@ -28,13 +30,16 @@ flags.DEFINE_string("kl_reference", "all_on", "--kl against: all_on (exact, the 
 flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50).")
 flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10).")
 flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
-flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch (default: auto).")
+flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch "
+                     "(default: timed automatically; 1 with --architectures, as the KerasTuner trial scores).")
 flags.DEFINE_integer("validation_examples", None, "Score on the first this many validation examples (default: all).")
 
-
-def _exit_on_sigterm(signum, frame) -> None:
-    print("tf-oneshot search: SIGTERM received; rerun the same command to resume.", file=sys.stderr)
-    sys.exit(143)
+FLAG_NAMES = (
+    "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",
+    "bn_mode", "recalibration_images", "kl", "kl_reference", "population_size", "num_parents", "mutation_prob",
+    "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu",
+    *common_flags.CONSTRAINT_FLAGS,
+)
 
 
 def _constraints(FLAGS):
@@ -47,15 +52,27 @@ def _constraints(FLAGS):
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot.search import ALGORITHMS, Evolution, RandomSearch, ResultsFile, run_search
+    from tf_oneshot.preemption import Preemption, stopped_message
+    from tf_oneshot.search import (
+        ALGORITHMS,
+        Evolution,
+        GivenArchitectures,
+        RandomSearch,
+        ResultsFile,
+        run_search,
+    )
     from tf_oneshot.search.scorer import BN_MODES, OneShotScorer, checkpoint_step
 
     # Everything that can be checked without the model is checked first, so a
     # bad flag fails in a second rather than after loading a checkpoint.
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
+    given = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
     if FLAGS.algorithm not in ALGORITHMS:
         raise UserError(f"--algorithm={FLAGS.algorithm} is unknown; choose one of {', '.join(ALGORITHMS)}.")
+    if given and FLAGS.algorithm != "random":
+        raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
+                        "--architectures scores exactly the architectures given.")
     if FLAGS.bn_mode not in BN_MODES:
         raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
     if FLAGS.num_architectures < 1:
@@ -74,7 +91,16 @@ def run(FLAGS) -> int:
     step = checkpoint_step(FLAGS.model_dir)
     constraints = _constraints(FLAGS)
     seed = 0 if FLAGS.seed is None else FLAGS.seed
-    if FLAGS.algorithm == "evolution":
+    archs_per_pass = FLAGS.archs_per_pass
+    if given:
+        if constraints.active:
+            raise UserError("--min/max_params and --min/max_flops do not apply with --architectures: "
+                            "the architectures given are scored as they are.")
+        options = {}
+        algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
+        if archs_per_pass is None:
+            archs_per_pass = 1  # as OneShotTuner scores a trial: the same number for the same architecture
+    elif FLAGS.algorithm == "evolution":
         options = {"population_size": FLAGS.population_size, "num_parents": FLAGS.num_parents,
                    "mutation_prob": FLAGS.mutation_prob}
         try:
@@ -89,37 +115,38 @@ def run(FLAGS) -> int:
         options["kl_reference"] = FLAGS.kl_reference
     if FLAGS.bn_mode == "recalibrate":
         options["recalibration_images"] = FLAGS.recalibration_images
-    path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{FLAGS.algorithm}.jsonl")
+    path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{algorithm.name}.jsonl")
     results = ResultsFile(path, space, {
         "space": space.to_config(), "checkpoint_step": step, "bn_mode": FLAGS.bn_mode,
-        "algorithm": FLAGS.algorithm, "seed": seed, "constraints": constraints.to_json(), "options": options,
+        "algorithm": algorithm.name, "seed": seed, "constraints": constraints.to_json(), "options": options,
     })
     results.load()  # a malformed or foreign file fails here, before the model loads
 
     from tf_oneshot import distribute
 
-    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-    scorer = OneShotScorer.from_model_dir(
-        FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
-        archs_per_pass=FLAGS.archs_per_pass,
-        recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
-        data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
-    )
-    if scorer.step != step:
-        raise UserError(f"{FLAGS.model_dir} gained a checkpoint while starting; run again.")
-    print(
-        f"{FLAGS.algorithm} search over {space.name} (checkpoint step {step}), bn_mode={FLAGS.bn_mode}, "
-        f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on each of "
-        f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
-        f"images; results: {path}"
-    )
-    # SIGTERM (preemption) ends the search through its `finally`, which writes
-    # the lines still buffered for a gs:// results file.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM (preemption) from here on ends the search between two batches:
+    # every finished line is written (a gs:// file is flushed) and exit is 143.
+    with Preemption() as preemption:
+        strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+        scorer = OneShotScorer.from_model_dir(
+            FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
+            archs_per_pass=archs_per_pass,
+            recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
+            data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
+        )
+        if scorer.step != step:
+            raise UserError(f"{FLAGS.model_dir} gained a checkpoint while starting; run again.")
+        what = (f"{algorithm.num_architectures} given architecture(s)" if given
+                else f"{FLAGS.algorithm} search over {space.name}")
+        print(
+            f"{what} (checkpoint step {step}), bn_mode={FLAGS.bn_mode}, "
+            f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on each of "
+            f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
+            f"images; results: {path}", flush=True,
+        )
+        summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, stop=preemption)
+    if summary["stopped"]:
+        return stopped_message("search")
     print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
           f"{summary['cached']} from {path}); best:")
     for arch, accuracy in summary["best"]:

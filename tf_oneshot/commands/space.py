@@ -11,6 +11,8 @@ flags.DEFINE_integer("image_size", 32, "Input height and width (32: CIFAR-10).")
 flags.DEFINE_integer("channels", 3, "Input channels.")
 flags.DEFINE_integer("num_classes", 10, "Classifier outputs.")
 
+FLAG_NAMES = ("space", *common_flags.SPACE_FLAGS, "json", "image_size", "channels", "num_classes")
+
 
 def run(FLAGS) -> int:
     from tf_oneshot.config import TrainConfig

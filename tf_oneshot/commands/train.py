@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from tf_oneshot import distribute, trainer
+from tf_oneshot import distribute, preemption, trainer
 from tf_oneshot.commands import common_flags
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
@@ -34,6 +34,8 @@ TRAIN_FLAGS = (
     "jit_compile", "skip_threshold", "mixed_precision",
 )
 
+FLAG_NAMES = (*TRAIN_FLAGS, "model_dir", "strategy", "tpu")
+
 
 def config_from_flags(FLAGS) -> TrainConfig:
     """TrainConfig defaults overridden by the flags the user set."""
@@ -46,5 +48,6 @@ def run(FLAGS) -> int:
     config = config_from_flags(FLAGS)
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
     result = trainer.train(config, FLAGS.model_dir, strategy=strategy)
-    # 143 = 128 + SIGTERM: wrappers can tell a preempted run from a finished one.
-    return 143 if result["preempted"] else 0
+    if result["preempted"]:  # the trainer logged the step it saved
+        return preemption.EXIT_CODE  # 128 + SIGTERM: wrappers tell a preempted run from a finished one
+    return 0

@@ -110,3 +110,22 @@ def conv_kernels(layers) -> list:
         elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             kernels.append(layer.kernel)
     return kernels
+
+
+def copy_weights_by_name(oneshot, standalone, what: str = "the architecture") -> None:
+    """Gives every stand-alone layer with weights those of its one-shot namesake.
+
+    Spaces whose stand-alone layers carry the one-shot model's layer names
+    inherit shared weights this way (`SearchSpace.inherit_weights`).
+
+    Raises:
+        ValueError: if a stand-alone layer has no namesake in the one-shot model.
+    """
+    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
+    for layer in standalone.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in source:
+            raise ValueError(f"the one-shot model has no layer {layer.name!r}; is the stand-alone model of "
+                             f"{what} built for the same space?")
+        layer.set_weights(source[layer.name].get_weights())

@@ -9,6 +9,7 @@ from typing import Any
 
 from tf_oneshot.search.constraints import ConstrainedSampler, Constraints, cost_bounds
 from tf_oneshot.search.evolution import Evolution
+from tf_oneshot.search.given import GivenArchitectures
 from tf_oneshot.search.random_search import RandomSearch
 from tf_oneshot.search.selection import oneshot_small, oneshot_top, stratified_sample
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConstrainedSampler",
     "Constraints",
     "Evolution",
+    "GivenArchitectures",
     "RandomSearch",
     "ResultsFile",
     "cost_bounds",

@@ -76,6 +76,7 @@ def run_search(
     count: Callable[[Hashable], Any] | None = None,
     log: Callable[[str], None] = print,
     progress_every: float = 10.0,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Drives `algorithm` to its budget, resuming from `results`.
 
@@ -87,10 +88,13 @@ def run_search(
         count: architecture -> Cost (default `results.space.count`).
         log: receives progress lines.
         progress_every: seconds between progress lines.
+        stop: polled before each batch; True ends the search there, every
+            finished line written (SIGTERM: `tf_oneshot.preemption`).
 
     Returns:
         {"scored": newly scored, "cached": reused lines, "best": [(arch
-        string, accuracy), ...] (top 5), "total": lines for this search}.
+        string, accuracy), ...] (top 5), "total": lines for this search,
+        "stopped": whether `stop` ended it before the budget}.
     """
     count = count or results.space.count
     cache = results.load()
@@ -98,7 +102,8 @@ def run_search(
     if cache:
         log(f"resuming from {results.path}: {len(cache)} architectures already scored")
     try:
-        scored, cached = _drive(algorithm, score_fn, results, cache, count, batch_size, progress)
+        scored, cached, stopped = _drive(algorithm, score_fn, results, cache, count, batch_size, progress,
+                                         stop or (lambda: False))
     finally:
         results.flush()  # a remote results file writes in batches
     done = scored + cached
@@ -110,13 +115,16 @@ def run_search(
         "cached": cached,
         "total": done,
         "best": [(str(a), f) for a, f in best],
+        "stopped": stopped,
     }
 
 
-def _drive(algorithm, score_fn, results, cache, count, batch_size, progress) -> tuple[int, int]:
-    """The ask / score / append / tell loop of `run_search`; returns (scored, cached)."""
+def _drive(algorithm, score_fn, results, cache, count, batch_size, progress, stop) -> tuple[int, int, bool]:
+    """The ask / score / append / tell loop of `run_search`; returns (scored, cached, stopped)."""
     scored = cached = 0
     while True:
+        if stop():
+            return scored, cached, True
         archs = algorithm.ask(batch_size)
         if not archs:
             break
@@ -152,4 +160,4 @@ def _drive(algorithm, score_fn, results, cache, count, batch_size, progress) -> 
         best = algorithm.best(1)
         best_text = f"{best[0][1]:.4f} ({best[0][0]})" if best else "-"
         progress.update(scored + cached, len(fresh), best_text)
-    return scored, cached
+    return scored, cached, False

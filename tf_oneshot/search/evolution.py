@@ -1,29 +1,41 @@
 """Evolutionary search of SPOS (Guo et al. 2019, §3.4, Algorithm 1).
 
-    P_0 := Initialize_population(P, C)          # uniform constraint sampling, §3.2
+    P_0 := Initialize_population(P, C)          # uniform over the architectures meeting C
     for i = 1..T:
         ACC_{i-1} := Inference(W_A, D_val, P_{i-1})
         Topk := Update_Topk(Topk, P_{i-1}, ACC_{i-1})
         P_i := Crossover(Topk, P/2, C) U Mutation(Topk, P/2, prob=0.1, C)
 
-with P=50, T=20, k=10. Crossover crosses two random top-k members, mutation
-resamples each choice of one random top-k member with probability 0.1, and
-both repeat until a child meets the constraints C: a child that breaks them is
-never scored. A child already proposed is rejected too, so no architecture is
-scored twice. Once the top-k has converged so far that crossover finds no new
-child within a bounded number of attempts, mutation makes it instead, and if
-that fails too a fresh constrained draw takes its place (`fresh_fills`).
+with P=50, T=20, k=10, so P * T architectures are scored. The initial
+population is drawn uniformly from the architectures that meet the
+constraints C (rejection sampling, `ConstrainedSampler.sample`): SPOS's
+uniform-constraint sampling (§3.2) is the prior the supernet is *trained*
+with (`tf_oneshot.samplers.UniformConstraintSampler`), not how the search
+starts; it would crowd generation 0 into the rare large and small sizes.
+
+Both operators act on choice blocks (a space groups its decisions by
+`Decision.block`; `SearchSpace.mutate` / `crossover`): crossover takes every
+block whole from one of two random top-k members, and mutation "mutates its
+every choice block with probability 0.1" of one random top-k member, a
+mutated block always taking a different value. Both repeat until a child
+meets the constraints C: a child that breaks them is never scored. A child
+already proposed is rejected too, so no architecture is scored twice. Once
+the top-k has converged so far that crossover finds no new child within a
+bounded number of attempts, mutation makes it instead, and if that fails too
+a fresh constrained draw takes its place (`fresh_fills`).
 
 Generation i+1 is drawn as a whole the moment every member of generation i has
 been told, from a seeded generator: the proposals depend only on the seed and
 the scores, not on how many architectures a caller asks for at a time nor on
 the order of the tells. A run restarted over its results file therefore
 rebuilds the same populations (cached scores are told at once) and carries on.
+The saved state (`get_state`) is only what the proposals and scores cannot
+give back: O(P), whatever the number of generations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +45,8 @@ from tf_oneshot.search_spaces import SearchSpace
 
 # Attempts at a new, fitting child before a fresh draw replaces it.
 CHILD_ATTEMPTS = 200
+# T, Algorithm 1's max iterations (SPOS §3.4): a budget of P * T architectures.
+GENERATIONS = 20
 
 
 class Evolution:
@@ -40,12 +54,14 @@ class Evolution:
 
     Args:
         space: the search space.
-        num_architectures: total distinct architectures to score (P * T).
+        num_architectures: total distinct architectures to score (P * T;
+            T = `GENERATIONS` = 20 in SPOS).
         constraints: bounds every proposal meets.
         seed: seeds every random choice.
         population_size: P (50 in SPOS).
         num_parents: k, the size of Topk (10 in SPOS).
-        mutation_prob: per-choice resampling probability (0.1 in SPOS).
+        mutation_prob: probability that mutation changes a choice block (0.1
+            in SPOS), for each block of the parent.
         crossover_fraction: share of each generation made by crossover (1/2).
     """
 
@@ -162,10 +178,11 @@ class Evolution:
         self._handed = 0
         size = self.population_size
         if self.generation == 0 or not self.topk:
-            # Initialize_population(P, C): SPOS §3.2 uniform constraint sampling.
+            # Initialize_population(P, C), SPOS §3.4, Algorithm 1: uniform over
+            # the architectures meeting C (and again if no member scored).
             population = []
             for _ in range(size):
-                arch = self.sampler.uniform_constraint_sample(self._rng, exclude=self._seen)
+                arch = self.sampler.sample(self._rng, exclude=self._seen)
                 self._seen.add(arch)
                 population.append(arch)
         else:
@@ -185,6 +202,7 @@ class Evolution:
                     i, j = self._rng.choice(len(parents), size=2, replace=False)
                     child = self.space.crossover(parents[i], parents[j], self._rng)
                 else:
+                    # Each choice block of the parent mutates with mutation_prob.
                     parent = parents[int(self._rng.integers(len(parents)))]
                     child = self.space.mutate(parent, self._rng, self.mutation_prob)
                 if child not in self._seen and self.sampler.accepts(child):
@@ -197,7 +215,14 @@ class Evolution:
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
-        """JSON-able state (KerasTuner oracles save it in oracle.json)."""
+        """JSON-able state, O(P) whatever the number of generations.
+
+        Only what the proposals and their scores cannot give back: the
+        generator (as it stands after drawing the current population), the
+        current population and how far it was handed out. Scores, Topk and
+        the proposed set are rebuilt by `set_state`, as KerasTuner's oracles
+        rebuild theirs from the trials.
+        """
         return {
             "algorithm": self.name,
             "rng": self._rng.bit_generator.state,
@@ -205,27 +230,50 @@ class Evolution:
             "population": [str(a) for a in self._population],
             "handed": self._handed,
             "proposed": self._proposed,
-            "generation_of": [[str(a), g] for a, g in self._generation_of.items()],
-            "seen": [str(a) for a in self._seen],
-            "scores": [[str(a), f] for a, f in self._scores.items()],
-            "topk": [[str(a), f] for a, f in self.topk],
             "fresh_fills": self.fresh_fills,
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Inverse of `get_state`."""
+    def set_state(
+        self,
+        state: dict[str, Any],
+        proposals: Sequence[Hashable],
+        scores: Mapping[Hashable, float | None],
+    ) -> None:
+        """Inverse of `get_state`, given what the search proposed and was told.
+
+        Args:
+            state: from `get_state`.
+            proposals: every architecture handed out, in the order of `ask`.
+            scores: the told ones (None: scoring failed); others are untold.
+
+        Raises:
+            ValueError: if `proposals` are not the ones `state` handed out.
+        """
         parse = self.space.parse
+        generation, handed = int(state["generation"]), int(state["handed"])
+        population = [parse(a) for a in state["population"]]
+        start = generation * self.population_size  # every earlier generation was handed out whole
+        proposals = list(proposals)
+        if len(proposals) != int(state["proposed"]) or proposals[start:] != population[:handed]:
+            raise ValueError(
+                f"the state handed out {state['proposed']} architectures, the last {handed} of generation "
+                f"{generation}; the {len(proposals)} proposals given do not match."
+            )
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
-        self.generation = int(state["generation"])
-        self._population = [parse(a) for a in state["population"]]
-        self._handed = int(state["handed"])
-        self._proposed = int(state["proposed"])
-        self._generation_of = {parse(a): int(g) for a, g in state["generation_of"]}
-        self._seen = {parse(a) for a in state["seen"]}
-        self._scores = {parse(a): f for a, f in state["scores"]}
-        self.topk = [(parse(a), float(f)) for a, f in state["topk"]]
+        self.generation, self._handed, self._proposed = generation, handed, len(proposals)
+        self._population = population
         self.fresh_fills = int(state["fresh_fills"])
+        self._generation_of = {a: i // self.population_size for i, a in enumerate(proposals)}
+        self._generation_of.update((a, generation) for a in population)
+        self._seen = set(proposals) | set(population)
+        self._scores = {a: None if scores[a] is None else float(scores[a]) for a in proposals if a in scores}
+        # Topk as Update_Topk left it: the best of every earlier generation
+        # (top-k of top-k and more is top-k of all), the last one too once done.
+        told = [(a, self._scores[a]) for a in proposals[:start] if self._scores.get(a) is not None]
+        self.topk = sorted(told, key=_rank)[: self.num_parents]
+        if self.done:
+            self._update_topk()
 
 
 def _rank(item: tuple[Hashable, float]) -> tuple[float, str]:

@@ -14,7 +14,7 @@ uninterrupted run would be.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,18 +92,37 @@ class RandomSearch:
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
-        """JSON-able state (KerasTuner oracles save it in oracle.json)."""
+        """JSON-able state of constant size: the generator and how many were proposed.
+
+        The proposals and scores themselves come back through `set_state`
+        (KerasTuner's oracles rebuild them from the trials).
+        """
         return {
             "algorithm": self.name,
             "rng": self._rng.bit_generator.state,
-            "proposed": [str(a) for a in self._proposed],
-            "scores": [[str(a), f] for a, f in self._scores.items()],
+            "proposed": len(self._proposed),
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Inverse of `get_state`."""
+    def set_state(
+        self,
+        state: dict[str, Any],
+        proposals: Sequence[Hashable],
+        scores: Mapping[Hashable, float | None],
+    ) -> None:
+        """Inverse of `get_state`, given what the search proposed and was told.
+
+        Args:
+            state: from `get_state`.
+            proposals: every architecture proposed, in order.
+            scores: the told ones (None: scoring failed).
+
+        Raises:
+            ValueError: if the number of proposals is not the state's.
+        """
+        if len(proposals) != int(state["proposed"]):
+            raise ValueError(f"the state proposed {state['proposed']} architectures; {len(proposals)} given.")
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
-        self._proposed = [self.space.parse(a) for a in state["proposed"]]
+        self._proposed = list(proposals)
         self._seen = set(self._proposed)
-        self._scores = {self.space.parse(a): f for a, f in state["scores"]}
+        self._scores = {a: scores[a] for a in self._proposed if a in scores}

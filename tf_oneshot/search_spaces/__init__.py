@@ -24,6 +24,7 @@ from tf_oneshot.search_spaces.decisions import Decision, OneOf, SubsetOf
 BUILTIN = {
     "bender_cell": "tf_oneshot.search_spaces.bender_cell:CellSpace",
     "darts64": "tf_oneshot.search_spaces.darts64:Darts64Space",
+    "spos_blocks": "tf_oneshot.search_spaces.spos_blocks:SposBlocksSpace",
 }
 DEFAULT_SPACE = "bender_cell"
 _LOADED: dict[str, type] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_oneshot.layers.common import apply_layers, normalization
+from tf_oneshot.layers.common import apply_layers, copy_weights_by_name, normalization
 from tf_oneshot.search_spaces.base import Architecture
 from tf_oneshot.search_spaces.darts64.model import cell_input_layers, op_layers, op_prefix, stem_layers
 from tf_oneshot.search_spaces.darts64.space import EDGES, Darts64Space
@@ -73,11 +73,4 @@ def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture) -
     Raises:
         ValueError: if a stand-alone layer has no namesake in the one-shot model.
     """
-    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
-    for layer in standalone.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in source:
-            raise ValueError(f"the one-shot model has no layer {layer.name!r}; is the stand-alone model of "
-                             f"{arch} built for the same space?")
-        layer.set_weights(source[layer.name].get_weights())
+    copy_weights_by_name(oneshot, standalone, str(arch))

@@ -1,0 +1,153 @@
+"""The command line as a new user meets it: `--help` lists exactly the flags a command
+reads, a flag of another command is refused, and TensorFlow's start-up noise stays out.
+"""
+
+import ast
+import importlib
+import inspect
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from tf_oneshot import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = {name: importlib.import_module(f"tf_oneshot.commands.{name}") for name in cli.COMMANDS}
+LOOPS = (ast.For, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def flags_read(module) -> tuple[set[str], list[str]]:
+    """Flags `module` reads from FLAGS, found in its source; and uses the scan cannot follow.
+
+    Reads are `FLAGS.name`, `getattr(FLAGS, "name")`, `getattr(FLAGS, n)` in a
+    loop over a constant tuple, and `given(FLAGS, NAMES)`. FLAGS may also go to
+    the module's own functions (scanned too); handing it anywhere else would
+    hide reads from this test, so that is reported.
+    """
+    tree = ast.parse(inspect.getsource(module))
+    namespace = vars(module)
+
+    def value(expr):
+        return eval(compile(ast.Expression(expr), module.__name__, "eval"), namespace)
+
+    own_functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    names: set[str] = set()
+    problems: list[str] = []
+    understood: set[int] = set()  # ids of the FLAGS Name nodes accounted for
+    loop_sources: dict[int, object] = {}  # id(getattr call) -> iterable of its loop variable
+    for loop in (n for n in ast.walk(tree) if isinstance(n, LOOPS)):
+        targets = [(loop.target, loop.iter)] if isinstance(loop, ast.For) else [
+            (g.target, g.iter) for g in loop.generators]
+        for target, iterable in targets:
+            for call in ast.walk(loop):
+                if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "getattr"
+                        and isinstance(target, ast.Name) and isinstance(call.args[1], ast.Name)
+                        and call.args[1].id == target.id):
+                    loop_sources[id(call)] = value(iterable)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "FLAGS":
+            names.add(node.attr)
+            understood.add(id(node.value))
+        elif isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id == "FLAGS" for a in node.args):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            understood.update(id(a) for a in node.args if isinstance(a, ast.Name) and a.id == "FLAGS")
+            if func == "given":
+                names.update(value(node.args[1]))
+            elif func == "getattr" and isinstance(node.args[1], ast.Constant):
+                names.add(node.args[1].value)
+            elif func == "getattr" and id(node) in loop_sources:
+                names.update(loop_sources[id(node)])
+            elif func not in own_functions:
+                problems.append(f"line {node.lineno}: FLAGS goes to {func}()")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "FLAGS" and id(node) not in understood:
+            problems.append(f"line {node.lineno}: FLAGS used in a way this scan cannot follow")
+    return names, problems
+
+
+def help_flags(text: str) -> set[str]:
+    return set(re.findall(r"^  --(?:\[no\])?(\w+):", text, flags=re.M))
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_help_lists_exactly_the_flags_the_command_reads(command):
+    module = MODULES[command]
+    read, problems = flags_read(module)
+    assert not problems, problems
+    assert read == set(module.FLAG_NAMES), (
+        f"reads but does not declare: {sorted(read - set(module.FLAG_NAMES))}; "
+        f"declares but does not read: {sorted(set(module.FLAG_NAMES) - read)}")
+    shown = help_flags(cli.command_help(command, module, flags.FLAGS))
+    assert shown == set(module.FLAG_NAMES)
+
+
+def test_the_scan_sees_every_kind_of_read():
+    # retrain reads flags in each way the scan follows (given(), a getattr loop,
+    # attributes); a read it missed would let a command's help omit a flag.
+    read, problems = flags_read(MODULES["retrain"])
+    assert {"train_steps", "learning_rate"} <= read  # given(FLAGS, RETRAIN_CONFIG_FLAGS)
+    assert "num_stacks" in read  # for name in (...): getattr(FLAGS, name)
+    assert {"search_results", "filters"} <= read and not problems  # FLAGS.name
+
+
+def test_retrain_help_shows_the_training_flags(capsys):
+    assert cli.main(["tf-oneshot", "retrain", "--help"]) == 0
+    shown = help_flags(capsys.readouterr().out)
+    assert {"train_steps", "learning_rate", "lr_schedule", "search_results", "full_train", "pool"} <= shown
+    assert "dropout_rate" not in shown
+    assert cli.main(["tf-oneshot", "analyze", "--help"]) == 0
+    assert "overwrite" in help_flags(capsys.readouterr().out)
+    assert cli.main(["tf-oneshot", "demo", "--help"]) == 0
+    assert help_flags(capsys.readouterr().out) == {"output_dir", "overwrite", "space"}
+
+
+def test_a_flag_the_command_does_not_take_is_one_clear_error(capsys):
+    try:
+        assert cli.main(["tf-oneshot", "demo", "--strategy=mirrored"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["tf-oneshot: error: --strategy does not apply to `tf-oneshot demo`; drop it "
+                       "(`tf-oneshot demo --help` lists the flags it takes)."]
+        assert cli.main(["tf-oneshot", "analyze", "--seeds=1", "--output_dir=x"]) == 2
+        assert "--seeds does not apply to `tf-oneshot analyze`" in capsys.readouterr().err
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def test_a_command_cannot_read_a_flag_it_did_not_declare():
+    class Parsed:
+        output_dir, strategy = "out", "default"
+
+    view = cli.CommandFlags(Parsed(), ("output_dir",), "demo")
+    assert view.output_dir == "out"
+    with pytest.raises(AttributeError, match="reads --strategy, which its FLAG_NAMES does not declare"):
+        _ = view.strategy
+
+
+def _stderr(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
+    env["PYTHONPATH"] = ROOT
+    proc = subprocess.run([sys.executable, "-m", "tf_oneshot", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc.stderr
+
+
+def test_no_tensorflow_startup_noise():
+    """`./dev demo` used to open with absl's pre-init warning and oneDNN's notice, twice."""
+    # A command that imports TensorFlow and fails at once: its one error line is all of stderr.
+    assert _stderr("analyze").splitlines() == [
+        "tf-oneshot: error: --output_dir is required: the directory for report.md and the plots."]
+    # `space` loads TensorFlow only for a space that needs it (this one imports Keras).
+    assert _stderr("space") == ""
+    assert _stderr("space", "--space=examples/mobile_chain.py:MobileChainSpace") == ""
+
+
+def test_other_startup_output_still_reaches_stderr(capfd):
+    with cli._startup_noise_filtered():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+        os.write(2, b"something else\n")
+    assert capfd.readouterr().err == "something else\n"

@@ -1,0 +1,11 @@
+"""The building-block space of Single Path One-Shot (SPOS, Guo et al. 2019, §3.2, Table 2).
+
+Importing this package loads only the TensorFlow-free space; the models
+(`model`, `standalone`) load when built. Few names are exported because the
+isolation test forbids them anywhere else in the package; spaces built on
+these blocks import `space.BlockLayout`, `space.CHOICES` ... from the module.
+"""
+
+from tf_oneshot.search_spaces.spos_blocks.space import OP_NAMES, SposBlocksSpace
+
+__all__ = ["OP_NAMES", "SposBlocksSpace"]

@@ -1,0 +1,225 @@
+"""The single-path supernet of the spos_blocks space (SPOS §3.2, Table 2, Figure 3a).
+
+Stem -> 20 choice blocks -> last 1x1 conv -> global average pooling -> fc.
+Every block holds its four candidates; the architecture enters only as
+masks, one row per ghost batch:
+
+    model({"images": [N, H, W, C], "block0": [G, 4], ..., "block19": [G, 4]},
+          training=...) -> logits [N, classes]
+
+A block's candidates are combined with `choose`: a candidate off in every
+ghost batch of the call is not computed (`tf.cond`), so when the ghost
+batches of a replica share a path (SPOS §3.2's single path, e.g. one
+ghost batch per replica under the uniform sampler) only that path runs,
+forward and backward. With several paths in one call, each candidate runs on
+the whole batch and its output is zeroed where it is off, so every ghost
+batch still sees only its own path (and its own batch statistics).
+
+The layers of a candidate are defined once (`candidate_layers`) for both
+models, with globally unique names, so the stand-alone network's weights copy
+from the supernet by name (`standalone.copy_oneshot_weights`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import tensorflow as tf
+
+from tf_oneshot.layers.choice import choose, per_example
+from tf_oneshot.layers.common import (
+    apply_layers,
+    build_layers,
+    conv,
+    conv_kernels,
+    normalization,
+    track_layers,
+)
+from tf_oneshot.oneshot_model import OneShotModel, path_fraction, weighted_sum_of_squares
+from tf_oneshot.search_spaces.spos_blocks.space import (
+    CHOICES,
+    KERNELS,
+    OP_NAMES,
+    XCEPTION,
+    BlockLayout,
+    SposBlocksSpace,
+)
+
+
+def candidate_prefix(index: int, choice: str) -> str:
+    """Name prefix of candidate `choice` of block `index` (shared by both models)."""
+    return f"block{index}_{OP_NAMES[CHOICES.index(choice)]}"
+
+
+def _conv_bn(filters: int, kernel: int, ghost_batch_size: int | None, name: str, eval_mode: str,
+             strides: int = 1, depthwise: bool = False, relu: bool = False) -> list[keras.layers.Layer]:
+    """Conv (no bias) then BN, and ReLU after the 1x1 convs only (ShuffleNetV2's placement)."""
+    layers = [conv(filters, kernel, f"{name}_{'dwconv' if depthwise else 'conv'}", strides=strides,
+                   depthwise=depthwise),
+              normalization(ghost_batch_size, f"{name}_bn", eval_mode)]
+    if relu:
+        layers.append(keras.layers.ReLU(name=f"{name}_relu"))
+    return layers
+
+
+def candidate_layers(block: BlockLayout, choice: str, ghost_batch_size: int | None, eval_mode: str = "batch",
+                     mid: int | None = None) -> dict[str, list[keras.layers.Layer]]:
+    """The layers of one candidate of one block: {"main": [...], "proj": [...]} (SPOS Figure 3a).
+
+    choice_k: 1x1-BN-ReLU, kxk depthwise (stride)-BN, 1x1-BN-ReLU. choice_x:
+    three (3x3 depthwise-BN, 1x1-BN-ReLU), the first with the stride. A
+    stage's first block also has the projection branch, kxk depthwise
+    (stride)-BN, 1x1-BN-ReLU (3x3 for choice_x); the other blocks have none.
+    `mid` overrides the middle width (default: half the block's output).
+    """
+    gbs, p, s = ghost_batch_size, candidate_prefix(block.index, choice), block.stride
+    mid = block.mid if mid is None else mid
+    if choice == XCEPTION:
+        main = []
+        for j, (c_in, c_out) in enumerate([(block.main_in, mid), (mid, mid), (mid, block.main_out)]):
+            main += _conv_bn(c_in, 3, gbs, f"{p}_dw{j}", eval_mode, strides=s if j == 0 else 1, depthwise=True)
+            main += _conv_bn(c_out, 1, gbs, f"{p}_pw{j}", eval_mode, relu=True)
+    elif choice in KERNELS:
+        main = (_conv_bn(mid, 1, gbs, f"{p}_pw0", eval_mode, relu=True)
+                + _conv_bn(mid, KERNELS[choice], gbs, f"{p}_dw", eval_mode, strides=s, depthwise=True)
+                + _conv_bn(block.main_out, 1, gbs, f"{p}_pw1", eval_mode, relu=True))
+    else:
+        raise ValueError(f"choice must be one of {CHOICES}. Received: choice={choice!r}")
+    proj = []
+    if block.first:
+        proj = (_conv_bn(block.in_channels, KERNELS[choice], gbs, f"{p}_proj_dw", eval_mode, strides=s,
+                         depthwise=True)
+                + _conv_bn(block.in_channels, 1, gbs, f"{p}_proj_pw", eval_mode, relu=True))
+    return {"main": main, "proj": proj}
+
+
+def stem_layers(space: SposBlocksSpace, ghost_batch_size: int | None,
+                eval_mode: str = "batch") -> list[keras.layers.Layer]:
+    """Table 2's 3x3 conv to 16 channels (stride 2 at 224 pixels), BN, ReLU."""
+    return _conv_bn(space.channels[0], 3, ghost_batch_size, "stem", eval_mode, strides=space.stem_conv_stride,
+                    relu=True)
+
+
+def head_layers(space: SposBlocksSpace, ghost_batch_size: int | None,
+                eval_mode: str = "batch") -> list[keras.layers.Layer]:
+    """Table 2's last 1x1 conv to 1024 channels, BN, ReLU (pooling and fc follow)."""
+    return _conv_bn(space.channels[-1], 1, ghost_batch_size, "last", eval_mode, relu=True)
+
+
+def split(x):
+    """ShuffleNetV2's channel split: the half passed through, the half the main branch takes."""
+    half = x.shape[-1] // 2
+    return x[..., :half], x[..., half:]
+
+
+def channel_shuffle(x):
+    """ShuffleNetV2's channel shuffle with 2 groups: channel j of group g moves to 2j + g.
+
+    Written with keras.ops so that it serves the traced supernet and the
+    functional stand-alone model alike (which then saves in safe mode).
+    """
+    h, w, c = x.shape[1:]
+    x = keras.ops.reshape(x, (-1, h, w, 2, c // 2))
+    x = keras.ops.transpose(x, (0, 1, 2, 4, 3))
+    return keras.ops.reshape(x, (-1, h, w, c))
+
+
+@keras.saving.register_keras_serializable(package="tf_oneshot")
+class SposBlocksOneShotModel(OneShotModel):
+    """The single-path supernet of a `SposBlocksSpace`: all four candidates in every block.
+
+    Args:
+        space: the search space (its fields fix every layer size).
+        ghost_batch_size: examples per ghost batch; each carries one architecture.
+        skip_inactive: skip with tf.cond the candidates off in every ghost batch.
+        **kwargs: base model arguments (`name`, ...).
+
+    Raises:
+        ValueError: for a space that is not a SposBlocksSpace or a bad ghost batch size.
+    """
+
+    def __init__(self, space: SposBlocksSpace, ghost_batch_size: int, skip_inactive: bool = True,
+                 **kwargs) -> None:
+        if not isinstance(space, SposBlocksSpace):
+            raise ValueError(f"space must be a SposBlocksSpace. Received: space={space!r}")
+        super().__init__(space, ghost_batch_size, skip_inactive, **kwargs)
+        gbs = ghost_batch_size
+        self.stem = track_layers(self, "stem", stem_layers(space, gbs))
+        # self.candidates[i][k]: the layers of candidate CHOICES[k] of block i.
+        self.candidates = []
+        for block in space.layout():
+            units = []
+            for choice in CHOICES:
+                unit = candidate_layers(block, choice, gbs)
+                prefix = candidate_prefix(block.index, choice)
+                for part, layers in unit.items():
+                    track_layers(self, f"{prefix}_{part}", layers)  # for tf.train.Checkpoint
+                units.append(unit)
+            self.candidates.append(units)
+        self.head = track_layers(self, "head", head_layers(space, gbs))
+        self.classifier = keras.layers.Dense(space.num_classes, name="classifier")
+        self.build()
+
+    def build(self, input_shape=None) -> None:
+        """Creates every weight; sizes come from the space, not from the input."""
+        shape = build_layers(self.stem, (None, *self.space.image_shape))
+        for block, units in zip(self.space.layout(), self.candidates):
+            main_shape = (*shape[:-1], block.main_in)
+            for unit in units:
+                build_layers(unit["main"], main_shape)
+                build_layers(unit["proj"], shape)
+            shape = (None, *block.out_size, block.out_channels)
+        shape = build_layers(self.head, shape)
+        self.classifier.build((None, shape[-1]))
+        self.built = True
+
+    def forward(self, images, masks, training=None, skip_inactive=True):
+        """Logits from images and the [G, 4] mask of every block."""
+        gbs = self.ghost_batch_size
+        x = apply_layers(self.stem, images, training)
+        for block, units in zip(self.space.layout(), self.candidates):
+            # Per-example masks outside the tf.cond branches (XLA differentiates them there).
+            rows = per_example(masks[f"block{block.index}"], gbs)  # [N, 4]
+            if block.first:
+                branches = [functools.partial(self._both_branches, unit, x, training) for unit in units]
+                zeros = functools.partial(self._zeros, x, block)
+                x = choose(branches, rows, skip_inactive, zeros)
+            else:
+                kept, rest = split(x)
+                branches = [functools.partial(apply_layers, unit["main"], rest, training) for unit in units]
+                x = tf.concat([kept, choose(branches, rows, skip_inactive, lambda rest=rest: tf.zeros_like(rest))], -1)
+            x = channel_shuffle(x)
+        x = apply_layers(self.head, x, training)
+        return self.classifier(tf.reduce_mean(x, axis=[1, 2]))
+
+    @staticmethod
+    def _both_branches(unit: dict[str, list], x, training):
+        return tf.concat([apply_layers(unit["proj"], x, training), apply_layers(unit["main"], x, training)], -1)
+
+    @staticmethod
+    def _zeros(x, block: BlockLayout):
+        return tf.zeros(tf.stack([tf.shape(x)[0], *block.out_size, block.out_channels]), x.dtype)
+
+    # -------------------------------------------------------------------- L2
+    def masked_l2(self, masks) -> tf.Tensor:
+        """Sum of squared kernels, each candidate's weighted by the share of ghost batches using it.
+
+        SPOS §3.2 trains only the sampled path's weights, so weight decay must
+        not shrink the others: as in Bender et al. 2018, §3.2, the decay
+        gradient of a candidate off in every ghost batch is exactly 0. The
+        stem, the last conv and the classifier are in every architecture.
+
+        Args:
+            masks: "block0" ... , each [G, 4] (or [4]), the masks of the step.
+
+        Returns:
+            A scalar; multiply by the weight-decay coefficient.
+        """
+        terms = [(kernel, 1.0) for kernel in conv_kernels(self.stem + self.head + [self.classifier])]
+        for block, units in zip(self.space.layout(), self.candidates):
+            mask = tf.cast(masks[f"block{block.index}"], tf.float32)
+            fraction = path_fraction(mask[None] if mask.shape.rank == 1 else mask)  # [4]
+            for k, unit in enumerate(units):
+                terms += [(kernel, fraction[k]) for kernel in conv_kernels(unit["main"] + unit["proj"])]
+        return weighted_sum_of_squares(terms)
