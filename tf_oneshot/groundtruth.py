@@ -467,42 +467,63 @@ pads a batch to whole ghost batches, harmless with moving statistics). Each step
         return self._train.experimental_get_tracing_count()
 
     def __call__(self, space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
-        from tf_oneshot import retrain
-
         if config != self.config or space.to_config() != self.space.to_config():
             raise ValueError("a MaskedTrainer trains the space and config it was built for.")
         tic = time.perf_counter()
-        self.model.set_weights(self.initial_weights(seed))
+        iterator = self.start(arch, seed, self.initial_weights(seed))
+        loss = self.train(iterator, config.train_steps, f"{arch} seed {seed}")
+        metrics = {"train_loss": loss, **self.measure()}
+        metrics["seconds"] = round(time.perf_counter() - tic, 3)
+        return metrics
+
+    def start(self, arch: Hashable, seed: int, weights: list[np.ndarray]) -> Any:
+        """Sets the one-shot weights, a reset optimizer and `arch`'s masks; returns the seed's data iterator.
+
+        `weights` are fresh ones for the ground truth, or a trained one-shot
+        snapshot for fine-tuning (`tf_oneshot.finetune`, "Deeper insights" §3.3).
+        """
+        import keras
+
+        from tf_oneshot import retrain
+
+        self.model.set_weights(weights)
         self.optimizer.iterations.assign(0)
         for momentum in self.optimizer.momentums:
             momentum.assign(tf.zeros_like(momentum))
-        for key, value in space.encode(arch).items():
+        for key, value in self.space.encode(arch).items():
             self.masks[key].assign(value)
+        keras.utils.set_random_seed(seed)  # the data order (and augmentation) of train_standalone's seed
         dataset = data.make_dataset(
-            config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir, seed=seed,
-            shuffle_buffer=min(retrain.SHUFFLE_BUFFER, self._info.num_examples["train"]),
+            self.config.dataset, "train", self.config.batch_size, training=True, data_dir=self.config.data_dir,
+            seed=seed, shuffle_buffer=min(retrain.SHUFFLE_BUFFER, self._info.num_examples["train"]),
         )
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        return iter(self.strategy.experimental_distribute_dataset(dataset))
+
+    def train(self, iterator: Any, steps: int, what: str = "child") -> float:
+        """`steps` train steps of the child set by `start`, in chunks of log_every; the last chunk's mean loss."""
         step, loss = 0, math.nan
-        every = max(1, min(config.log_every, config.train_steps))
-        while step < config.train_steps:
+        every = max(1, min(self.config.log_every, steps))
+        while step < steps:
             if self.stop is not None and self.stop():
-                raise Preempted(f"{arch} seed {seed} stopped at step {step}")
-            n = min(every, config.train_steps - step)
-            loss = float(self._train(iterator, tf.constant(n), {}).numpy()[0]) / (n * config.batch_size)
+                raise Preempted(f"{what} stopped at step {step}")
+            n = min(every, steps - step)
+            loss = float(self._train(iterator, tf.constant(n), {}).numpy()[0]) / (n * self.config.batch_size)
             step += n
-        metrics = {"train_loss": loss}
+        return loss
+
+    def measure(self, splits: Sequence[str] = ("validation", "test")) -> dict[str, Any]:
+        """The child's accuracy, mean loss and examples on `splits`, batch norm recalibrated first."""
         if self._recal_data is not None:
             self.model.set_bn_mode("recalibrate")
             self._recalibrate(self._recal_data)
         self.model.set_bn_mode("moving")
-        for split, dataset in self._eval_data.items():
-            totals = self._evaluate(dataset)
+        metrics: dict[str, Any] = {}
+        for split in splits:
+            totals = self._evaluate(self._eval_data[split])
             examples = max(float(totals[1]), 1.0)
             metrics[f"{split}_accuracy"] = float(totals[0] / examples)
             metrics[f"{split}_loss"] = float(totals[2] / examples)
             metrics[f"{split}_examples"] = int(totals[1])
-        metrics["seconds"] = round(time.perf_counter() - tic, 3)
         return metrics
 
 

@@ -268,6 +268,11 @@ class OneShotTuner(keras_tuner.Tuner):
         kl: also report the symmetrized KL divergence to the all-on network
             (Bender et al. 2018, §5) as metric "kl".
         scorer_kwargs: passed to `tf_oneshot.search.scorer.OneShotScorer`.
+        finetune_steps: re-rank the best `finetune_top` trials after
+            fine-tuning each alone from the shared weights for this many
+            mini-batches ("Deeper insights" §3.3; `rerank`,
+            `get_best_architectures`); None: the one-shot ranking.
+        finetune_top: how many of the best trials to fine-tune.
         **tuner_kwargs: passed to `keras_tuner.Tuner` (directory,
             project_name, overwrite, ...).
     """
@@ -279,9 +284,17 @@ class OneShotTuner(keras_tuner.Tuner):
         bn_mode: str = "batch",
         kl: bool = False,
         scorer_kwargs: dict[str, Any] | None = None,
+        finetune_steps: int | None = None,
+        finetune_top: int = 10,
         **tuner_kwargs: Any,
     ):
+        from tf_oneshot import finetune
         from tf_oneshot.search.scorer import BN_MODES
+
+        if finetune_steps is not None:
+            finetune.check_steps(finetune_steps)
+            finetune.check_top(finetune_top)
+        self.finetune_steps, self.finetune_top = finetune_steps, finetune_top
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
@@ -382,8 +395,28 @@ class OneShotTuner(keras_tuner.Tuner):
         """The stand-alone Keras model of the trial's architecture (untrained)."""
         return self.space.build_standalone(values_to_architecture(self.space, trial.hyperparameters.values))
 
+    def rerank(self) -> list[dict[str, Any]]:
+        """The best `finetune_top` trials fine-tuned for `finetune_steps` steps, best fine-tuned first.
+
+        Each record holds the one-shot and the fine-tuned accuracy; they go to
+        `<project_dir>/finetune_<tuner_id>.jsonl`, so a second call (or a
+        restarted tuner) fine-tunes only the trials not found there.
+        """
+        from tf_oneshot import finetune
+
+        if self.finetune_steps is None:
+            raise UserError("rerank() needs OneShotTuner(finetune_steps=n): the mini-batches per candidate.")
+        candidates = [{"architecture": str(values_to_architecture(self.space, t.hyperparameters.values)),
+                       "oneshot_accuracy": float(t.score)} for t in self.oracle.get_best_trials(self.finetune_top)]
+        tuner = finetune.FineTuner(self.model_dir, self.finetune_steps, seed=self.oneshot_oracle.algorithm.seed)
+        path = os.path.join(self.project_dir, f"finetune_{self.tuner_id}.jsonl")
+        records, _ = finetune.rerank(candidates, tuner, path, self.finetune_top, log=lambda s: None)
+        return records
+
     def get_best_architectures(self, num_trials: int = 1) -> list[Hashable]:
-        """The architectures of the best trials, best first."""
+        """The architectures of the best trials, best first (after fine-tuning, with `finetune_steps`)."""
+        if self.finetune_steps is not None:
+            return [self.space.parse(r["architecture"]) for r in self.rerank()[:num_trials]]
         return [
             values_to_architecture(self.space, t.hyperparameters.values)
             for t in self.oracle.get_best_trials(num_trials)

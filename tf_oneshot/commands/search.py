@@ -33,13 +33,19 @@ flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probabi
 flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch "
                      "(default: timed automatically; 1 with --architectures, as the KerasTuner trial scores).")
 flags.DEFINE_integer("validation_examples", None, "Score on the first this many validation examples (default: all).")
+flags.DEFINE_integer("finetune_steps", None, "Then re-rank the best --finetune_top candidates after fine-tuning each "
+                     "alone from the shared weights for this many mini-batches (\"Deeper insights\" §3.3); the "
+                     "scores go beside the results, to RESULTS.finetune.jsonl.")
+flags.DEFINE_integer("finetune_top", None, "With --finetune_steps: how many of the best candidates to fine-tune "
+                     "(default: 10).")
 
 FLAG_NAMES = (
     "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",
     "bn_mode", "recalibration_images", "kl", "kl_reference", "population_size", "num_parents", "mutation_prob",
     "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu",
-    *common_flags.CONSTRAINT_FLAGS,
+    "finetune_steps", "finetune_top", *common_flags.CONSTRAINT_FLAGS,
 )
+FINETUNE_TOP = 10
 
 
 def _constraints(FLAGS):
@@ -49,6 +55,32 @@ def _constraints(FLAGS):
         min_params=FLAGS.min_params, max_params=FLAGS.max_params,
         min_flops=FLAGS.min_flops, max_flops=FLAGS.max_flops,
     )
+
+
+def _finetune_options(FLAGS) -> int | None:
+    """--finetune_top checked (None without --finetune_steps)."""
+    from tf_oneshot import finetune
+
+    if FLAGS.finetune_steps is None:
+        if FLAGS.finetune_top is not None:
+            raise UserError("--finetune_top needs --finetune_steps: the mini-batches each candidate is fine-tuned.")
+        return None
+    finetune.check_steps(FLAGS.finetune_steps)
+    return finetune.check_top(FINETUNE_TOP if FLAGS.finetune_top is None else FLAGS.finetune_top)
+
+
+def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
+    """Fine-tunes the best `top` results and prints the re-ranked list; True if `stop` ended it."""
+    from tf_oneshot import finetune
+
+    tuner = finetune.FineTuner(FLAGS.model_dir, FLAGS.finetune_steps, seed=seed, strategy=strategy, stop=stop)
+    path = finetune.finetune_results_path(results.path)
+    records, stopped = finetune.rerank(list(results.load().values()), tuner, path, top, stop=stop)
+    if not stopped:
+        print(f"re-ranked after {FLAGS.finetune_steps} fine-tuning steps ({path}): fine-tuned, one-shot accuracy:")
+        for r in records:
+            print(f"  {r['finetuned_accuracy']:.4f}  {r['oneshot_accuracy']:.4f}  {r['architecture']}")
+    return stopped
 
 
 def run(FLAGS) -> int:
@@ -75,6 +107,7 @@ def run(FLAGS) -> int:
                         "--architectures scores exactly the architectures given.")
     if FLAGS.bn_mode not in BN_MODES:
         raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+    finetune_top = _finetune_options(FLAGS)
     if FLAGS.num_architectures < 1:
         raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
     if FLAGS.strategy == "multi_worker_mirrored":
@@ -145,10 +178,12 @@ def run(FLAGS) -> int:
             f"images; results: {path}", flush=True,
         )
         summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, stop=preemption)
-    if summary["stopped"]:
-        return stopped_message("search")
-    print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
-          f"{summary['cached']} from {path}); best:")
-    for arch, accuracy in summary["best"]:
-        print(f"  {accuracy:.4f}  {arch}")
+        if summary["stopped"]:
+            return stopped_message("search")
+        print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
+              f"{summary['cached']} from {path}); best:")
+        for arch, accuracy in summary["best"]:
+            print(f"  {accuracy:.4f}  {arch}")
+        if finetune_top is not None and _rerank(FLAGS, results, finetune_top, seed, strategy, preemption):
+            return stopped_message("search", "fine-tuning")
     return 0
