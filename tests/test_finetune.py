@@ -73,6 +73,17 @@ def test_bad_fine_tuning_options_are_one_clear_error():
     assert finetune.check_steps([5, 0, 5]) == [0, 5]
 
 
+def test_the_figure_4_flag_refuses_bad_input_in_one_line(tmp_path, capsys):
+    out = str(tmp_path / "gt")
+    assert _cli("groundtruth", "--finetune_curve=0,2", f"--output={out}") == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "tf-oneshot: error: --finetune_curve needs --model_dir: the trained one-shot model whose children are "
+        "fine-tuned."]
+    assert _cli("groundtruth", "--finetune_curve=0,x", f"--model_dir={tmp_path}", f"--output={out}") == 2
+    assert "--finetune_curve=0,x is invalid" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
 def _cli(*args):
     from absl import flags
 
@@ -155,3 +166,22 @@ def test_gt_tau_against_steps_and_its_plot(trained, tuner, tmp_path):
     other = {**summary, "space": {**summary["space"], "filters": 8}}
     with pytest.raises(UserError, match="another search space"):
         finetune.gt_tau_against_steps(other, trained, [0], log=lambda s: None, **QUIET)
+
+
+@pytest.mark.slow
+def test_the_keras_tuner_reranks_its_best_trials(trained, tmp_path):
+    from tf_oneshot.tuner import OneShotOracle, OneShotTuner
+
+    oracle = OneShotOracle(trained, algorithm="random", max_trials=3, seed=0)
+    with pytest.raises(UserError, match="--finetune_top=0 is invalid"):
+        OneShotTuner(oracle, trained, directory=str(tmp_path), project_name="bad", finetune_steps=2, finetune_top=0)
+    tuner = OneShotTuner(oracle, trained, directory=str(tmp_path), project_name="t", finetune_steps=2,
+                         finetune_top=2)
+    tuner.search(verbose=0)
+    best = tuner.get_best_architectures(1)[0]
+    lines = read_jsonl(os.path.join(str(tmp_path), "t", "finetune_tuner0.jsonl"))
+    assert len(lines) == 2 and {r["finetune_steps"] for r in lines} == {2}
+    assert sorted(r["oneshot_accuracy"] for r in lines) == sorted(t.score for t in oracle.get_best_trials(2))
+    assert str(best) == max(lines, key=lambda r: (r["finetuned_accuracy"], -r["finetuned_loss"]))["architecture"]
+    tuner.get_best_architectures(2)  # a second call fine-tunes nothing more
+    assert read_jsonl(os.path.join(str(tmp_path), "t", "finetune_tuner0.jsonl")) == lines

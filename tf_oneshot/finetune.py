@@ -268,13 +268,14 @@ def rerank(candidates: Sequence[dict[str, Any]], finetuner: FineTuner, path: str
 # ------------------------------------------------------------- Figure 4
 def gt_tau_against_steps(ground_truth: str | dict, model_dir: str, steps: Sequence[int], seed: int = 0,
                          learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
+                         log: Callable[[str], None] = print, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """GT-Tau of the fine-tuned ranking against the fine-tuning steps n, Figure 4c/d.
 
     Every child of the ground truth (`groundtruth` summary, a path or the
     dict) is fine-tuned once from `model_dir`'s snapshot, to the largest n,
-    and evaluated at each n. Both rankings order by validation accuracy,
-    ties broken by the lower loss (`analysis.ground_truth.accuracy_then_loss`).
+    and evaluated at each n (`stop`: `Preempted` between chunks). Both
+    rankings order by validation accuracy, ties broken by the lower loss
+    (`analysis.ground_truth.accuracy_then_loss`).
 
     Returns:
         {"steps": [n ...], "gt_tau": [...], "gt_tau_accuracy": [...] (accuracy
@@ -291,7 +292,8 @@ def gt_tau_against_steps(ground_truth: str | dict, model_dir: str, steps: Sequen
     summary = load_summary(ground_truth) if isinstance(ground_truth, str) else ground_truth
     _check_same_space(summary, model_dirs.require(model_dir)[1], model_dir)
     check_steps(steps)
-    return gt_tau_curve(summary, FineTuner(model_dir, steps, seed, learning_rate, recalibration_images), log)
+    tuner = FineTuner(model_dir, steps, seed, learning_rate, recalibration_images, stop=stop)
+    return gt_tau_curve(summary, tuner, log)
 
 
 def _check_same_space(summary: dict[str, Any], space: Any, model_dir: str) -> None:

@@ -29,10 +29,15 @@ flags.DEFINE_enum("method", "masked", ["masked", "standalone"], "masked: each ch
 flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "
                   "when there are at least 4 seeds; --noise_ceiling demands it).")
 
+flags.DEFINE_list("finetune_curve", None, "Train nothing: draw \"Deeper insights\" Figure 4, GT-Tau of the children "
+                  "of --model_dir fine-tuned from its shared weights for each of these mini-batch counts (e.g. "
+                  "0,1,2,5,10,20), against the summary in --output; writes finetune_gt_tau.json and .png there.")
+
 SPACE_FLAGS = ("space", *common_flags.SPACE_FLAGS)
 CONFIG_FLAGS = retrain_command.RETRAIN_CONFIG_FLAGS
 FLAG_NAMES = (*CONFIG_FLAGS, *SPACE_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method",
-              "noise_ceiling", "strategy", "tpu")
+              "noise_ceiling", "strategy", "tpu", "finetune_curve")
+CURVE_FILE = "finetune_gt_tau"
 NOT_APPLICABLE = retrain_command.NOT_APPLICABLE
 
 
@@ -57,12 +62,43 @@ def _config_and_space(FLAGS, log=print):
     return config, config.make_space(info.image_shape, info.num_classes, info.stem_stride)
 
 
+def _finetune_curve(FLAGS) -> int:
+    """--finetune_curve: GT-Tau against fine-tuning steps (Figure 4), written beside the summary."""
+    import os
+
+    from tf_oneshot import finetune
+    from tf_oneshot.io_utils import atomic_write_json
+    from tf_oneshot.preemption import Preempted, Preemption, stopped_message
+
+    if not FLAGS.model_dir:
+        raise UserError("--finetune_curve needs --model_dir: the trained one-shot model whose children are fine-tuned.")
+    try:
+        steps = finetune.check_steps([int(n) for n in FLAGS.finetune_curve])
+    except ValueError:
+        raise UserError(f"--finetune_curve={','.join(FLAGS.finetune_curve)} is invalid; expected mini-batch "
+                        "counts, e.g. 0,1,2,5,10,20.") from None
+    with Preemption() as preemption:
+        try:
+            curve = finetune.gt_tau_against_steps(FLAGS.output, FLAGS.model_dir, steps, stop=preemption)
+        except Preempted:
+            return stopped_message("groundtruth", "the curve is not saved; a rerun starts it again")
+    base = os.path.join(FLAGS.output, CURVE_FILE)
+    atomic_write_json(base + ".json", curve)
+    finetune.plot_gt_tau_against_steps(curve, base + ".png")
+    for n, tau in zip(curve["steps"], curve["gt_tau"]):
+        print(f"  n={n:<4d} GT-Tau {tau:.3f}")
+    print(f"done: {base}.json, {base}.png")
+    return 0
+
+
 def run(FLAGS) -> int:
     from tf_oneshot import distribute, groundtruth
     from tf_oneshot.preemption import Preemption, stopped_message
 
     if not FLAGS.output:
         raise UserError("--output is required: the directory for the ground-truth results and summary.")
+    if FLAGS.finetune_curve is not None:
+        return _finetune_curve(FLAGS)
     seeds = pipeline_flags.parse_seeds(FLAGS.seeds)
     if FLAGS.merge:
         if FLAGS.shard:
