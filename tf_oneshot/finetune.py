@@ -112,19 +112,21 @@ def inherited_child(model_dir: str, arch: Hashable | str,
     return model
 
 
-def finetune_standalone(model_dir: str, arch: Hashable | str, steps: int, seed: int = 0,
+def finetune_standalone(model_dir: str | Any, arch: Hashable | str, steps: int, seed: int = 0,
                         learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                         strategy: tf.distribute.Strategy | None = None) -> tuple[keras.Model, dict[str, Any]]:
     """Fine-tunes `arch`'s own Keras model from the shared weights for `steps` steps; (model, metrics).
 
     One model and one trace per child: `FineTuner` is the faster way to
     score many children; this one returns the fine-tuned model itself.
+    `model_dir` may also be a `model_dir.load_oneshot` result, loaded once
+    for many children.
     """
     from tf_oneshot import model_dir as model_dirs
     from tf_oneshot.retrain import train_standalone
 
     steps = check_steps(steps)[-1]
-    loaded = model_dirs.load_oneshot(model_dir)
+    loaded = model_dirs.load_oneshot(model_dir) if isinstance(model_dir, str) else model_dir
     arch = _arch(loaded.space, arch)
     config = finetune_config(loaded.config, steps, learning_rate)
     if steps == 0:
