@@ -150,11 +150,13 @@ class FineTuner:
         recalibration_images: batch-norm recalibration before each evaluation.
         strategy: a tf.distribute strategy.
         stop: polled between chunks of training (`Preempted` then).
+        data_dir: TFDS data directory (default: the one-shot run's).
     """
 
     def __init__(self, model_dir: str, steps: int | Sequence[int], seed: int = 0,
                  learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
-                 strategy: tf.distribute.Strategy | None = None, stop: Callable[[], bool] | None = None) -> None:
+                 strategy: tf.distribute.Strategy | None = None, stop: Callable[[], bool] | None = None,
+                 data_dir: str | None = None) -> None:
         from tf_oneshot import model_dir as model_dirs
         from tf_oneshot.groundtruth import MaskedTrainer
 
@@ -164,6 +166,8 @@ class FineTuner:
         self.snapshot = loaded.model.get_weights()
         self.seed = int(seed)
         self.config = finetune_config(loaded.config, self.steps[-1], learning_rate)
+        if data_dir is not None:
+            self.config = self.config.replace(data_dir=data_dir)
         self.recalibration_images = int(recalibration_images)
         self.trainer = MaskedTrainer(self.space, self.config, strategy, recalibration_images, stop)
         if len(self.trainer.model.weights) != len(self.snapshot):

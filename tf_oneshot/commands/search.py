@@ -7,6 +7,11 @@ one per pass as the KerasTuner trial scores it). Each scored architecture
 appends one JSON line to --results; killing the command and running it again
 with the same flags carries on to --num_architectures without scoring any
 architecture twice. SIGTERM stops it between batches with exit code 143.
+--finetune_steps=n --finetune_top=k then fine-tunes the k best candidates
+alone from the shared weights for n mini-batches ("Deeper insights" §3.3,
+`tf_oneshot.finetune`) and re-ranks them; each fine-tuned score goes beside
+its one-shot score to RESULTS.finetune.jsonl (the results are never
+rewritten), and a rerun fine-tunes only the candidates not found there.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
     """Fine-tunes the best `top` results and prints the re-ranked list; True if `stop` ended it."""
     from tf_oneshot import finetune
 
-    tuner = finetune.FineTuner(FLAGS.model_dir, FLAGS.finetune_steps, seed=seed, strategy=strategy, stop=stop)
+    tuner = finetune.FineTuner(FLAGS.model_dir, FLAGS.finetune_steps, seed=seed, strategy=strategy, stop=stop,
+                               data_dir=FLAGS.data_dir)
     path = finetune.finetune_results_path(results.path)
     records, stopped = finetune.rerank(list(results.load().values()), tuner, path, top, stop=stop)
     if not stopped:
