@@ -151,12 +151,15 @@ class FineTuner:
         strategy: a tf.distribute strategy.
         stop: polled between chunks of training (`Preempted` then).
         data_dir: TFDS data directory (default: the one-shot run's).
+        jit_compile: compile the train step with XLA (default: as the
+            one-shot run did). On 2 CPU cores XLA's first trace costs ~15 s
+            and then halves each child's steps (benchmarks/finetune_speed.py).
     """
 
     def __init__(self, model_dir: str, steps: int | Sequence[int], seed: int = 0,
                  learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                  strategy: tf.distribute.Strategy | None = None, stop: Callable[[], bool] | None = None,
-                 data_dir: str | None = None) -> None:
+                 data_dir: str | None = None, jit_compile: bool | None = None) -> None:
         from tf_oneshot import model_dir as model_dirs
         from tf_oneshot.groundtruth import MaskedTrainer
 
@@ -168,6 +171,8 @@ class FineTuner:
         self.config = finetune_config(loaded.config, self.steps[-1], learning_rate)
         if data_dir is not None:
             self.config = self.config.replace(data_dir=data_dir)
+        if jit_compile is not None:
+            self.config = self.config.replace(jit_compile=bool(jit_compile))
         self.recalibration_images = int(recalibration_images)
         self.trainer = MaskedTrainer(self.space, self.config, strategy, recalibration_images, stop)
         if len(self.trainer.model.weights) != len(self.snapshot):
