@@ -1,7 +1,7 @@
 """KerasTuner integration: each trial is an architecture scored with shared weights.
 
-`OneShotOracle` runs the same `RandomSearch` / `Evolution` code as `tf-oneshot
-search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
+`OneShotOracle` runs the same `RandomSearch` / `Evolution` / `NAO` code as
+`tf-oneshot search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
 hyperparameters (per choice block, one `Choice` of input subset and one of op
 combination), `populate_space` proposes only architectures that meet the
 constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
@@ -9,7 +9,8 @@ after consecutive failed trials anyway), and the algorithm's state travels in
 `get_state`/`set_state`. That state is O(1) in the number of trials (the
 generator, the current population): the proposals and scores are rebuilt from
 the trials on reload, as KerasTuner's own oracles rebuild theirs. Without
-`max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20.
+`max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20,
+and NAO its initial pool and 3 generations (NAO-V2's code), 4 * population_size.
 
 `OneShotTuner.run_trial` scores the trial's architecture with the trained
 one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
@@ -33,6 +34,7 @@ from typing import Any
 import keras_tuner
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.nao import NAO_ROUNDS
 from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_model
 from tf_oneshot.search.evolution import GENERATIONS
@@ -70,22 +72,25 @@ def _space_of(model_dir: str) -> SearchSpace:
 
 # -------------------------------------------------------------------- oracle
 class OneShotOracle(keras_tuner.Oracle):
-    """Random or evolutionary architecture search as a KerasTuner `Oracle`.
+    """Random, evolutionary or NAO architecture search as a KerasTuner `Oracle`.
 
     Args:
         model_dir: a trained one-shot model_dir (only its config.json is read
             here: the oracle never loads weights).
-        algorithm: "random" (Bender et al. 2018, §4.1) or "evolution" (SPOS,
-            Algorithm 1).
+        algorithm: "random" (Bender et al. 2018, §4.1), "evolution" (SPOS,
+            Algorithm 1) or "nao" (Luo et al. 2018, §3).
         max_trials: architectures to score in all; by default Algorithm 1's
             population_size * 20 (T = 20 generations, SPOS §3.4) for
-            evolution, and 100 for random search.
+            evolution, population_size * (1 + 3) for NAO (its initial pool
+            and 3 generations, as NAO-V2's code), and 100 for random search.
         seed: seeds the algorithm (KerasTuner's own seed if None).
         max_params, max_flops, min_params, min_flops: constraints on the
             stand-alone model, met by every proposal.
         space: a search space to use instead of reading `model_dir` (tests,
             fake scores).
-        population_size, num_parents, mutation_prob: evolution settings.
+        population_size, num_parents, mutation_prob: evolution settings;
+            NAO takes population_size as its initial pool and generation
+            size, num_parents as its top-k (as `tf-oneshot search`).
         **oracle_kwargs: passed to `keras_tuner.Oracle`.
 
     Raises:
@@ -113,7 +118,8 @@ class OneShotOracle(keras_tuner.Oracle):
         if algorithm not in ALGORITHMS:
             raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         if max_trials is None:
-            max_trials = population_size * GENERATIONS if algorithm == "evolution" else RANDOM_TRIALS
+            generations = {"evolution": GENERATIONS, "nao": 1 + NAO_ROUNDS}
+            max_trials = population_size * generations[algorithm] if algorithm in generations else RANDOM_TRIALS
         if not isinstance(max_trials, int) or max_trials < 1:
             raise UserError(f"max_trials={max_trials!r} is invalid; expected a positive integer.")
         if space is None:
@@ -145,6 +151,11 @@ class OneShotOracle(keras_tuner.Oracle):
             self.algorithm: RandomSearch | Evolution = Evolution(
                 space, max_trials, self.constraints, seed=algo_seed, **self.algorithm_options
             )
+        elif algorithm == "nao":
+            self.algorithm_options = {"initial_size": population_size, "new_size": population_size,
+                                      "top_k": num_parents}
+            self.algorithm = ALGORITHMS["nao"](space, max_trials, self.constraints, seed=algo_seed,
+                                               **self.algorithm_options)
         else:
             self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
         # Trials told to the algorithm; rebuilt from the trials on reload, not saved.

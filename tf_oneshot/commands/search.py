@@ -1,8 +1,9 @@
 """`tf-oneshot search`: scores architectures with a trained one-shot model.
 
-Random search (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1),
-under optional constraints on params and multiply-adds, or exactly the
-architectures of --architectures / --architectures_file (algorithm "given",
+Random search (Bender et al. 2018, §4.1), evolution (SPOS, Algorithm 1) or
+NAO (Luo et al. 2018, §3: `tf_oneshot.nao`, a Keras network trained between
+generations), under optional constraints on params and multiply-adds, or
+exactly the architectures of --architectures / --architectures_file (algorithm "given",
 one per pass as the KerasTuner trial scores it). Each scored architecture
 appends one JSON line to --results; killing the command and running it again
 with the same flags carries on to --num_architectures without scoring any
@@ -18,8 +19,8 @@ from absl import flags
 from tf_oneshot.commands import common_flags  # noqa: F401  (defines --model_dir, --results, --seed ...)
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1); "
-                    "not with --architectures.")
+flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1), evolution (SPOS, Algorithm 1) or "
+                    "nao (Luo et al. 2018, §3); not with --architectures.")
 flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1); "
                      "--architectures scores exactly those instead.")
 flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
@@ -27,8 +28,10 @@ flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidat
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
 flags.DEFINE_string("kl_reference", "all_on", "--kl against: all_on (exact, the default) or sampled (§5 as "
                     "published: references drawn by path dropout at r = 1e-8).")
-flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50).")
-flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10).")
+flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50). NAO: the random initial pool "
+                     "and the new architectures per generation (NAO-V2's code: 1000 and 300).")
+flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10). NAO: top-k architectures moved "
+                     "along the predictor's gradient (NAO's code: 100).")
 flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
 flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch "
                      "(default: timed automatically; 1 with --architectures, as the KerasTuner trial scores).")
@@ -107,6 +110,15 @@ def run(FLAGS) -> int:
             algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
         except ValueError as e:
             raise UserError(str(e).replace("Received: ", "got --")) from None
+    elif FLAGS.algorithm == "nao":
+        options = {"initial_size": FLAGS.population_size, "new_size": FLAGS.population_size,
+                   "top_k": FLAGS.num_parents}
+        try:
+            algorithm = ALGORITHMS["nao"](space, FLAGS.num_architectures, constraints, seed=seed, **options)
+        except ValueError as e:  # UserError is one: it passes unchanged
+            if isinstance(e, UserError):
+                raise
+            raise UserError(f"--algorithm=nao: {e}".replace("Received: ", "got ")) from None
     else:
         options = {}
         algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
