@@ -36,9 +36,9 @@ def round_ste(x: tf.Tensor) -> tf.Tensor:
     return x + tf.stop_gradient(tf.round(x) - x)
 
 
-def levels(bits) -> tf.Tensor:
+def levels(bits, dtype=tf.float32) -> tf.Tensor:
     """2^k - 1, the number of steps of a k-bit uniform quantizer, for a tensor `bits`."""
-    return tf.pow(2.0, tf.cast(bits, tf.float32)) - 1.0
+    return tf.pow(tf.constant(2.0, dtype), tf.cast(bits, dtype)) - 1.0
 
 
 def pact(x: tf.Tensor, alpha: tf.Tensor, bits) -> tf.Tensor:
@@ -53,9 +53,9 @@ def pact(x: tf.Tensor, alpha: tf.Tensor, bits) -> tf.Tensor:
     Returns:
         The quantized activations, values in {0, alpha / n, ..., alpha}.
     """
-    alpha = tf.maximum(tf.cast(alpha, x.dtype), _EPSILON)
+    alpha = tf.maximum(tf.cast(alpha, x.dtype), tf.cast(_EPSILON, x.dtype))
     y = tf.minimum(tf.nn.relu(x), alpha)  # d/dalpha = 1 exactly where x > alpha
-    n = tf.cast(levels(bits), x.dtype)
+    n = levels(bits, x.dtype)
     quantized = tf.round(y * n / alpha) * alpha / n
     return y + tf.stop_gradient(quantized - y)
 
@@ -79,14 +79,14 @@ def dorefa_weights(kernel: tf.Tensor, bits, mask: tf.Tensor | None = None, axis=
     bits = tf.cast(bits, kernel.dtype)
     # k >= 2: tanh, scaled to [0, 1] by the largest active |tanh|, rounded (STE), mapped to [-1, 1].
     t = tf.tanh(kernel)
-    largest = tf.maximum(tf.reduce_max(tf.abs(t) * mask, axis=axis, keepdims=True), _EPSILON)
-    n = levels(bits)
+    largest = tf.maximum(tf.reduce_max(tf.abs(t) * mask, axis=axis, keepdims=True), tf.cast(_EPSILON, t.dtype))
+    n = levels(bits, kernel.dtype)
     multibit = 2.0 * round_ste((t / (2.0 * largest) + 0.5) * n) / n - 1.0
     # k = 1: sign times the mean magnitude, the gradient passed straight through.
-    count = tf.maximum(tf.reduce_sum(mask, axis=axis, keepdims=True), 1.0)
+    count = tf.maximum(tf.reduce_sum(mask, axis=axis, keepdims=True), tf.cast(1.0, mask.dtype))
     scale = tf.stop_gradient(tf.reduce_sum(tf.abs(kernel) * mask, axis=axis, keepdims=True) / count)
     binary = kernel + tf.stop_gradient(tf.sign(kernel) * scale - kernel)
-    return tf.where(bits <= 1.0, binary, multibit) * mask
+    return tf.where(bits <= tf.cast(1.0, bits.dtype), binary, multibit) * mask
 
 
 @keras.saving.register_keras_serializable(package="tf_oneshot")

@@ -106,12 +106,14 @@ def ghost_conv(x, kernel, strides: int, bits, ghost_batch_size: int, in_mask=Non
         [N, H', W', C_out].
     """
     num_ghosts = bits.shape[0]
+    kernel = tf.cast(kernel, x.dtype)  # float16 under mixed precision
     mask = tf.ones([1, 1, 1, 1, 1], kernel.dtype)
     if in_mask is not None:
-        mask = mask * in_mask[:, None, None, :, None]
+        mask = mask * tf.cast(in_mask, kernel.dtype)[:, None, None, :, None]
     if out_mask is not None:
-        mask = mask * out_mask[:, None, None, None, :]
-    kernels = dorefa_weights(kernel[None], tf.reshape(bits, [-1, 1, 1, 1, 1]), mask, axis=(1, 2, 3, 4))
+        mask = mask * tf.cast(out_mask, kernel.dtype)[:, None, None, None, :]
+    kernels = dorefa_weights(kernel[None], tf.reshape(tf.cast(bits, kernel.dtype), [-1, 1, 1, 1, 1]), mask,
+                             axis=(1, 2, 3, 4))
     kernels = tf.broadcast_to(kernels, tf.concat([tf.shape(bits)[:1], tf.shape(kernel)], 0))
     strides = [1, strides, strides, 1]
     if num_ghosts == 1:
@@ -190,8 +192,8 @@ class SposQuantOneShotModel(OneShotModel):
         """One basic block (module docstring of `space`), every ghost batch at its own bits and width."""
         gbs = self.ghost_batch_size
         weight_bits, activation_bits, channels = decode_block(block, bits_mask, channel_mask)
-        act_bits = tf.reshape(per_example(activation_bits[:, None], gbs), [-1, 1, 1, 1])
-        active = per_example(channels, gbs)[:, None, None, :]
+        act_bits = tf.cast(tf.reshape(per_example(activation_bits[:, None], gbs), [-1, 1, 1, 1]), x.dtype)
+        active = tf.cast(per_example(channels, gbs)[:, None, None, :], x.dtype)
         q = pact(x, layers["pact1"].alpha, act_bits)
         h = ghost_conv(q, layers["conv1"].kernel, block.stride, weight_bits, gbs, out_mask=channels)
         h = layers["bn1"](h, training=training, channel_mask=channels) * active
