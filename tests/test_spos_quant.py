@@ -326,6 +326,17 @@ def test_one_trace_serves_every_bit_width(oneshot):
     assert len(calls) == 1
 
 
+def test_unknown_batch_size_maps_over_ghost_batches(oneshot):
+    rng = np.random.default_rng(6)
+    masks = _masks(TINY, [TINY.sample(rng) for _ in range(3)])
+    images = _images(3 * GBS)
+    expected = oneshot({"images": images, **masks}, training=False)
+    spec = {"images": tf.TensorSpec([None, *TINY.image_shape]),
+            **{k: tf.TensorSpec([None, *v.shape[1:]]) for k, v in masks.items()}}
+    dynamic = tf.function(lambda inputs: oneshot(inputs, training=False), input_signature=[spec])
+    np.testing.assert_allclose(dynamic({"images": tf.constant(images), **masks}), expected, atol=1e-5)
+
+
 def test_standalone_saves_and_loads(tmp_path):
     import keras
 
