@@ -123,7 +123,8 @@ def test_fields_are_checked_and_config_round_trips():
             get_space("spos_quant_resnet18", **bad)
     space = get_space("spos_quant_resnet34", width_multiplier=0.25, image_shape=(32, 32, 3), num_classes=10,
                       stem_stride=1)
-    assert space.stage_channels == (16, 32, 64, 128) and space.stage_blocks == (3, 4, 6, 3)
+    assert space.stage_channels == (16, 32, 64, 128) and space.stem_channels == 16
+    assert space.stage_blocks == (3, 4, 6, 3) and not space.layout()[0].projection
     assert space_from_config(space.to_config()) == space
     assert [b.mids for b in TINY.layout()] == [(2, 4, 6), (4, 8, 12)]
 

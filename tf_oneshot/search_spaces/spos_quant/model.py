@@ -84,7 +84,7 @@ def block_layers(block: BlockLayout, ghost_batch_size: int | None, eval_mode: st
 def stem_layers(space: SposQuantSpace, ghost_batch_size: int | None,
                 eval_mode: str = "batch") -> list[keras.layers.Layer]:
     """The float stem: conv (7x7 stride 2 on ImageNet, else 3x3), BN, ReLU, and ImageNet's max pool."""
-    layers = [conv(space.channels[0], space.stem_kernel, "stem_conv", strides=space.stem_conv_stride),
+    layers = [conv(space.stem_channels, space.stem_kernel, "stem_conv", strides=space.stem_conv_stride),
               normalization(ghost_batch_size, "stem_bn", eval_mode), keras.layers.ReLU(name="stem_relu")]
     if space.stem_pool:
         layers.append(keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool"))

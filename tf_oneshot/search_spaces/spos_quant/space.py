@@ -32,7 +32,8 @@ The identity shortcut carries the float x, as in the usual quantized ResNets
 chose: the projection is part of the res-block, so it is quantized and
 counted (Table 6's figures count it, below); each PACT layer has one clipping level alpha shared by the choices.
 Small images (`stem_stride` 1: CIFAR-10, the 8x8 digits) get the usual
-CIFAR stem, a 3x3 conv with stride 1 and no pooling (2: the same, stride 2).
+CIFAR stem, a 3x3 conv with stride 1 and no pooling (2: the same, stride 2);
+`width_multiplier` scales every channel count, the stem's included.
 
 Costs (arithmetic, equal to the Keras models'): params count every Keras
 weight (a BN holds 4 per channel, a PACT layer its alpha); multiply-adds
@@ -145,7 +146,7 @@ class SposQuantSpace(SearchSpace):
     `stage_blocks` only.
 
     Args:
-        width_multiplier: scales the stages' channels (1.0: ResNet's 64-512).
+        width_multiplier: scales every channel count (1.0: ResNet's 64-512).
         image_shape: (height, width, channels) of the inputs (ImageNet: 224x224x3).
         num_classes: classifier outputs (1000 for ImageNet).
         stem_stride: 4 (ImageNet: 7x7 conv stride 2 and max pool), 2 or 1 (a 3x3 conv with that stride).
@@ -200,8 +201,16 @@ class SposQuantSpace(SearchSpace):
     @property
     def stage_channels(self) -> tuple[int, ...]:
         """Output channels of each stage, scaled by `width_multiplier`."""
+        return self._scaled()[1:]
+
+    @property
+    def stem_channels(self) -> int:
+        """The stem's channels, scaled with the stages (ResNet's stem is as wide as stage 1)."""
+        return self._scaled()[0]
+
+    def _scaled(self) -> tuple[int, ...]:
         m = self.width_multiplier
-        return tuple(c if m == 1.0 else max(1, round(c * m)) for c in self.channels[1:])
+        return tuple(c if m == 1.0 else max(1, round(c * m)) for c in self.channels)
 
     @property
     def stem_kernel(self) -> int:
@@ -229,7 +238,7 @@ class SposQuantSpace(SearchSpace):
         size = self.stem_size()
         if self.stem_pool:
             size = (_same(size[0], 2), _same(size[1], 2))
-        blocks, c_in = [], self.channels[0]
+        blocks, c_in = [], self.stem_channels
         for stage, (repeat, c_out) in enumerate(zip(self.stage_blocks, self.stage_channels)):
             for j in range(repeat):
                 stride = 2 if j == 0 and stage > 0 else 1
@@ -279,7 +288,7 @@ class SposQuantSpace(SearchSpace):
     # ------------------------------------------------------------------ cost
     def fixed_cost(self) -> Cost:
         """The float stem conv (with its BN) and classifier: in every architecture, no BitOps."""
-        c_img, c_stem, k = self.image_shape[2], self.channels[0], self.stem_kernel
+        c_img, c_stem, k = self.image_shape[2], self.stem_channels, self.stem_kernel
         (h, w), c_last = self.stem_size(), self.layout()[-1].out_channels
         params = k * k * c_img * c_stem + 4 * c_stem + c_last * self.num_classes + self.num_classes
         flops = h * w * k * k * c_img * c_stem + c_last * self.num_classes
