@@ -29,9 +29,12 @@ SPACES = {
     # Fields without a named flag go through --space_args, so tuples are written "a:b:c";
     # stem_stride 1 is what the digits suggest (the space's default, 4, is Table 2's at 224 px).
     "spos_blocks": {"stage_blocks": "1:2", "channels": "4:8:12:16", "stem_stride": 1},
+    # One block per stage: a block with an identity shortcut and one with a projection.
+    "spos_quant_resnet18": {"stage_blocks": "1:1", "channels": "4:4:8", "stem_stride": 1},
+    "spos_quant_resnet34": {"stage_blocks": "1:1", "channels": "4:4:8", "stem_stride": 1},
     EXAMPLE: {},
 }
-IDS = ["bender_cell", "darts64", "spos_blocks", "example"]
+IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "spos_quant_resnet34", "example"]
 SAMPLERS = ("path_dropout", "uniform", "proportional", "uniform_constraint")
 
 
