@@ -118,18 +118,17 @@ def algorithm_class(name: str) -> type:
     """
     from tf_oneshot.search import ALGORITHMS
 
-    if name not in ALGORITHMS:
+    if name in ALGORITHMS:
+        return ALGORITHMS[name]
+    if name == "nao":  # a tf_oneshot.nao that ALGORITHMS does not list yet
         try:
-            module = importlib.import_module(f"tf_oneshot.{name}") if name == "nao" else None
+            module = importlib.import_module("tf_oneshot.nao")
         except ImportError:
             module = None
-        if module is not None and name not in ALGORITHMS:  # a module that does not register itself
-            for value in vars(module).values():
-                if inspect.isclass(value) and getattr(value, "name", None) == name:
-                    ALGORITHMS[name] = value
-    if name not in ALGORITHMS:
-        raise UserError(f"--algorithm={name} is unknown; choose one of {', '.join(ALGORITHMS)}.")
-    return ALGORITHMS[name]
+        for value in vars(module).values() if module else ():
+            if inspect.isclass(value) and getattr(value, "name", None) == name:
+                return value
+    raise UserError(f"--algorithm={name} is unknown; choose one of {', '.join(ALGORITHMS)}.")
 
 
 def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> Any:
@@ -148,7 +147,9 @@ def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: in
                         f"and the space has {space.size()}; lower --pool_size or --iterations.")
     if not all(callable(getattr(cls, m, None)) for m in ("ask", "tell", "get_state", "set_state")):
         raise UserError(f"{where}: it lacks ask/tell/get_state/set_state, which a resumable loop needs.")
-    options = {"population_size": settings.pool_size}  # evolution: one generation per iteration
+    # One generation per iteration: evolution's population, NAO's initial pool and new candidates.
+    options = {"population_size": settings.pool_size, "initial_size": settings.pool_size,
+               "new_size": settings.pool_size}
     accepted = inspect.signature(cls).parameters
     options = {k: v for k, v in options.items() if k in accepted}
     try:
