@@ -12,6 +12,7 @@ of CPU per iteration. The loop knows no space.
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -237,3 +238,17 @@ def test_pool_sampling_frequencies_follow_model_size(rule):
     expected, other = (proportional, uniform) if rule == "proportional" else (uniform, proportional)
     assert stats.chisquare(counts, expected * counts.sum()).pvalue > 1e-3
     assert stats.chisquare(counts, other * counts.sum()).pvalue < 1e-6
+
+
+def test_cli_runs_an_ablation_row_with_flags_alone(capsys, tmp_path):
+    """Table 5's "- proportional sampling" and "- independent training" rows are flags."""
+    rc = cli.main(["tf-oneshot", "nas", f"--model_dir={tmp_path / 'run'}", f"--space={SPACE}",
+                   "--space_args=num_blocks=2,width=8", "--batch_size=32", "--ghost_batch_size=16",
+                   "--iterations=1", "--steps_per_iteration=1", "--pool_size=2", "--algorithm=random",
+                   "--sampler=uniform", "--iteration_mode=dependent", "--validation_examples=32"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "done: 1 iterations" in out and "uniform over 2 candidates" in out
+    settings = read_jsonl(str(tmp_path / "run" / nas.LOG_FILE))
+    assert [r["kind"] for r in settings] == ["pool", "score", "score", "end"]
+    recorded = json.load(open(tmp_path / "run" / nas.SETTINGS_FILE))
+    assert recorded["sampler"] == "uniform" and recorded["iteration_mode"] == "dependent"
