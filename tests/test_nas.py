@@ -24,6 +24,7 @@ import tensorflow as tf
 from scipy import stats
 
 from tf_oneshot import cli, nas, trainer
+from tf_oneshot.analysis import load_search_results
 from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
@@ -124,6 +125,11 @@ def test_independent_iterations_rescore_every_candidate(independent, dependent):
     path, result, _ = independent
     last = {r["architecture"]: r["oneshot_accuracy"] for r in records(path, "score") if r["iteration"] == 1}
     assert result["best"][0][1] == max(last.values()) and len(last) == 2 * P
+    # The last pool as search results: retrain and analyze read it (dependent: cached scores say their step).
+    for path, steps in ((independent[0], {2 * T}), (dependent[0], {T, 2 * T})):
+        final, _ = load_search_results(os.path.join(path, nas.FINAL_FILE))
+        assert len(final) == 2 * P and {r["scored_at_step"] for r in final} == steps
+        assert {r["checkpoint_step"] for r in final} == {2 * T}
 
 
 # ------------------------------------------------------------------- resume

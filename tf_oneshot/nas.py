@@ -26,7 +26,10 @@ append-only log of fsync'd lines: the initial pool, each score (with the
 checkpoint step it was scored at) and each iteration's end (new candidates
 and the algorithm's `get_state`). A rerun replays that log: finished scores
 are not computed again, and the algorithm is rebuilt by `set_state`, so a
-run killed at any point ends exactly as an uninterrupted one.
+run killed at any point ends exactly as an uninterrupted one. At the end,
+`nas/final_pool.jsonl` holds the last pool's scores in the format of
+`tf-oneshot search` results, for `tf-oneshot retrain --search_results`
+(NAO-V2 retrains the top 5) and `tf-oneshot analyze`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ POOL_SAMPLERS = ("proportional", "uniform")
 BN_MODES = ("batch", "recalibrate")  # search.scorer.BN_MODES, without importing TensorFlow
 SETTINGS_FILE = os.path.join("nas", "settings.json")
 LOG_FILE = os.path.join("nas", "iterations.jsonl")
+# The last pool's scores as `tf-oneshot search` results, for `retrain` / `analyze --search_results`.
+FINAL_FILE = os.path.join("nas", "final_pool.jsonl")
 # Training fields that only change logging and bookkeeping, not the weights a
 # run produces: a rerun may change them.
 BOOKKEEPING_FIELDS = ("data_dir", "steps_per_loop", "checkpoint_every", "log_every", "keep_checkpoints",
@@ -328,7 +333,7 @@ def run_nas(
                                           "state": algorithm.get_state()})
         history.initial["archs"] = pool
     loop = _Loop(config, settings, space, model_dir, strategy, log, history, algorithm,
-                 archs_per_pass or config.num_ghosts)
+                 archs_per_pass or config.num_ghosts, constraints)
     with Preemption() as preemption:
         loop.stop = preemption
         return loop.run()
@@ -337,11 +342,13 @@ def run_nas(
 class _Loop:
     """The iterations of `run_nas`, each resumable from the log and the checkpoints."""
 
-    def __init__(self, config, settings, space, model_dir, strategy, log, history, algorithm, archs_per_pass):
+    def __init__(self, config, settings, space, model_dir, strategy, log, history, algorithm, archs_per_pass,
+                 constraints):
         self.config, self.settings, self.space = config, settings, space
         self.model_dir, self.strategy, self.log = model_dir, strategy, log
         self.history, self.algorithm = history, algorithm
         self.archs_per_pass = archs_per_pass
+        self.constraints = constraints
         self.scorer = None
         self.stop: Callable[[], bool] = lambda: False
 
@@ -357,7 +364,40 @@ class _Loop:
             if scores is None:
                 return self._summary(preempted=True)
             self._tell_and_propose(i, scores)
+        self._export_final()
         return self._summary(preempted=False)
+
+    def _export_final(self) -> None:
+        """Writes FINAL_FILE (derived from the log, so rewritten whole and atomically).
+
+        Lines carry the identity fields of `search.results`; `scored_at_step`
+        says when each score was taken (earlier than the last checkpoint only
+        for cached scores of the dependent mode).
+        """
+        import json
+
+        from tf_oneshot import model_dir as model_dirs
+        from tf_oneshot.io_utils import atomic_write_text
+
+        last = self.settings.iterations - 1
+        scores = self.history.latest_scores(last + 1)
+        identity = {
+            "space": self.space.to_config(), "bn_mode": self.settings.bn_mode, "algorithm": self.settings.algorithm,
+            "seed": self.config.seed, "constraints": self.constraints.to_json(),
+            "checkpoint_step": model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)),
+            "options": {"nas": dataclasses.asdict(self.settings)},
+        }
+        generation = {a: 0 for a in self.history.initial["archs"]}
+        for i, end in enumerate(self.history.ends):
+            generation.update((a, i + 1) for a in end["new_archs"])
+        lines = []
+        for arch in self.history.pool(last):
+            r = scores[arch]
+            lines.append(json.dumps({
+                "architecture": r["architecture"], "oneshot_accuracy": r["oneshot_accuracy"], "loss": r["loss"],
+                "params": r["params"], "flops": r["flops"], "generation": generation[arch],
+                "scored_at_step": r["step"], **identity}, sort_keys=True) + "\n")
+        atomic_write_text(os.path.join(self.model_dir, FINAL_FILE), "".join(lines))
 
     def _summary(self, preempted: bool) -> dict[str, Any]:
         last = self.history.done - 1
