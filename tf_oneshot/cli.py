@@ -29,13 +29,14 @@ COMMANDS = {
     "space": "describe a search space: size, all-on params and multiply-adds, an example",
     "train": "train the one-shot model into --model_dir (resumes from it)",
     "search": "score architectures with a trained one-shot model (random, evolution or given ones)",
+    "nas": "iterated one-shot NAS: train on a candidate pool, score it, grow it (NAO-V2)",
     "retrain": "train chosen architectures from scratch (stand-alone) and export the best",
     "analyze": "rank correlations, plots and a report from search and retrain results",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
 }
 # Commands that run for minutes to days: SIGTERM asks them to stop at the next
 # safe point and exit 143 (tf_oneshot.preemption), from start-up on.
-LONG_COMMANDS = ("train", "search", "retrain", "demo")
+LONG_COMMANDS = ("train", "search", "nas", "retrain", "demo")
 PROG = "tf-oneshot"
 
 # What TensorFlow's C++ libraries print while they load, before absl's C++
