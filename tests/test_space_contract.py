@@ -31,10 +31,11 @@ SPACES = {
     "spos_blocks": {"stage_blocks": "1:2", "channels": "4:8:12:16", "stem_stride": 1},
     # One block per stage: a block with an identity shortcut and one with a projection.
     "spos_quant_resnet18": {"stage_blocks": "1:1", "channels": "4:4:8", "stem_stride": 1},
-    "spos_quant_resnet34": {"stage_blocks": "1:1", "channels": "4:4:8", "stem_stride": 1},
+    # spos_quant_resnet34 differs from resnet18 only in its default stage_blocks, so at these
+    # options it is the same network: tests/test_spos_quant.py checks its own sizes and counts.
     EXAMPLE: {},
 }
-IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "spos_quant_resnet34", "example"]
+IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "example"]
 SAMPLERS = ("path_dropout", "uniform", "proportional", "uniform_constraint")
 
 
