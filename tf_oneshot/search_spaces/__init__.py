@@ -25,6 +25,8 @@ BUILTIN = {
     "bender_cell": "tf_oneshot.search_spaces.bender_cell:CellSpace",
     "darts64": "tf_oneshot.search_spaces.darts64:Darts64Space",
     "spos_blocks": "tf_oneshot.search_spaces.spos_blocks:SposBlocksSpace",
+    "spos_channels": "tf_oneshot.search_spaces.spos_blocks:SposChannelsSpace",
+    "spos_blocks_channels": "tf_oneshot.search_spaces.spos_blocks:SposBlocksChannelsSpace",
 }
 DEFAULT_SPACE = "bender_cell"
 _LOADED: dict[str, type] = {}
