@@ -1,11 +1,17 @@
-"""The single-path supernet of the spos_blocks space (SPOS §3.2, Table 2, Figure 3a).
+"""The single-path supernet of the SPOS spaces (SPOS §3.2-3.3, Table 2, Figure 3a-b).
 
 Stem -> 20 choice blocks -> last 1x1 conv -> global average pooling -> fc.
-Every block holds its four candidates; the architecture enters only as
-masks, one row per ghost batch:
+Every block holds its candidates (four in spos_blocks); the architecture
+enters only as masks, one row per ghost batch:
 
     model({"images": [N, H, W, C], "block0": [G, 4], ..., "block19": [G, 4]},
           training=...) -> logits [N, classes]
+
+The channel-number spaces (`channels.py`) add "channels{i}" [G, 8] (and
+spos_channels drops "block{i}"): the candidates hold the widest mid width,
+and the batch norms of the mid width (`masked_bn.py`) zero the channels past
+the chosen one and keep them out of the statistics, so a ghost batch
+computes exactly the sliced network of Figure 3b with static shapes.
 
 A block's candidates are combined with `choose`: a candidate off in every
 ghost batch of the call is not computed (`tf.cond`), so when the ghost
@@ -181,7 +187,7 @@ def _ghost_rows(mask) -> tf.Tensor:
 class SposBlocksOneShotModel(OneShotModel):
     """The single-path supernet of a `SposBlocksSpace` or of a channel-number space built on it.
 
-    Block i holds `space.block_candidates(i)` (all four in spos_blocks, the
+    Choice block i holds `space.block_candidates(i)` (all four in spos_blocks, the
     fixed one in spos_channels), each at its widest mid width. Masks
     "block{i}" [G, 4] pick the candidate where the space searches blocks;
     masks "channels{i}" [G, 8] pick the mid width where it searches channels
