@@ -33,9 +33,13 @@ SPACES = {
     "spos_quant_resnet18": {"stage_blocks": "1:1", "channels": "4:4:8", "stem_stride": 1},
     # spos_quant_resnet34 differs from resnet18 only in its default stage_blocks, so at these
     # options it is the same network: tests/test_spos_quant.py checks its own sizes and counts.
+    # One choice block of mid width 5, the narrowest with 8 distinct widths (0.2x-1.6x): the pipeline
+    # is the same for any number of blocks, and tests/test_spos_channels.py covers every kind of block.
+    "spos_channels": {"stage_blocks": "1", "channels": "4:10:16", "stem_stride": 1},
+    "spos_blocks_channels": {"stage_blocks": "1", "channels": "4:10:16", "stem_stride": 1},
     EXAMPLE: {},
 }
-IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "example"]
+IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "spos_channels", "spos_blocks_channels", "example"]
 SAMPLERS = ("path_dropout", "uniform", "proportional", "uniform_constraint")
 
 

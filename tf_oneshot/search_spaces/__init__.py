@@ -27,6 +27,8 @@ BUILTIN = {
     "spos_blocks": "tf_oneshot.search_spaces.spos_blocks:SposBlocksSpace",
     "spos_quant_resnet18": "tf_oneshot.search_spaces.spos_quant:SposQuantResNet18Space",
     "spos_quant_resnet34": "tf_oneshot.search_spaces.spos_quant:SposQuantResNet34Space",
+    "spos_channels": "tf_oneshot.search_spaces.spos_blocks:SposChannelsSpace",
+    "spos_blocks_channels": "tf_oneshot.search_spaces.spos_blocks:SposBlocksChannelsSpace",
 }
 DEFAULT_SPACE = "bender_cell"
 _LOADED: dict[str, type] = {}
