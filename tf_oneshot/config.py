@@ -153,6 +153,10 @@ class TrainConfig:
             raise UserError(
                 f"--{unknown[0]} does not apply to --space={self.space}; its fields are {', '.join(fields)}."
             )
+        fixed = [k for k in ("image_shape", "num_classes") if k in options]
+        if fixed:
+            raise UserError(f"--space_args={fixed[0]}=... is set by the dataset; choose --dataset "
+                            "(or --image_size where the command takes it) instead.")
         if "stem_stride" in fields:
             options.setdefault("stem_stride", stem_stride)
         return get_space(self.space, image_shape=tuple(image_shape), num_classes=num_classes, **options)
