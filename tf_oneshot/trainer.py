@@ -127,7 +127,7 @@ class _Checkpoints:
 def make_run_sampler(config: TrainConfig, space, pool=None) -> Sampler:
     """The sampling rule of a run (`--sampler`, default: the space's own)."""
     return make_sampler(
-        config.sampler, space, seed=config.seed, total_steps=config.train_steps,
+        config.sampler, space, seed=config.sampler_seed, total_steps=config.train_steps,
         dropout_rate=config.dropout_rate, dropout_schedule=config.dropout_schedule,
         all_dropped=config.all_dropped, constraints=config.constraints(), pool=pool,
     )
