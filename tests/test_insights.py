@@ -80,6 +80,12 @@ def test_insights_command_writes_the_tables_and_figures(runs, capsys):
     snap = rows["Snapshots of cyclic"]
     assert snap["gt_tau_mean_k"] == pytest.approx(np.mean(progress["gt_tau"]))
     assert snap["gt_tau_std_k"] == pytest.approx(np.std(progress["gt_tau"]))
+    # Table 3: the instances' GT-Tau-Mean-3 and GT-Tau-Std-3 averaged, and Figure 2's S-Tau per common step.
+    both = [rows[f"Snapshots of {k}"] for k in ("cyclic", "shuffled_m2")]
+    assert rows["Instances"]["gt_tau_mean_k"] == pytest.approx(np.mean([r["gt_tau_mean_k"] for r in both]))
+    assert rows["Instances"]["gt_tau_std_k_std"] == pytest.approx(np.std([r["gt_tau_std_k"] for r in both]))
+    assert result["s_tau_progress"]["steps"] == [2, 4, 6]
+    assert result["s_tau_progress"]["s_tau"][-1] == pytest.approx(rows["Instances"]["s_tau"])
     assert rows["Ground truth"]["noise_ceiling"] == pytest.approx(metrics.noise_ceiling(accuracy))
     assert rows["Ground truth"]["s_tau"] == pytest.approx(metrics.s_tau(accuracy))
     assert result["ground_truth_order"][0] == result["children"][int(np.argmax(truth))]

@@ -258,6 +258,11 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
         row["gt_tau_mean_k"], row["gt_tau_std_k"] = metrics.gt_tau_over_snapshots(inst.scores, truth, k)
         row["k"] = k
         rows.append(row)
+    # Table 3: GT-Tau-Mean-k and GT-Tau-Std-k averaged over instances, with their std across instances.
+    k = min(inst.scores.shape[0] for inst in instances)
+    per_instance = np.array([metrics.gt_tau_over_snapshots(inst.scores, truth, k) for inst in instances])
+    rows[0].update(k=k, gt_tau_mean_k=float(per_instance[:, 0].mean()), gt_tau_mean_k_std=float(per_instance[:, 0].std()),
+                   gt_tau_std_k=float(per_instance[:, 1].mean()), gt_tau_std_k_std=float(per_instance[:, 1].std()))
     rows += [random_row(truth), ground_truth_row(gt, truth)]
     result: dict[str, Any] = {
         "rank_by": rank_by,
@@ -267,6 +272,7 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
         "rows": rows,
         "progress": {inst.label: {"steps": list(map(int, inst.steps)),
                                   "gt_tau": [metrics.gt_tau(s, truth) for s in inst.scores]} for inst in instances},
+        "s_tau_progress": s_tau_progress(instances),
         "instances": {inst.label: {"steps": list(map(int, inst.steps)), "scores": inst.scores.tolist()}
                       for inst in instances},
         "pruning": {},
@@ -279,6 +285,15 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
                 result["pruning"][f"snapshots of {inst.label}"] = prune(positions(inst.scores), truth,
                                                                          prune_fraction, top_n, gt.children)
     return result
+
+
+def s_tau_progress(instances: Sequence[Instance]) -> dict[str, list]:
+    """Figure 2: S-Tau across instances at each step they all have a snapshot of (needs 2 instances)."""
+    if len(instances) < 2:
+        return {"steps": [], "s_tau": []}
+    common = sorted(set.intersection(*(set(inst.steps) for inst in instances)))
+    values = [metrics.s_tau([inst.scores[list(inst.steps).index(step)] for inst in instances]) for step in common]
+    return {"steps": common, "s_tau": values}
 
 
 def _cell(row: Mapping[str, Any], key: str, std: str | None = None, digits: int = 4) -> str:
@@ -300,7 +315,8 @@ def format_table(result: Mapping[str, Any]) -> str:
         table.append([row["name"], str(row.get("rankings", "-")), _cell(row, "s_tau"), _cell(row, "max_tau"),
                       _cell(row, "min_tau"), _cell(row, "gt_tau_mean", "gt_tau_std"),
                       _cell(row, "t1r_mean", "t1r_std", 2), _cell(row, "t3r_mean", "t3r_std", 2),
-                      _cell(row, "gt_tau_mean_k"), _cell(row, "gt_tau_std_k")])
+                      _cell(row, "gt_tau_mean_k", "gt_tau_mean_k_std"),
+                      _cell(row, "gt_tau_std_k", "gt_tau_std_k_std")])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     ceiling = next((r.get("noise_ceiling") for r in result["rows"] if r["name"] == "Ground truth"), None)
@@ -329,17 +345,19 @@ def plot_rank_distribution(ranks: np.ndarray, children: Sequence[str], order: Se
 
 
 def plot_gt_tau_progress(progress: Mapping[str, Mapping[str, Sequence]], path: str,
-                         ceiling: float | None = None) -> str:
-    """Figures 2/8: GT-Tau of each instance against its training step, with the noise ceiling."""
+                         ceiling: float | None = None, s_tau: Mapping[str, Sequence] | None = None) -> str:
+    """Figures 2/8: GT-Tau of each instance against its training step, S-Tau across them, the noise ceiling."""
     fig, ax = _figure((800, 500))
     for label, curve in progress.items():
-        ax.plot(curve["steps"], curve["gt_tau"], marker="o", markersize=3, label=label)
+        ax.plot(curve["steps"], curve["gt_tau"], marker="o", markersize=3, label=f"GT-Tau {label}")
+    if s_tau and s_tau.get("steps"):
+        ax.plot(s_tau["steps"], s_tau["s_tau"], color="black", marker="s", markersize=3, label="S-Tau (instances)")
     if ceiling is not None:
         ax.axhline(ceiling, color="black", linestyle="--", label="ground-truth ceiling")
     ax.set_xlabel("training step")
-    ax.set_ylabel("GT-Tau")
-    ax.set_title("GT-Tau against training progress (Deeper insights, Figures 2 and 8)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("Kendall tau")
+    ax.set_title("Ranking against training progress (Deeper insights, Figures 2 and 8)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, path)
 
 
@@ -360,7 +378,8 @@ def write_insights(result: dict[str, Any], output_dir: str, ceiling: float | Non
                 positions(scores), children, order, os.path.join(output_dir, f"figure3_snapshots_{i}.png"),
                 f"Rank of each child across the last {scores.shape[0]} snapshots of {label} (Figure 3b)")
     paths["gt_tau_progress"] = plot_gt_tau_progress(result["progress"], os.path.join(output_dir,
-                                                                                      "gt_tau_progress.png"), ceiling)
+                                                                                      "gt_tau_progress.png"), ceiling,
+                                                  result.get("s_tau_progress"))
     text = format_table(result)
     atomic_write_text(os.path.join(output_dir, TEXT_FILE), text)
     paths["text"] = os.path.join(output_dir, TEXT_FILE)
