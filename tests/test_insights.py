@@ -137,6 +137,18 @@ def test_positions_and_table_rows_by_hand():
     assert single["s_tau"] is None and single["gt_tau_mean"] == pytest.approx(1.0)
 
 
+def test_pruning_needs_several_rankings():
+    gt = insights.GroundTruth(("a", "b", "c"), np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.3]),
+                              np.array([[0.9, 0.8, 0.7]]), None, None)
+    one = insights.Instance("run", (10,), np.array([[0.5, 0.6, 0.7]]))
+    assert insights.build_insights(gt, [one])["pruning"] == {}
+    with pytest.raises(UserError, match="--snapshots=2 or more"):
+        insights.build_insights(gt, [one], prune_fraction=0.5)
+    two = insights.Instance("run2", (10,), np.array([[0.7, 0.6, 0.5]]))
+    result = insights.build_insights(gt, [one, two], prune_fraction=0.4)
+    assert result["pruning"]["instances"]["median_rank"] == {"a": 2.0, "b": 2.0, "c": 2.0}
+
+
 def test_a_file_that_is_no_ground_truth_is_refused(tmp_path):
     path = tmp_path / "ground_truth.json"
     path.write_text(json.dumps({"children": [{"architecture": "111"}]}))

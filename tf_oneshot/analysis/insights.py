@@ -278,6 +278,9 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
         "pruning": {},
     }
     if prune_fraction is not None:
+        if len(instances) < 2 and all(inst.scores.shape[0] < 2 for inst in instances):
+            raise UserError("--prune_fraction takes the median rank over several rankings; give 2 or more "
+                            "--model_dirs or --snapshots=2 or more.")
         if len(instances) >= 2:
             result["pruning"]["instances"] = prune(positions(last), truth, prune_fraction, top_n, gt.children)
         for inst in instances:
