@@ -166,6 +166,15 @@ def test_the_model_dir_records_the_sharing(tmp_path):
         TrainConfig(sharing="most")
 
 
+def test_sharing_needs_a_sampler_of_whole_children():
+    from tf_oneshot.trainer import make_run_sampler
+
+    config = TrainConfig(space="darts64", sharing="group", sharing_groups=2, sampler="path_dropout")
+    with pytest.raises(UserError, match="needs a sampler that draws whole children"):
+        make_run_sampler(config, config.make_space((8, 8, 1), 10))
+    assert make_run_sampler(config.replace(sampler="cyclic"), config.make_space((8, 8, 1), 10)).name == "cyclic"
+
+
 @pytest.mark.parametrize("name, reshuffles", [("cyclic", False), ("shuffled", True)])
 def test_child_orders(name, reshuffles):
     space = FOUR
