@@ -33,6 +33,7 @@ COMMANDS = {
     "retrain": "train chosen architectures from scratch (stand-alone) and export the best",
     "analyze": "rank correlations, plots and a report from search and retrain results",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
+    "insights": "ranking fidelity of one-shot runs against a ground truth (Deeper insights: Tables 1-3, Fig. 2/3)",
 }
 # Commands that run for minutes to days: SIGTERM asks them to stop at the next
 # safe point and exit 143 (tf_oneshot.preemption), from start-up on.

@@ -401,8 +401,66 @@ class ProportionalSampler(ArchitectureSampler):
         return f"proportional to params{where}"
 
 
+class ChildOrderSampler(ArchitectureSampler):
+    """"Deeper insights" §3.2 (Table 1): the children in a random order, one per ghost batch, repeated.
+
+    The order is a permutation of every child (or of `pool`) drawn from the
+    seed; the i-th ghost batch of the run (step * ghost batches + g) trains
+    child order[i mod n]. "cyclic" repeats one order for the whole run
+    ("Different orders"); "shuffled" draws a new order for every pass over
+    the n children ("Diff. orders (shuffle)"). Stateless: (seed, step) fix it.
+    Instances that differ only in weight seed keep --order_seed fixed.
+    """
+
+    name = "cyclic"
+    reshuffle = False
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, total_steps: int = 1,
+                 pool: Sequence[Hashable] | None = None) -> None:
+        super().__init__(space, seed=seed, total_steps=total_steps)
+        self.children = _check_pool(space, pool) or tuple(space.enumerate())
+        self._orders: dict[int, np.ndarray] = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The permutation of the children used in pass `epoch` over them."""
+        key = epoch if self.reshuffle else 0
+        if key not in self._orders:
+            if len(self._orders) > 64:
+                self._orders.clear()
+            self._orders[key] = np.random.default_rng([self.seed, 7, key]).permutation(len(self.children))
+        return self._orders[key]
+
+    def child(self, index: int) -> Hashable:
+        """The child of the run's `index`-th ghost batch."""
+        epoch, position = divmod(int(index), len(self.children))
+        return self.children[int(self.order(epoch)[position])]
+
+    def draw(self, rng: np.random.Generator) -> Hashable:
+        return self.children[int(rng.integers(len(self.children)))]  # only for calibration; uniform over children
+
+    def host_masks(self, step: int, num_ghosts: int) -> dict[str, np.ndarray]:
+        if num_ghosts < 1:
+            return super().host_masks(step, num_ghosts)
+        archs = [self.child(step * num_ghosts + g) for g in range(num_ghosts)]
+        return {k: np.asarray(v, np.float32) for k, v in self.space.encode_batch(archs).items()}
+
+    def _exact_frequencies(self) -> dict[str, np.ndarray] | None:
+        return _weighted_mean(self.space, self.children, np.ones(len(self.children)))
+
+    def describe(self, step: int) -> str:
+        return f"{self.name} order of {len(self.children)} children"
+
+
+class ShuffledOrderSampler(ChildOrderSampler):
+    """"Deeper insights" §3.2: a new random child order after every n mini-batches ("shuffle")."""
+
+    name = "shuffled"
+    reshuffle = True
+
+
 SAMPLERS: dict[str, type[Sampler]] = {
-    cls.name: cls for cls in (PathDropoutSampler, UniformSampler, UniformConstraintSampler, ProportionalSampler)
+    cls.name: cls for cls in (PathDropoutSampler, UniformSampler, UniformConstraintSampler, ProportionalSampler,
+                              ChildOrderSampler, ShuffledOrderSampler)
 }
 
 
@@ -444,9 +502,11 @@ def make_sampler(
 __all__ = [
     "SAMPLERS",
     "ArchitectureSampler",
+    "ChildOrderSampler",
     "PathDropoutSampler",
     "ProportionalSampler",
     "Sampler",
+    "ShuffledOrderSampler",
     "UniformConstraintSampler",
     "UniformSampler",
     "make_sampler",

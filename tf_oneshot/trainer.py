@@ -33,7 +33,7 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.model_dir import LoadedOneShot, build_oneshot, load_oneshot
 from tf_oneshot.model_dir import read as read_model_dir
 from tf_oneshot.preemption import Preemption
-from tf_oneshot.samplers import Sampler, make_sampler
+from tf_oneshot.samplers import ArchitectureSampler, Sampler, make_sampler
 from tf_oneshot.tasks import TOTALS, OneShotTask, accuracy_sums
 
 __all__ = ["LoadedOneShot", "Segment", "build_oneshot", "evaluate_all_on", "load_oneshot", "make_run_sampler",
@@ -160,12 +160,21 @@ class _Checkpoints:
 
 
 def make_run_sampler(config: TrainConfig, space, pool=None) -> Sampler:
-    """The sampling rule of a run (`--sampler`, default: the space's own)."""
-    return make_sampler(
-        config.sampler, space, seed=config.seed, total_steps=config.train_steps,
+    """The sampling rule of a run (`--sampler`, default: the space's own).
+
+    Raises:
+        UserError: partial weight sharing with a rule that draws no whole
+            child per ghost batch (each child must read its own copy).
+    """
+    sampler = make_sampler(
+        config.sampler, space, seed=config.sampler_seed, total_steps=config.train_steps,
         dropout_rate=config.dropout_rate, dropout_schedule=config.dropout_schedule,
         all_dropped=config.all_dropped, constraints=config.constraints(), pool=pool,
     )
+    if config.sharing != "full" and not isinstance(sampler, ArchitectureSampler):
+        raise UserError(f"--sharing={config.sharing} trains each child on its own copy of the weights, so it needs a "
+                        f"sampler that draws whole children (uniform, cyclic, shuffled, ...), not {sampler.name}.")
+    return sampler
 
 
 def train(
