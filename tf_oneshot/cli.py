@@ -32,6 +32,7 @@ COMMANDS = {
     "retrain": "train chosen architectures from scratch (stand-alone) and export the best",
     "analyze": "rank correlations, plots and a report from search and retrain results",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
+    "latency": "measure a latency lookup table of a space's blocks on this device (SPOS §3.4)",
 }
 # Commands that run for minutes to days: SIGTERM asks them to stop at the next
 # safe point and exit 143 (tf_oneshot.preemption), from start-up on.
