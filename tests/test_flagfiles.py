@@ -74,6 +74,21 @@ def test_spos_imagenet_setups_are_section_4(name, space):
         assert (config.sampler, config.max_flops) == ("uniform_constraint", 330_000_000)
 
 
+def test_spos_search_recalibrates_on_20000_imagenet_images_and_a_share_elsewhere():
+    # §3.4: BN statistics "recalculated on a random subset of training data (20000 images on ImageNet)".
+    from tf_oneshot.search.scorer import default_recalibration_images
+
+    assert default_recalibration_images(1_231_121) == 20_000
+    assert default_recalibration_images(45_000) == 731  # CIFAR-10: the same share
+    assert default_recalibration_images(1_197) == 512  # digits: at least 512
+    assert default_recalibration_images(300) == 300  # never more than the split
+    _, config = parse("spos_imagenet.flags")
+    space = config.make_space((224, 224, 3), 1000, stem_stride=4)
+    assert space.default_bn_mode == "recalibrate"
+    cell = config.for_space("bender_cell").make_space((32, 32, 3), 10)
+    assert cell.default_bn_mode == "batch"  # path dropout: batch statistics (Bender et al. §3.2)
+
+
 def test_spos_imagenet_flops_limit_lies_inside_the_table_2_space():
     from tf_oneshot.search.constraints import ConstrainedSampler
 
