@@ -2,15 +2,18 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
+import search_fixtures
 
 from tf_oneshot import cli, latency
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import ConstrainedSampler, Constraints, Evolution
 from tf_oneshot.search_spaces import get_space
 
+oneshot_model_dir = search_fixtures.oneshot_model_dir  # the tiny cell-space model the search tests share
 # One stage of 2 blocks at 8x8: a stage's first block (both branches) and a split block.
 TINY = get_space("spos_blocks", image_shape=(8, 8, 1), num_classes=3, stem_stride=1, stage_blocks=(2,),
                  channels=(4, 8, 16))
@@ -102,3 +105,24 @@ def test_the_command_writes_a_table_and_keeps_an_existing_one(tmp_path, capsys):
     assert out.read_text() == before
     assert cli.main(["tf-oneshot", "latency", "--space=bender_cell", f"--output={tmp_path / 'c.json'}"]) == 2
     assert "exposes no latency units" in capsys.readouterr().err
+
+
+def test_search_refuses_a_foreign_table_and_an_unmeetable_bound_in_one_line(tmp_path, capsys, table_path,
+                                                                              oneshot_model_dir):
+    model_dir = oneshot_model_dir
+    results = tmp_path / "r.jsonl"
+    base = ["tf-oneshot", "search", f"--model_dir={model_dir}", f"--results={results}", "--num_architectures=4"]
+    cases = [
+        (["--max_latency_ms=5"], "--min/max_latency_ms need --latency_table=FILE"),
+        ([f"--latency_table={table_path}", "--max_latency_ms=5"], "was measured for another network"),
+        (["--max_flops=1"], "no architecture of this search space meets flops <= 1"),
+        (["--max_bitops=10"], "has no BitOps"),
+    ]
+    for extra, message in cases:
+        tic = time.perf_counter()
+        assert cli.main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert time.perf_counter() - tic < 20.0  # before any model loads
+    assert not results.exists()
+
