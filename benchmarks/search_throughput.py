@@ -170,7 +170,7 @@ def main() -> None:
         print(f"{name:<52} {rate:>9.2f}")
     naive = max(naive_a, naive_b)
     print(f"\nbest one-shot scorer / best naive: {best_rate / naive:.1f}x   (goal >= 10x)")
-    print(f"floor / best one-shot scorer:      {floor_rate / best_rate:.2f}x   (goal <= 2x)")
+    print(f"floor / best one-shot scorer:      {floor_rate / best_rate:.2f}x   (goal <= 2x; <= 1.5x single path)")
 
 
 if __name__ == "__main__":
