@@ -49,12 +49,12 @@ def demo_config(FLAGS):
     if given:
         train = train.replace(**given)
     stages = {}
-    for flag, field in STAGE_FLAGS.items():
+    for flag in STAGE_FLAGS:
         value = getattr(FLAGS, flag)
         if flag in _SEARCH_DEFAULTED and not flags.FLAGS[flag].present:
             continue
         if value is not None:
-            stages[field] = value
+            stages[STAGE_FLAGS[flag]] = value
     return dataclasses.replace(config, train=train, constraints=train.constraints(), **stages)
 
 
