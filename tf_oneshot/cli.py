@@ -34,6 +34,7 @@ COMMANDS = {
     "analyze": "rank correlations, plots and a report from search and retrain results",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
     "insights": "ranking fidelity of one-shot runs against a ground truth (Deeper insights: Tables 1-3, Fig. 2/3)",
+    "latency": "measure a latency lookup table of a space's blocks on this device (SPOS §3.4)",
 }
 # Commands that run for minutes to days: SIGTERM asks them to stop at the next
 # safe point and exit 143 (tf_oneshot.preemption), from start-up on.

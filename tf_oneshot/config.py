@@ -22,7 +22,8 @@ SPACE_OPTION_FIELDS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem
 # the copies of the weights and which child reads which.
 SHARING_FIELDS = ("sharing", "sharing_groups", "sharing_grouping", "sharing_prefix", "sharing_seed")
 ARCHITECTURE_FIELDS = ("dataset", "space", "space_args", *SPACE_OPTION_FIELDS, *SHARING_FIELDS)
-CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops")
+CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops", "min_bitops", "max_bitops",
+                     "min_latency_ms", "max_latency_ms", "latency_table")
 DROPOUT_SCHEDULES = ("linear", "constant")
 ALL_DROPPED_RULES = ("zero", "keep_one")
 LR_SCHEDULES = ("cosine", "constant")
@@ -55,6 +56,12 @@ class TrainConfig:
     max_params: int | None = None
     min_flops: int | None = None
     max_flops: int | None = None
+    # ... and its BitOps (SPOS §3.3) and table latency (SPOS §3.4) ranges.
+    min_bitops: int | None = None
+    max_bitops: int | None = None
+    min_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    latency_table: str | None = None
     train_steps: int = 10_000
     batch_size: int = 64
     ghost_batch_size: int = 32
@@ -102,10 +109,7 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
-        for name in CONSTRAINT_FIELDS:
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise UserError(f"--{name}={value} is invalid; expected a non-negative integer.")
+        self.constraints()  # validates the ranges (tf_oneshot.search.constraints.Constraints)
         if not 0.0 < self.dropout_rate < 1.0:
             raise UserError(
                 f"--dropout_rate={self.dropout_rate} is invalid; r must lie strictly between 0 and 1 "

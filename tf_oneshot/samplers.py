@@ -316,8 +316,9 @@ def _decision_frequencies(space: SearchSpace) -> dict[str, np.ndarray] | None:
 class UniformConstraintSampler(ArchitectureSampler):
     """SPOS §3.2 "uniform constraint sampling": a cost range drawn uniformly, then a fit.
 
-    Draws one of ten equal slices of the constrained FLOPs (or params) range,
-    then architectures until one falls in it, so small and large models of
+    Draws one of ten equal slices of the constrained FLOPs range (or BitOps,
+    table latency or params, when FLOPs are not bounded), then architectures
+    until one falls in it, so small and large models of
     the range train equally often rather than crowding at the typical size
     (`ConstrainedSampler.uniform_constraint_sample`).
 
@@ -334,8 +335,8 @@ class UniformConstraintSampler(ArchitectureSampler):
 
         if constraints is None or not constraints.active:
             raise UserError(
-                "--sampler=uniform_constraint needs a cost range: set --min_flops/--max_flops "
-                "and/or --min_params/--max_params."
+                "--sampler=uniform_constraint needs a cost range: set --min_flops/--max_flops, "
+                "--min_params/--max_params, --min_bitops/--max_bitops or --min/max_latency_ms with --latency_table."
             )
         self.constraints = constraints
         self.sampler = ConstrainedSampler(space, constraints)

@@ -86,6 +86,9 @@ class OneShotOracle(keras_tuner.Oracle):
         seed: seeds the algorithm (KerasTuner's own seed if None).
         max_params, max_flops, min_params, min_flops: constraints on the
             stand-alone model, met by every proposal.
+        min_bitops, max_bitops, min_latency_ms, max_latency_ms, latency_table:
+            BitOps and table-latency constraints (SPOS §3.4; see
+            `tf_oneshot.search.Constraints`).
         space: a search space to use instead of reading `model_dir` (tests,
             fake scores).
         population_size, num_parents, mutation_prob: evolution settings;
@@ -109,6 +112,11 @@ class OneShotOracle(keras_tuner.Oracle):
         *,
         min_params: int | None = None,
         min_flops: int | None = None,
+        min_bitops: int | None = None,
+        max_bitops: int | None = None,
+        min_latency_ms: float | None = None,
+        max_latency_ms: float | None = None,
+        latency_table: str | None = None,
         space: SearchSpace | None = None,
         population_size: int = 50,
         num_parents: int = 10,
@@ -137,7 +145,9 @@ class OneShotOracle(keras_tuner.Oracle):
         self.space = space
         self.algorithm_name = algorithm
         self.constraints = Constraints(
-            min_params=min_params, max_params=max_params, min_flops=min_flops, max_flops=max_flops
+            min_params=min_params, max_params=max_params, min_flops=min_flops, max_flops=max_flops,
+            min_bitops=min_bitops, max_bitops=max_bitops, min_latency_ms=min_latency_ms,
+            max_latency_ms=max_latency_ms, latency_table=latency_table,
         )
         # `Oracle` turns seed=None (and 0) into a random seed; keep an explicit 0.
         algo_seed = self.seed if seed is None else seed
@@ -172,7 +182,7 @@ class OneShotOracle(keras_tuner.Oracle):
             # by other workers; the tuner asks again.
             return {"status": _Status.IDLE, "values": None}
         arch = archs[0]
-        if not self.constraints.satisfied(cost_model(self.space).count(arch)):
+        if not self.constraints.satisfied(cost_model(self.space, self.constraints.latency_table).count(arch)):
             raise AssertionError(f"proposal {arch} breaks {self.constraints.describe()}")
         return {"status": _Status.RUNNING,
                 "values": architecture_to_values(self.space, arch)}
@@ -275,7 +285,8 @@ class OneShotTuner(keras_tuner.Tuner):
         oracle: a `OneShotOracle` (or, on a distributed worker, the same
             oracle the chief runs; KerasTuner swaps in its client).
         model_dir: the trained one-shot model_dir; loaded on the first trial.
-        bn_mode: "batch" (Bender et al. 2018, §3.2) or "recalibrate" (SPOS).
+        bn_mode: "batch" (Bender et al. 2018, §3.2) or "recalibrate" (SPOS);
+            None: the space's `default_bn_mode`.
         kl: also report the symmetrized KL divergence to the all-on network
             (Bender et al. 2018, §5) as metric "kl".
         scorer_kwargs: passed to `tf_oneshot.search.scorer.OneShotScorer`.
@@ -287,14 +298,14 @@ class OneShotTuner(keras_tuner.Tuner):
         self,
         oracle: OneShotOracle,
         model_dir: str,
-        bn_mode: str = "batch",
+        bn_mode: str | None = None,
         kl: bool = False,
         scorer_kwargs: dict[str, Any] | None = None,
         **tuner_kwargs: Any,
     ):
         from tf_oneshot.search.scorer import BN_MODES
 
-        if bn_mode not in BN_MODES:
+        if bn_mode is not None and bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
         if not isinstance(oracle, OneShotOracle):
             raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
@@ -303,7 +314,7 @@ class OneShotTuner(keras_tuner.Tuner):
         self.oneshot_oracle = oracle
         self.model_dir = model_dir
         self.space = _space_of(model_dir)
-        self.bn_mode = bn_mode
+        self.bn_mode = bn_mode or self.space.default_bn_mode
         self.kl = kl
         # One architecture per trial: one per pass (no ghost batches to share).
         self._scorer_kwargs = {"archs_per_pass": 1, **(scorer_kwargs or {})}
@@ -321,16 +332,14 @@ class OneShotTuner(keras_tuner.Tuner):
         chief's, and so is the seed when one was given (else the chief drew
         it, and a worker writes None).
         """
-        import inspect
-
-        from tf_oneshot.search.scorer import OneShotScorer
+        from tf_oneshot.search.scorer import recalibration_images_for
 
         oracle = self.oneshot_oracle
         options = {**oracle.algorithm_options, "kl": self.kl,
                    "validation_examples": self._scorer_kwargs.get("validation_examples")}
         if self.bn_mode == "recalibrate":
-            default = inspect.signature(OneShotScorer.from_model_dir).parameters["recalibration_images"].default
-            options["recalibration_images"] = self._scorer_kwargs.get("recalibration_images", default)
+            options["recalibration_images"] = recalibration_images_for(
+                self.model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
         return {
             "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
             "algorithm": oracle.algorithm_name,

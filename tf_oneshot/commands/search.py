@@ -23,8 +23,11 @@ flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1), 
                     "nao (Luo et al. 2018, §3); not with --architectures.")
 flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1); "
                      "--architectures scores exactly those instead.")
-flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
-flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidate for --bn_mode=recalibrate.")
+flags.DEFINE_string("bn_mode", None, "batch: batch statistics on the fly (Bender et al. §3.2); recalibrate: each "
+                    "candidate's statistics recomputed on training images (SPOS §3.4). Default: the space's "
+                    "(recalibrate for single-path spaces).")
+flags.DEFINE_integer("recalibration_images", None, "Training images per candidate for --bn_mode=recalibrate "
+                     "(SPOS §3.4: 20,000 on ImageNet; default: the same share of any training split, at least 512).")
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
 flags.DEFINE_string("kl_reference", "all_on", "--kl against: all_on (exact, the default) or sampled (§5 as "
                     "published: references drawn by path dropout at r = 1e-8).")
@@ -48,10 +51,7 @@ FLAG_NAMES = (
 def _constraints(FLAGS):
     from tf_oneshot.search import Constraints
 
-    return Constraints(
-        min_params=FLAGS.min_params, max_params=FLAGS.max_params,
-        min_flops=FLAGS.min_flops, max_flops=FLAGS.max_flops,
-    )
+    return Constraints(**{name: getattr(FLAGS, name) for name in common_flags.CONSTRAINT_FLAGS})
 
 
 def run(FLAGS) -> int:
@@ -76,7 +76,7 @@ def run(FLAGS) -> int:
     if given and FLAGS.algorithm != "random":
         raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
                         "--architectures scores exactly the architectures given.")
-    if FLAGS.bn_mode not in BN_MODES:
+    if FLAGS.bn_mode is not None and FLAGS.bn_mode not in BN_MODES:
         raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
     if FLAGS.num_architectures < 1:
         raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
@@ -93,11 +93,12 @@ def run(FLAGS) -> int:
     space = recorded[1]
     step = checkpoint_step(FLAGS.model_dir)
     constraints = _constraints(FLAGS)
+    bn_mode = FLAGS.bn_mode or space.default_bn_mode
     seed = 0 if FLAGS.seed is None else FLAGS.seed
     archs_per_pass = FLAGS.archs_per_pass
     if given:
         if constraints.active:
-            raise UserError("--min/max_params and --min/max_flops do not apply with --architectures: "
+            raise UserError("--min/max_params, _flops, _bitops and _latency_ms do not apply with --architectures: "
                             "the architectures given are scored as they are.")
         options = {}
         algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
@@ -125,11 +126,15 @@ def run(FLAGS) -> int:
     options.update(kl=FLAGS.kl, validation_examples=FLAGS.validation_examples)
     if FLAGS.kl:
         options["kl_reference"] = FLAGS.kl_reference
-    if FLAGS.bn_mode == "recalibrate":
-        options["recalibration_images"] = FLAGS.recalibration_images
+    recalibration_images = FLAGS.recalibration_images
+    if bn_mode == "recalibrate":
+        from tf_oneshot.search.scorer import recalibration_images_for
+
+        recalibration_images = recalibration_images_for(FLAGS.model_dir, recalibration_images, FLAGS.data_dir)
+        options["recalibration_images"] = recalibration_images
     path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{algorithm.name}.jsonl")
     results = ResultsFile(path, space, {
-        "space": space.to_config(), "checkpoint_step": step, "bn_mode": FLAGS.bn_mode,
+        "space": space.to_config(), "checkpoint_step": step, "bn_mode": bn_mode,
         "algorithm": algorithm.name, "seed": seed, "constraints": constraints.to_json(), "options": options,
     })
     results.load()  # a malformed or foreign file fails here, before the model loads
@@ -141,9 +146,9 @@ def run(FLAGS) -> int:
     with Preemption() as preemption:
         strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
         scorer = OneShotScorer.from_model_dir(
-            FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
+            FLAGS.model_dir, bn_mode=bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
             archs_per_pass=archs_per_pass,
-            recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
+            recalibration_images=recalibration_images, validation_examples=FLAGS.validation_examples,
             data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
         )
         if scorer.step != step:
@@ -151,7 +156,8 @@ def run(FLAGS) -> int:
         what = (f"{algorithm.num_architectures} given architecture(s)" if given
                 else f"{FLAGS.algorithm} search over {space.name}")
         print(
-            f"{what} (checkpoint step {step}), bn_mode={FLAGS.bn_mode}, "
+            f"{what} (checkpoint step {step}), bn_mode={bn_mode}"
+            f"{f' on {scorer.recalibration_count} training images' if bn_mode == 'recalibrate' else ''}, "
             f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on each of "
             f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
             f"images; results: {path}", flush=True,
