@@ -9,13 +9,18 @@ One run, side by side, the same shapes and optimizer:
             candidates either masked or skipped with tf.cond;
   baseline: path dropout: the all-on network without masks, plain batch norm
             and plain L2 (the goal is <= 1.25); single path: the stand-alone
-            network of a sampled path (its ideal).
+            network of a sampled path (its ideal; the goal is <= 1.3).
+For single-path spaces it also times one path per step (the ghost batch is
+the whole batch: SPOS §3.2 trains one architecture per step, so only that
+path's ops run) and that very path of the baseline (a pool of one), which
+isolates the supernet's own overhead from the path's cost.
 Prints ms per step and the ratio one-shot / baseline. Rows marked "*" are what
 the trainer runs there (`trainer.skips_pay`, --skip_threshold).
 
     python benchmarks/train_step.py                     # Bender cells, CIFAR-10 shapes, F=8, 3 cells
     python benchmarks/train_step.py --paper             # F=16, 6 cells as in §4.1
     python benchmarks/train_step.py --space=darts64     # the 64-child space, uniform sampling
+    python benchmarks/train_step.py --space=spos_blocks --space_args=width_multiplier=0.5,stage_blocks=2:2:4:2
 """
 
 from __future__ import annotations
@@ -47,12 +52,12 @@ def _loop_over(step_fn, images, labels, per_step):
     return lambda steps: loop(iterator, tf.constant(steps), per_step(steps))
 
 
-def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip: bool):
+def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip: bool, sampler=None):
     model = space.build_oneshot(config.ghost_batch_size)
     model(model.dummy_inputs(config.batch_size), training=False)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
     optimizer.build(model.trainable_variables)
-    sampler = trainer.make_run_sampler(config, space)
+    sampler = sampler or trainer.make_run_sampler(config, space)
     step = tf.Variable(at_step, dtype=tf.int64, trainable=False)  # stays at one point of the ramp
     ghosts = config.batch_size // config.ghost_batch_size
     task = OneShotTask(model, sampler, optimizer, step, 0, config.batch_size, 1, ghosts, 1e-4)
@@ -71,6 +76,20 @@ def plain_loop(config: TrainConfig, model, images, labels):
     return _loop_over(task.train_step, images, labels, lambda steps: {})
 
 
+def single_path(config: TrainConfig, space, arch, images, labels, loops: dict) -> None:
+    """SPOS's one path per step: the ghost batch is the batch; also the baseline's own path alone."""
+    from tf_oneshot.samplers import UniformSampler
+
+    one = config.replace(ghost_batch_size=config.batch_size)
+    sampler = trainer.make_run_sampler(one, space)
+    if config.num_ghosts > 1:
+        loops[f"one-shot, {sampler.name}, 1 path per step, tf.cond skip"] = oneshot_loop(
+            one, space, images, labels, TOTAL_STEPS // 2, True, sampler)
+    same = UniformSampler(space, seed=0, total_steps=TOTAL_STEPS, pool=[arch])
+    loops["one-shot, the baseline's path, 1 per step, tf.cond skip"] = oneshot_loop(
+        one, space, images, labels, TOTAL_STEPS // 2, True, same)
+
+
 def time_loop(loop, steps: int) -> float:
     tic = time.perf_counter()
     loop(steps).numpy()
@@ -86,12 +105,14 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="steps per timed host loop")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--space_args", default=None, help="other space fields, name=value,name=value")
+    parser.add_argument("--skip_only", action="store_true", help="time only the tf.cond-skipping one-shot steps")
     args = parser.parse_args()
     options = {}
     if args.space == "bender_cell":
         options = dict(filters=16, num_cells=6) if args.paper else dict(filters=8, num_cells=3)
     config = TrainConfig(space=args.space, train_steps=TOTAL_STEPS, batch_size=args.batch,
-                         ghost_batch_size=args.ghost, **options)
+                         ghost_batch_size=args.ghost, space_args=args.space_args, **options)
     space = config.make_space((args.image_size, args.image_size, 3), 10)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -109,9 +130,10 @@ def main() -> None:
         arch = space.sample(np.random.default_rng(0))
         loops[base_name] = plain_loop(config, space.build_standalone(arch, ghost_batch_size=None), images, labels)
         points = ((f"{sampler.name} sampling", TOTAL_STEPS // 2),)
+        single_path(config, space, arch, images, labels, loops)
     for where, at_step in points:
         chosen = trainer.skips_pay(sampler, config, at_step, ghosts)
-        for skip in (False, True):
+        for skip in (True,) if args.skip_only else (False, True):
             name = f"one-shot, {where}, {'tf.cond skip' if skip else 'masked'}{' *' if skip == chosen else ''}"
             loops[name] = oneshot_loop(config, space, images, labels, at_step, skip)
     # Interleave rounds so that load on the machine hits every variant alike.

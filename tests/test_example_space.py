@@ -183,3 +183,11 @@ def test_trains_in_a_tf_function_leaving_unused_paths_untouched(space):
     assert step.experimental_get_tracing_count() == 1 and np.isfinite(losses).all()
     assert losses[-1] < losses[0]
     np.testing.assert_array_equal(dw3.numpy(), before)
+
+
+def test_space_args_cannot_set_what_the_dataset_sets():
+    from tf_oneshot.config import TrainConfig
+
+    config = TrainConfig(dataset="digits", space=SPEC, space_args="image_shape=8:8:1")
+    with pytest.raises(UserError, match=r"image_shape=\.\.\. is set by the dataset"):
+        config.make_space((8, 8, 1), 10)

@@ -20,17 +20,104 @@ def parse(name: str, *extra: str):
     return values, train_command.config_from_flags(values)
 
 
+BENDER = ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"]
+SPOS_TRAIN = ["spos_imagenet.flags", "spos_channels.flags", "spos_quant_resnet18.flags"]
+TRAIN_FLAGFILES = BENDER + SPOS_TRAIN
+
+
+def parse_demo(name: str, *extra: str):
+    """Parses a flagfile the way `tf-oneshot demo --flagfile=...` does: the DemoConfig it runs."""
+    from tf_oneshot.commands import demo as demo_command
+
+    values = copy.deepcopy(flags.FLAGS)
+    values.unparse_flags()
+    values(["tf-oneshot demo", f"--flagfile={FLAGS_DIR / name}", *extra])
+    return demo_command.demo_config(values)
+
+
 def test_every_flagfile_is_covered():
-    assert sorted(p.name for p in FLAGS_DIR.glob("*.flags")) == [
-        "cifar10.flags", "cifar10_gpu.flags", "demo.flags", "imagenet.flags",
-    ]
+    assert sorted(p.name for p in FLAGS_DIR.glob("*.flags")) == sorted([*TRAIN_FLAGFILES, "spos_demo.flags"])
 
 
-@pytest.mark.parametrize("name", ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"])
+@pytest.mark.parametrize("name", BENDER)
 def test_header_names_the_command_and_the_paper_section(name):
     text = (FLAGS_DIR / name).read_text()
     assert text.startswith(f"# Command: tf-oneshot train --flagfile=flags/{name}")
     assert "Bender et al. 2018 §4." in text
+
+
+@pytest.mark.parametrize("name,sections", [
+    ("spos_imagenet.flags", ["§4", "Table 2", "§3.2", "§3.4"]),
+    ("spos_channels.flags", ["§3.3", "Figure 3b", "Table 4"]),
+    ("spos_quant_resnet18.flags", ["§3.3", "Figure 3c", "Table 6"]),
+    ("spos_demo.flags", ["§3.2", "§3.4", "Algorithm 1"]),
+])
+def test_spos_headers_name_the_command_and_cite_their_sections(name, sections):
+    text = (FLAGS_DIR / name).read_text()
+    command = "demo" if name == "spos_demo.flags" else "train"
+    assert text.startswith(f"# Command: tf-oneshot {command} --flagfile=flags/{name}")
+    assert "SPOS" in text and all(section in text for section in sections), name
+
+
+@pytest.mark.parametrize("name,space", [("spos_imagenet.flags", "spos_blocks"), ("spos_channels.flags", "spos_channels"),
+                                        ("spos_quant_resnet18.flags", "spos_quant_resnet18")])
+def test_spos_imagenet_setups_are_section_4(name, space):
+    _, config = parse(name)
+    # §4 "Training": batch 1,024, 120 epochs of the 1,231,121 training images left after validation.
+    assert (config.space, config.dataset, config.batch_size) == (space, "imagenet2012", 1024)
+    assert config.train_steps == -(-120 * 1_231_121 // 1024)
+    # ShuffleNetV2's SGD settings, which SPOS follows.
+    assert (config.learning_rate, config.momentum, config.weight_decay) == (0.5, 0.9, 4e-5)
+    # One path per replica and step on 8 replicas.
+    assert config.batch_size // config.ghost_batch_size == 8
+    if space != "spos_quant_resnet18":  # Table 3-4's FLOPs <= 330M, uniform constraint sampling (§3.2)
+        assert (config.sampler, config.max_flops) == ("uniform_constraint", 330_000_000)
+
+
+def test_spos_search_recalibrates_on_20000_imagenet_images_and_a_share_elsewhere():
+    # §3.4: BN statistics "recalculated on a random subset of training data (20000 images on ImageNet)".
+    from tf_oneshot.search.scorer import default_recalibration_images
+
+    assert default_recalibration_images(1_231_121) == 20_000
+    assert default_recalibration_images(45_000) == 731  # CIFAR-10: the same share
+    assert default_recalibration_images(1_197) == 512  # digits: at least 512
+    assert default_recalibration_images(300) == 300  # never more than the split
+    _, config = parse("spos_imagenet.flags")
+    space = config.make_space((224, 224, 3), 1000, stem_stride=4)
+    assert space.default_bn_mode == "recalibrate"
+    cell = config.for_space("bender_cell").make_space((32, 32, 3), 10)
+    assert cell.default_bn_mode == "batch"  # path dropout: batch statistics (Bender et al. §3.2)
+
+
+def test_spos_imagenet_flops_limit_lies_inside_the_table_2_space():
+    from tf_oneshot.search.constraints import ConstrainedSampler
+
+    _, config = parse("spos_imagenet.flags")
+    space = config.make_space((224, 224, 3), 1000, stem_stride=4)
+    ConstrainedSampler(space, config.constraints())  # raises if no architecture fits
+    assert space.count(space.uniform("3")).flops <= config.max_flops  # Table 3's "all choice_3" fits
+
+
+def test_spos_demo_runs_spos_pipeline_on_digits():
+    from tf_oneshot.search.constraints import ConstrainedSampler
+
+    demo = parse_demo("spos_demo.flags")
+    train = demo.train
+    assert (train.space, train.dataset, train.sampler) == ("spos_blocks", "digits", None)  # the space's uniform
+    assert train.num_ghosts == 1  # one path per step (SPOS §3.2)
+    assert train.train_steps * train.batch_size <= 50_000  # minutes on a laptop CPU
+    assert demo.constraints.max_flops == train.max_flops and demo.constraints.active
+    assert demo.retrain_select == "best" and demo.num_evolution > 0
+    space = train.make_space((8, 8, 1), 10)
+    assert space.name == "spos_blocks" and space.default_bn_mode == "recalibrate"
+    ConstrainedSampler(space, demo.constraints)  # the FLOPs limit lies inside the space's range
+    low, high = space.cost_bounds()["flops"]
+    assert low < demo.constraints.max_flops < high
+    # A flag after the flagfile overrides it; the plain demo keeps Bender et al.'s pipeline.
+    assert parse_demo("spos_demo.flags", "--num_evolution=7").num_evolution == 7
+    from tf_oneshot.demo import DEFAULT_CONFIG
+
+    assert parse_demo("demo.flags") == DEFAULT_CONFIG
 
 
 def test_cifar10_is_section_4_1():
@@ -75,7 +162,7 @@ def test_demo_runs_on_the_embedded_dataset():
     assert config.train_steps * config.batch_size <= 50_000  # minutes on a laptop CPU
 
 
-@pytest.mark.parametrize("name", ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"])
+@pytest.mark.parametrize("name", TRAIN_FLAGFILES)
 def test_strategy_and_precision_choices_are_accepted(name):
     values, config = parse(name)
     assert values.strategy in distribute.STRATEGIES
@@ -85,11 +172,11 @@ def test_strategy_and_precision_choices_are_accepted(name):
     assert overridden.train_steps == 7
 
 
-@pytest.mark.parametrize("name", ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"])
+@pytest.mark.parametrize("name", [*TRAIN_FLAGFILES, "spos_demo.flags"])
 def test_the_learning_rate_schedule_is_explicit_and_its_choice_explained(name):
     text = (FLAGS_DIR / name).read_text()
     assert "\n--lr_schedule=cosine\n" in text
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     assert "silent" in header and "cosine" in header
-    _, config = parse(name)
+    config = parse_demo(name).train if name == "spos_demo.flags" else parse(name)[1]
     assert config.lr_schedule == "cosine"

@@ -96,7 +96,8 @@ def _dropout(sampler, step, ghosts):
 
 # --------------------------------------------------------------- registry
 def test_registry_and_make_sampler():
-    assert set(SAMPLERS) == {"path_dropout", "uniform", "uniform_constraint", "proportional"}
+    assert set(SAMPLERS) == {"path_dropout", "uniform", "uniform_constraint", "proportional", "cyclic",
+                             "shuffled"}
     assert isinstance(make_sampler(None, BENDER, total_steps=10), PathDropoutSampler)  # the cell default
     assert isinstance(make_sampler(None, TINY), UniformSampler)  # the base default
     with pytest.raises(UserError, match="path_dropout, uniform, uniform_constraint, proportional"):

@@ -1,5 +1,7 @@
-"""Constraints on params and multiply-adds: exact bounds, met by construction, fail fast."""
+"""Constraints on params, multiply-adds, BitOps and latency: exact bounds, met by construction, fail fast."""
 
+import dataclasses
+import json
 import time
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import constraints as C
-from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces import CellSpace, Cost, OneOf, SearchSpace
 from tf_oneshot.search_spaces.bender_cell import OP_COMBINATIONS
 
 SPACE = CellSpace(filters=16, num_cells=6, num_stacks=3)
@@ -18,7 +20,9 @@ def test_cost_model_equals_space_count():
     rng = np.random.default_rng(0)
     for _ in range(300):
         arch = SPACE.sample(rng)
-        assert model.count(arch) == SPACE.count(arch)
+        cost, counted = model.count(arch), SPACE.count(arch)
+        assert (cost.params, cost.flops, cost.bitops) == (counted.params, counted.flops, counted.bitops)
+        assert cost.latency_ms is None  # no table
 
 
 def test_bounds_are_exact_over_a_whole_small_space():
@@ -29,7 +33,7 @@ def test_bounds_are_exact_over_a_whole_small_space():
     costs = [space.count(space.parse(f"{inputs}:{''.join(map(str, ops))}"))
              for inputs in ("0", "1", "01") for ops in OP_COMBINATIONS]
     assert len({c.params for c in costs}) > 28  # the read pattern matters
-    for metric in C.METRICS:
+    for metric in ("params", "flops"):
         values = [getattr(c, metric) for c in costs]
         assert model.bounds(metric) == (min(values), max(values))
 
@@ -114,3 +118,124 @@ def test_uniform_constraint_sampling_spreads_over_the_range():
     plain = [SPACE.count(SPACE.sample(rng)).flops for _ in range(200)]
     assert np.histogram(plain, bins=10, range=b)[0].min() < 8  # uniform draws crowd the middle
     assert len(seen) == 200
+
+
+# ------------------------------------------------------- BitOps and latency
+@dataclasses.dataclass(frozen=True)
+class BitsSpace(SearchSpace):
+    """A toy mixed-precision space: 5 layers, each 1, 2, 4 or 8 bits (BitOps = bits x 1000 per layer)."""
+
+    layers: int = 5
+    image_shape: tuple = (8, 8, 1)
+    num_classes: int = 10
+    name = "toy_bits"
+
+    def decisions(self):
+        return tuple(OneOf(f"layer{i}", (1, 2, 4, 8)) for i in range(self.layers))
+
+    def count(self, arch):
+        bits = self.values_of(arch)
+        return Cost(params=100 * self.layers, flops=1000 * self.layers, bitops=sum(1000 * b for b in bits))
+
+    def count_oneshot(self):
+        return Cost(params=100 * self.layers, flops=1000 * self.layers)
+
+    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
+        raise NotImplementedError
+
+    def build_standalone(self, arch, ghost_batch_size=None, name="standalone"):
+        raise NotImplementedError
+
+
+BITS = BitsSpace()
+
+
+def test_bitops_bounds_are_exact_and_an_unmeetable_bound_fails_at_once():
+    assert C.cost_bounds(BITS)["bitops"] == (5000, 40000)
+    tic = time.perf_counter()
+    with pytest.raises(UserError, match="bitops ranges over 5000..40000"):
+        C.ConstrainedSampler(BITS, C.Constraints(max_bitops=4999))
+    assert time.perf_counter() - tic < 2.0
+    with pytest.raises(UserError, match="has no BitOps.*drop --min/max_bitops"):
+        C.ConstrainedSampler(SPACE, C.Constraints(max_bitops=10**9))
+
+
+@pytest.mark.parametrize("algorithm", ["random", "evolution", "uniform_constraint"])
+def test_a_bitops_range_is_met_by_construction(algorithm):
+    cons = C.Constraints(min_bitops=10_000, max_bitops=14_000)
+    archs = _proposals(BITS, cons, algorithm, 30)
+    assert len(archs) == 30
+    assert all(10_000 <= BITS.count(a).bitops <= 14_000 for a in archs)
+
+
+def _proposals(space, cons, algorithm, n):
+    from tf_oneshot.samplers import UniformConstraintSampler
+    from tf_oneshot.search import Evolution, RandomSearch
+
+    if algorithm == "uniform_constraint":
+        sampler = UniformConstraintSampler(space, seed=0, constraints=cons)
+        return [sampler.draw(sampler.rng(step)) for step in range(n)]
+    search = (RandomSearch(space, n, cons, seed=0) if algorithm == "random"
+              else Evolution(space, n, cons, seed=0, population_size=10, num_parents=3))
+    out = []
+    while len(out) < n:
+        batch = search.ask(5)
+        assert batch, "the search stalled"
+        for arch in batch:
+            search.tell(arch, float(sum(space.values_of(arch))))
+        out += batch
+    return out
+
+
+def _table(tmp_path, space, scale=1.0, name="table.json"):
+    """A latency table as `tf-oneshot latency` writes it: 0.5 ms fixed, 0.1 ms per bit of a layer."""
+    from tf_oneshot import latency
+
+    table = {"kind": latency.KIND, "version": latency.VERSION, "space": space.to_config(), "batch_size": 1,
+             "device": "test", "fixed_ms": 0.5,
+             "blocks": {d.name: {d.format(v): 0.1 * v * scale for v in d.values()} for d in space.decisions()}}
+    path = tmp_path / name
+    path.write_text(json.dumps(table))
+    return str(path)
+
+
+def test_latency_is_the_tables_sum_and_its_bounds_are_exact(tmp_path):
+    path = _table(tmp_path, BITS)
+    model = C.CostModel(BITS, path)
+    arch = BITS.from_values([1, 2, 4, 8, 1])
+    assert model.count(arch).latency_ms == pytest.approx(0.5 + 0.1 * 16)
+    assert model.bounds("latency_ms") == pytest.approx((0.5 + 0.5, 0.5 + 4.0))
+    with pytest.raises(UserError, match="need --latency_table=FILE"):
+        C.Constraints(max_latency_ms=3.0)
+    tic = time.perf_counter()
+    with pytest.raises(UserError, match=r"latency_ms ranges over 1.000..4.500 ms"):
+        C.ConstrainedSampler(BITS, C.Constraints(max_latency_ms=0.9, latency_table=path))
+    assert time.perf_counter() - tic < 2.0
+
+
+@pytest.mark.parametrize("algorithm", ["random", "evolution", "uniform_constraint"])
+def test_a_latency_range_is_met_by_construction(tmp_path, algorithm):
+    path = _table(tmp_path, BITS)
+    cons = C.Constraints(min_latency_ms=1.5, max_latency_ms=2.0, latency_table=path)
+    archs = _proposals(BITS, cons, algorithm, 30)
+    model = C.CostModel(BITS, path)
+    assert all(1.5 <= model.count(a).latency_ms <= 2.0 for a in archs)
+    assert cons.to_json()["latency_table"] == path
+
+
+def test_a_table_of_another_space_is_refused_in_one_line(tmp_path):
+    other = _table(tmp_path, BitsSpace(image_shape=(32, 32, 3)), name="other.json")
+    with pytest.raises(UserError, match=r"measured for another network: image_shape=\[32, 32, 3\]") as e:
+        C.ConstrainedSampler(BITS, C.Constraints(max_latency_ms=3.0, latency_table=other))
+    assert "\n" not in str(e.value)
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(UserError, match="is not valid JSON"):
+        C.CostModel(BITS, str(tmp_path / "junk.json"))
+    with pytest.raises(UserError, match="does not exist"):
+        C.CostModel(BITS, str(tmp_path / "missing.json"))
+
+
+def test_older_records_keep_their_constraints_json():
+    # Results files and tuner states written before BitOps and latency compare equal.
+    assert C.Constraints(max_flops=5).to_json() == {"min_params": None, "max_params": None, "min_flops": None,
+                                                    "max_flops": 5}

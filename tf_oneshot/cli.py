@@ -29,14 +29,17 @@ COMMANDS = {
     "space": "describe a search space: size, all-on params and multiply-adds, an example",
     "train": "train the one-shot model into --model_dir (resumes from it)",
     "search": "score architectures with a trained one-shot model (random, evolution or given ones)",
+    "nas": "iterated one-shot NAS: train on a candidate pool, score it, grow it (NAO-V2)",
     "retrain": "train chosen architectures from scratch (stand-alone) and export the best",
     "analyze": "rank correlations, plots and a report from search and retrain results",
     "groundtruth": "train every child of a small space stand-alone over seeds (ground truth)",
     "demo": "the whole pipeline on the embedded digits dataset, offline",
+    "insights": "ranking fidelity of one-shot runs against a ground truth (Deeper insights: Tables 1-3, Fig. 2/3)",
+    "latency": "measure a latency lookup table of a space's blocks on this device (SPOS §3.4)",
 }
 # Commands that run for minutes to days: SIGTERM asks them to stop at the next
 # safe point and exit 143 (tf_oneshot.preemption), from start-up on.
-LONG_COMMANDS = ("train", "search", "retrain", "demo", "groundtruth")
+LONG_COMMANDS = ("train", "search", "nas", "retrain", "demo", "groundtruth")
 PROG = "tf-oneshot"
 
 # What TensorFlow's C++ libraries print while they load, before absl's C++

@@ -18,8 +18,12 @@ from tf_oneshot.search_spaces import DEFAULT_SPACE, get_space, space_class, spac
 SPACE_OPTION_FIELDS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride")
 # Fields that fix the shape of the one-shot model's weights: a model_dir trained
 # with other values cannot be resumed or scored with this config.
-ARCHITECTURE_FIELDS = ("dataset", "space", "space_args", *SPACE_OPTION_FIELDS)
-CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops")
+# Partial weight sharing ("Deeper insights", §4.2-4.3, `tf_oneshot.sharing`):
+# the copies of the weights and which child reads which.
+SHARING_FIELDS = ("sharing", "sharing_groups", "sharing_grouping", "sharing_prefix", "sharing_seed")
+ARCHITECTURE_FIELDS = ("dataset", "space", "space_args", *SPACE_OPTION_FIELDS, *SHARING_FIELDS)
+CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops", "min_bitops", "max_bitops",
+                     "min_latency_ms", "max_latency_ms", "latency_table")
 DROPOUT_SCHEDULES = ("linear", "constant")
 ALL_DROPPED_RULES = ("zero", "keep_one")
 LR_SCHEDULES = ("cosine", "constant")
@@ -52,6 +56,12 @@ class TrainConfig:
     max_params: int | None = None
     min_flops: int | None = None
     max_flops: int | None = None
+    # ... and its BitOps (SPOS §3.3) and table latency (SPOS §3.4) ranges.
+    min_bitops: int | None = None
+    max_bitops: int | None = None
+    min_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    latency_table: str | None = None
     train_steps: int = 10_000
     batch_size: int = 64
     ghost_batch_size: int = 32
@@ -74,6 +84,18 @@ class TrainConfig:
     skip_threshold: float = 0.25
     mixed_precision: str = "none"
     eval_batches: int = 4
+    # Partial weight sharing ("Deeper insights", §4.2-4.3): "full", "group"
+    # (m = sharing_groups copies; children grouped "random"ly from
+    # sharing_seed or by "similarity") or "prefix" (the stem and the first
+    # sharing_prefix cells shared, the rest a copy per child).
+    sharing: str = "full"
+    sharing_groups: int = 1
+    sharing_grouping: str = "random"
+    sharing_prefix: int = 0
+    sharing_seed: int = 0
+    # Seed of the child order (the sampler), None: `seed`. "Deeper insights"
+    # §3.2, Table 1: instances that differ in weight seed only keep it fixed.
+    order_seed: int | None = None
 
     def __post_init__(self) -> None:
         positive = (
@@ -87,10 +109,7 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
-        for name in CONSTRAINT_FIELDS:
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise UserError(f"--{name}={value} is invalid; expected a non-negative integer.")
+        self.constraints()  # validates the ranges (tf_oneshot.search.constraints.Constraints)
         if not 0.0 < self.dropout_rate < 1.0:
             raise UserError(
                 f"--dropout_rate={self.dropout_rate} is invalid; r must lie strictly between 0 and 1 "
@@ -123,8 +142,30 @@ class TrainConfig:
                 f"--skip_threshold={self.skip_threshold} is invalid; expected a fraction in [0, 1] "
                 "(0: always skip ops dropped in every ghost batch, 1: never)."
             )
+        self._check_sharing()
         if self.stem_stride not in (None, 1, 2, 4):
             raise UserError(f"--stem_stride={self.stem_stride} is invalid; choose 1, 2 or 4.")
+
+    def _check_sharing(self) -> None:
+        from tf_oneshot.sharing import GROUPINGS, SHARING_MODES
+
+        if self.sharing not in SHARING_MODES:
+            raise UserError(f"--sharing={self.sharing} is invalid; choose one of {', '.join(SHARING_MODES)}.")
+        if self.sharing_grouping not in GROUPINGS:
+            raise UserError(f"--sharing_grouping={self.sharing_grouping} is invalid; choose one of "
+                            f"{', '.join(GROUPINGS)}.")
+        for name, low in (("sharing_groups", 1), ("sharing_prefix", 0), ("sharing_seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"--{name}={value} is invalid; expected an integer >= {low}.")
+        if self.order_seed is not None and (isinstance(self.order_seed, bool) or not isinstance(self.order_seed, int)
+                                            or self.order_seed < 0):
+            raise UserError(f"--order_seed={self.order_seed} is invalid; expected a non-negative integer.")
+
+    @property
+    def sampler_seed(self) -> int:
+        """The seed of the child order: `order_seed`, else `seed`."""
+        return self.seed if self.order_seed is None else self.order_seed
 
     @property
     def num_ghosts(self) -> int:
@@ -153,9 +194,21 @@ class TrainConfig:
             raise UserError(
                 f"--{unknown[0]} does not apply to --space={self.space}; its fields are {', '.join(fields)}."
             )
+        fixed = [k for k in ("image_shape", "num_classes") if k in options]
+        if fixed:
+            raise UserError(f"--space_args={fixed[0]}=... is set by the dataset; choose --dataset "
+                            "(or --image_size where the command takes it) instead.")
         if "stem_stride" in fields:
             options.setdefault("stem_stride", stem_stride)
-        return get_space(self.space, image_shape=tuple(image_shape), num_classes=num_classes, **options)
+        space = get_space(self.space, image_shape=tuple(image_shape), num_classes=num_classes, **options)
+        return self.shared(space)
+
+    def shared(self, space: Any) -> Any:
+        """`space` with this config's partial weight sharing (`tf_oneshot.sharing`); itself for full sharing."""
+        from tf_oneshot.sharing import apply_sharing
+
+        return apply_sharing(space, self.sharing, self.sharing_groups, self.sharing_grouping, self.sharing_prefix,
+                             self.sharing_seed)
 
     def for_space(self, spec: str) -> TrainConfig:
         """This config on another search space, keeping only the space fields it takes."""

@@ -43,6 +43,7 @@ from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, read_json
 from tf_oneshot.preemption import Preemption
+from tf_oneshot.search.constraints import Constraints
 
 # flags/demo.flags: Bender et al. 2018 §4.1 at laptop scale (tests/test_demo.py
 # checks the two agree).
@@ -56,6 +57,7 @@ SUMMARY = "summary.json"
 RUN_FILE = "demo.json"
 RUN_KIND = "tf_oneshot.demo"
 PARTS = ("oneshot", "search", "retrain", SUMMARY, RUN_FILE, *OUTPUTS)
+RETRAIN_SELECTIONS = ("stratified", "best")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +77,15 @@ class DemoConfig:
         archs_per_pass: architectures per forward pass of the scorer (16 was
             fastest on 2 CPU cores; None lets the scorer time a few widths).
         seed: seeds the searches and the sample.
+        constraints: bounds every searched architecture meets (SPOS §3.4,
+            e.g. FLOPs <= 330M in Table 3); none by default.
+        bn_mode: the scorer's batch-norm mode (None: the space's
+            `default_bn_mode`; SPOS recalibrates for single-path spaces).
+        recalibration_images: training images per candidate when
+            recalibrating (None: `scorer.default_recalibration_images`).
+        retrain_select: "stratified" (Bender et al. 2018, Fig. 5: a sample of
+            the random search over its accuracy range) or "best" (SPOS §3.4:
+            the best architectures searched, the winner first).
     """
 
     train: TrainConfig = DEMO_TRAIN
@@ -89,6 +100,10 @@ class DemoConfig:
     kl: bool = True
     archs_per_pass: int | None = 16
     seed: int = 0
+    constraints: Constraints = Constraints()
+    bn_mode: str | None = None
+    recalibration_images: int | None = None
+    retrain_select: str = "stratified"
 
 
 # What `tf-oneshot demo` runs (tests replace it with a smaller config in a child process).
@@ -114,23 +129,52 @@ def _stratified(records: list[dict], n: int, seed: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["oneshot_accuracy"])
 
 
-def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log, stop) -> dict:
+def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log, stop,
+            constraints: Constraints | None = None) -> dict:
     """One search as `tf-oneshot search` runs it, with the same results-file identity."""
-    from tf_oneshot.search import Constraints, ResultsFile, run_search
+    from tf_oneshot.search import ResultsFile, run_search
 
     results = ResultsFile(path, space, {
         "space": space.to_config(), "checkpoint_step": scorer.step, "bn_mode": scorer.bn_mode,
-        "algorithm": algorithm.name, "seed": seed, "constraints": Constraints().to_json(),
+        "algorithm": algorithm.name, "seed": seed, "constraints": (constraints or Constraints()).to_json(),
         "options": options,
     })
     return run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, log=log,
                       progress_every=5.0, stop=stop)
 
 
+def _best(paths: list[str], n: int) -> list[dict]:
+    """The `n` architectures of highest one-shot accuracy over the searches (SPOS §3.4 retrains the best)."""
+    from tf_oneshot.analysis.records import load_search_results
+
+    records, _ = load_search_results(paths)
+    best: dict[str, dict] = {}
+    for r in records:
+        if r["architecture"] not in best or r["oneshot_accuracy"] > best[r["architecture"]]["oneshot_accuracy"]:
+            best[r["architecture"]] = r
+    return sorted(best.values(), key=lambda r: -r["oneshot_accuracy"])[:n]
+
+
+def _winner(space: Any, run: dict) -> dict[str, Any] | None:
+    """Evolution's best architecture with its one-shot accuracy and cost (SPOS Algorithm 1's output)."""
+    if not run["best"]:
+        return None
+    arch, accuracy = run["best"][0]
+    cost = space.count(space.parse(str(arch)))
+    return {"architecture": str(arch), "oneshot_accuracy": accuracy, "params": cost.params, "flops": cost.flops}
+
+
+def _space_of(model_dir: str) -> Any:
+    from tf_oneshot.model_dir import require
+
+    return require(model_dir)[1]
+
+
 def config_json(config: DemoConfig) -> dict[str, Any]:
     """The demo's settings as JSON (recorded in demo.json and summary.json)."""
-    return {**{k: v for k, v in dataclasses.asdict(config).items() if k != "train"},
-            "seeds": list(config.seeds), "train": config.train.to_json()}
+    return {**{k: v for k, v in dataclasses.asdict(config).items() if k not in ("train", "constraints")},
+            "seeds": list(config.seeds), "train": config.train.to_json(),
+            "constraints": config.constraints.to_json()}
 
 
 def _prepare_output_dir(output_dir: str, config: DemoConfig, overwrite: bool) -> bool:
@@ -205,6 +249,9 @@ def run_demo(
     """
     if config.num_retrain < 2 or not config.seeds:
         raise UserError("the demo needs at least 2 architectures to retrain and one seed.")
+    if config.retrain_select not in RETRAIN_SELECTIONS:
+        raise UserError(f"--retrain_select={config.retrain_select} is unknown; choose one of "
+                        f"{', '.join(RETRAIN_SELECTIONS)}.")
     resuming = _prepare_output_dir(output_dir, config, overwrite)
     if resuming:
         log(f"resuming the unfinished demo in {output_dir}: each stage goes on from what it saved")
@@ -239,38 +286,51 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     if trained["preempted"] or preemption.requested:  # never search a half-trained model
         return stopped("training")
 
-    tic = stage(2, f"random search: scoring {config.num_random} architectures with the shared weights")
+    cons = config.constraints
+    where = f" under {cons.describe()}" if cons.active else ""
+    tic = stage(2, f"random search: scoring {config.num_random} architectures with the shared weights{where}")
     scorer = OneShotScorer.from_model_dir(
-        path("oneshot"), kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass
+        path("oneshot"), kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass,
+        bn_mode=config.bn_mode or _space_of(path("oneshot")).default_bn_mode,
+        recalibration_images=config.recalibration_images,
     )
     space = scorer.space
     options = {"kl": config.kl, "validation_examples": None}
+    if scorer.bn_mode == "recalibrate":
+        options["recalibration_images"] = scorer.recalibration_count
     random_path = path("search", "random.jsonl")
-    random_run = _search(scorer, space, RandomSearch(space, config.num_random, seed=config.seed),
-                         random_path, options, config.seed, log, preemption)
+    random_run = _search(scorer, space, RandomSearch(space, config.num_random, cons, seed=config.seed),
+                         random_path, options, config.seed, log, preemption, cons)
     seconds["random_search"] = time.perf_counter() - tic
     if random_run["stopped"]:
         return stopped("random search")
 
     tic = stage(3, f"evolution: {config.num_evolution} architectures, population "
-                                f"{config.population_size}, {config.num_parents} parents")
+                                f"{config.population_size}, {config.num_parents} parents{where}")
     evo_options = {"population_size": config.population_size, "num_parents": config.num_parents,
                    "mutation_prob": config.mutation_prob, **options}
-    evolution = Evolution(space, config.num_evolution, seed=config.seed, population_size=config.population_size,
-                          num_parents=config.num_parents, mutation_prob=config.mutation_prob)
+    evolution = Evolution(space, config.num_evolution, cons, seed=config.seed,
+                          population_size=config.population_size, num_parents=config.num_parents,
+                          mutation_prob=config.mutation_prob)
     evolution_path = path("search", "evolution.jsonl")
-    evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log, preemption)
+    evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log, preemption,
+                            cons)
     seconds["evolution"] = time.perf_counter() - tic
+    bn_mode = scorer.bn_mode
     del scorer
     if evolution_run["stopped"]:
         return stopped("evolution")
 
-    tic = stage(4, f"retraining a stratified sample of {config.num_retrain} architectures from "
-                              f"scratch, {config.retrain_steps} steps x {len(config.seeds)} seed(s)")
     from tf_oneshot.analysis.records import load_search_results
 
     random_records, _ = load_search_results(random_path)
-    sample = _stratified(random_records, config.num_retrain, config.seed)
+    if config.retrain_select == "best":
+        what = f"the {config.num_retrain} best architectures searched (the winner first)"
+        sample = _best([random_path, evolution_path], config.num_retrain)
+    else:
+        what = f"a stratified sample of {config.num_retrain} architectures"
+        sample = _stratified(random_records, config.num_retrain, config.seed)
+    tic = stage(4, f"retraining {what} from scratch, {config.retrain_steps} steps x {len(config.seeds)} seed(s)")
     candidates = [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in sample]
     retrain_config = config.train.replace(
         train_steps=config.retrain_steps, log_every=max(1, config.retrain_steps // 3),
@@ -308,6 +368,9 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
         "best_oneshot_architecture": analysis.best_oneshot_architecture,
         "best_random_oneshot_accuracy": random_run["best"][0][1] if random_run["best"] else None,
         "best_evolution_oneshot_accuracy": evolution_run["best"][0][1] if evolution_run["best"] else None,
+        "evolution_winner": _winner(space, evolution_run),
+        "constraints": cons.to_json(),
+        "bn_mode": bn_mode,
         "oneshot_all_on_validation_accuracy": trained.get("val_accuracy"),
         "kl_kendall_tau": None if analysis.kl_kendall_tau is None or math.isnan(analysis.kl_kendall_tau)
         else analysis.kl_kendall_tau,

@@ -51,7 +51,9 @@ def read(model_dir: str) -> tuple[TrainConfig, SearchSpace] | None:
             f"{model_dir} is not a tf_oneshot one-shot model_dir ({CONFIG_FILE} has another kind); "
             "pass the --model_dir that `tf-oneshot train` wrote."
         )
-    return TrainConfig.from_json(record["config"]), space_from_config(record["space"])
+    config = TrainConfig.from_json(record["config"])
+    # The space is recorded without its sharing; the config's sharing flags rebuild it.
+    return config, config.shared(space_from_config(record["space"]))
 
 
 def require(model_dir: str | None) -> tuple[TrainConfig, SearchSpace]:

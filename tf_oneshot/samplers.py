@@ -316,8 +316,9 @@ def _decision_frequencies(space: SearchSpace) -> dict[str, np.ndarray] | None:
 class UniformConstraintSampler(ArchitectureSampler):
     """SPOS §3.2 "uniform constraint sampling": a cost range drawn uniformly, then a fit.
 
-    Draws one of ten equal slices of the constrained FLOPs (or params) range,
-    then architectures until one falls in it, so small and large models of
+    Draws one of ten equal slices of the constrained FLOPs range (or BitOps,
+    table latency or params, when FLOPs are not bounded), then architectures
+    until one falls in it, so small and large models of
     the range train equally often rather than crowding at the typical size
     (`ConstrainedSampler.uniform_constraint_sample`).
 
@@ -334,8 +335,8 @@ class UniformConstraintSampler(ArchitectureSampler):
 
         if constraints is None or not constraints.active:
             raise UserError(
-                "--sampler=uniform_constraint needs a cost range: set --min_flops/--max_flops "
-                "and/or --min_params/--max_params."
+                "--sampler=uniform_constraint needs a cost range: set --min_flops/--max_flops, "
+                "--min_params/--max_params, --min_bitops/--max_bitops or --min/max_latency_ms with --latency_table."
             )
         self.constraints = constraints
         self.sampler = ConstrainedSampler(space, constraints)
@@ -401,8 +402,66 @@ class ProportionalSampler(ArchitectureSampler):
         return f"proportional to params{where}"
 
 
+class ChildOrderSampler(ArchitectureSampler):
+    """"Deeper insights" §3.2 (Table 1): the children in a random order, one per ghost batch, repeated.
+
+    The order is a permutation of every child (or of `pool`) drawn from the
+    seed; the i-th ghost batch of the run (step * ghost batches + g) trains
+    child order[i mod n]. "cyclic" repeats one order for the whole run
+    ("Different orders"); "shuffled" draws a new order for every pass over
+    the n children ("Diff. orders (shuffle)"). Stateless: (seed, step) fix it.
+    Instances that differ only in weight seed keep --order_seed fixed.
+    """
+
+    name = "cyclic"
+    reshuffle = False
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, total_steps: int = 1,
+                 pool: Sequence[Hashable] | None = None) -> None:
+        super().__init__(space, seed=seed, total_steps=total_steps)
+        self.children = _check_pool(space, pool) or tuple(space.enumerate())
+        self._orders: dict[int, np.ndarray] = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The permutation of the children used in pass `epoch` over them."""
+        key = epoch if self.reshuffle else 0
+        if key not in self._orders:
+            if len(self._orders) > 64:
+                self._orders.clear()
+            self._orders[key] = np.random.default_rng([self.seed, 7, key]).permutation(len(self.children))
+        return self._orders[key]
+
+    def child(self, index: int) -> Hashable:
+        """The child of the run's `index`-th ghost batch."""
+        epoch, position = divmod(int(index), len(self.children))
+        return self.children[int(self.order(epoch)[position])]
+
+    def draw(self, rng: np.random.Generator) -> Hashable:
+        return self.children[int(rng.integers(len(self.children)))]  # only for calibration; uniform over children
+
+    def host_masks(self, step: int, num_ghosts: int) -> dict[str, np.ndarray]:
+        if num_ghosts < 1:
+            return super().host_masks(step, num_ghosts)
+        archs = [self.child(step * num_ghosts + g) for g in range(num_ghosts)]
+        return {k: np.asarray(v, np.float32) for k, v in self.space.encode_batch(archs).items()}
+
+    def _exact_frequencies(self) -> dict[str, np.ndarray] | None:
+        return _weighted_mean(self.space, self.children, np.ones(len(self.children)))
+
+    def describe(self, step: int) -> str:
+        return f"{self.name} order of {len(self.children)} children"
+
+
+class ShuffledOrderSampler(ChildOrderSampler):
+    """"Deeper insights" §3.2: a new random child order after every n mini-batches ("shuffle")."""
+
+    name = "shuffled"
+    reshuffle = True
+
+
 SAMPLERS: dict[str, type[Sampler]] = {
-    cls.name: cls for cls in (PathDropoutSampler, UniformSampler, UniformConstraintSampler, ProportionalSampler)
+    cls.name: cls for cls in (PathDropoutSampler, UniformSampler, UniformConstraintSampler, ProportionalSampler,
+                              ChildOrderSampler, ShuffledOrderSampler)
 }
 
 
@@ -444,9 +503,11 @@ def make_sampler(
 __all__ = [
     "SAMPLERS",
     "ArchitectureSampler",
+    "ChildOrderSampler",
     "PathDropoutSampler",
     "ProportionalSampler",
     "Sampler",
+    "ShuffledOrderSampler",
     "UniformConstraintSampler",
     "UniformSampler",
     "make_sampler",

@@ -15,6 +15,7 @@ both resume in place, also when float16 loss scaling skipped steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -32,19 +33,53 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.model_dir import LoadedOneShot, build_oneshot, load_oneshot
 from tf_oneshot.model_dir import read as read_model_dir
 from tf_oneshot.preemption import Preemption
-from tf_oneshot.samplers import Sampler, make_sampler
+from tf_oneshot.samplers import ArchitectureSampler, Sampler, make_sampler
 from tf_oneshot.tasks import TOTALS, OneShotTask, accuracy_sums
 
-__all__ = ["LoadedOneShot", "build_oneshot", "evaluate_all_on", "load_oneshot", "make_run_sampler",
+__all__ = ["LoadedOneShot", "Segment", "build_oneshot", "evaluate_all_on", "load_oneshot", "make_run_sampler",
            "read_model_dir", "train"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Global steps [start, end) trained as one iteration of an iterated search (NAO-V2 §4.3).
+
+    `independent` (Fig. 2a): the cosine cycle spans exactly [start, end) and
+    restarts at `start`, and the optimizer's slots (momentum) are zeroed when
+    training enters the segment at `start`. Otherwise (Fig. 2b) one schedule
+    runs over `config.train_steps` and the slots carry over.
+    """
+
+    start: int
+    end: int
+    independent: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"a segment needs 0 <= start < end. Received: start={self.start}, end={self.end}")
+
+
 # ------------------------------------------------------------------ building
-def learning_rate_schedule(config: TrainConfig) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Learning rate as a function of the global step (§4.1: 0.1 to start)."""
-    if config.lr_schedule == "cosine":
+def learning_rate_schedule(config: TrainConfig, segment: Segment | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Learning rate as a function of the global step (§4.1: 0.1 to start).
+
+    With an independent `segment`, the cosine cycle is the segment's own
+    (NAO-V2 §4.3, Fig. 2a): it starts at `segment.start` from the full rate.
+    """
+    if config.lr_schedule != "cosine":
+        return lambda step: tf.constant(config.learning_rate, tf.float32)
+    if segment is None or not segment.independent:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.train_steps)
-    return lambda step: tf.constant(config.learning_rate, tf.float32)
+    cosine = keras.optimizers.schedules.CosineDecay(config.learning_rate, segment.end - segment.start)
+    return lambda step: cosine(step - segment.start)
+
+
+def reset_slots(optimizer: keras.optimizers.Optimizer) -> None:
+    """Zeroes the optimizer's slots (momentum), keeping a float16 loss scale (NAO-V2 §4.3)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    for variable in inner.variables:
+        if variable is not inner.iterations:
+            variable.assign(tf.zeros_like(variable))
 
 
 def _tile(masks: dict[str, np.ndarray], count: int) -> dict[str, tf.Tensor]:
@@ -78,13 +113,13 @@ def _dtype_policy(mixed_precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def _make_optimizer(config: TrainConfig, step: tf.Variable) -> keras.optimizers.Optimizer:
+def _make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum (§4.1), its rate read from the global step.
 
     The rate is a callable of our own step variable, not of the optimizer's
     iteration count, which LossScaleOptimizer does not advance on a skipped step.
     """
-    schedule = learning_rate_schedule(config)
+    schedule = learning_rate_schedule(config, segment)
     optimizer = keras.optimizers.SGD(
         learning_rate=lambda: schedule(step), momentum=config.momentum, nesterov=True
     )
@@ -125,12 +160,21 @@ class _Checkpoints:
 
 
 def make_run_sampler(config: TrainConfig, space, pool=None) -> Sampler:
-    """The sampling rule of a run (`--sampler`, default: the space's own)."""
-    return make_sampler(
-        config.sampler, space, seed=config.seed, total_steps=config.train_steps,
+    """The sampling rule of a run (`--sampler`, default: the space's own).
+
+    Raises:
+        UserError: partial weight sharing with a rule that draws no whole
+            child per ghost batch (each child must read its own copy).
+    """
+    sampler = make_sampler(
+        config.sampler, space, seed=config.sampler_seed, total_steps=config.train_steps,
         dropout_rate=config.dropout_rate, dropout_schedule=config.dropout_schedule,
         all_dropped=config.all_dropped, constraints=config.constraints(), pool=pool,
     )
+    if config.sharing != "full" and not isinstance(sampler, ArchitectureSampler):
+        raise UserError(f"--sharing={config.sharing} trains each child on its own copy of the weights, so it needs a "
+                        f"sampler that draws whole children (uniform, cyclic, shuffled, ...), not {sampler.name}.")
+    return sampler
 
 
 def train(
@@ -138,6 +182,9 @@ def train(
     model_dir: str,
     strategy: tf.distribute.Strategy | None = None,
     log: Callable[[str], None] = print,
+    *,
+    sampler: Sampler | None = None,
+    segment: Segment | None = None,
 ) -> dict:
     """Trains (or resumes training of) the one-shot model up to `config.train_steps`.
 
@@ -147,6 +194,10 @@ def train(
         strategy: a tf.distribute strategy (default: the default strategy).
         log: receives one progress line at a time; other workers than the
             chief prefix theirs with "[worker N] ".
+        sampler: the sampling rule (default: `make_run_sampler(config, space)`),
+            e.g. one restricted to a candidate pool (NAO-V2 §4.2).
+        segment: train only up to `segment.end`, with its learning-rate cycle
+            and slot reset (NAO-V2 §4.3); no all-on evaluation at its end.
 
     Returns:
         A dict with the final `step`, training `loss` and `accuracy` of the last
@@ -165,20 +216,20 @@ def train(
         log = _prefixed(log, f"[worker {distribute.task_id(strategy)}] ")
     info = data.dataset_info(config.dataset, config.data_dir)
     space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
-    sampler = make_run_sampler(config, space)
+    sampler = sampler or make_run_sampler(config, space)
     model_dirs.prepare(config, space, model_dir, write=chief)
     per_replica = _check_batch(config, strategy)
     # From here on, SIGTERM ends the run cleanly (PreemptionCheckpointHandler
     # does nothing on Cloud TPU VMs, DESIGN.md: the loop saves between host loops).
     with Preemption() as preemption:
-        return _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log)
+        return _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log, segment)
 
 
 def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda line: log(prefix + line)
 
 
-def _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log) -> dict:
+def _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log, segment) -> dict:
     replicas = strategy.num_replicas_in_sync
     local_ghosts = per_replica // config.ghost_batch_size
     global_ghosts = local_ghosts * replicas
@@ -193,7 +244,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
         )
         with tf.variable_creator_scope(distribute.replica_local_statistics):
             model = build_oneshot(config, space, per_replica)
-        optimizer = _make_optimizer(config, global_step)
+        optimizer = _make_optimizer(config, global_step, segment)
         # Built eagerly inside the scope: a first build inside tf.function fails
         # under MirroredStrategy (DESIGN.md).
         optimizer.build(model.trainable_variables)
@@ -201,6 +252,11 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     checkpoints = _Checkpoints(checkpoint, model_dir, global_step, config.keep_checkpoints, chief)
     model_dirs.restore(checkpoint, checkpoints.latest)
     start = int(global_step.numpy())
+    if segment is not None:
+        if segment.independent and start == segment.start:
+            reset_slots(optimizer)  # NAO-V2 §4.3: "the optimizer is also reset and the momentum is cleared"
+        # The loop below stops at the segment's end (the schedule keeps its own length).
+        config = config.replace(train_steps=segment.end)
     task = OneShotTask(
         model, sampler, optimizer, global_step, config.seed, config.batch_size, replicas, local_ghosts,
         config.weight_decay, loss_scaling=config.mixed_precision == "float16",
@@ -267,6 +323,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
             result["step"] = step
             if not result["preempted"]:
                 checkpoints.save(step)
+            if not result["preempted"] and segment is None:
                 result["val_accuracy"] = evaluate_all_on(model, space, config, strategy=strategy)
                 tf.summary.scalar("validation/all_on_accuracy", result["val_accuracy"], step=step)
                 log(f"step {step}: all-on validation accuracy {result['val_accuracy']:.4f}")

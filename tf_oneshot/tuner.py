@@ -1,7 +1,7 @@
 """KerasTuner integration: each trial is an architecture scored with shared weights.
 
-`OneShotOracle` runs the same `RandomSearch` / `Evolution` code as `tf-oneshot
-search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
+`OneShotOracle` runs the same `RandomSearch` / `Evolution` / `NAO` code as
+`tf-oneshot search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
 hyperparameters (per choice block, one `Choice` of input subset and one of op
 combination), `populate_space` proposes only architectures that meet the
 constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
@@ -9,7 +9,8 @@ after consecutive failed trials anyway), and the algorithm's state travels in
 `get_state`/`set_state`. That state is O(1) in the number of trials (the
 generator, the current population): the proposals and scores are rebuilt from
 the trials on reload, as KerasTuner's own oracles rebuild theirs. Without
-`max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20.
+`max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20,
+and NAO its initial pool and 3 generations (NAO-V2's code), 4 * population_size.
 
 `OneShotTuner.run_trial` scores the trial's architecture with the trained
 one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
@@ -33,6 +34,7 @@ from typing import Any
 import keras_tuner
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.nao import NAO_ROUNDS
 from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
 from tf_oneshot.search.constraints import cost_model
 from tf_oneshot.search.evolution import GENERATIONS
@@ -70,22 +72,28 @@ def _space_of(model_dir: str) -> SearchSpace:
 
 # -------------------------------------------------------------------- oracle
 class OneShotOracle(keras_tuner.Oracle):
-    """Random or evolutionary architecture search as a KerasTuner `Oracle`.
+    """Random, evolutionary or NAO architecture search as a KerasTuner `Oracle`.
 
     Args:
         model_dir: a trained one-shot model_dir (only its config.json is read
             here: the oracle never loads weights).
-        algorithm: "random" (Bender et al. 2018, §4.1) or "evolution" (SPOS,
-            Algorithm 1).
+        algorithm: "random" (Bender et al. 2018, §4.1), "evolution" (SPOS,
+            Algorithm 1) or "nao" (Luo et al. 2018, §3).
         max_trials: architectures to score in all; by default Algorithm 1's
             population_size * 20 (T = 20 generations, SPOS §3.4) for
-            evolution, and 100 for random search.
+            evolution, population_size * (1 + 3) for NAO (its initial pool
+            and 3 generations, as NAO-V2's code), and 100 for random search.
         seed: seeds the algorithm (KerasTuner's own seed if None).
         max_params, max_flops, min_params, min_flops: constraints on the
             stand-alone model, met by every proposal.
+        min_bitops, max_bitops, min_latency_ms, max_latency_ms, latency_table:
+            BitOps and table-latency constraints (SPOS §3.4; see
+            `tf_oneshot.search.Constraints`).
         space: a search space to use instead of reading `model_dir` (tests,
             fake scores).
-        population_size, num_parents, mutation_prob: evolution settings.
+        population_size, num_parents, mutation_prob: evolution settings;
+            NAO takes population_size as its initial pool and generation
+            size, num_parents as its top-k (as `tf-oneshot search`).
         **oracle_kwargs: passed to `keras_tuner.Oracle`.
 
     Raises:
@@ -104,6 +112,11 @@ class OneShotOracle(keras_tuner.Oracle):
         *,
         min_params: int | None = None,
         min_flops: int | None = None,
+        min_bitops: int | None = None,
+        max_bitops: int | None = None,
+        min_latency_ms: float | None = None,
+        max_latency_ms: float | None = None,
+        latency_table: str | None = None,
         space: SearchSpace | None = None,
         population_size: int = 50,
         num_parents: int = 10,
@@ -113,7 +126,8 @@ class OneShotOracle(keras_tuner.Oracle):
         if algorithm not in ALGORITHMS:
             raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         if max_trials is None:
-            max_trials = population_size * GENERATIONS if algorithm == "evolution" else RANDOM_TRIALS
+            generations = {"evolution": GENERATIONS, "nao": 1 + NAO_ROUNDS}
+            max_trials = population_size * generations[algorithm] if algorithm in generations else RANDOM_TRIALS
         if not isinstance(max_trials, int) or max_trials < 1:
             raise UserError(f"max_trials={max_trials!r} is invalid; expected a positive integer.")
         if space is None:
@@ -131,7 +145,9 @@ class OneShotOracle(keras_tuner.Oracle):
         self.space = space
         self.algorithm_name = algorithm
         self.constraints = Constraints(
-            min_params=min_params, max_params=max_params, min_flops=min_flops, max_flops=max_flops
+            min_params=min_params, max_params=max_params, min_flops=min_flops, max_flops=max_flops,
+            min_bitops=min_bitops, max_bitops=max_bitops, min_latency_ms=min_latency_ms,
+            max_latency_ms=max_latency_ms, latency_table=latency_table,
         )
         # `Oracle` turns seed=None (and 0) into a random seed; keep an explicit 0.
         algo_seed = self.seed if seed is None else seed
@@ -145,6 +161,11 @@ class OneShotOracle(keras_tuner.Oracle):
             self.algorithm: RandomSearch | Evolution = Evolution(
                 space, max_trials, self.constraints, seed=algo_seed, **self.algorithm_options
             )
+        elif algorithm == "nao":
+            self.algorithm_options = {"initial_size": population_size, "new_size": population_size,
+                                      "top_k": num_parents}
+            self.algorithm = ALGORITHMS["nao"](space, max_trials, self.constraints, seed=algo_seed,
+                                               **self.algorithm_options)
         else:
             self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
         # Trials told to the algorithm; rebuilt from the trials on reload, not saved.
@@ -161,7 +182,7 @@ class OneShotOracle(keras_tuner.Oracle):
             # by other workers; the tuner asks again.
             return {"status": _Status.IDLE, "values": None}
         arch = archs[0]
-        if not self.constraints.satisfied(cost_model(self.space).count(arch)):
+        if not self.constraints.satisfied(cost_model(self.space, self.constraints.latency_table).count(arch)):
             raise AssertionError(f"proposal {arch} breaks {self.constraints.describe()}")
         return {"status": _Status.RUNNING,
                 "values": architecture_to_values(self.space, arch)}
@@ -264,7 +285,8 @@ class OneShotTuner(keras_tuner.Tuner):
         oracle: a `OneShotOracle` (or, on a distributed worker, the same
             oracle the chief runs; KerasTuner swaps in its client).
         model_dir: the trained one-shot model_dir; loaded on the first trial.
-        bn_mode: "batch" (Bender et al. 2018, §3.2) or "recalibrate" (SPOS).
+        bn_mode: "batch" (Bender et al. 2018, §3.2) or "recalibrate" (SPOS);
+            None: the space's `default_bn_mode`.
         kl: also report the symmetrized KL divergence to the all-on network
             (Bender et al. 2018, §5) as metric "kl".
         scorer_kwargs: passed to `tf_oneshot.search.scorer.OneShotScorer`.
@@ -281,7 +303,7 @@ class OneShotTuner(keras_tuner.Tuner):
         self,
         oracle: OneShotOracle,
         model_dir: str,
-        bn_mode: str = "batch",
+        bn_mode: str | None = None,
         kl: bool = False,
         scorer_kwargs: dict[str, Any] | None = None,
         finetune_steps: int | None = None,
@@ -296,7 +318,7 @@ class OneShotTuner(keras_tuner.Tuner):
             finetune.check_top(finetune_top)
         self.finetune_steps, self.finetune_top = finetune_steps, finetune_top
 
-        if bn_mode not in BN_MODES:
+        if bn_mode is not None and bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
         if not isinstance(oracle, OneShotOracle):
             raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
@@ -305,7 +327,7 @@ class OneShotTuner(keras_tuner.Tuner):
         self.oneshot_oracle = oracle
         self.model_dir = model_dir
         self.space = _space_of(model_dir)
-        self.bn_mode = bn_mode
+        self.bn_mode = bn_mode or self.space.default_bn_mode
         self.kl = kl
         # One architecture per trial: one per pass (no ghost batches to share).
         self._scorer_kwargs = {"archs_per_pass": 1, **(scorer_kwargs or {})}
@@ -323,16 +345,14 @@ class OneShotTuner(keras_tuner.Tuner):
         chief's, and so is the seed when one was given (else the chief drew
         it, and a worker writes None).
         """
-        import inspect
-
-        from tf_oneshot.search.scorer import OneShotScorer
+        from tf_oneshot.search.scorer import recalibration_images_for
 
         oracle = self.oneshot_oracle
         options = {**oracle.algorithm_options, "kl": self.kl,
                    "validation_examples": self._scorer_kwargs.get("validation_examples")}
         if self.bn_mode == "recalibrate":
-            default = inspect.signature(OneShotScorer.from_model_dir).parameters["recalibration_images"].default
-            options["recalibration_images"] = self._scorer_kwargs.get("recalibration_images", default)
+            options["recalibration_images"] = recalibration_images_for(
+                self.model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
         return {
             "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
             "algorithm": oracle.algorithm_name,

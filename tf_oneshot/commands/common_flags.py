@@ -34,6 +34,14 @@ flags.DEFINE_integer("max_params", None, "Only architectures with at most this m
 flags.DEFINE_integer("min_params", None, "Only architectures with at least this many parameters.")
 flags.DEFINE_integer("max_flops", None, "Only architectures with at most this many multiply-adds per image.")
 flags.DEFINE_integer("min_flops", None, "Only architectures with at least this many multiply-adds per image.")
+flags.DEFINE_integer("max_bitops", None, "Only architectures with at most this many BitOps per image "
+                     "(SPOS §3.3-4, mixed-precision spaces).")
+flags.DEFINE_integer("min_bitops", None, "Only architectures with at least this many BitOps per image.")
+flags.DEFINE_float("max_latency_ms", None, "Only architectures whose latency, summed from --latency_table, "
+                   "is at most this (SPOS §3.4, Table 5).")
+flags.DEFINE_float("min_latency_ms", None, "Only architectures whose table latency is at least this.")
+flags.DEFINE_string("latency_table", None, "Latency lookup table written by `tf-oneshot latency` on the target "
+                    "device; needed by --min/max_latency_ms.")
 flags.DEFINE_list(
     "architectures", None,
     "Architecture strings, comma-separated: search scores exactly these, retrain trains them (instead of --select).",
@@ -41,7 +49,8 @@ flags.DEFINE_list(
 flags.DEFINE_string("architectures_file", None, "A file of architecture strings, one per line (as --architectures).")
 
 SPACE_FLAGS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride", "space_args")
-CONSTRAINT_FLAGS = ("min_params", "max_params", "min_flops", "max_flops")
+CONSTRAINT_FLAGS = ("min_params", "max_params", "min_flops", "max_flops", "min_bitops", "max_bitops",
+                    "min_latency_ms", "max_latency_ms", "latency_table")
 
 
 def given(FLAGS, names) -> dict:

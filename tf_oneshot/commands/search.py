@@ -1,8 +1,9 @@
 """`tf-oneshot search`: scores architectures with a trained one-shot model.
 
-Random search (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1),
-under optional constraints on params and multiply-adds, or exactly the
-architectures of --architectures / --architectures_file (algorithm "given",
+Random search (Bender et al. 2018, §4.1), evolution (SPOS, Algorithm 1) or
+NAO (Luo et al. 2018, §3: `tf_oneshot.nao`, a Keras network trained between
+generations), under optional constraints on params and multiply-adds, or
+exactly the architectures of --architectures / --architectures_file (algorithm "given",
 one per pass as the KerasTuner trial scores it). Each scored architecture
 appends one JSON line to --results; killing the command and running it again
 with the same flags carries on to --num_architectures without scoring any
@@ -23,17 +24,22 @@ from absl import flags
 from tf_oneshot.commands import common_flags  # noqa: F401  (defines --model_dir, --results, --seed ...)
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1) or evolution (SPOS, Algorithm 1); "
-                    "not with --architectures.")
+flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1), evolution (SPOS, Algorithm 1) or "
+                    "nao (Luo et al. 2018, §3); not with --architectures.")
 flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1); "
                      "--architectures scores exactly those instead.")
-flags.DEFINE_string("bn_mode", "batch", "batch: batch statistics on the fly (§3.2); recalibrate: SPOS statistics.")
-flags.DEFINE_integer("recalibration_images", 2048, "Training images per candidate for --bn_mode=recalibrate.")
+flags.DEFINE_string("bn_mode", None, "batch: batch statistics on the fly (Bender et al. §3.2); recalibrate: each "
+                    "candidate's statistics recomputed on training images (SPOS §3.4). Default: the space's "
+                    "(recalibrate for single-path spaces).")
+flags.DEFINE_integer("recalibration_images", None, "Training images per candidate for --bn_mode=recalibrate "
+                     "(SPOS §3.4: 20,000 on ImageNet; default: the same share of any training split, at least 512).")
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
 flags.DEFINE_string("kl_reference", "all_on", "--kl against: all_on (exact, the default) or sampled (§5 as "
                     "published: references drawn by path dropout at r = 1e-8).")
-flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50).")
-flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10).")
+flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50). NAO: the random initial pool "
+                     "and the new architectures per generation (NAO-V2's code: 1000 and 300).")
+flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10). NAO: top-k architectures moved "
+                     "along the predictor's gradient (NAO's code: 100).")
 flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
 flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch "
                      "(default: timed automatically; 1 with --architectures, as the KerasTuner trial scores).")
@@ -56,10 +62,7 @@ FINETUNE_TOP = 10
 def _constraints(FLAGS):
     from tf_oneshot.search import Constraints
 
-    return Constraints(
-        min_params=FLAGS.min_params, max_params=FLAGS.max_params,
-        min_flops=FLAGS.min_flops, max_flops=FLAGS.max_flops,
-    )
+    return Constraints(**{name: getattr(FLAGS, name) for name in common_flags.CONSTRAINT_FLAGS})
 
 
 def _finetune_options(FLAGS) -> int | None:
@@ -111,7 +114,7 @@ def run(FLAGS) -> int:
     if given and FLAGS.algorithm != "random":
         raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
                         "--architectures scores exactly the architectures given.")
-    if FLAGS.bn_mode not in BN_MODES:
+    if FLAGS.bn_mode is not None and FLAGS.bn_mode not in BN_MODES:
         raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
     finetune_top = _finetune_options(FLAGS)
     if FLAGS.num_architectures < 1:
@@ -129,11 +132,12 @@ def run(FLAGS) -> int:
     space = recorded[1]
     step = checkpoint_step(FLAGS.model_dir)
     constraints = _constraints(FLAGS)
+    bn_mode = FLAGS.bn_mode or space.default_bn_mode
     seed = 0 if FLAGS.seed is None else FLAGS.seed
     archs_per_pass = FLAGS.archs_per_pass
     if given:
         if constraints.active:
-            raise UserError("--min/max_params and --min/max_flops do not apply with --architectures: "
+            raise UserError("--min/max_params, _flops, _bitops and _latency_ms do not apply with --architectures: "
                             "the architectures given are scored as they are.")
         options = {}
         algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
@@ -146,17 +150,30 @@ def run(FLAGS) -> int:
             algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
         except ValueError as e:
             raise UserError(str(e).replace("Received: ", "got --")) from None
+    elif FLAGS.algorithm == "nao":
+        options = {"initial_size": FLAGS.population_size, "new_size": FLAGS.population_size,
+                   "top_k": FLAGS.num_parents}
+        try:
+            algorithm = ALGORITHMS["nao"](space, FLAGS.num_architectures, constraints, seed=seed, **options)
+        except ValueError as e:  # UserError is one: it passes unchanged
+            if isinstance(e, UserError):
+                raise
+            raise UserError(f"--algorithm=nao: {e}".replace("Received: ", "got ")) from None
     else:
         options = {}
         algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
     options.update(kl=FLAGS.kl, validation_examples=FLAGS.validation_examples)
     if FLAGS.kl:
         options["kl_reference"] = FLAGS.kl_reference
-    if FLAGS.bn_mode == "recalibrate":
-        options["recalibration_images"] = FLAGS.recalibration_images
+    recalibration_images = FLAGS.recalibration_images
+    if bn_mode == "recalibrate":
+        from tf_oneshot.search.scorer import recalibration_images_for
+
+        recalibration_images = recalibration_images_for(FLAGS.model_dir, recalibration_images, FLAGS.data_dir)
+        options["recalibration_images"] = recalibration_images
     path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{algorithm.name}.jsonl")
     results = ResultsFile(path, space, {
-        "space": space.to_config(), "checkpoint_step": step, "bn_mode": FLAGS.bn_mode,
+        "space": space.to_config(), "checkpoint_step": step, "bn_mode": bn_mode,
         "algorithm": algorithm.name, "seed": seed, "constraints": constraints.to_json(), "options": options,
     })
     results.load()  # a malformed or foreign file fails here, before the model loads
@@ -168,9 +185,9 @@ def run(FLAGS) -> int:
     with Preemption() as preemption:
         strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
         scorer = OneShotScorer.from_model_dir(
-            FLAGS.model_dir, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
+            FLAGS.model_dir, bn_mode=bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
             archs_per_pass=archs_per_pass,
-            recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
+            recalibration_images=recalibration_images, validation_examples=FLAGS.validation_examples,
             data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
         )
         if scorer.step != step:
@@ -178,7 +195,8 @@ def run(FLAGS) -> int:
         what = (f"{algorithm.num_architectures} given architecture(s)" if given
                 else f"{FLAGS.algorithm} search over {space.name}")
         print(
-            f"{what} (checkpoint step {step}), bn_mode={FLAGS.bn_mode}, "
+            f"{what} (checkpoint step {step}), bn_mode={bn_mode}"
+            f"{f' on {scorer.recalibration_count} training images' if bn_mode == 'recalibrate' else ''}, "
             f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on each of "
             f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
             f"images; results: {path}", flush=True,

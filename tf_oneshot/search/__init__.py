@@ -2,9 +2,13 @@
 
 Algorithms (`RandomSearch`, `Evolution`), constraints, selection rules, the
 results file and the driver know no TensorFlow; `tf_oneshot.search.scorer`
-(imported on its own) holds the compiled scoring of architectures.
+(imported on its own) holds the compiled scoring of architectures. NAO (Luo et
+al. 2018) trains a Keras network, so it lives in `tf_oneshot.nao` and
+`ALGORITHMS["nao"]` imports it only when looked up.
 """
 
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tf_oneshot.search.constraints import ConstrainedSampler, Constraints, cost_bounds
@@ -13,7 +17,31 @@ from tf_oneshot.search.given import GivenArchitectures
 from tf_oneshot.search.random_search import RandomSearch
 from tf_oneshot.search.selection import oneshot_small, oneshot_top, stratified_sample
 
-ALGORITHMS = {RandomSearch.name: RandomSearch, Evolution.name: Evolution}
+
+class _Algorithms(Mapping):
+    """Algorithm name -> class; classes that need TensorFlow are imported on lookup."""
+
+    def __init__(self, eager: dict[str, type], lazy: dict[str, str]):
+        self._eager, self._lazy = eager, lazy
+
+    def __getitem__(self, name: str) -> type:
+        if name in self._eager:
+            return self._eager[name]
+        module, attr = self._lazy[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would import a lazy class
+        return name in self._eager or name in self._lazy
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._eager, *self._lazy])
+
+    def __len__(self) -> int:
+        return len(self._eager) + len(self._lazy)
+
+
+ALGORITHMS = _Algorithms({RandomSearch.name: RandomSearch, Evolution.name: Evolution},
+                         {"nao": "tf_oneshot.nao:NAO"})
 
 
 def __getattr__(name: str) -> Any:

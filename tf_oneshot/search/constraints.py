@@ -1,16 +1,21 @@
-"""Architecture constraints on parameters and multiply-adds, met by construction.
+"""Architecture constraints on params, multiply-adds, BitOps and latency, met by construction.
 
 SPOS (Guo et al. 2019, §3.4, Eq. 5) searches under hard constraints such as
-FLOPs <= 330M: "crossover and mutation are repeated to generate enough new
-candidates that meet the given architecture constraints". A candidate that
-breaks a constraint is therefore never scored: samplers draw until one fits
-(rejection sampling, which keeps the draw uniform over the feasible set) and,
-when fits are too rare for that, repair a draw by cost-directed mutations.
+FLOPs <= 330M, BitOps (§4, Table 6) or latency (Table 5): "crossover and
+mutation are repeated to generate enough new candidates that meet the given
+architecture constraints". A candidate that breaks a constraint is therefore
+never scored: samplers draw until one fits (rejection sampling, which keeps
+the draw uniform over the feasible set) and, when fits are too rare for
+that, repair a draw by cost-directed mutations.
 
+Each metric is a maximum, a minimum or a range. Params, multiply-adds and
+BitOps come from arithmetic (`space.count`); latency from a lookup table
+measured on the target device (`tf_oneshot.latency`, `tf-oneshot latency`).
 A constraint no architecture can meet is found at once from the least and
-greatest cost over the space, computed by arithmetic (`cost_bounds`), and any
-remaining joint infeasibility ends after a bounded number of attempts with a
-UserError, never an endless loop.
+greatest cost over the space (`cost_bounds`; for latency the sums of the
+table's per-block minima and maxima), and any remaining joint infeasibility
+ends after a bounded number of attempts with a UserError, never an endless
+loop.
 
 Nothing here imports TensorFlow: search algorithms see only a `SearchSpace`.
 """
@@ -26,9 +31,12 @@ from typing import Any
 import numpy as np
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces import Cost, SearchSpace
+from tf_oneshot.search_spaces import SearchSpace
 
-METRICS = ("params", "flops")
+METRICS = ("params", "flops", "bitops", "latency_ms")
+INTEGER_METRICS = ("params", "flops", "bitops")
+# How each metric is said in messages and which flag sets it.
+UNITS = {"params": "parameters", "flops": "multiply-adds", "bitops": "BitOps", "latency_ms": "ms"}
 # A draw is repaired after this many rejected uniform draws (the acceptance
 # rate is then below ~1/64: uniformity is traded for speed, and said so).
 REJECTION_ATTEMPTS = 64
@@ -48,47 +56,79 @@ class Constraints:
     Args:
         min_params, max_params: range of the Keras parameter count.
         min_flops, max_flops: range of multiply-adds per image.
+        min_bitops, max_bitops: range of BitOps per image (SPOS §3.3,
+            mixed-precision spaces only).
+        min_latency_ms, max_latency_ms: range of the latency the table sums.
+        latency_table: the lookup table of `tf-oneshot latency` (a path);
+            required with a latency bound.
     """
 
     min_params: int | None = None
     max_params: int | None = None
     min_flops: int | None = None
     max_flops: int | None = None
+    min_bitops: int | None = None
+    max_bitops: int | None = None
+    min_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    latency_table: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("min_params", "max_params", "min_flops", "max_flops"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
-                raise UserError(f"--{name}={value!r} is invalid; expected a non-negative integer.")
+        for metric in METRICS:
+            for name in (f"min_{metric}", f"max_{metric}"):
+                value = getattr(self, name)
+                if value is None:
+                    continue
+                if metric in INTEGER_METRICS:
+                    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
+                    expected = "a non-negative integer"
+                else:
+                    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
+                    expected = "a non-negative number of milliseconds"
+                if not ok:
+                    raise UserError(f"--{name}={value!r} is invalid; expected {expected}.")
         for metric in METRICS:
             lo, hi = self.range(metric)
             if lo > hi:
                 raise UserError(
                     f"--min_{metric}={lo} is above --max_{metric}={hi}; no architecture can meet both."
                 )
+        if self.bounded("latency_ms") and not self.latency_table:
+            raise UserError("--min/max_latency_ms need --latency_table=FILE: measure one on the target device "
+                            "with `tf-oneshot latency --space=... --output=FILE`.")
 
     @property
     def active(self) -> bool:
         """True if any bound is set."""
-        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
+        return any(self.bounded(m) for m in METRICS)
+
+    def bounded(self, metric: str) -> bool:
+        """Whether `metric` has a lower or an upper bound."""
+        return getattr(self, f"min_{metric}") is not None or getattr(self, f"max_{metric}") is not None
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics with a bound, in `METRICS` order."""
+        return tuple(m for m in METRICS if self.bounded(m))
 
     def range(self, metric: str) -> tuple[float, float]:
         """(low, high) of `metric`, with 0 and +inf for missing bounds."""
         lo, hi = getattr(self, f"min_{metric}"), getattr(self, f"max_{metric}")
         return (0 if lo is None else lo, math.inf if hi is None else hi)
 
-    def satisfied(self, cost: Cost) -> bool:
-        """Whether `cost` lies inside every bound."""
-        for metric in METRICS:
+    def satisfied(self, cost: Any) -> bool:
+        """Whether `cost` (a `Cost`, or `Costs` with latency) lies inside every bound."""
+        for metric in self.metrics:
             lo, hi = self.range(metric)
-            if not lo <= getattr(cost, metric) <= hi:
+            value = getattr(cost, metric, None)
+            if value is None or not lo <= value <= hi:
                 return False
         return True
 
-    def violation(self, cost: Cost, scale: dict[str, float]) -> float:
+    def violation(self, cost: Any, scale: dict[str, float]) -> float:
         """Distance of `cost` outside the bounds, each metric divided by `scale`."""
         total = 0.0
-        for metric in METRICS:
+        for metric in self.metrics:
             lo, hi = self.range(metric)
             value = getattr(cost, metric)
             total += (max(0.0, lo - value) + max(0.0, value - hi)) / scale[metric]
@@ -97,11 +137,12 @@ class Constraints:
     def narrowed(self, metric: str, lo: float, hi: float) -> Constraints:
         """These constraints with `metric` further limited to [lo, hi]."""
         old_lo, old_hi = self.range(metric)
-        new_lo, new_hi = max(old_lo, math.ceil(lo)), min(old_hi, math.floor(hi))
-        return dataclasses.replace(
-            self,
-            **{f"min_{metric}": int(new_lo), f"max_{metric}": None if math.isinf(new_hi) else int(new_hi)},
-        )
+        if metric in INTEGER_METRICS:
+            new_lo, new_hi = max(old_lo, math.ceil(lo)), min(old_hi, math.floor(hi))
+            low, high = int(new_lo), None if math.isinf(new_hi) else int(new_hi)
+        else:
+            low, high = float(max(old_lo, lo)), None if math.isinf(min(old_hi, hi)) else float(min(old_hi, hi))
+        return dataclasses.replace(self, **{f"min_{metric}": low, f"max_{metric}": high})
 
     def describe(self) -> str:
         """Human form, e.g. 'params <= 400000, 10000000 <= flops'."""
@@ -116,8 +157,23 @@ class Constraints:
                 parts.append(f"{metric} <= {hi}")
         return ", ".join(parts) or "none"
 
-    def to_json(self) -> dict[str, int | None]:
-        return dataclasses.asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        """The bounds as JSON; the new fields only when set, so older records still compare equal."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("min_bitops", "max_bitops", "min_latency_ms", "max_latency_ms", "latency_table"):
+            if out[name] is None:
+                del out[name]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """Every metric of one architecture: arithmetic counts and, with a table, latency."""
+
+    params: int
+    flops: int
+    bitops: int | None = None
+    latency_ms: float | None = None
 
 
 # --------------------------------------------------------------------- costs
@@ -125,61 +181,100 @@ class CostModel:
     """Cost of an architecture, and the least and greatest cost over the space.
 
     The bounds are exact where the space knows them (`space.cost_bounds()`:
-    by arithmetic, or by enumeration for small spaces), else estimated from
-    samples and the all-on model; rejection attempts stay bounded either way,
-    so an unmeetable constraint still ends quickly.
+    by arithmetic, or by enumeration for small spaces; latency: the sums of
+    the table's per-block extremes), else estimated from samples and the
+    all-on model; rejection attempts stay bounded either way, so an
+    unmeetable constraint still ends quickly.
+
+    Args:
+        space: the search space.
+        latency_table: path of a latency table measured for `space`, or None.
     """
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, latency_table: str | None = None):
         self.space = space
-        exact = space.cost_bounds()
-        self.exact_bounds = exact is not None
-        self._bounds = exact if exact is not None else self._estimate_bounds()
+        self.table = None
+        if latency_table:
+            from tf_oneshot.latency import LatencyTable
 
-    def count(self, arch: Hashable) -> Cost:
-        """Parameters and multiply-adds of `arch` (`space.count`)."""
-        return self.space.count(arch)
+            self.table = LatencyTable.load(latency_table, space)
+        exact = space.cost_bounds() or {}
+        self._bounds: dict[str, tuple[float, float]] = dict(exact)
+        self._exact = set(exact)
+        missing = [m for m in INTEGER_METRICS if m not in self._bounds]
+        if missing:
+            self._bounds.update({m: b for m, b in self._estimate_bounds().items() if m in missing})
+        if self.table is not None:
+            self._bounds["latency_ms"] = self.table.bounds()
+            self._exact.add("latency_ms")
+
+    @property
+    def exact_bounds(self) -> bool:
+        """Whether the params and multiply-adds bounds are exact."""
+        return {"params", "flops"} <= self._exact
+
+    def is_exact(self, metric: str) -> bool:
+        return metric in self._exact
+
+    def count(self, arch: Hashable) -> Costs:
+        """Params, multiply-adds, BitOps (`space.count`) and the table's latency of `arch`."""
+        cost = self.space.count(arch)
+        latency = None if self.table is None else self.table.latency_ms(self.space, arch)
+        return Costs(cost.params, cost.flops, cost.bitops, latency)
 
     def _estimate_bounds(self) -> dict[str, tuple[int, int]]:
         rng = np.random.default_rng(0)
         costs = [self.space.count(self.space.sample(rng)) for _ in range(2000)]
         costs.append(self.space.count_oneshot())
-        return {
-            metric: (min(getattr(c, metric) for c in costs), max(getattr(c, metric) for c in costs))
-            for metric in METRICS
-        }
+        out = {metric: (min(getattr(c, metric) for c in costs), max(getattr(c, metric) for c in costs))
+               for metric in ("params", "flops")}
+        if all(c.bitops is not None for c in costs):
+            out["bitops"] = (min(c.bitops for c in costs), max(c.bitops for c in costs))
+        return out
 
-    def bounds(self, metric: str) -> tuple[int, int]:
-        """(least, greatest) `metric` over the space (estimated if not `exact_bounds`)."""
+    def has(self, metric: str) -> bool:
+        """Whether this space (and table) gives `metric` at all."""
+        return metric in self._bounds
+
+    def bounds(self, metric: str) -> tuple[float, float]:
+        """(least, greatest) `metric` over the space (estimated if not `is_exact(metric)`)."""
         return self._bounds[metric]
 
 
 @functools.lru_cache(maxsize=8)
-def cost_model(space: SearchSpace) -> CostModel:
-    """A cached `CostModel` per (hashable, frozen) space."""
-    return CostModel(space)
+def cost_model(space: SearchSpace, latency_table: str | None = None) -> CostModel:
+    """A cached `CostModel` per (hashable, frozen) space and latency table path."""
+    return CostModel(space, latency_table)
 
 
 def cost_bounds(space: SearchSpace) -> dict[str, tuple[int, int]]:
-    """Least and greatest params and multiply-adds over the space, by arithmetic."""
+    """Least and greatest params and multiply-adds (and BitOps if any) over the space, by arithmetic."""
     model = cost_model(space)
-    return {metric: model.bounds(metric) for metric in METRICS}
+    return {metric: model.bounds(metric) for metric in INTEGER_METRICS if model.has(metric)}
 
 
 def check_feasible(space: SearchSpace, constraints: Constraints) -> None:
     """Raises UserError at once if a bound lies outside the space's cost range.
 
     Raises:
-        UserError: naming the bound and the range the space spans.
+        UserError: naming the bound and the range the space spans, or a
+            metric the space does not have (BitOps of a full-precision space).
     """
-    model = cost_model(space)
-    for metric in METRICS:
+    model = cost_model(space, constraints.latency_table)
+    for metric in constraints.metrics:
+        if not model.has(metric):
+            raise UserError(
+                f"search space {space.name!r} has no {UNITS[metric]} (a full-precision space counts no BitOps); "
+                f"drop --min/max_{metric}."
+            )
         lo, hi = constraints.range(metric)
         least, greatest = model.bounds(metric)
-        if model.exact_bounds and (hi < least or lo > greatest):
+        if model.is_exact(metric) and (hi < least or lo > greatest):
+            shown = (f"{least:.3f}..{greatest:.3f} ms by {model.table.path}" if metric == "latency_ms"
+                     else f"{least}..{greatest}")
             raise UserError(
                 f"no architecture of this search space meets {constraints.describe()}: "
-                f"{metric} ranges over {least}..{greatest}; choose bounds inside that range."
+                f"{metric} ranges over {shown}; choose bounds inside that range."
             )
 
 
@@ -198,15 +293,16 @@ class ConstrainedSampler:
     def __init__(self, space: SearchSpace, constraints: Constraints | None = None):
         self.space = space
         self.constraints = constraints or Constraints()
-        self.costs = cost_model(space)
+        self.costs = cost_model(space, self.constraints.latency_table)
         check_feasible(space, self.constraints)
         self._scale = {
-            m: max(1.0, float(self.costs.bounds(m)[1] - self.costs.bounds(m)[0])) for m in METRICS
+            m: max(1e-9 if m == "latency_ms" else 1.0, float(self.costs.bounds(m)[1] - self.costs.bounds(m)[0]))
+            for m in METRICS if self.costs.has(m)
         }
         self.repaired = 0  # draws that needed repair (not uniform); for reports
         self._bins: dict = {}
 
-    def count(self, arch: Hashable) -> Cost:
+    def count(self, arch: Hashable) -> Costs:
         return self.costs.count(arch)
 
     def accepts(self, arch: Hashable, constraints: Constraints | None = None) -> bool:
@@ -273,7 +369,8 @@ class ConstrainedSampler:
 
     def _unmet_message(self, target: Constraints) -> str:
         ranges = ", ".join(
-            f"{m} {self.costs.bounds(m)[0]}..{self.costs.bounds(m)[1]}" for m in METRICS
+            f"{m} {self.costs.bounds(m)[0]}..{self.costs.bounds(m)[1]}"
+            for m in METRICS if self.costs.has(m) and (m in ("params", "flops") or target.bounded(m))
         )
         return (
             f"found no architecture meeting {target.describe()} after "
@@ -308,14 +405,14 @@ class ConstrainedSampler:
         """SPOS §3.2 "uniform constraint sampling": a random cost range, then a fit.
 
         Picks one of `num_bins` equal slices of the feasible range of `metric`
-        (multiply-adds unless only parameters are constrained) and draws until
-        an architecture falls in it, so small and large architectures are
-        equally represented rather than crowded at the typical size.
+        (SPOS's FLOPs if bounded, else the first bounded of BitOps, latency and
+        params) and draws until an architecture falls in it, so small and large
+        architectures are equally represented rather than crowded at the
+        typical size.
         """
         if metric is None:
-            flops_bounded = self.constraints.min_flops is not None or self.constraints.max_flops is not None
-            params_bounded = self.constraints.min_params is not None or self.constraints.max_params is not None
-            metric = "params" if params_bounded and not flops_bounded else "flops"
+            bounded = [m for m in ("flops", "bitops", "latency_ms", "params") if self.constraints.bounded(m)]
+            metric = bounded[0] if bounded else "flops"
         least, greatest = self.costs.bounds(metric)
         lo, hi = self.constraints.range(metric)
         lo, hi = max(lo, least), min(hi, greatest)
@@ -329,7 +426,7 @@ class ConstrainedSampler:
             members = fitting[int(rng.integers(len(fitting)))]
             return members[int(rng.integers(len(members)))]
         for b in rng.permutation(num_bins):
-            if math.ceil(edges[b]) > math.floor(edges[b + 1]):
+            if metric in INTEGER_METRICS and math.ceil(edges[b]) > math.floor(edges[b + 1]):
                 continue  # a slice narrower than one unit holds no integer cost
             narrowed = self.constraints.narrowed(metric, edges[b], edges[b + 1])
             for _ in range(REJECTION_ATTEMPTS):

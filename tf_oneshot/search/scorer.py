@@ -14,7 +14,10 @@ Batch norm at evaluation is a mode:
 - "recalibrate" (SPOS, §3.4): the moving statistics are recomputed for each
   candidate as the exact average over a fixed set of training images, then
   used on the validation set, all inside one compiled function per candidate.
-  One moving statistic per layer means one candidate per pass.
+  One moving statistic per layer means one candidate per pass. SPOS uses
+  20,000 training images on ImageNet; other datasets default to the same
+  share of their training split, at least 512 (`default_recalibration_images`).
+  It is the default for single-path spaces (`SearchSpace.default_bn_mode`).
 
 Under a strategy with several replicas (GPUs, TPU cores), each replica scores
 its own `archs_per_pass` architectures over the same images: architectures,
@@ -44,6 +47,11 @@ KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the traini
 # §5's references: "almost all the operations ... enabled (base dropout rate r = 10^-8)".
 KL_REFERENCES = ("all_on", "sampled")
 KL_REFERENCE_RATE = 1e-8
+# SPOS §3.4: "recalculated on a random subset of training data (20000 images on
+# ImageNet)", of the 1,231,121 training images left after its validation split.
+SPOS_RECALIBRATION_IMAGES = 20_000
+SPOS_TRAIN_IMAGES = 1_231_121
+MIN_RECALIBRATION_IMAGES = 512
 # Largest tensor of validation images kept in memory; beyond it ask for a cap.
 MAX_VALIDATION_BYTES = 2 << 30
 
@@ -53,6 +61,30 @@ def checkpoint_step(model_dir: str) -> int:
     from tf_oneshot.model_dir import checkpoint_step as step
 
     return step(model_dir)
+
+
+def default_recalibration_images(train_images: int) -> int:
+    """SPOS's 20,000 ImageNet images as a share of any training split, at least 512 (all of a smaller split)."""
+    share = round(train_images * SPOS_RECALIBRATION_IMAGES / SPOS_TRAIN_IMAGES)
+    return min(train_images, max(MIN_RECALIBRATION_IMAGES, share))
+
+
+def recalibration_images_for(model_dir: str, requested: int | None = None, data_dir: str | None = None) -> int:
+    """The recalibration image count of a search on `model_dir`: `requested`, or the dataset's default.
+
+    Raises:
+        UserError: a count below 1, or a dataset that is not prepared.
+    """
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UserError(f"--recalibration_images={requested} is invalid; expected a positive integer.")
+        return requested
+    from tf_oneshot import data
+    from tf_oneshot.model_dir import require
+
+    config = require(model_dir)[0]
+    return default_recalibration_images(data.dataset_info(config.dataset, data_dir or config.data_dir)
+                                        .num_examples["train"])
 
 
 def _largest_divisor(n: int, at_most: int) -> int:
@@ -135,6 +167,7 @@ class OneShotScorer:
             if r == 0:
                 raise UserError(f"recalibration needs at least {self.ghost} images (one ghost batch).")
             self._recal = tf.convert_to_tensor(np.asarray(recalibration_images[:r], np.float32))
+        self.recalibration_count = 0 if self._recal is None else int(self._recal.shape[0])
         self._kl_images = None
         if kl_images is not None:
             k = len(kl_images) // self.ghost * self.ghost
@@ -160,7 +193,7 @@ class OneShotScorer:
         kl: bool = False,
         kl_reference: str = "all_on",
         archs_per_pass: int | None = None,
-        recalibration_images: int = 2048,
+        recalibration_images: int | None = None,
         validation_examples: int | None = None,
         data_dir: str | None = None,
         seed: int = 0,
@@ -196,7 +229,8 @@ class OneShotScorer:
         images, labels = (t.numpy() for t in next(iter(dataset)))
         recal = kl_images = None
         if bn_mode == "recalibrate":
-            count = max(ghost, min(recalibration_images, info.num_examples["train"]) // ghost * ghost)
+            wanted = recalibration_images or default_recalibration_images(info.num_examples["train"])
+            count = max(ghost, min(wanted, info.num_examples["train"]) // ghost * ghost)
             recal = data.take_images(config.dataset, "train", count, data_dir=data_dir, seed=seed)
         if kl:
             count = max(ghost, -(-KL_EXAMPLES // ghost) * ghost)

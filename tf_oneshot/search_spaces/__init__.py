@@ -25,6 +25,10 @@ BUILTIN = {
     "bender_cell": "tf_oneshot.search_spaces.bender_cell:CellSpace",
     "darts64": "tf_oneshot.search_spaces.darts64:Darts64Space",
     "spos_blocks": "tf_oneshot.search_spaces.spos_blocks:SposBlocksSpace",
+    "spos_quant_resnet18": "tf_oneshot.search_spaces.spos_quant:SposQuantResNet18Space",
+    "spos_quant_resnet34": "tf_oneshot.search_spaces.spos_quant:SposQuantResNet34Space",
+    "spos_channels": "tf_oneshot.search_spaces.spos_blocks:SposChannelsSpace",
+    "spos_blocks_channels": "tf_oneshot.search_spaces.spos_blocks:SposBlocksChannelsSpace",
 }
 DEFAULT_SPACE = "bender_cell"
 _LOADED: dict[str, type] = {}

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 import itertools
 import math
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,6 +49,31 @@ class Cost:
     params: int
     flops: int
     bitops: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyUnit:
+    """One runnable piece of a network at its position (SPOS §3.4, latency lookup table).
+
+    `tf-oneshot latency` times each unit on the current device; an
+    architecture's latency is then the sum of the units of its choices plus
+    the fixed units. This holds when a choice block's cost depends on its
+    own decisions only, as in a single-path supernet.
+
+    Attributes:
+        block: the choice block (decision `block`) it implements, or "" for a
+            part every architecture has (stem, head).
+        values: the block's decision values it implements, in `decisions()`
+            order; () for a fixed part.
+        build: makes a fresh callable (a Keras layer or model) of the piece,
+            images or features [batch, *input_shape] -> features.
+        input_shape: its per-example input shape at this position.
+    """
+
+    block: str
+    values: tuple
+    build: Callable[[], Callable]
+    input_shape: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +104,18 @@ class SearchSpace(abc.ABC):
     name: ClassVar[str] = ""
     # The sampling rule `tf-oneshot train` uses unless --sampler says otherwise.
     default_sampler: ClassVar[str] = "uniform"
+
+    @property
+    def default_bn_mode(self) -> str:
+        """The scorer's batch-norm mode unless --bn_mode says otherwise.
+
+        A single-path supernet (a space trained by sampling whole
+        architectures) recomputes each candidate's statistics before scoring
+        it (SPOS §3.4: "the statistics of all the BN operations are
+        recalculated"); a path-dropout model uses batch statistics (Bender et
+        al. 2018, §3.2). Override with a class attribute.
+        """
+        return "recalibrate" if self.default_sampler in ("uniform", "uniform_constraint") else "batch"
 
     # ------------------------------------------------- what a space provides
     @abc.abstractmethod
@@ -292,6 +331,28 @@ class SearchSpace(abc.ABC):
             bounds["bitops"] = (min(c.bitops for c in costs), max(c.bitops for c in costs))
         return bounds
 
+    def latency_units(self) -> list[LatencyUnit] | None:
+        """The runnable pieces a latency lookup table times (SPOS §3.4); None if unsupported.
+
+        Optional. A space overrides this, or keeps its implementation in a
+        module `latency.py` beside its own module, with a function
+        `latency_units(space)` returning the units or None (a space that
+        shares a folder with others can then refuse the ones it does not
+        know). Each choice block needs one unit per combination of its
+        decisions' values, plus the fixed units ("" block).
+        """
+        package = getattr(sys.modules.get(type(self).__module__), "__package__", None)
+        if not package:
+            return None
+        try:
+            module = importlib.import_module(f"{package}.latency")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.latency":
+                raise
+            return None
+        hook = getattr(module, "latency_units", None)
+        return hook(self) if callable(hook) else None
+
     def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable) -> None:
         """Copies `arch`'s shared weights from a one-shot model into its stand-alone model.
 
@@ -406,6 +467,9 @@ class RestrictedSpace(SearchSpace):
 
     def skip_masks(self) -> tuple[str, ...]:
         return self.base.skip_masks()
+
+    def latency_units(self) -> list[LatencyUnit] | None:
+        return self.base.latency_units()
 
     def to_config(self) -> dict:
         return {**self.base.to_config(), "restricted_to": [[n, list(map(_jsonable, v))] for n, v in self.allowed]}

@@ -15,7 +15,13 @@ import keras
 
 from tf_oneshot.layers.common import apply_layers, copy_weights_by_name, normalization
 from tf_oneshot.search_spaces.base import Architecture
-from tf_oneshot.search_spaces.darts64.model import cell_input_layers, op_layers, op_prefix, stem_layers
+from tf_oneshot.search_spaces.darts64.model import (
+    cell_input_layers,
+    copy_prefix,
+    op_layers,
+    op_prefix,
+    stem_layers,
+)
 from tf_oneshot.search_spaces.darts64.space import EDGES, Darts64Space
 
 
@@ -57,20 +63,34 @@ def build_standalone_model(space: Darts64Space, arch: Architecture, ghost_batch_
     return keras.Model(images, logits, name=name)
 
 
-def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture) -> None:
+def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture, copy: int = 0) -> None:
     """Copies the child's weights from a one-shot model into its stand-alone model.
 
     Both models name their layers alike, so every stand-alone layer with
     weights takes those of its namesake. With batch statistics in both, they
     then compute the same logits (the one-shot masks zero exactly the ops the
-    child lacks).
+    child lacks). Under partial sharing ("Deeper insights", §4.2-4.3) a
+    layer of copy `copy` is named with `copy_prefix(copy)`; a shared one keeps
+    the plain name.
 
     Args:
         oneshot: a `Darts64OneShotModel` of the same space.
         standalone: `build_standalone_model(space, arch, ...)`.
         arch: the child (unused beyond documentation: the layer names encode it).
+        copy: the child's copy of the weights (0 under full sharing).
 
     Raises:
         ValueError: if a stand-alone layer has no namesake in the one-shot model.
     """
-    copy_weights_by_name(oneshot, standalone, str(arch))
+    if copy == 0:
+        copy_weights_by_name(oneshot, standalone, str(arch))
+        return
+    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
+    for layer in standalone.layers:
+        if not layer.weights:
+            continue
+        namesake = source.get(copy_prefix(copy) + layer.name) or source.get(layer.name)
+        if namesake is None:
+            raise ValueError(f"the one-shot model has no layer {layer.name!r} for copy {copy}; is the stand-alone "
+                             f"model of {arch} built for the same space?")
+        layer.set_weights(namesake.get_weights())

@@ -1,4 +1,5 @@
-"""The building-block space of Single Path One-Shot (SPOS, Guo et al. 2019, §3.2, Table 2).
+"""The ShuffleNetV2 spaces of Single Path One-Shot (SPOS, Guo et al. 2019): building blocks
+(§3.2, Table 2), channel numbers (§3.3, Table 4) and both jointly.
 
 Importing this package loads only the TensorFlow-free space; the models
 (`model`, `standalone`) load when built. Few names are exported because the
@@ -6,6 +7,7 @@ isolation test forbids them anywhere else in the package; spaces built on
 these blocks import `space.BlockLayout`, `space.CHOICES` ... from the module.
 """
 
+from tf_oneshot.search_spaces.spos_blocks.channels import SposBlocksChannelsSpace, SposChannelsSpace
 from tf_oneshot.search_spaces.spos_blocks.space import OP_NAMES, SposBlocksSpace
 
-__all__ = ["OP_NAMES", "SposBlocksSpace"]
+__all__ = ["OP_NAMES", "SposBlocksChannelsSpace", "SposBlocksSpace", "SposChannelsSpace"]

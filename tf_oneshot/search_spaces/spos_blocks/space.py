@@ -246,6 +246,28 @@ class SposBlocksSpace(SearchSpace):
         """One candidate per block ("block0" ... "block19"); each block mutates alone (SPOS §3.4)."""
         return tuple(OneOf(f"block{i}", CHOICES) for i in range(self.num_blocks))
 
+    # What the supernet holds and how an architecture picks from it. The
+    # channel-number spaces (`channels.py`, SPOS §3.3) override these four;
+    # the models and the cost arithmetic read only them.
+    searches_blocks: ClassVar[bool] = True  # masks "block{i}" [4] pick the candidate
+    searches_channels: ClassVar[bool] = False  # masks "channels{i}" pick the mid width
+
+    def block_candidates(self, index: int) -> tuple[str, ...]:
+        """The candidates the supernet holds in block `index` (here all four)."""
+        return CHOICES
+
+    def mid_widths(self, block: BlockLayout) -> tuple[int, ...]:
+        """The main branch's middle widths the supernet offers in `block`, ascending (here one)."""
+        return (block.mid,)
+
+    def block_parts(self, arch: Architecture) -> tuple[tuple[str, int], ...]:
+        """(candidate, middle width) of every block of `arch`."""
+        return tuple((c, block.mid) for c, block in zip(self.values_of(self.validate(arch)), self.layout()))
+
+    def skip_masks(self) -> tuple[str, ...]:
+        """The candidate masks: a candidate off in every ghost batch is skipped (tf.cond)."""
+        return tuple(f"block{i}" for i in range(self.num_blocks)) if self.searches_blocks else ()
+
     def op_name(self, choice: str) -> str:
         """SPOS's name of a block value ("3" -> "choice_3")."""
         return OP_NAMES[CHOICES.index(choice)]
@@ -286,24 +308,25 @@ class SposBlocksSpace(SearchSpace):
             flops += ho * wo * (kk * c + c * c)
         return Cost(params=params, flops=flops)
 
-    def count_parts(self, choices: Sequence[Sequence[str]]) -> Cost:
-        """Cost of the network holding, in block i, the candidates `choices[i]` (no validation)."""
+    def count_parts(self, parts: Sequence[Sequence[tuple[str, int]]]) -> Cost:
+        """Cost of the network holding, in block i, the (candidate, middle width) pairs `parts[i]`."""
         fixed = self.fixed_cost()
         params, flops = fixed.params, fixed.flops
-        for block, candidates in zip(self.layout(), choices, strict=True):
-            for choice in candidates:
-                cost = self.candidate_cost(block, choice)
+        for block, pairs in zip(self.layout(), parts, strict=True):
+            for choice, mid in pairs:
+                cost = self.candidate_cost(block, choice, mid)
                 params += cost.params
                 flops += cost.flops
         return Cost(params=params, flops=flops)
 
     def count(self, arch: Architecture) -> Cost:
         """Params and multiply-adds of the stand-alone network, equal to its Keras model's."""
-        return self.count_parts([(c,) for c in self.values_of(self.validate(arch))])
+        return self.count_parts([(part,) for part in self.block_parts(arch)])
 
     def count_oneshot(self) -> Cost:
-        """Params and multiply-adds of the one-shot model with all four candidates in every block."""
-        return self.count_parts([CHOICES] * self.num_blocks)
+        """Params and multiply-adds of the supernet with every candidate on at its widest."""
+        return self.count_parts([[(c, self.mid_widths(block)[-1]) for c in self.block_candidates(block.index)]
+                                 for block in self.layout()])
 
     def cost_bounds(self) -> dict[str, tuple[int, int]]:
         """Exact without enumeration: blocks add their costs independently, so min and max add up."""
@@ -312,7 +335,8 @@ class SposBlocksSpace(SearchSpace):
         for metric in ("params", "flops"):
             low = high = getattr(fixed, metric)
             for block in self.layout():
-                values = [getattr(self.candidate_cost(block, c), metric) for c in CHOICES]
+                values = [getattr(self.candidate_cost(block, c, mid), metric)
+                          for c in self.block_candidates(block.index) for mid in self.mid_widths(block)]
                 low, high = low + min(values), high + max(values)
             bounds[metric] = (low, high)
         return bounds

@@ -1,0 +1,83 @@
+"""`tf-oneshot insights`: ranking fidelity of weight-sharing instances against a ground truth ("Deeper insights").
+
+Scores every child of the (enumerable) space with each --model_dirs run, at
+each of its last --snapshots checkpoints, and reports Tables 1-3 of "Deeper
+insights into weight sharing" (S-Tau, GT-Tau ± std, T1R, T3R,
+GT-Tau-Mean-k/Std-k, the ground truth's own rows and noise ceiling), Figure 3
+(each child's rank distribution across instances and across snapshots) and
+GT-Tau against training progress (Figures 2/8); with --prune_fraction, how
+many of the ground-truth top n survive pruning by median rank (Insight 1).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from tf_oneshot.analysis import insights
+from tf_oneshot.analysis.report import check_output_dir
+from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (defines shared flags)
+from tf_oneshot.commands import search as _search_flags  # noqa: F401  (defines --validation_examples)
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_string("ground_truth", None, "ground_truth.json (or its directory) written by `tf-oneshot groundtruth`.")
+flags.DEFINE_list("model_dirs", None, "Comma-separated one-shot model_dirs, one instance each (§3.2: runs that "
+                  "differ in --seed, --order_seed or --sampler=cyclic|shuffled, or in --sharing).")
+flags.DEFINE_integer("snapshots", 1, "Rank the children at each of the last K checkpoints of every run "
+                     "(\"Different epochs\", GT-Tau-Mean-K; train with --keep_checkpoints >= K).")
+flags.DEFINE_float("prune_fraction", None, "Insight 1: drop the children whose median rank is in the worst "
+                   "fraction q of positions, and report how many of the ground-truth top n survive.")
+flags.DEFINE_list("top_n", ["1", "3", "5", "10"], "The ground-truth top n counted by --prune_fraction.")
+flags.DEFINE_enum("rank_by", "accuracy_then_loss", list(insights.RANK_BY), "How children are ranked, one-shot "
+                  "and ground truth alike: accuracy (the paper), loss, or accuracy with ties broken by the loss.")
+
+FLAG_NAMES = ("ground_truth", "model_dirs", "snapshots", "prune_fraction", "top_n", "rank_by", "output_dir",
+              "overwrite", "validation_examples")
+
+
+def _top_n(values) -> list[int]:
+    try:
+        return [int(v) for v in values or []]
+    except ValueError:
+        raise UserError(f"--top_n={','.join(values)} is invalid; expected integers, e.g. --top_n=1,3,5.") from None
+
+
+def _check_space(gt: insights.GroundTruth, model_dir: str, space) -> None:
+    """The run's space must be the ground truth's (same children, same network)."""
+    if gt.space is not None and gt.space != space.to_config():
+        raise UserError(f"{model_dir} trains another space or network ({space.to_config()}) than the ground truth "
+                        f"({gt.space}); use a ground truth of the same space and fields.")
+    children = [str(c) for c in space.enumerate()]
+    if sorted(children) != sorted(gt.children):
+        raise UserError(f"{model_dir}'s space has {len(children)} children, the ground truth {len(gt.children)} "
+                        "others; use a ground truth of the same space.")
+
+
+def run(FLAGS) -> int:
+    from tf_oneshot import model_dir as model_dirs
+    from tf_oneshot.snapshots import score_snapshots
+
+    if not FLAGS.ground_truth:
+        raise UserError("--ground_truth is required: the ground_truth.json of `tf-oneshot groundtruth`.")
+    if not FLAGS.model_dirs:
+        raise UserError("--model_dirs is required: one or more trained one-shot model_dirs, comma-separated.")
+    if not FLAGS.output_dir:
+        raise UserError("--output_dir is required: the directory for insights.json, insights.txt and the figures.")
+    top_n = _top_n(FLAGS.top_n)
+    check_output_dir(FLAGS.output_dir, (insights.JSON_FILE, insights.TEXT_FILE), FLAGS.overwrite)
+    gt = insights.read_ground_truth(FLAGS.ground_truth)
+    instances = []
+    for model_dir in FLAGS.model_dirs:
+        _, space = model_dirs.require(model_dir)
+        _check_space(gt, model_dir, space)
+        scores = score_snapshots(model_dir, gt.children, FLAGS.snapshots, FLAGS.validation_examples)
+        label = os.path.basename(os.path.normpath(model_dir)) or model_dir
+        instances.append(insights.Instance(
+            label, scores.steps, insights.snapshot_scores(scores.accuracy, scores.loss, FLAGS.rank_by)))
+    result = insights.build_insights(gt, instances, FLAGS.rank_by, FLAGS.prune_fraction, top_n)
+    paths = insights.write_insights(result, FLAGS.output_dir, gt.noise_ceiling)
+    print(insights.format_table(result), end="")
+    print(f"insights: {paths['json']}")
+    return 0
+

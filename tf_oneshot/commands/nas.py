@@ -1,0 +1,72 @@
+"""`tf-oneshot nas`: iterated one-shot NAS, training and searching in turn (NAO-WS / NAO-V2).
+
+Each of --iterations rounds trains the supernet --steps_per_iteration steps on
+architectures drawn from the candidate pool, scores the pool with the shared
+weights, tells --algorithm and adds its --pool_size new candidates to the
+pool (Luo et al., NAO-V2, §4). NAO-V2's defaults: --sampler=proportional
+(§4.2, Eq. 1) and --iteration_mode=independent (§4.3: the cosine cycle and
+the optimizer restart each iteration, every candidate is scored again).
+Table 5's ablation: halve --steps_per_iteration, --sampler=uniform, or
+--iteration_mode=dependent. Killing the command and running it again with
+the same flags resumes; SIGTERM stops it cleanly with exit code 143.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from tf_oneshot.commands import common_flags
+from tf_oneshot.commands import search as _search  # noqa: F401  (defines --algorithm, --bn_mode, ...)
+from tf_oneshot.commands import train as _train  # noqa: F401  (defines the training flags)
+from tf_oneshot.errors import UserError
+
+flags.DEFINE_integer("iterations", 3, "K: rounds of train / score / propose (NAO-WS pauses 3 times).")
+flags.DEFINE_integer("steps_per_iteration", None, "T: supernet training steps per iteration (NAO-V2 §4.1: "
+                     "twice NAO-WS's; the ablation '- more average updates' halves it).")
+flags.DEFINE_integer("pool_size", 8, "P: the initial candidate pool, and the new candidates each iteration adds; "
+                     "at least --batch_size / --ghost_batch_size.")
+flags.DEFINE_string("iteration_mode", "independent", "independent (NAO-V2 §4.3, Fig. 2a: LR cycle and optimizer "
+                    "restart each iteration, every candidate re-scored) or dependent (Fig. 2b, NAO-WS).")
+
+# Training flags of `tf-oneshot train`, less --train_steps (K x T here).
+NAS_TRAIN_FLAGS = (
+    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", "space", *common_flags.SPACE_FLAGS,
+    "learning_rate", "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every",
+    "log_every", "jit_compile", "skip_threshold", "mixed_precision",
+)
+FLAG_NAMES = (
+    *NAS_TRAIN_FLAGS, "model_dir", "strategy", "tpu", "iterations", "steps_per_iteration", "pool_size",
+    "algorithm", "sampler", "iteration_mode", "bn_mode", "validation_examples", "archs_per_pass",
+    *common_flags.CONSTRAINT_FLAGS,
+)
+NOT_APPLICABLE = {"train_steps": "does not apply to `tf-oneshot nas`: it trains --iterations x "
+                                 "--steps_per_iteration steps"}
+
+
+def run(FLAGS) -> int:
+    from tf_oneshot import distribute, nas, preemption
+    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.search import Constraints
+
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required: the directory for checkpoints and the nas log.")
+    if FLAGS.steps_per_iteration is None:
+        raise UserError("--steps_per_iteration is required: T, the supernet steps per iteration (e.g. 200).")
+    settings = nas.NasSettings(
+        iterations=FLAGS.iterations, steps_per_iteration=FLAGS.steps_per_iteration, pool_size=FLAGS.pool_size,
+        algorithm=FLAGS.algorithm, sampler=FLAGS.sampler or "proportional", iteration_mode=FLAGS.iteration_mode,
+        bn_mode=FLAGS.bn_mode, validation_examples=FLAGS.validation_examples,
+    )
+    config = TrainConfig(**common_flags.given(FLAGS, NAS_TRAIN_FLAGS))
+    constraints = Constraints(**common_flags.given(FLAGS, common_flags.CONSTRAINT_FLAGS))
+    if FLAGS.strategy == "multi_worker_mirrored":
+        raise UserError("`tf-oneshot nas` scores on one host: use --strategy=mirrored or --tpu.")
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    result = nas.run_nas(config, settings, FLAGS.model_dir, constraints=constraints, strategy=strategy,
+                         archs_per_pass=FLAGS.archs_per_pass)
+    if result["preempted"]:
+        return preemption.stopped_message("nas", f"{result['iterations']} iteration(s) finished")
+    print(f"done: {result['iterations']} iterations; best of the last pool:")
+    for arch, accuracy in result["best"]:
+        print(f"  {accuracy:.4f}  {arch}")
+    return 0

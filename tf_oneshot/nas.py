@@ -1,0 +1,516 @@
+"""Iterated one-shot NAS: train on a pool, score it, let the algorithm grow it (NAO-WS / NAO-V2).
+
+Each iteration (Luo et al., NAO-V2, §3.2 and §4):
+1. trains the supernet for T steps on architectures drawn from the current
+   candidate pool (`--sampler=proportional`: Eq. 1, in proportion to model
+   size, §4.2; `uniform`: NAO-WS);
+2. scores the pool with the shared weights (`search.scorer.OneShotScorer`);
+3. tells the search algorithm (any ask/tell algorithm of
+   `tf_oneshot.search.ALGORITHMS`, "nao" too once `tf_oneshot.nao` registers it);
+4. adds the algorithm's new candidates to the pool.
+
+Iterations are independent by default (§4.3, Fig. 2a): the cosine cycle is
+one iteration's T steps and restarts each iteration, the optimizer's slots
+are zeroed, and every architecture of the pool is scored again with the
+current weights. `iteration_mode="dependent"` (Fig. 2b, NAO-WS) runs one
+cycle over K*T steps, keeps the slots, and reuses scores from earlier
+iterations. Table 5's ablation rows are then flags: fewer
+`--steps_per_iteration` ("- more average updates"), `--sampler=uniform`
+("- proportional sampling"), `--iteration_mode=dependent` ("- independent
+training").
+
+Everything lives in the model_dir: the trainer's checkpoints (a kill during
+training resumes from the last one) and `nas/settings.json` (written once;
+a rerun with other settings is refused) and `nas/iterations.jsonl`, an
+append-only log of fsync'd lines: the initial pool, each score (with the
+checkpoint step it was scored at) and each iteration's end (new candidates
+and the algorithm's `get_state`). A rerun replays that log: finished scores
+are not computed again, and the algorithm is rebuilt by `set_state`, so a
+run killed at any point ends exactly as an uninterrupted one. At the end,
+`nas/final_pool.jsonl` holds the last pool's scores in the format of
+`tf-oneshot search` results, for `tf-oneshot retrain --search_results`
+(NAO-V2 retrains the top 5) and `tf-oneshot analyze`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import os
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from tf_oneshot.config import TrainConfig
+from tf_oneshot.errors import UserError
+
+ITERATION_MODES = ("independent", "dependent")
+POOL_SAMPLERS = ("proportional", "uniform")
+BN_MODES = ("batch", "recalibrate")  # search.scorer.BN_MODES, without importing TensorFlow
+SETTINGS_FILE = os.path.join("nas", "settings.json")
+LOG_FILE = os.path.join("nas", "iterations.jsonl")
+# The last pool's scores as `tf-oneshot search` results, for `retrain` / `analyze --search_results`.
+FINAL_FILE = os.path.join("nas", "final_pool.jsonl")
+# Training fields that only change logging and bookkeeping, not the weights a
+# run produces: a rerun may change them.
+BOOKKEEPING_FIELDS = ("data_dir", "steps_per_loop", "checkpoint_every", "log_every", "keep_checkpoints",
+                      "eval_batches", "jit_compile", "skip_threshold")
+
+
+@dataclasses.dataclass(frozen=True)
+class NasSettings:
+    """The iteration settings of one run (recorded in `nas/settings.json`).
+
+    Args:
+        iterations: K, the number of train / score / propose rounds.
+        steps_per_iteration: T, supernet steps per iteration.
+        pool_size: P, the initial pool and the candidates added per iteration.
+        algorithm: a name of `tf_oneshot.search.ALGORITHMS` (or "nao").
+        sampler: "proportional" (NAO-V2 §4.2) or "uniform" (NAO-WS).
+        iteration_mode: "independent" (NAO-V2 §4.3) or "dependent".
+        bn_mode: batch-norm mode of the scorer.
+        validation_examples: score on this many validation examples (None: all).
+    """
+
+    iterations: int
+    steps_per_iteration: int
+    pool_size: int
+    algorithm: str = "random"
+    sampler: str = "proportional"
+    iteration_mode: str = "independent"
+    bn_mode: str = "batch"
+    validation_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "steps_per_iteration", "pool_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
+        if self.sampler not in POOL_SAMPLERS:
+            raise UserError(f"--sampler={self.sampler} cannot sample a candidate pool; choose one of "
+                            f"{', '.join(POOL_SAMPLERS)} (NAO-V2 §4.2: proportional).")
+        if self.bn_mode not in BN_MODES:
+            raise UserError(f"--bn_mode={self.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+        if self.iteration_mode not in ITERATION_MODES:
+            raise UserError(f"--iteration_mode={self.iteration_mode} is unknown; choose one of "
+                            f"{', '.join(ITERATION_MODES)}.")
+
+    @property
+    def independent(self) -> bool:
+        return self.iteration_mode == "independent"
+
+    @property
+    def total_steps(self) -> int:
+        return self.iterations * self.steps_per_iteration
+
+    def train_config(self, config: TrainConfig) -> TrainConfig:
+        """The trainer's config: K*T steps (the dependent mode's cosine cycle), the pool's sampler."""
+        if config.num_ghosts > self.pool_size:
+            raise UserError(
+                f"--pool_size={self.pool_size} is smaller than one batch of ghost batches "
+                f"(--batch_size={config.batch_size} / --ghost_batch_size={config.ghost_batch_size} = "
+                f"{config.num_ghosts} architectures per step); use --pool_size >= {config.num_ghosts}."
+            )
+        return config.replace(train_steps=self.total_steps, sampler=self.sampler)
+
+
+# ------------------------------------------------------------------ algorithm
+def algorithm_class(name: str) -> type:
+    """The ask/tell class registered as `name`; "nao" is imported on first use (it needs Keras).
+
+    Raises:
+        UserError: an unknown name, naming the known ones.
+    """
+    from tf_oneshot.search import ALGORITHMS
+
+    if name in ALGORITHMS:
+        return ALGORITHMS[name]
+    if name == "nao":  # a tf_oneshot.nao that ALGORITHMS does not list yet
+        try:
+            module = importlib.import_module("tf_oneshot.nao")
+        except ImportError:
+            module = None
+        for value in vars(module).values() if module else ():
+            if inspect.isclass(value) and getattr(value, "name", None) == name:
+                return value
+    raise UserError(f"--algorithm={name} is unknown; choose one of {', '.join(ALGORITHMS)}.")
+
+
+def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> Any:
+    """A fresh algorithm with a budget of P * K architectures (P to start, P per later iteration).
+
+    Raises:
+        UserError: an algorithm that cannot work on `space`: it has too few
+            architectures for the budget, the algorithm refuses the space, or
+            it lacks `get_state`/`set_state` (a run must survive a kill).
+    """
+    cls = algorithm_class(settings.algorithm)
+    budget = settings.pool_size * settings.iterations
+    where = f"--algorithm={settings.algorithm} cannot work on --space={space.name}"
+    if space.size() < budget:
+        raise UserError(f"{where}: it proposes --pool_size x --iterations = {budget} distinct architectures "
+                        f"and the space has {space.size()}; lower --pool_size or --iterations.")
+    if not all(callable(getattr(cls, m, None)) for m in ("ask", "tell", "get_state", "set_state")):
+        raise UserError(f"{where}: it lacks ask/tell/get_state/set_state, which a resumable loop needs.")
+    # One generation per iteration: evolution's population, NAO's initial pool and new candidates.
+    options = {"population_size": settings.pool_size, "initial_size": settings.pool_size,
+               "new_size": settings.pool_size}
+    accepted = inspect.signature(cls).parameters
+    options = {k: v for k, v in options.items() if k in accepted}
+    try:
+        return cls(space, budget, constraints, seed=seed, **options)
+    except (ValueError, TypeError, NotImplementedError, KeyError) as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def _state_round_trip(algorithm: Any, state: dict, proposals: Sequence[Hashable],
+                      scores: dict[Hashable, float]) -> None:
+    try:
+        algorithm.set_state(state, list(proposals), scores)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"the iteration log does not match --algorithm={algorithm.name} ({e}); rerun with "
+                        "the settings it was written with, or use a new --model_dir.") from None
+
+
+# ------------------------------------------------------------------- the log
+class IterationLog:
+    """`nas/iterations.jsonl`: append-only, one fsync'd JSON line per event; replayed on resume.
+
+    Lines: {"kind": "pool", "iteration": 0, "pool": [...], "state": ...}
+    (the initial pool), {"kind": "score", "iteration": i, "architecture",
+    "oneshot_accuracy", "loss", "params", "flops", "step"} and {"kind":
+    "end", "iteration": i, "new": [...], "state": ..., "best": ...}.
+    """
+
+    def __init__(self, model_dir: str, space: Any) -> None:
+        self.path = os.path.join(model_dir, LOG_FILE)
+        self.space = space
+        self.initial: dict | None = None
+        self.ends: list[dict] = []
+        self.scores: list[dict] = []
+
+    def load(self) -> IterationLog:
+        from tf_oneshot.io_utils import read_jsonl
+
+        for number, record in enumerate(read_jsonl(self.path), start=1):
+            kind = record.get("kind")
+            try:
+                if kind == "score":
+                    record["arch"] = self.space.parse(record["architecture"])
+                    self.scores.append(record)
+                elif kind == "end":
+                    record["new_archs"] = [self.space.parse(a) for a in record["new"]]
+                    self.ends.append(record)
+                elif kind == "pool":
+                    record["archs"] = [self.space.parse(a) for a in record["pool"]]
+                    self.initial = record
+                else:
+                    raise KeyError("kind")
+            except (KeyError, TypeError, UserError) as e:
+                raise UserError(f"{self.path} line {number} is not a nas record ({e}); move the file "
+                                "aside or use a new --model_dir.") from None
+        return self
+
+    def append(self, record: dict) -> dict:
+        from tf_oneshot.io_utils import append_jsonl
+
+        append_jsonl(self.path, record)
+        return record
+
+    @property
+    def done(self) -> int:
+        """Iterations finished."""
+        return len(self.ends)
+
+    def pool(self, iteration: int) -> list[Hashable]:
+        """The pool of `iteration` in the order the algorithm proposed it."""
+        pool = list(self.initial["archs"])
+        for end in self.ends[:iteration]:
+            pool += end["new_archs"]
+        return pool
+
+    def state(self, iteration: int) -> dict:
+        """The algorithm's state as it stood when the pool of `iteration` was fixed."""
+        return self.ends[iteration - 1]["state"] if iteration else self.initial["state"]
+
+    def scores_of(self, iteration: int) -> dict[Hashable, dict]:
+        return {r["arch"]: r for r in self.scores if r["iteration"] == iteration}
+
+    def latest_scores(self, before: int) -> dict[Hashable, dict]:
+        """Each architecture's most recent score from iterations before `before` (the dependent cache)."""
+        out: dict[Hashable, dict] = {}
+        for r in self.scores:
+            if r["iteration"] < before:
+                out[r["arch"]] = r
+        return out
+
+
+# ------------------------------------------------------------------ settings
+def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: Any, model_dir: str) -> dict:
+    """Writes `nas/settings.json` once; later runs must match it field for field."""
+    import tensorflow as tf
+
+    from tf_oneshot.io_utils import atomic_write_json, read_json
+
+    train = {k: v for k, v in config.to_json().items() if k not in BOOKKEEPING_FIELDS}
+    record = {**dataclasses.asdict(settings), "constraints": constraints.to_json(), "train": train}
+    path = os.path.join(model_dir, SETTINGS_FILE)
+    if not tf.io.gfile.exists(path):
+        if tf.io.gfile.exists(os.path.join(model_dir, LOG_FILE)):
+            raise UserError(f"{model_dir} has a nas log but no {SETTINGS_FILE}; use a new --model_dir.")
+        atomic_write_json(path, record)
+        return record
+    old = read_json(path, "nas settings")
+    for key in sorted(set(record) | set(old)):
+        if key in ("train", "constraints"):
+            pairs = [(f"{key}.{k}" if key == "constraints" else k, old.get(key, {}).get(k), record[key].get(k))
+                     for k in sorted(set(record[key]) | set(old.get(key, {})))]
+        else:
+            pairs = [(key, old.get(key), record.get(key))]
+        for name, was, now in pairs:
+            if was != now:
+                raise UserError(
+                    f"--model_dir={model_dir} holds a nas run with --{name}={was} (this run asks for {now}); "
+                    "rerun with the recorded settings to resume, or use a new --model_dir."
+                )
+    return record
+
+
+# ------------------------------------------------------------------ the loop
+def run_nas(
+    config: TrainConfig,
+    settings: NasSettings,
+    model_dir: str,
+    constraints: Any = None,
+    strategy: Any = None,
+    log: Callable[[str], None] = print,
+    archs_per_pass: int | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) K iterations of train / score / tell / propose in `model_dir`.
+
+    Args:
+        config: the supernet's training config (its train_steps and sampler
+            are set from `settings`).
+        settings: the iteration settings.
+        model_dir: checkpoints, the config, `nas/settings.json` and `nas/iterations.jsonl`.
+        constraints: `tf_oneshot.search.Constraints` every proposal meets.
+        strategy: a tf.distribute strategy (default: the default strategy).
+        log: progress lines.
+        archs_per_pass: architectures per scoring pass (default: one per
+            ghost batch of the training batch).
+
+    Returns:
+        {"iterations": finished, "best": [(arch string, accuracy)] of the last
+        scored iteration (top 5), "preempted": SIGTERM stopped it}.
+
+    Raises:
+        UserError: bad settings, a pool smaller than a batch of ghost
+            batches, other settings than the model_dir's, or an algorithm
+            that cannot work on the space.
+    """
+    import tensorflow as tf
+
+    from tf_oneshot import data
+    from tf_oneshot import model_dir as model_dirs
+    from tf_oneshot.preemption import Preemption
+    from tf_oneshot.search import Constraints
+
+    strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise UserError("`tf-oneshot nas` scores on one host: use --strategy=mirrored or --tpu "
+                        "(multi_worker_mirrored is for `tf-oneshot train`).")
+    constraints = constraints or Constraints()
+    config = settings.train_config(config)
+    info = data.dataset_info(config.dataset, config.data_dir)
+    space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+    algorithm = make_algorithm(settings, space, constraints, config.seed)  # fails fast, before any write
+    model_dirs.prepare(config, space, model_dir)
+    _recorded_settings(settings, config, constraints, model_dir)
+    history = IterationLog(model_dir, space).load()
+    if history.initial is None:
+        pool = algorithm.ask(settings.pool_size)
+        history.initial = history.append({"kind": "pool", "iteration": 0, "pool": [str(a) for a in pool],
+                                          "state": algorithm.get_state()})
+        history.initial["archs"] = pool
+    loop = _Loop(config, settings, space, model_dir, strategy, log, history, algorithm,
+                 archs_per_pass or config.num_ghosts, constraints)
+    with Preemption() as preemption:
+        loop.stop = preemption
+        return loop.run()
+
+
+class _Loop:
+    """The iterations of `run_nas`, each resumable from the log and the checkpoints."""
+
+    def __init__(self, config, settings, space, model_dir, strategy, log, history, algorithm, archs_per_pass,
+                 constraints):
+        self.config, self.settings, self.space = config, settings, space
+        self.model_dir, self.strategy, self.log = model_dir, strategy, log
+        self.history, self.algorithm = history, algorithm
+        self.archs_per_pass = archs_per_pass
+        self.constraints = constraints
+        self.scorer = None
+        self.stop: Callable[[], bool] = lambda: False
+
+    def run(self) -> dict[str, Any]:
+        settings, history = self.settings, self.history
+        if history.done:
+            self.log(f"resuming after {history.done} finished iteration(s) of {settings.iterations}")
+        while history.done < settings.iterations:
+            i = history.done
+            if not self._train(i) or self.stop():
+                return self._summary(preempted=True)
+            scores = self._score(i)
+            if scores is None:
+                return self._summary(preempted=True)
+            self._tell_and_propose(i, scores)
+        self._export_final()
+        return self._summary(preempted=False)
+
+    def _export_final(self) -> None:
+        """Writes FINAL_FILE (derived from the log, so rewritten whole and atomically).
+
+        Lines carry the identity fields of `search.results`; `scored_at_step`
+        says when each score was taken (earlier than the last checkpoint only
+        for cached scores of the dependent mode).
+        """
+        import json
+
+        from tf_oneshot import model_dir as model_dirs
+        from tf_oneshot.io_utils import atomic_write_text
+
+        last = self.settings.iterations - 1
+        scores = self.history.latest_scores(last + 1)
+        identity = {
+            "space": self.space.to_config(), "bn_mode": self.settings.bn_mode, "algorithm": self.settings.algorithm,
+            "seed": self.config.seed, "constraints": self.constraints.to_json(),
+            "checkpoint_step": model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)),
+            "options": {"nas": dataclasses.asdict(self.settings)},
+        }
+        generation = {a: 0 for a in self.history.initial["archs"]}
+        for i, end in enumerate(self.history.ends):
+            generation.update((a, i + 1) for a in end["new_archs"])
+        lines = []
+        for arch in self.history.pool(last):
+            r = scores[arch]
+            lines.append(json.dumps({
+                "architecture": r["architecture"], "oneshot_accuracy": r["oneshot_accuracy"], "loss": r["loss"],
+                "params": r["params"], "flops": r["flops"], "generation": generation[arch],
+                "scored_at_step": r["step"], **identity}, sort_keys=True) + "\n")
+        atomic_write_text(os.path.join(self.model_dir, FINAL_FILE), "".join(lines))
+
+    def _summary(self, preempted: bool) -> dict[str, Any]:
+        last = self.history.done - 1
+        scores = self.history.latest_scores(self.history.done) if last >= 0 else {}
+        pool = self.history.pool(last) if last >= 0 else []
+        ranked = sorted(((str(a), scores[a]["oneshot_accuracy"]) for a in pool if a in scores),
+                        key=lambda t: (-t[1], t[0]))
+        return {"iterations": self.history.done, "best": ranked[:5], "preempted": preempted}
+
+    # ------------------------------------------------------------ training
+    def _train(self, i: int) -> bool:
+        """Trains iteration i's T steps on its pool; False if SIGTERM stopped it."""
+        from tf_oneshot import model_dir as model_dirs
+        from tf_oneshot import trainer
+
+        T = self.settings.steps_per_iteration
+        start, end = i * T, (i + 1) * T
+        step = model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)) or 0
+        if step > end or step < start:
+            raise UserError(
+                f"{self.model_dir} has a checkpoint at step {step}, outside iteration {i + 1}'s steps "
+                f"[{start}, {end}] that its nas log asks for; use a new --model_dir."
+            )
+        if step == end:
+            return True
+        pool = self.history.pool(i)
+        sampler = trainer.make_run_sampler(self.config, self.space, pool=pool)
+        self.log(f"iteration {i + 1}/{self.settings.iterations}: training steps {step}-{end} on a pool of "
+                 f"{len(pool)} ({self.settings.sampler} sampling, {self.settings.iteration_mode} iterations)")
+        segment = trainer.Segment(start, end, independent=self.settings.independent)
+        result = trainer.train(self.config, self.model_dir, self.strategy, self.log, sampler=sampler,
+                               segment=segment)
+        return not result["preempted"]
+
+    # ------------------------------------------------------------- scoring
+    def _load_scorer(self) -> Any:
+        """The scorer, its model restored to the latest checkpoint (built once, compiled once)."""
+        import tensorflow as tf
+
+        from tf_oneshot import model_dir as model_dirs
+        from tf_oneshot.search.scorer import OneShotScorer
+
+        latest = model_dirs.latest_checkpoint(self.model_dir)
+        if self.scorer is None:
+            self.scorer = OneShotScorer.from_model_dir(
+                self.model_dir, bn_mode=self.settings.bn_mode, archs_per_pass=self.archs_per_pass,
+                validation_examples=self.settings.validation_examples, data_dir=self.config.data_dir,
+                seed=self.config.seed, strategy=self.strategy,
+            )
+        else:
+            model_dirs.restore(tf.train.Checkpoint(model=self.scorer.model), latest, partial=True)
+        self.scorer.step = model_dirs.step_of(latest)
+        return self.scorer
+
+    def _score(self, i: int) -> dict[Hashable, float] | None:
+        """Iteration i's score of every pool member; None if SIGTERM stopped it.
+
+        Independent: every member is scored with this iteration's weights
+        (NAO-V2 §4.3, "re-evaluated instead of reusing their old values").
+        Dependent: members scored in an earlier iteration keep that score.
+        """
+        pool = self.history.pool(i)
+        done = self.history.scores_of(i)
+        cached = {} if self.settings.independent else self.history.latest_scores(i)
+        todo = [a for a in pool if a not in done and a not in cached]
+        scorer = self._load_scorer()
+        if scorer.step != (i + 1) * self.settings.steps_per_iteration:
+            raise UserError(f"{self.model_dir}: the latest checkpoint is at step {scorer.step}, not at the end "
+                            f"of iteration {i + 1}; use a new --model_dir.")
+        stale = [r for r in done.values() if r["step"] != scorer.step]
+        if stale:
+            raise UserError(f"{self.history.path}: iteration {i + 1} has scores from step {stale[0]['step']} "
+                            f"and the checkpoint is at {scorer.step}; use a new --model_dir.")
+        if todo:
+            self.log(f"iteration {i + 1}: scoring {len(todo)} of {len(pool)} pool architectures at step "
+                     f"{scorer.step}" + ("" if self.settings.independent else f" ({len(cached)} cached)"))
+        size = scorer.archs_per_call
+        for begin in range(0, len(todo), size):
+            if self.stop():
+                return None
+            part = todo[begin:begin + size]
+            for arch, score in zip(part, scorer.score(part)):
+                cost = self.space.count(arch)
+                done[arch] = self.history.append({
+                    "kind": "score", "iteration": i, "architecture": str(arch), "step": scorer.step,
+                    "oneshot_accuracy": float(score["oneshot_accuracy"]), "loss": float(score["loss"]),
+                    "params": int(cost.params), "flops": int(cost.flops),
+                })
+                done[arch]["arch"] = arch
+                self.history.scores.append(done[arch])
+        merged = {**cached, **done}
+        return {a: float(merged[a]["oneshot_accuracy"]) for a in pool}
+
+    # ------------------------------------------------------ tell / propose
+    def _tell_and_propose(self, i: int, scores: dict[Hashable, float]) -> None:
+        """Tells the algorithm iteration i's scores and records its new candidates.
+
+        The algorithm is rebuilt from the state it had when this pool was
+        fixed and the scores just told (`set_state`), so a resumed run makes
+        the same proposals, and evolution's Topk holds this iteration's scores.
+        """
+        pool = self.history.pool(i)
+        _state_round_trip(self.algorithm, self.history.state(i), pool, scores)
+        for arch in pool:
+            self.algorithm.tell(arch, scores[arch])
+        # Proposals never repeat (every algorithm excludes what it proposed),
+        # so the pool stays in the algorithm's proposal order, as set_state needs.
+        new = self.algorithm.ask(self.settings.pool_size) if i + 1 < self.settings.iterations else []
+        best = min(pool, key=lambda a: (-scores[a], str(a)))
+        self.log(f"iteration {i + 1}/{self.settings.iterations}: best {scores[best]:.4f} ({best}); "
+                 f"{len(new)} new candidate(s)")
+        record = {"kind": "end", "iteration": i, "new": [str(a) for a in new], "state": self.algorithm.get_state(),
+                  "best": [str(best), scores[best]]}
+        self.history.append(record)
+        record["new_archs"] = new
+        self.history.ends.append(record)

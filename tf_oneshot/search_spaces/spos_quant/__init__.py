@@ -1,0 +1,15 @@
+"""Mixed-precision quantization search on ResNet-18/34 (SPOS, Guo et al. 2019, §3.3, §4, Table 6).
+
+Importing this package loads only the TensorFlow-free spaces; the models
+(`model`, `standalone`) load when built. Few names are exported because the
+isolation test forbids them anywhere else in the package.
+"""
+
+from tf_oneshot.search_spaces.spos_quant.space import (
+    BIT_PAIRS,
+    SposQuantResNet18Space,
+    SposQuantResNet34Space,
+    SposQuantSpace,
+)
+
+__all__ = ["BIT_PAIRS", "SposQuantResNet18Space", "SposQuantResNet34Space", "SposQuantSpace"]

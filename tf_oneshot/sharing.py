@@ -1,0 +1,248 @@
+"""Partial weight sharing: group sharing and prefix sharing ("Deeper insights", §4.2-4.3).
+
+Full weight sharing trains every child on one copy of the super-net's
+weights. "Deeper insights into weight sharing" (Zhang et al. 2020) lowers the
+degree of sharing in two ways, both handled here as configurations of the
+same one-shot model:
+
+- group sharing (§4.2): the children are split into m groups, each with its
+  own copy of every weight; m = 1 is full sharing, m = #children no sharing.
+  The groups are random (§4.2.1) or contiguous slices of the children sorted
+  lexicographically, "111 to 124, 131 to 144, ..." for m = 8 (§4.2.2,
+  grouping by similarity);
+- prefix sharing (§4.3): one copy of the "backbone" (the stem and the first
+  k cells) for all children, and the rest, the last cells and the
+  classifier head, a copy per child. k = 0 shares only the stem.
+
+Both are a *copy assignment*: the network is cut into segments (a space that
+supports sharing says how many: `sharing_segments()`, e.g. stem, cells,
+head); the first `shared_segments` have one copy, the others `copies`
+copies, and each child reads the copy `assignment[child]`. The copy enters
+the model as one more mask, a one-hot `copy` row per ghost batch, so one
+traced function still serves every child and every copy (TPU-shaped: static
+shapes; a copy no ghost batch uses is skipped with tf.cond).
+
+`SharedSpace` wraps a space so that everything that encodes children
+(samplers, scorer, tuner) adds that mask without knowing about sharing.
+
+Cost: the traced graph holds every copy, so tracing time and graph size grow
+linearly with the copies. Measured on a 2-core CPU under heavy load (load
+average 8-15, 8x8x1 inputs, the paper's widths, batch 64 in 2 ghost batches
+of 2 children): full sharing traced in 116 s and stepped in 113 ms; m = 8
+groups traced in 903 s and stepped in 708 ms. Prefix sharing with k = 0
+holds 64 copies of the cells: use one child per step (batch = ghost batch,
+§3.1: "each mini-batch trains one child model") and expect a long trace.
+Partial sharing needs a sampler that draws whole children (uniform, cyclic,
+shuffled), never path dropout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces.base import Cost, RestrictedSpace, SearchSpace
+from tf_oneshot.search_spaces.decisions import Decision
+
+SHARING_MODES = ("full", "group", "prefix")
+GROUPINGS = ("random", "similarity")
+COPY_KEY = "copy"
+
+
+@dataclasses.dataclass(frozen=True)
+class SharingPlan:
+    """Which copy of the weights each child reads.
+
+    Args:
+        mode: "group" or "prefix".
+        copies: copies of each unshared segment.
+        shared_segments: leading segments with a single copy (0: none).
+        children: the children's string forms, in the space's enumeration order.
+        assignment: the copy (0..copies-1) of each child, same order.
+    """
+
+    mode: str
+    copies: int
+    shared_segments: int
+    children: tuple[str, ...]
+    assignment: tuple[int, ...]
+
+    def copy_of(self, arch: Hashable) -> int:
+        """The copy `arch` reads and trains."""
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = {c: i for i, c in enumerate(self.children)}
+            object.__setattr__(self, "_index", index)
+        try:
+            return self.assignment[index[str(arch)]]
+        except KeyError:
+            raise UserError(f"architecture {arch} is not one of the {len(self.children)} children this "
+                            "sharing plan assigns to copies.") from None
+
+    def groups(self) -> list[list[str]]:
+        """The children of each copy, in enumeration order."""
+        out: list[list[str]] = [[] for _ in range(self.copies)]
+        for child, copy in zip(self.children, self.assignment):
+            out[copy].append(child)
+        return out
+
+
+def group_assignment(num_children: int, groups: int, grouping: str, seed: int = 0,
+                     order: Sequence[int] | None = None) -> list[int]:
+    """The group of each child: m near-equal slices of a child order.
+
+    §4.2.2 slices the lexicographically sorted children (`order` gives each
+    child's position in that sort; None: the children are already sorted);
+    §4.2.1 slices a random permutation drawn from `seed`. Slice j holds the
+    positions [j * n / m, (j + 1) * n / m), so sizes differ by at most one.
+
+    Raises:
+        UserError: an unknown grouping or a group count outside 1..num_children.
+    """
+    if grouping not in GROUPINGS:
+        raise UserError(f"--sharing_grouping={grouping} is unknown; choose one of {', '.join(GROUPINGS)}.")
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= num_children:
+        raise UserError(f"--sharing_groups={groups} is invalid; expected 1..{num_children} (the number of "
+                        "children: m = 1 is full sharing, m = #children no sharing).")
+    if grouping == "similarity":
+        position = np.arange(num_children) if order is None else np.asarray(order)
+    else:
+        position = np.random.default_rng([int(seed), 4_2]).permutation(num_children)
+    return [int(p) * groups // num_children for p in position]
+
+
+def make_plan(space: SearchSpace, mode: str, groups: int = 1, grouping: str = "random", prefix: int = 0,
+              seed: int = 0) -> SharingPlan | None:
+    """The copy assignment of `mode` for an enumerable space (None for full sharing).
+
+    Raises:
+        UserError: a space whose model cannot hold copies, one too large to
+            enumerate, or a bad mode, group count or prefix.
+    """
+    if mode not in SHARING_MODES:
+        raise UserError(f"--sharing={mode} is unknown; choose one of {', '.join(SHARING_MODES)}.")
+    if mode == "full":
+        return None
+    segments = getattr(space, "sharing_segments", None)
+    if segments is None:
+        raise UserError(f"--sharing={mode} needs a space whose one-shot model can hold copies of its weights "
+                        f"(it declares sharing_segments()); {space.name!r} does not.")
+    children = [str(a) for a in space.enumerate()]
+    if mode == "group":
+        order = np.argsort(np.argsort(children, kind="stable"), kind="stable")  # lexicographic position
+        assignment = group_assignment(len(children), groups, grouping, seed, order)
+        return SharingPlan("group", groups, 0, tuple(children), tuple(assignment))
+    cells = segments() - 2  # the stem and the head are not cells
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 <= prefix <= cells:
+        raise UserError(f"--sharing_prefix={prefix} is invalid; expected 0..{cells} shared cells "
+                        "(0: only the stem is shared, §4.3).")
+    return SharingPlan("prefix", len(children), 1 + prefix, tuple(children), tuple(range(len(children))))
+
+
+def _root(space: SearchSpace) -> SearchSpace:
+    """The space whose model a (restricted) space builds."""
+    while isinstance(space, RestrictedSpace):
+        space = space.base
+    return space
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedSpace(SearchSpace):
+    """`base` whose one-shot model holds copies of its weights (`plan`), read through a `copy` mask.
+
+    Everything but the masks and the one-shot model is `base`'s: the same
+    children, costs and stand-alone models. Its config is `base`'s; the
+    training config records the sharing flags and rebuilds the plan.
+    """
+
+    base: SearchSpace
+    plan: SharingPlan
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.base.name
+
+    @property
+    def default_sampler(self) -> str:  # type: ignore[override]
+        return self.base.default_sampler
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("base", "plan"):
+            raise AttributeError(attr)
+        return getattr(self.base, attr)
+
+    def decisions(self) -> tuple[Decision, ...]:
+        return self.base.decisions()
+
+    def values_of(self, arch: Hashable) -> tuple:
+        return self.base.values_of(arch)
+
+    def from_values(self, values: Sequence) -> Hashable:
+        return self.base.from_values(values)
+
+    def parse(self, text: str) -> Hashable:
+        return self.base.parse(text)
+
+    def from_json(self, obj: Any) -> Hashable:
+        return self.base.from_json(obj)
+
+    def count(self, arch: Hashable) -> Cost:
+        return self.base.count(arch)
+
+    def count_oneshot(self) -> Cost:
+        return self.base.count_oneshot()
+
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
+        return _root(self.base).build_oneshot(ghost_batch_size, skip_inactive, sharing=self.plan)
+
+    def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None, name: str = "standalone") -> Any:
+        return self.base.build_standalone(arch, ghost_batch_size, name)
+
+    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable) -> None:
+        """The child's weights from its own copy (§4.2-4.3)."""
+        _root(self.base).inherit_weights(oneshot, standalone, self.validate(arch), copy=self.plan.copy_of(arch))
+
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {**self.base.mask_shapes(), COPY_KEY: (self.plan.copies,)}
+
+    def encode(self, arch: Hashable) -> dict[str, np.ndarray]:
+        one_hot = np.zeros(self.plan.copies, np.float32)
+        one_hot[self.plan.copy_of(arch)] = 1.0
+        return {**self.base.encode(arch), COPY_KEY: one_hot}
+
+    def all_on_masks(self) -> dict[str, np.ndarray]:
+        # "All on" averages the copies' outputs: with one copy, the plain all-on network.
+        return {**self.base.all_on_masks(), COPY_KEY: np.full(self.plan.copies, 1.0 / self.plan.copies, np.float32)}
+
+    def dropout_masks(self) -> tuple[str, ...]:
+        return self.base.dropout_masks()
+
+    def skip_masks(self) -> tuple[str, ...]:
+        return self.base.skip_masks()  # unused copies are always skipped by the model itself
+
+    def to_config(self) -> dict:
+        return self.base.to_config()
+
+
+def apply_sharing(space: SearchSpace, mode: str, groups: int = 1, grouping: str = "random", prefix: int = 0,
+                  seed: int = 0) -> SearchSpace:
+    """`space` itself for full sharing, else a `SharedSpace` with the plan of `make_plan`."""
+    plan = make_plan(space, mode, groups, grouping, prefix, seed)
+    return space if plan is None else SharedSpace(space, plan)
+
+
+def describe(plan: SharingPlan | None) -> str:
+    """A few words for logs and tables."""
+    if plan is None:
+        return "full sharing"
+    if plan.mode == "group":
+        return f"group sharing, m={plan.copies}"
+    return f"prefix sharing, k={plan.shared_segments - 1}"
+
+
+__all__ = ["COPY_KEY", "GROUPINGS", "SHARING_MODES", "SharedSpace", "SharingPlan", "apply_sharing", "describe",
+           "group_assignment", "make_plan"]
