@@ -20,7 +20,6 @@ from tf_oneshot.commands import common_flags, pipeline_flags
 from tf_oneshot.commands import retrain as retrain_command
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_string("output", None, "Ground-truth directory: results*.jsonl and ground_truth.json.")
 flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whose seed-major number is I mod N.")
 flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
 flags.DEFINE_enum("method", "masked", ["masked", "standalone"], "masked: each child trained alone inside the "

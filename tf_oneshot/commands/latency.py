@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from absl import flags
 
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (--overwrite)
+from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (--overwrite, --output)
 from tf_oneshot.commands import space as space_command  # noqa: F401  (--image_size, --channels, --num_classes)
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_string("output", None, "Where to write the latency table (JSON), local or gs://.")
 flags.DEFINE_integer("warmup", 10, "Untimed calls before timing each piece.")
 flags.DEFINE_integer("repeats", 50, "Timed calls per piece; the table holds their median.")
 flags.DEFINE_integer("compare", 0, "Also time this many sampled architectures end to end against the table's sum.")

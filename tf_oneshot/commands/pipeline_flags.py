@@ -1,4 +1,4 @@
-"""Flags shared by `retrain`, `analyze`, `demo` and `groundtruth` (candidates for common_flags).
+"""Flags shared by `retrain`, `analyze`, `demo`, `groundtruth` and `latency` (candidates for common_flags).
 
 Each is defined once here, so importing several of these command modules in
 one process (tests, a future `tf-oneshot all`) never defines a flag twice.
@@ -12,6 +12,11 @@ flags.DEFINE_list(
 )
 flags.DEFINE_bool(
     "overwrite", False, "Replace the outputs of an earlier run in --output_dir instead of refusing."
+)
+flags.DEFINE_string(
+    "output", None,
+    "groundtruth: the ground-truth directory (results*.jsonl, ground_truth.json); latency: the JSON file of the "
+    "latency table (local or gs://).",
 )
 flags.DEFINE_list(
     "seeds", None,
