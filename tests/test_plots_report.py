@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tf_oneshot.analysis import (
+    accuracy_then_loss,
     analyze,
+    kendall_tau,
     plot_kl_vs_accuracy,
     plot_oneshot_histogram,
     plot_oneshot_vs_standalone,
@@ -16,6 +18,7 @@ from tf_oneshot.analysis import (
     rank_metrics,
 )
 from tf_oneshot.analysis.plots import evolution_progress
+from tf_oneshot.analysis.report import BOOTSTRAP_RESAMPLES
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl
 from tf_oneshot.search_spaces import CellSpace
@@ -209,3 +212,61 @@ def test_full_train_results_are_ranked_on_the_test_split_and_the_report_says_so(
             f.write(line)
     with pytest.raises(UserError, match="mixes runs trained on train \\+ validation"):
         analyze(search, mixed, str(tmp_path / "other"))
+
+
+def _tied_retrain(tmp_path, search, chosen, with_loss):
+    """Retrain lines of `chosen` whose mean accuracies take 3 values; losses (if any) all differ."""
+    scores = {}
+    for path in search:
+        for line in map(json.loads, open(path)):
+            scores.setdefault(line["architecture"], line["oneshot_accuracy"])
+    path = str(tmp_path / f"tied_{with_loss}.jsonl")
+    accuracy, loss = {}, {}
+    for k, arch in enumerate(chosen):
+        for seed in (0, 1):
+            acc = (290 + k % 3) / 300  # the few distinct values a 300-image split gives
+            value = 0.2 - 0.01 * k + 0.001 * seed
+            accuracy.setdefault(arch, []).append(acc)
+            loss.setdefault(arch, []).append(value)
+            line = {"architecture": arch, "seed": seed, "validation_accuracy": acc, "test_accuracy": acc,
+                    "params": 100, "flops": 1000, "oneshot_accuracy": scores[arch], "space": SPACE.to_config()}
+            append_jsonl(path, {**line, "validation_loss": value} if with_loss else line)
+    mean = lambda d: [float(np.mean(d[a])) for a in chosen]  # noqa: E731
+    return path, [scores[a] for a in chosen], mean(accuracy), mean(loss)
+
+
+def test_analyze_breaks_accuracy_ties_by_loss_and_reports_the_interval(tmp_path):
+    search, _, _, chosen = _write_results(tmp_path, retrain_archs=9)
+    tied, oneshot, acc, loss = _tied_retrain(tmp_path, search, chosen, with_loss=True)
+    out = str(tmp_path / "analysis")
+    lines = []
+    result = analyze(search, tied, out, log=lines.append)
+    ranking = accuracy_then_loss(acc, loss)
+    assert len(set(ranking.tolist())) == 9  # the losses separate every accuracy tie
+    # The interval resamples architectures in the order analyze holds them (by one-shot accuracy).
+    order = [chosen.index(j.architecture) for j in result.joined]
+    expected = rank_metrics(np.array(oneshot)[order], ranking[order], n_resamples=BOOTSTRAP_RESAMPLES)
+    assert result.metrics.kendall_tau == pytest.approx(expected.kendall_tau)
+    assert result.metrics.kendall_tau_ci == pytest.approx(expected.kendall_tau_ci)
+    assert result.metrics.kendall_tau_ci[0] <= result.metrics.kendall_tau <= result.metrics.kendall_tau_ci[1]
+    assert result.accuracy_kendall_tau == pytest.approx(kendall_tau(oneshot, acc))
+    assert (result.distinct_accuracies, result.distinct_standalone, result.tied_pairs) == (3, 9, 0)
+    assert result.standalone_losses == pytest.approx(dict(zip(chosen, loss)))
+    saved = json.load(open(os.path.join(out, "analysis.json")))
+    assert saved["kendall_tau_ci"] == pytest.approx(list(expected.kendall_tau_ci))
+    assert saved["standalone_measure"] == "mean validation accuracy, ties broken by mean validation loss"
+    assert (saved["distinct_standalone_accuracies"], saved["tied_standalone_pairs"]) == (3, 0)
+    report = open(os.path.join(out, "report.md")).read()
+    low, high = expected.kendall_tau_ci
+    assert f"{expected.kendall_tau:.3f} [{low:.3f}, {high:.3f}]" in report
+    assert "| distinct stand-alone accuracies / ranking values | 3 / 9 |" in report
+    assert "ties broken by mean validation loss" in report
+    assert any("0 tied pairs" in line and "Kendall tau" in line for line in lines)
+
+    # Without recorded losses the ranking is the accuracy, ties and all, and the report counts them.
+    plain, _, _, _ = _tied_retrain(tmp_path, search, chosen, with_loss=False)
+    result = analyze(search, plain, str(tmp_path / "plain"), log=lambda s: None)
+    assert result.metrics.kendall_tau == pytest.approx(kendall_tau(oneshot, acc))
+    assert (result.distinct_accuracies, result.distinct_standalone, result.tied_pairs) == (3, 3, 9)
+    assert result.standalone_losses == {}
+    assert "| tied pairs in the stand-alone ranking | 9 of 36 |" in open(tmp_path / "plain" / "report.md").read()

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from tf_oneshot.analysis import kendall_tau, pairwise_accuracy, rank_metrics, spearman_rho
+from tf_oneshot.analysis import bootstrap_ci, kendall_tau, pairwise_accuracy, rank_metrics, spearman_rho
+from tf_oneshot.analysis.rank_metrics import _rho_along, _tau_b_along
 from tf_oneshot.errors import UserError
 
 
@@ -76,3 +77,75 @@ def test_rank_metrics_bundle():
     m = rank_metrics([1, 2, 3, 4], [1, 3, 2, 4])
     assert m.num_architectures == 4
     assert (m.kendall_tau, m.spearman_rho, m.pairwise_accuracy) == pytest.approx((2 / 3, 0.8, 5 / 6))
+
+
+# ------------------------------------------------------------ bootstrap intervals
+def test_vectorized_statistics_match_scipy_with_ties():
+    # The bootstrap's vectorized tau-b and rho must equal the scipy ones they stand for.
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, (40, 10)).astype(float)  # many ties
+    y = rng.integers(0, 5, (40, 10)).astype(float)
+    x[0] = 1.0  # a constant row: undefined
+    taus = _tau_b_along(x, y)
+    rhos = _rho_along(x, y)
+    assert math.isnan(taus[0]) and math.isnan(rhos[0])
+    assert taus[1:] == pytest.approx([kendall_tau(a, b) for a, b in zip(x[1:], y[1:])])
+    assert rhos[1:] == pytest.approx([spearman_rho(a, b) for a, b in zip(x[1:], y[1:])])
+
+
+@pytest.mark.parametrize("method", ["percentile", "BCa"])
+def test_bootstrap_ci_perfect_and_reversed_agreement(method):
+    a = np.arange(12) / 12
+    # Every resample (duplicates tie in both lists) agrees perfectly: the interval is the point.
+    for stat in ("kendall_tau", "spearman_rho"):
+        assert bootstrap_ci(a, 2 * a + 1, stat, method=method) == pytest.approx((1.0, 1.0))
+        assert bootstrap_ci(a, -a, stat, method=method) == pytest.approx((-1.0, -1.0))
+
+
+@pytest.mark.parametrize("method", ["percentile", "BCa"])
+def test_bootstrap_ci_of_independent_scores_covers_zero(method):
+    rng = np.random.default_rng(0)
+    a, b = rng.random(30), rng.random(30)
+    for stat, point in (("kendall_tau", kendall_tau(a, b)), ("spearman_rho", spearman_rho(a, b))):
+        low, high = bootstrap_ci(a, b, stat, method=method)
+        assert -1 <= low < 0 < high <= 1
+        assert low <= point <= high
+        assert high - low > 0.2  # 30 independent pairs cannot pin tau down
+
+
+def test_bootstrap_ci_of_related_scores_excludes_zero_and_narrows_with_confidence():
+    rng = np.random.default_rng(1)
+    a = rng.random(24)
+    b = a + 0.3 * rng.random(24)
+    low, high = bootstrap_ci(a, b)
+    assert 0 < low < kendall_tau(a, b) < high <= 1
+    low90, high90 = bootstrap_ci(a, b, confidence=0.9)
+    assert low <= low90 and high90 <= high
+    assert bootstrap_ci(a, b, seed=5) == bootstrap_ci(a, b, seed=5)  # reproducible
+
+
+def test_bootstrap_ci_degenerate_cases():
+    # 3 items with a tie: many resamples are degenerate (tau undefined); the rest decide.
+    low, high = bootstrap_ci([1, 2, 3], [1, 1, 2])
+    assert -1 <= low <= high <= 1 and math.isfinite(low)
+    # Fewer than 3 architectures, or a constant list (every resample undefined): no interval.
+    assert all(math.isnan(x) for x in bootstrap_ci([1, 2], [1, 2]))
+    assert all(math.isnan(x) for x in bootstrap_ci([1, 2, 3, 4], [5, 5, 5, 5]))
+    with pytest.raises(UserError, match="unknown rank statistic"):
+        bootstrap_ci([1, 2, 3], [1, 2, 3], "pearson")
+    with pytest.raises(UserError, match="bootstrap method"):
+        bootstrap_ci([1, 2, 3], [1, 2, 3], method="basic")
+    with pytest.raises(UserError, match="confidence"):
+        bootstrap_ci([1, 2, 3], [1, 2, 3], confidence=95)
+
+
+def test_rank_metrics_with_intervals():
+    rng = np.random.default_rng(2)
+    a = rng.random(16)
+    b = a + 0.5 * rng.random(16)
+    m = rank_metrics(a, b, n_resamples=500, seed=1)
+    assert m.kendall_tau_ci == bootstrap_ci(a, b, "kendall_tau", n_resamples=500, seed=1)
+    assert m.spearman_rho_ci == bootstrap_ci(a, b, "spearman_rho", n_resamples=500, seed=1)
+    assert m.to_json()["kendall_tau_ci"] == list(m.kendall_tau_ci)
+    # Without resamples no interval is computed.
+    assert rank_metrics(a, b).to_json()["kendall_tau_ci"] is None

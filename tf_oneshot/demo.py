@@ -72,7 +72,13 @@ class DemoConfig:
         num_retrain: architectures retrained: a stratified sample of the random
             search over this many one-shot accuracy buckets (§4.1: 4 per bucket).
         retrain_steps: steps of each brief stand-alone training (§4.1: ~28 epochs).
-        seeds: stand-alone runs per architecture (§4.1: 5).
+            Building and tracing a stand-alone model costs about 60% of a
+            150-step run on 2 CPU cores, so the demo spends its minutes on
+            more architectures (16, for a tau over 120 pairs) rather than
+            steps (100, ~5 epochs of the digits).
+        seeds: stand-alone runs per architecture (§4.1: 5). Accuracy ties
+            between architectures are broken by the validation loss where
+            the retrain lines record it (tf_oneshot.analysis.report).
         kl: also score the symmetrized KL divergence to the all-on model (§5).
         archs_per_pass: architectures per forward pass of the scorer (16 was
             fastest on 2 CPU cores; None lets the scorer time a few widths).
@@ -94,8 +100,8 @@ class DemoConfig:
     population_size: int = 20
     num_parents: int = 5
     mutation_prob: float = 0.1
-    num_retrain: int = 8
-    retrain_steps: int = 150
+    num_retrain: int = 16
+    retrain_steps: int = 100
     seeds: tuple[int, ...] = (0,)
     kl: bool = True
     archs_per_pass: int | None = 16
@@ -361,7 +367,12 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
         "num_evolution": evolution_run["total"],
         "num_retrained": metrics["num_architectures"],
         "kendall_tau": metrics["kendall_tau"],
+        "kendall_tau_ci": metrics["kendall_tau_ci"],
         "spearman_rho": metrics["spearman_rho"],
+        "spearman_rho_ci": metrics["spearman_rho_ci"],
+        "standalone_measure": analysis.standalone_measure,
+        "distinct_standalone_values": analysis.distinct_standalone,
+        "tied_standalone_pairs": analysis.tied_pairs,
         "pairwise_accuracy": metrics["pairwise_accuracy"],
         "best_architecture": analysis.best_architecture,
         "best_standalone_validation_accuracy": best_standalone.validation_mean if best_standalone else None,
@@ -391,6 +402,10 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def _ci(interval: list[float] | None) -> str:
+    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
     """The lines the demo prints at the end: stages, correlations, retrained architectures."""
     s = summary["seconds"]
@@ -402,13 +417,15 @@ def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
                                       f"{_fmt(summary['best_evolution_oneshot_accuracy'])}"),
         ("retrain", s["retrain"], f"{summary['num_retrained']} architectures, best stand-alone "
                                   f"{_fmt(summary['best_standalone_validation_accuracy'])}"),
-        ("analyze", s["analyze"], f"Kendall tau {_fmt(summary['kendall_tau'])}, Spearman rho "
-                                  f"{_fmt(summary['spearman_rho'])}, pairwise accuracy "
-                                  f"{_fmt(summary['pairwise_accuracy'])}"),
+        ("analyze", s["analyze"], f"Kendall tau {_fmt(summary['kendall_tau'])}{_ci(summary['kendall_tau_ci'])}, "
+                                  f"Spearman rho {_fmt(summary['spearman_rho'])}{_ci(summary['spearman_rho_ci'])}, "
+                                  f"pairwise accuracy {_fmt(summary['pairwise_accuracy'])}"),
     ]
     lines = ["", "tf-oneshot demo: summary", f"{'stage':<16}{'seconds':>9}  result"]
     lines += [f"{name:<16}{sec:>9.1f}  {text}" for name, sec, text in rows]
-    lines += [f"{'total':<16}{summary['total_seconds']:>9.1f}", "",
+    lines += [f"{'total':<16}{summary['total_seconds']:>9.1f}",
+              f"stand-alone ranking: {summary['standalone_measure']}; {summary['distinct_standalone_values']} "
+              f"distinct values, {summary['tied_standalone_pairs']} tied pairs; intervals: 95% bootstrap", "",
               f"{'architecture':<32}{'one-shot':>9}{'stand-alone':>13}{'params':>10}"]
     for j in sorted(analysis.joined, key=lambda j: j.oneshot_accuracy):
         lines.append(f"{j.architecture:<32}{j.oneshot_accuracy:>9.3f}{j.standalone.validation_mean:>13.3f}"

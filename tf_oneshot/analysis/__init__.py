@@ -19,6 +19,7 @@ from tf_oneshot.analysis.plots import (
 )
 from tf_oneshot.analysis.rank_metrics import (
     RankMetrics,
+    bootstrap_ci,
     kendall_tau,
     pairwise_accuracy,
     rank_metrics,
@@ -32,6 +33,7 @@ __all__ = [
     "RankMetrics",
     "accuracy_then_loss",
     "analyze",
+    "bootstrap_ci",
     "check_output_dir",
     "ground_truth_positions",
     "ground_truth_rows",

@@ -12,13 +12,20 @@ stratified sample. We report three rank statistics over the same pairs:
   `a_i < a_j and b_i < b_j`. Counting ordered pairs makes it symmetric: an
   agreeing pair counts 1, a disagreeing pair 0, a pair tied in one list only
   1/2, a pair tied in both 1.
+
+With a dozen or two retrained architectures these statistics are noisy, so
+`bootstrap_ci` gives each a percentile (or BCa) bootstrap confidence interval
+over architectures (Efron & Tibshirani 1993, §13; `scipy.stats.bootstrap`):
+the pairs (one-shot, stand-alone) are resampled with replacement, as a
+different sample of architectures would have been drawn.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.stats
@@ -31,20 +38,25 @@ class RankMetrics:
     """Rank agreement between two score lists over the same architectures.
 
     A statistic is NaN where it is undefined (fewer than two items, or a list
-    whose values are all equal).
+    whose values are all equal). The confidence intervals are (low, high) of
+    `bootstrap_ci`, (NaN, NaN) where not computed or undefined.
     """
 
     num_architectures: int
     kendall_tau: float
     spearman_rho: float
     pairwise_accuracy: float
+    kendall_tau_ci: tuple[float, float] = (math.nan, math.nan)
+    spearman_rho_ci: tuple[float, float] = (math.nan, math.nan)
 
     def to_json(self) -> dict:
-        """JSON-able dict; NaN becomes None (JSON has no NaN)."""
-        return {
-            key: (None if isinstance(v, float) and math.isnan(v) else v)
-            for key, v in dataclasses.asdict(self).items()
-        }
+        """JSON-able dict; NaN becomes None (JSON has no NaN), an undefined interval None."""
+        def clean(v):
+            if isinstance(v, tuple):
+                return None if any(math.isnan(x) for x in v) else list(v)
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        return {key: clean(v) for key, v in dataclasses.asdict(self).items()}
 
 
 def _as_pair(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +111,124 @@ def pairwise_accuracy(a: Sequence[float], b: Sequence[float]) -> float:
     return float(agree.sum() / (n * (n - 1)))
 
 
-def rank_metrics(oneshot: Sequence[float], standalone: Sequence[float]) -> RankMetrics:
-    """All three statistics between one-shot and stand-alone accuracies."""
+def _tau_b_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall tau-b of every row pair at once (the bootstrap's thousands of resamples).
+
+    The same tau-b as `scipy.stats.kendalltau(variant="b")` (tests check it):
+    (concordant - discordant) / sqrt((n0 - ties in x) (n0 - ties in y)), NaN
+    where a row is constant.
+    """
+    x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+    n = x.shape[-1]
+    dx = np.sign(x[..., :, None] - x[..., None, :])
+    dy = np.sign(y[..., :, None] - y[..., None, :])
+    pairs = n * (n - 1) / 2
+    untied_x = pairs - ((dx == 0).sum((-2, -1)) - n) / 2
+    untied_y = pairs - ((dy == 0).sum((-2, -1)) - n) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (dx * dy).sum((-2, -1)) / 2 / np.sqrt(untied_x * untied_y)
+
+
+def _rho_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman rho of every row pair at once: Pearson of average ranks; NaN where a row is constant."""
+    rx = scipy.stats.rankdata(x, axis=axis)
+    ry = scipy.stats.rankdata(y, axis=axis)
+    rx = rx - rx.mean(axis=axis, keepdims=True)
+    ry = ry - ry.mean(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(axis) / np.sqrt((rx * rx).sum(axis) * (ry * ry).sum(axis))
+
+
+# Vectorized over resamples, as `scipy.stats.bootstrap(vectorized=True)` calls them.
+STATISTICS: dict[str, Callable[..., np.ndarray]] = {
+    "kendall_tau": _tau_b_along,
+    "spearman_rho": _rho_along,
+}
+
+
+def bootstrap_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    statistic: str = "kendall_tau",
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    method: str = "percentile",
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of a rank statistic over architectures.
+
+    The (a_i, b_i) pairs are resampled with replacement (`scipy.stats.bootstrap`,
+    paired). A resample can be degenerate: all its one-shot or all its
+    stand-alone values equal (e.g. one architecture drawn n times), where
+    the statistic is undefined; the interval is taken over the defined
+    resamples only, i.e. conditioned on a defined statistic.
+
+    Args:
+        a, b: the two score lists, same architectures in the same order.
+        statistic: "kendall_tau" (tau-b) or "spearman_rho".
+        confidence: e.g. 0.95 for a 95% interval.
+        n_resamples: bootstrap resamples.
+        method: "percentile" or "BCa" (bias-corrected and accelerated; where
+            it cannot be computed, e.g. every resample gives the same value,
+            the percentile interval is returned).
+        seed: seeds the resampling (the interval is reproducible).
+
+    Returns:
+        (low, high); (NaN, NaN) with fewer than 3 architectures or fewer than
+        half the resamples defined. A statistic equal on every defined
+        resample (perfect agreement) gives (value, value).
+
+    Raises:
+        UserError: unequal lengths, non-finite scores, an unknown statistic or
+            method, or a confidence outside (0, 1).
+    """
+    a, b = _as_pair(a, b)
+    if statistic not in STATISTICS:
+        raise UserError(f"unknown rank statistic {statistic!r}; use one of {', '.join(STATISTICS)}.")
+    if method.lower() not in ("percentile", "bca"):
+        raise UserError(f"unknown bootstrap method {method!r}; use 'percentile' or 'BCa'.")
+    if not 0 < confidence < 1:
+        raise UserError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence}.")
+    if a.size < 3 or n_resamples < 1:
+        return math.nan, math.nan
+    stat = STATISTICS[statistic]  # NaN on a degenerate resample
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():  # degenerate resamples are handled below
+        warnings.simplefilter("ignore")
+        result = scipy.stats.bootstrap((a, b), stat, paired=True, vectorized=True, n_resamples=n_resamples,
+                                       confidence_level=confidence, method="percentile", rng=rng)
+        values = np.asarray(result.bootstrap_distribution, dtype=np.float64)
+        defined = values[np.isfinite(values)]
+        if defined.size < max(1, n_resamples // 2):
+            return math.nan, math.nan
+        if np.ptp(defined) < 1e-12:  # e.g. perfect agreement: every resample says 1 (up to rounding)
+            return float(defined[0]), float(defined[0])
+        kept = dataclasses.replace(result, bootstrap_distribution=defined)
+        methods = ["bca", "percentile"] if method.lower() == "bca" else ["percentile"]
+        for name in methods:
+            interval = scipy.stats.bootstrap((a, b), stat, paired=True, vectorized=True, n_resamples=0,
+                                             confidence_level=confidence, method=name,
+                                             bootstrap_result=kept).confidence_interval
+            if np.isfinite(interval.low) and np.isfinite(interval.high):
+                return float(interval.low), float(interval.high)
+    return math.nan, math.nan
+
+
+def rank_metrics(
+    oneshot: Sequence[float], standalone: Sequence[float], n_resamples: int = 0, seed: int = 0
+) -> RankMetrics:
+    """All three statistics between one-shot and stand-alone scores.
+
+    With `n_resamples` > 0, Kendall tau and Spearman rho also get 95%
+    percentile bootstrap intervals (`bootstrap_ci`).
+    """
     a, b = _as_pair(oneshot, standalone)
+    cis = {f"{name}_ci": bootstrap_ci(a, b, name, n_resamples=n_resamples, seed=seed)
+           for name in STATISTICS} if n_resamples > 0 else {}
     return RankMetrics(
         num_architectures=int(a.size),
         kendall_tau=kendall_tau(a, b),
         spearman_rho=spearman_rho(a, b),
         pairwise_accuracy=pairwise_accuracy(a, b),
+        **cis,
     )

@@ -10,19 +10,30 @@ Stand-alone accuracy is the validation accuracy (§4: "accuracies from
 abbreviated training were computed on the validation sets"), except for runs
 of `retrain --full_train`, which trained on train + validation: for those the
 ranking uses the test split, and the report and `analysis.json` say so.
+
+On a small validation set (300 digits) mean accuracies take few distinct
+values, and a tau over a handful of architectures is then decided by ties.
+Where every retrain line records the loss on that split, the stand-alone
+ranking breaks accuracy ties by the lower mean loss
+(`ground_truth.accuracy_then_loss`, "Deeper insights" §3.1); the report says
+how many distinct stand-alone values and tied pairs remain, and gives tau and
+rho with 95% bootstrap intervals over architectures (`rank_metrics.bootstrap_ci`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis import plots
+from tf_oneshot.analysis.ground_truth import accuracy_then_loss
 from tf_oneshot.analysis.rank_metrics import RankMetrics, kendall_tau, rank_metrics
 from tf_oneshot.analysis.records import (
     Joined,
@@ -45,6 +56,11 @@ PLOTS = {
     "search_progress": "search_progress.png",
 }
 OUTPUTS = (REPORT, ANALYSIS, *PLOTS.values())
+# Bootstrap resamples of the rank statistics' confidence intervals (~0.1 s).
+BOOTSTRAP_RESAMPLES = 2000
+# Mean accuracies are rounded to this many decimals before ranking, so that two
+# equal sets of per-seed accuracies summed in another order still tie.
+DECIMALS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +79,13 @@ class Analysis:
         joined: the Figure 5 points.
         standalone_split: the split stand-alone accuracies come from:
             "validation", or "test" for `retrain --full_train` runs.
+        standalone_losses: architecture -> mean loss on that split over its
+            seeds, where every retrain line records one (else empty).
+        distinct_accuracies: distinct mean stand-alone accuracies.
+        distinct_standalone: distinct values of the ranking measure (accuracy,
+            its ties broken by loss where losses are recorded).
+        tied_pairs: architecture pairs the stand-alone ranking leaves tied.
+        accuracy_kendall_tau: tau against mean accuracy alone, ties and all.
     """
 
     metrics: RankMetrics
@@ -74,6 +97,19 @@ class Analysis:
     report: str
     joined: tuple[Joined, ...]
     standalone_split: str = "validation"
+    standalone_losses: dict[str, float] = dataclasses.field(default_factory=dict)
+    distinct_accuracies: int = 0
+    distinct_standalone: int = 0
+    tied_pairs: int = 0
+    accuracy_kendall_tau: float = math.nan
+
+    @property
+    def standalone_measure(self) -> str:
+        """What ranks the stand-alone results, in words."""
+        split = self.standalone_split
+        if self.standalone_losses:
+            return f"mean {split} accuracy, ties broken by mean {split} loss"
+        return f"mean {split} accuracy"
 
     def to_json(self) -> dict[str, Any]:
         def clean(v: Any) -> Any:
@@ -82,6 +118,11 @@ class Analysis:
         return {
             **self.metrics.to_json(),
             "standalone_split": self.standalone_split,
+            "standalone_measure": self.standalone_measure,
+            "distinct_standalone_accuracies": self.distinct_accuracies,
+            "distinct_standalone_values": self.distinct_standalone,
+            "tied_standalone_pairs": self.tied_pairs,
+            "kendall_tau_accuracy_only": clean(self.accuracy_kendall_tau),
             "num_architectures_scored": self.num_architectures_scored,
             "best_architecture": self.best_architecture,
             "best_oneshot_architecture": self.best_oneshot_architecture,
@@ -95,6 +136,7 @@ class Analysis:
                     "standalone_validation_mean": clean(j.standalone.validation_mean),
                     "standalone_validation_std": clean(j.standalone.validation_std),
                     "standalone_test_mean": clean(j.standalone.test_mean),
+                    "standalone_loss_mean": self.standalone_losses.get(j.architecture),
                     "seeds": list(j.standalone.seeds),
                     "params": j.standalone.params,
                     "flops": j.standalone.flops,
@@ -131,6 +173,40 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def _fmt_ci(interval: tuple[float, float], digits: int = 3) -> str:
+    """A 95% interval as "[low, high]", or "" where undefined."""
+    if any(math.isnan(x) for x in interval):
+        return ""
+    return f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def mean_losses(retrain: list[dict], split: str, architectures: Sequence[str]) -> dict[str, float]:
+    """Mean `{split}_loss` over seeds per architecture; empty unless every line of them records one.
+
+    Retrain lines record the loss beside the accuracy where `retrain` measures
+    it; older files have accuracies only, and then nothing breaks ties.
+    """
+    wanted = set(architectures)
+    losses: dict[str, list[float]] = {a: [] for a in wanted}
+    for r in retrain:
+        if r["architecture"] in wanted:
+            value = r.get(f"{split}_loss")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return {}
+            losses[r["architecture"]].append(float(value))
+    if not wanted or not all(losses.values()):
+        return {}
+    return {a: float(np.mean(v)) for a, v in losses.items()}
+
+
+def _standalone_scores(joined: Sequence[Joined], losses: dict[str, float]) -> np.ndarray:
+    """The stand-alone ranking measure (higher is better): accuracy, its ties broken by loss if known."""
+    accuracy = np.round([j.standalone.accuracy for j in joined], DECIMALS)
+    if not losses:
+        return accuracy
+    return accuracy_then_loss(accuracy, [losses[j.architecture] for j in joined])
 
 
 def analyze(
@@ -173,14 +249,19 @@ def analyze(
     split = standalone_split(retrain)
     oneshot = [j.oneshot_accuracy for j in joined]
     standalone = [j.standalone.accuracy for j in joined]
-    metrics = rank_metrics(oneshot, standalone)
+    losses = mean_losses(retrain, split, [j.architecture for j in joined])
+    scores = _standalone_scores(joined, losses)
+    metrics = rank_metrics(oneshot, scores, n_resamples=BOOTSTRAP_RESAMPLES)
+    tied_pairs = sum(int(x == y) for x, y in itertools.combinations(scores.tolist(), 2))
     if split == "test":
         log("analyze: the retrain runs trained on train + validation (--full_train): stand-alone "
             "accuracies are test accuracies")
     log(
-        f"analyze: {metrics.num_architectures} retrained architectures ({split} accuracy): "
-        f"Kendall tau {_fmt(metrics.kendall_tau)}, Spearman rho {_fmt(metrics.spearman_rho)}, "
-        f"pairwise accuracy {_fmt(metrics.pairwise_accuracy)}"
+        f"analyze: {metrics.num_architectures} retrained architectures ({split} accuracy"
+        f"{f', ties broken by {split} loss' if losses else ''}; {len(set(scores.tolist()))} distinct "
+        f"values, {tied_pairs} tied pairs): Kendall tau {_fmt(metrics.kendall_tau)} "
+        f"{_fmt_ci(metrics.kendall_tau_ci)}, Spearman rho {_fmt(metrics.spearman_rho)} "
+        f"{_fmt_ci(metrics.spearman_rho_ci)}, pairwise accuracy {_fmt(metrics.pairwise_accuracy)}"
     )
 
     path = lambda name: os.path.join(output_dir, PLOTS[name])  # noqa: E731
@@ -192,7 +273,8 @@ def analyze(
             split=split,
             title=(
                 f"One-shot vs stand-alone (n={metrics.num_architectures}): "
-                f"tau={_fmt(metrics.kendall_tau, 2)}, rho={_fmt(metrics.spearman_rho, 2)}"
+                f"tau={_fmt(metrics.kendall_tau, 2)} {_fmt_ci(metrics.kendall_tau_ci, 2)}, "
+                f"rho={_fmt(metrics.spearman_rho, 2)}"
             ),
         )
     kl_tau = None
@@ -231,6 +313,11 @@ def analyze(
         report=os.path.join(output_dir, REPORT),
         joined=tuple(joined),
         standalone_split=split,
+        standalone_losses=losses,
+        distinct_accuracies=len(set(np.round(standalone, DECIMALS).tolist())),
+        distinct_standalone=len(set(scores.tolist())),
+        tied_pairs=tied_pairs,
+        accuracy_kendall_tau=kendall_tau(oneshot, standalone) if joined else math.nan,
     )
     atomic_write_text(analysis.report, render_report(analysis, search_results, retrain_results))
     atomic_write_json(os.path.join(output_dir, ANALYSIS), analysis.to_json())
@@ -253,6 +340,11 @@ def render_report(
     else:
         which = ("Stand-alone accuracy is the validation accuracy averaged over seeds (Bender et al. "
                  "2018, §4.1, Figure 5).")
+    if analysis.standalone_losses:
+        which += (" Architectures tied in accuracy are ranked by their mean loss on the same split "
+                  "(lower first), since a small validation set leaves many accuracies tied.")
+    which += (f" Intervals are 95% percentile bootstrap intervals over architectures "
+              f"({BOOTSTRAP_RESAMPLES} resamples).")
     lines = [
         "# One-shot architecture search: analysis",
         "",
@@ -265,8 +357,14 @@ def render_report(
         "| metric | value |",
         "| --- | --- |",
         f"| architectures retrained | {m.num_architectures} |",
-        f"| Kendall tau | {_fmt(m.kendall_tau)} |",
-        f"| Spearman rho | {_fmt(m.spearman_rho)} |",
+        f"| stand-alone ranking measure | {analysis.standalone_measure} |",
+        f"| distinct stand-alone accuracies / ranking values | {analysis.distinct_accuracies} / "
+        f"{analysis.distinct_standalone} |",
+        f"| tied pairs in the stand-alone ranking | {analysis.tied_pairs} of "
+        f"{m.num_architectures * (m.num_architectures - 1) // 2} |",
+        f"| Kendall tau (95% CI) | {_fmt(m.kendall_tau)} {_fmt_ci(m.kendall_tau_ci)} |",
+        f"| Kendall tau on accuracy alone | {_fmt(analysis.accuracy_kendall_tau)} |",
+        f"| Spearman rho (95% CI) | {_fmt(m.spearman_rho)} {_fmt_ci(m.spearman_rho_ci)} |",
         f"| pairwise accuracy | {_fmt(m.pairwise_accuracy)} |",
         f"| architectures scored with the one-shot model | {analysis.num_architectures_scored} |",
         f"| best architecture (stand-alone) | `{analysis.best_architecture or '-'}` |",
@@ -288,15 +386,16 @@ def render_report(
         lines += [
             "## Retrained architectures",
             "",
-            f"| architecture | one-shot acc. | stand-alone {short} acc. (mean ± std) | test acc. "
-            "| seeds | params | multiply-adds |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| architecture | one-shot acc. | stand-alone {short} acc. (mean ± std) | {short} loss "
+            "| test acc. | seeds | params | multiply-adds |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for j in sorted(analysis.joined, key=lambda j: -j.oneshot_accuracy):
             s = j.standalone
             lines.append(
                 f"| `{j.architecture}` | {j.oneshot_accuracy:.4f} | {s.accuracy:.4f} ± "
-                f"{s.accuracy_std:.4f} | {_fmt(s.test_mean, 4)} | {len(s.seeds)} | "
+                f"{s.accuracy_std:.4f} | {_fmt(analysis.standalone_losses.get(j.architecture), 4)} | "
+                f"{_fmt(s.test_mean, 4)} | {len(s.seeds)} | "
                 f"{s.params:,} | {s.flops:,} |"
             )
     return "\n".join(lines) + "\n"
