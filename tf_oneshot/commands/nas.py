@@ -55,7 +55,9 @@ def run(FLAGS) -> int:
     settings = nas.NasSettings(
         iterations=FLAGS.iterations, steps_per_iteration=FLAGS.steps_per_iteration, pool_size=FLAGS.pool_size,
         algorithm=FLAGS.algorithm, sampler=FLAGS.sampler or "proportional", iteration_mode=FLAGS.iteration_mode,
-        bn_mode=FLAGS.bn_mode, validation_examples=FLAGS.validation_examples,
+        # The pool is scored as NAO-WS does, with batch statistics of the
+        # shared weights, unless --bn_mode asks for SPOS's recalibration.
+        bn_mode=FLAGS.bn_mode or "batch", validation_examples=FLAGS.validation_examples,
     )
     config = TrainConfig(**common_flags.given(FLAGS, NAS_TRAIN_FLAGS))
     constraints = Constraints(**common_flags.given(FLAGS, common_flags.CONSTRAINT_FLAGS))
