@@ -55,7 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The full study's sizes. The network is darts64 narrowed for 8x8 digits
 # (benchmarks/ground_truth_speed.py's setting); every run, stand-alone or
 # one-shot, takes the same --train_steps of batch 64 (two ghost batches).
-FULL = {"seeds": 5, "instances": 3, "train_steps": 60, "finetune_steps": "0,2,5,20", "group_copies": 4,
+FULL = {"seeds": 5, "instances": 3, "train_steps": 60, "finetune_steps": "0,5,20", "group_copies": 4,
         "filters": 8, "stem_filters": 16, "num_cells": 2, "batch_size": 64, "ghost_batch_size": 32,
         "snapshots": 8, "checkpoint_every": 3, "validation_examples": None}
 # --quick: the same pipeline at a tiny size, to check the script (the ground truth still covers all 64 children).
@@ -90,6 +90,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint_every", type=int, help="steps between those checkpoints")
     parser.add_argument("--validation_examples", type=int, help="examples the one-shot scorer uses (default all)")
     parser.add_argument("--jobs", type=int, default=2, help="commands run at once (one per core)")
+    parser.add_argument("--table_only", action="store_true", help="run nothing: the table of what --output_dir "
+                        "holds (a stopped study: the finished stages)")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -313,7 +315,7 @@ def _row(rows: Sequence[dict], prefix: str) -> dict:
     return next(r for r in rows if r["name"].startswith(prefix))
 
 
-def finetune_rows(truth, curves: Sequence[dict]) -> list[dict]:
+def finetune_rows(truth, curves: Sequence[dict], note: str = "") -> list[dict]:
     """Fine-tuned instances' rows, one per n: their rankings judged against the ground truth as any instance's."""
     import numpy as np
 
@@ -324,37 +326,46 @@ def finetune_rows(truth, curves: Sequence[dict]) -> list[dict]:
     for i, n in enumerate(curves[0]["steps"]):
         rankings = np.stack([metrics.accuracy_then_loss(c["validation_accuracy"][i], c["validation_loss"][i])
                              for c in curves])
-        rows.append(insights.ranking_row(f"  + fine-tuned n={n}", rankings, truth))
+        rows.append(insights.ranking_row(f"  + fine-tuned n={n}{note}", rankings, truth))
     return rows
 
 
 def collect_rows(args: argparse.Namespace) -> tuple[list[dict], float | None]:
-    """The table's rows (dicts in `analysis.insights.ranking_row`'s keys) and the noise ceiling."""
+    """The table's rows (dicts in `analysis.insights.ranking_row`'s keys) and the noise ceiling.
+
+    A stage not finished (a study stopped early, `--table_only`) leaves its rows out.
+    """
     from tf_oneshot.analysis import insights
 
     p = paths(args)
     gt = insights.read_ground_truth(p["gt"])
     truth = gt.scores("accuracy_then_loss")
-    with open(os.path.join(p["insights_full"], insights.JSON_FILE)) as f:
-        full = json.load(f)
-    with open(os.path.join(p["insights_group"], insights.JSON_FILE)) as f:
-        group = json.load(f)
-    children = list(gt.children)
-    curves = []
-    for i in range(args.instances):
-        with open(os.path.join(p["finetune"], f"seed{i}", "finetune_gt_tau.json")) as f:
-            curve = json.load(f)
-        if curve["children"] != children:
-            raise ValueError(f"fine-tuning curve {i} orders the children otherwise than the ground truth")
-        curves.append(curve)
-    rows = [dict(_row(full["rows"], "Ground truth"), name="Ground truth (each seed vs the mean)"),
+    rows = [dict(insights.ground_truth_row(gt, truth), name="Ground truth (each seed vs the mean)"),
             {"name": "Ground truth, split-half noise ceiling", "gt_tau_mean": gt.noise_ceiling},
-            dict(_row(full["rows"], "Random rank"), name="Random rank (10 rankings)"),
-            dict(_row(full["rows"], "Instances"), name=f"Full sharing, {args.instances} instances (diff. seeds)"),
-            *finetune_rows(truth, curves),
-            dict(_row(group["rows"], "Instances"),
-                 name=f"Group sharing by similarity, m={args.group_copies}, {args.instances} instances")]
+            dict(insights.random_row(truth), name="Random rank (10 rankings)")]
+    full = _read(os.path.join(p["insights_full"], insights.JSON_FILE))
+    if full:
+        rows.append(dict(_row(full["rows"], "Instances"),
+                         name=f"Full sharing, {args.instances} instances (diff. seeds)"))
+    curves = [_read(os.path.join(p["finetune"], f"seed{i}", "finetune_gt_tau.json")) for i in range(args.instances)]
+    curves = [c for c in curves if c]
+    for i, curve in enumerate(curves):
+        if curve["children"] != list(gt.children):
+            raise ValueError(f"fine-tuning curve {i} orders the children otherwise than the ground truth")
+    if curves:
+        rows += finetune_rows(truth, curves, "" if len(curves) == args.instances else f" ({len(curves)} instances)")
+    group = _read(os.path.join(p["insights_group"], insights.JSON_FILE))
+    if group:
+        rows.append(dict(_row(group["rows"], "Instances"),
+                         name=f"Group sharing by similarity, m={args.group_copies}, {args.instances} instances"))
     return rows, gt.noise_ceiling
+
+
+def _read(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _cell(row: dict, key: str, std: str | None = None, digits: int = 3) -> str:
@@ -386,20 +397,17 @@ def format_table(rows: Sequence[dict], ceiling: float | None, k: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_finetune(curves_dir: str, instances: int, ceiling: float | None, oneshot: float | None, path: str) -> str:
+def plot_finetune(curves: Sequence[dict], ceiling: float | None, oneshot: float | None, path: str) -> str:
     """Figure 4c/d over instances: GT-Tau against fine-tuning steps n, each instance and their mean."""
     import numpy as np
 
     from tf_oneshot.analysis.plots import _figure, _save
 
     fig, ax = _figure((800, 500))
-    taus = []
-    for i in range(instances):
-        with open(os.path.join(curves_dir, f"seed{i}", "finetune_gt_tau.json")) as f:
-            curve = json.load(f)
-        taus.append(curve["gt_tau"])
+    for i, curve in enumerate(curves):
         ax.plot(curve["steps"], curve["gt_tau"], "o-", alpha=0.35, label=f"instance seed {i}")
-    ax.plot(curve["steps"], np.mean(taus, axis=0), "o-", color="black", linewidth=2, label="mean over instances")
+    ax.plot(curves[0]["steps"], np.mean([c["gt_tau"] for c in curves], axis=0), "o-", color="black", linewidth=2,
+            label="mean over instances")
     if ceiling is not None:
         ax.axhline(ceiling, color="tab:green", linestyle="--", label="ground-truth noise ceiling")
     if oneshot is not None:
@@ -412,14 +420,16 @@ def plot_finetune(curves_dir: str, instances: int, ceiling: float | None, onesho
 
 
 def figures(args: argparse.Namespace, rows: Sequence[dict], ceiling: float | None) -> list[str]:
-    """The figures the commands drew, and the combined Figure 4."""
+    """The figures the commands drew, and the combined Figure 4 (of the finished curves)."""
     p = paths(args)
-    oneshot = next(r["gt_tau_mean"] for r in rows if r["name"].startswith("Full sharing"))
-    out = [plot_finetune(p["finetune"], args.instances, ceiling, oneshot,
-                         os.path.join(args.output_dir, "figure4_finetune.png"))]
+    oneshot = next((r["gt_tau_mean"] for r in rows if r["name"].startswith("Full sharing")), None)
+    curve_paths = [os.path.join(p["finetune"], f"seed{i}", "finetune_gt_tau") for i in range(args.instances)]
+    curves = [c for c in (_read(f + ".json") for f in curve_paths) if c]
+    out = [plot_finetune(curves, ceiling, oneshot, os.path.join(args.output_dir, "figure4_finetune.png"))] if curves else []
     for key in ("insights_full", "insights_group"):
-        out += sorted(os.path.join(p[key], f) for f in os.listdir(p[key]) if f.endswith(".png"))
-    out += [os.path.join(p["finetune"], f"seed{i}", "finetune_gt_tau.png") for i in range(args.instances)]
+        if os.path.isdir(p[key]):
+            out += sorted(os.path.join(p[key], f) for f in os.listdir(p[key]) if f.endswith(".png"))
+    out += [f + ".png" for f in curve_paths]
     return [f for f in out if os.path.exists(f)]
 
 
@@ -434,8 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"run; ground truth 64 x {args.seeds} seeds; {args.instances} instances each of full sharing and of "
           f"group sharing (m={args.group_copies}); fine-tuning n={args.finetune_steps}; {args.jobs} jobs at once; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    times = run_jobs(build_jobs(args), args.jobs, os.path.join(args.output_dir, "logs"),
-                     log=lambda s: print(s, flush=True))
+    times = {} if args.table_only else run_jobs(build_jobs(args), args.jobs, os.path.join(args.output_dir, "logs"),
+                                                log=lambda s: print(s, flush=True))
     timings_path = os.path.join(args.output_dir, TIMINGS_FILE)
     if os.path.exists(timings_path):  # a resumed study: keep the times of jobs done before
         with open(timings_path) as f:
@@ -449,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(os.path.join(args.output_dir, TABLE_FILE), text)
     atomic_write_json(os.path.join(args.output_dir, "table.json"), {"rows": rows, "noise_ceiling": ceiling})
     print("\n" + text)
-    for stage, t in stages.items():
+    order = ("ground truth", "full sharing", "group sharing", "fine-tuning", "insights")
+    for stage, t in sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         print(f"  {stage:<14} {t['wall_seconds'] / 60:6.1f} min wall, {t['job_seconds'] / 60:6.1f} min of jobs")
     print(f"  this invocation: {(time.time() - tic) / 60:.1f} min wall (load average now {os.getloadavg()[0]:.1f})")
     print("figures:\n" + "\n".join(f"  {f}" for f in figures(args, rows, ceiling)))
