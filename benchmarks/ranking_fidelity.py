@@ -79,6 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, help="ground-truth seeds per child (>= 4 for the noise ceiling)")
     parser.add_argument("--instances", type=int, help="one-shot runs per sharing mode (>= 2 for S-Tau)")
     parser.add_argument("--train_steps", type=int, help="steps of every run, stand-alone and one-shot (§3.1)")
+    parser.add_argument("--supernet_steps", type=int, help="steps of the one-shot runs (default: --train_steps, "
+                        "§3.1's same setting; more is the lever this study measures beside it)")
     parser.add_argument("--finetune_steps", help="fine-tuning mini-batch counts, comma-separated (Figure 4)")
     parser.add_argument("--group_copies", type=int, help="m of group sharing by similarity (§4.2.2)")
     parser.add_argument("--filters", type=int)
@@ -103,9 +105,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     problems = [f"--{k} must be >= {low}" for k, low in (("seeds", 2), ("instances", 2), ("train_steps", 1),
                                                           ("group_copies", 2), ("snapshots", 1), ("jobs", 1))
                 if getattr(args, k) < low]
-    if args.snapshots * args.checkpoint_every > args.train_steps:
+    if args.supernet_steps is None:
+        args.supernet_steps = args.train_steps
+    if args.snapshots * args.checkpoint_every > args.supernet_steps:
         problems.append(f"--snapshots={args.snapshots} x --checkpoint_every={args.checkpoint_every} exceeds "
-                        f"--train_steps={args.train_steps}")
+                        f"--supernet_steps={args.supernet_steps}")
     if not args.finetune_steps or min(args.finetune_steps) < 0:
         problems.append("--finetune_steps needs mini-batch counts >= 0")
     if problems:
@@ -115,7 +119,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-SIZE_KEYS = ("seeds", "instances", "train_steps", "finetune_steps", "group_copies", "filters", "stem_filters",
+SIZE_KEYS = ("seeds", "instances", "train_steps", "supernet_steps", "finetune_steps", "group_copies", "filters", "stem_filters",
              "num_cells", "batch_size", "ghost_batch_size", "snapshots", "checkpoint_every", "validation_examples")
 
 
@@ -127,6 +131,7 @@ def check_output_dir(args: argparse.Namespace) -> None:
     if os.path.exists(path):
         with open(path) as f:
             before = json.load(f)
+        before.setdefault("supernet_steps", before.get("train_steps"))  # recorded before the flag existed
         changed = [f"--{k}={sizes[k]} (there: {before.get(k)})" for k in SIZE_KEYS if before.get(k) != sizes[k]]
         if changed:
             sys.exit(f"{args.output_dir} holds a study of other sizes: {', '.join(changed)}; pass another "
@@ -138,11 +143,11 @@ def check_output_dir(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------ the jobs
-def training_flags(args: argparse.Namespace) -> list[str]:
+def training_flags(args: argparse.Namespace, steps: int | None = None) -> list[str]:
     """The setting shared by the ground truth and every one-shot run (§3.1: "the same setting")."""
     return ["--dataset=digits", "--space=darts64", f"--filters={args.filters}", f"--num_cells={args.num_cells}",
             f"--space_args=stem_filters={args.stem_filters}", f"--batch_size={args.batch_size}",
-            f"--ghost_batch_size={args.ghost_batch_size}", f"--train_steps={args.train_steps}"]
+            f"--ghost_batch_size={args.ghost_batch_size}", f"--train_steps={steps or args.train_steps}"]
 
 
 @dataclasses.dataclass
@@ -203,8 +208,8 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
             runs[mode].append(model_dir)
             stage = "full sharing" if mode == "full" else "group sharing"
             jobs.append(Job(f"train {mode} seed {i}", stage,
-                            ["train", *common, *snapshot_flags, *sharing[mode], f"--seed={i}", "--order_seed=0",
-                             f"--model_dir={model_dir}"], _trained(model_dir, args.train_steps)))
+                            ["train", *training_flags(args, args.supernet_steps), *snapshot_flags, *sharing[mode], f"--seed={i}", "--order_seed=0",
+                             f"--model_dir={model_dir}"], _trained(model_dir, args.supernet_steps)))
     steps = ",".join(map(str, args.finetune_steps))
     for i, model_dir in enumerate(runs["full"]):
         target = os.path.join(p["finetune"], f"seed{i}")
@@ -441,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tic = time.time()
     print(f"ranking fidelity study -> {args.output_dir}: darts64 on digits (F={args.filters}, stem "
           f"{args.stem_filters}, {args.num_cells} cells), {args.train_steps} steps of batch {args.batch_size} per "
-          f"run; ground truth 64 x {args.seeds} seeds; {args.instances} instances each of full sharing and of "
+          f"stand-alone run, {args.supernet_steps} per one-shot run; ground truth 64 x {args.seeds} seeds; {args.instances} instances each of full sharing and of "
           f"group sharing (m={args.group_copies}); fine-tuning n={args.finetune_steps}; {args.jobs} jobs at once; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     times = {} if args.table_only else run_jobs(build_jobs(args), args.jobs, os.path.join(args.output_dir, "logs"),

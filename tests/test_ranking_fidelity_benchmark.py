@@ -53,6 +53,10 @@ def test_jobs_share_the_setting_and_wait_for_their_inputs(tmp_path):
         assert all(flag in job.argv for flag in common), job.name
     group = [j for j in jobs if "--sharing=group" in j.argv]
     assert len(group) == args.instances and all("--sharing_grouping=similarity" in j.argv for j in group)
+    longer = rf.build_jobs(rf.parse_args(["--quick", f"--output_dir={tmp_path}", "--supernet_steps=60"]))
+    steps = {j.name: [a for a in j.argv if a.startswith("--train_steps=")] for j in longer}
+    assert all(steps[j.name] == ["--train_steps=60"] for j in longer if j.argv[0] == "train")
+    assert steps["groundtruth shard 0/2"] == [f"--train_steps={args.train_steps}"]
 
 
 def _curve(accuracy, loss, steps):
