@@ -83,7 +83,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shutil
 import signal
@@ -419,13 +418,9 @@ def _read(path: str) -> dict | None:
 
 
 def _cell(row: dict, key: str, std: str | None = None, digits: int = 3) -> str:
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    text = f"{value:.{digits}f}"
-    if std and row.get(std) is not None:
-        text += f" ± {row[std]:.{digits}f}"
-    return text
+    from tf_oneshot.analysis.insights import format_cell
+
+    return format_cell(row, key, std, digits)
 
 
 def format_table(rows: Sequence[dict], ceiling: float | None, k: int) -> str:

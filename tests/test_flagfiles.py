@@ -105,7 +105,7 @@ def test_spos_demo_runs_spos_pipeline_on_digits():
     train = demo.train
     assert (train.space, train.dataset, train.sampler) == ("spos_blocks", "digits", None)  # the space's uniform
     assert train.num_ghosts == 1  # one path per step (SPOS §3.2)
-    assert train.train_steps * train.batch_size <= 50_000  # minutes on a laptop CPU
+    assert train.train_steps * train.batch_size <= 200_000  # minutes on a laptop CPU (about 1,000 images/s)
     assert demo.constraints.max_flops == train.max_flops and demo.constraints.active
     assert demo.retrain_select == "best" and demo.num_evolution > 0
     space = train.make_space((8, 8, 1), 10)
@@ -175,8 +175,10 @@ def test_strategy_and_precision_choices_are_accepted(name):
 @pytest.mark.parametrize("name", [*TRAIN_FLAGFILES, "spos_demo.flags"])
 def test_the_learning_rate_schedule_is_explicit_and_its_choice_explained(name):
     text = (FLAGS_DIR / name).read_text()
-    assert "\n--lr_schedule=cosine\n" in text
+    # Bender et al. are silent on decay (cosine, explained); SPOS follows ShuffleNetV2's linear decay.
+    schedule = "linear" if name.startswith("spos_") else "cosine"
+    assert f"\n--lr_schedule={schedule}\n" in text
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
-    assert "silent" in header and "cosine" in header
+    assert "silent" in header and schedule in header
     config = parse_demo(name).train if name == "spos_demo.flags" else parse(name)[1]
-    assert config.lr_schedule == "cosine"
+    assert config.lr_schedule == schedule

@@ -265,3 +265,28 @@ def test_config_checkpoint_and_keras_file_round_trips(tmp_path):
     images = _images(3, seed=6)
     np.testing.assert_allclose(loaded(images, training=False), model(images, training=False), atol=1e-6)
     assert loaded.count_params() == TINY.count(TINY.parse("7/3/x")).params
+
+
+@pytest.mark.slow
+def test_uniform_supernet_learns(tmp_path):
+    """SPOS §3.2: uniform single-path training learns, if slowly at this scale.
+
+    Measured on the digits: one fixed path reaches 0.88 in 100 steps, while the
+    4^4-path supernet below is at 0.40 after 600 steps (the ten-block demo
+    supernet at 0.39 after 3,000): every block's candidates start as unrelated
+    functions, and the shared layers after them learn only once they agree.
+    """
+    from tf_oneshot import samplers, trainer
+    from tf_oneshot.config import TrainConfig
+
+    steps = 600
+    config = TrainConfig(space="spos_blocks", space_args="width_multiplier=0.5,stage_blocks=1:1:1:1",
+                         dataset="digits", batch_size=64, ghost_batch_size=64, train_steps=steps,
+                         learning_rate=0.05, momentum=0.9, weight_decay=4e-5, log_every=100,
+                         checkpoint_every=steps)
+    space = config.make_space((8, 8, 1), 10)
+    sampler = samplers.UniformSampler(space, seed=0, total_steps=steps)
+    result = trainer.train(config, str(tmp_path / "run"), sampler=sampler, log=lambda s: None)
+    # Chance: loss ln(10) = 2.30, accuracy 0.1. Measured: loss 1.64, sampled paths 0.41.
+    assert result["loss"] < 2.0
+    assert result["val_accuracy_of"] == "4 sampled architectures" and result["val_accuracy"] > 0.25

@@ -153,3 +153,45 @@ def test_cli_space_json(capsys):
     assert set(summary) >= {"size", "oneshot_params", "oneshot_flops", "example"}
     assert cli.main(["tf-oneshot", "space", "--json", "--filters=32", "--num_cells=6"]) == 0
     assert json.loads(capsys.readouterr().out)["oneshot_params"] == 4_789_610
+
+
+@pytest.mark.slow
+def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(tmp_path):
+    """SPOS §3.2: a supernet trained one path at a time never trains its all-on network."""
+    from tf_oneshot import samplers
+
+    config = TrainConfig(space="spos_blocks", space_args="width_multiplier=0.5,stage_blocks=1:1:1:1",
+                         dataset="digits", batch_size=64, ghost_batch_size=64, train_steps=80,
+                         checkpoint_every=80, log_every=40, learning_rate=0.05, eval_batches=4)
+    space = config.make_space((8, 8, 1), 10)
+    path = space.parse("7/7/7/7")
+    sampler = samplers.UniformSampler(space, seed=0, total_steps=80, pool=[path])
+    logs = []
+    result = trainer.train(config, str(tmp_path / "run"), sampler=sampler, log=logs.append)
+    model = trainer.load_oneshot(str(tmp_path / "run")).model
+    all_on = trainer.evaluate_all_on(model, space, config)
+    assert result["val_accuracy_of"] == "4 sampled architectures"
+    assert any("4 sampled architectures validation accuracy" in line for line in logs)
+    # Every draw is the trained path: its accuracy, far above the untrained all-on network's.
+    assert result["val_accuracy"] > 0.5 > all_on + 0.2
+    assert result["val_accuracy"] == pytest.approx(
+        trainer.evaluate_all_on(model, space, config, masks={k: v[0] for k, v in space.encode_batch([path]).items()}))
+
+
+@pytest.mark.parametrize("schedule,halfway", [("cosine", 0.5), ("linear", 0.5), ("constant", 1.0)])
+def test_learning_rate_schedules_decay_to_zero_at_the_last_step(schedule, halfway):
+    """Bender et al. §4.1 (cosine); ShuffleNetV2, whose settings SPOS §4 trains with (linear)."""
+    from tf_oneshot import retrain
+
+    config = TrainConfig(learning_rate=0.4, train_steps=100, lr_schedule=schedule)
+    rate = trainer.learning_rate_schedule(config)
+    got = [float(rate(tf.constant(s))) for s in (0, 25, 50, 100)]
+    end = 0.4 if schedule == "constant" else 0.0
+    assert got[0] == pytest.approx(0.4) and got[2] == pytest.approx(0.4 * halfway) and got[3] == pytest.approx(end)
+    if schedule == "linear":
+        assert got[1] == pytest.approx(0.3)  # a straight line, where cosine would give 0.341
+    retrained = retrain._learning_rate(config)  # the stand-alone runs decay the same way
+    assert (retrained if schedule == "constant" else float(retrained(50))) == pytest.approx(0.4 * halfway)
+    # An independent segment (NAO-V2 §4.3) restarts the decay at its own start.
+    segment = trainer.Segment(start=50, end=100, independent=True)
+    assert float(trainer.learning_rate_schedule(config, segment)(tf.constant(75))) == pytest.approx(0.4 * halfway)

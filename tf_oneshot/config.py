@@ -26,7 +26,7 @@ CONSTRAINT_FIELDS = ("min_params", "max_params", "min_flops", "max_flops", "min_
                      "min_latency_ms", "max_latency_ms", "latency_table")
 DROPOUT_SCHEDULES = ("linear", "constant")
 ALL_DROPPED_RULES = ("zero", "keep_one")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "linear", "constant")
 
 
 @dataclasses.dataclass(frozen=True)

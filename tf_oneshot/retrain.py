@@ -53,6 +53,7 @@ from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.preemption import Preempted
 from tf_oneshot.search_spaces import SearchSpace
 from tf_oneshot.tasks import StandaloneTask, evaluation_sums
+from tf_oneshot.trainer import decay_schedule
 
 RECORD_KIND = "tf_oneshot.retrain"
 # Settings that must agree between the lines of one results file: a rerun
@@ -170,9 +171,7 @@ def select_candidates(
 
 # ------------------------------------------------------------------ training
 def _learning_rate(config: TrainConfig) -> Any:
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.train_steps)
-    return config.learning_rate
+    return decay_schedule(config.learning_rate, config.train_steps, config.lr_schedule) or config.learning_rate
 
 
 def _eval_batch(num_examples: int, multiple: int) -> int:

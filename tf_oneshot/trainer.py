@@ -36,7 +36,11 @@ from tf_oneshot.preemption import Preemption
 from tf_oneshot.samplers import ArchitectureSampler, Sampler, make_sampler
 from tf_oneshot.tasks import TOTALS, OneShotTask, accuracy_sums
 
-__all__ = ["LoadedOneShot", "Segment", "build_oneshot", "evaluate_all_on", "load_oneshot", "make_run_sampler",
+# Architectures whose mean accuracy summarizes a single-path supernet at the end of training.
+SAMPLED_ARCHITECTURES = 4
+SAMPLED_ARCHITECTURES_STREAM = 7_919  # their draws' own random stream, apart from training's
+
+__all__ = ["LoadedOneShot", "Segment", "build_oneshot", "evaluate_all_on", "evaluate_sampled", "load_oneshot", "make_run_sampler",
            "read_model_dir", "train"]
 
 
@@ -60,18 +64,31 @@ class Segment:
 
 
 # ------------------------------------------------------------------ building
+def decay_schedule(rate: float, steps: int, schedule: str) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """`rate` decayed to 0 over `steps`, or None for "constant".
+
+    "cosine": Bender et al. 2018, §4.1. "linear": ShuffleNetV2's schedule,
+    which SPOS (§4, "the same settings as [ShuffleNetV2]") trains with.
+    """
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, steps)
+    if schedule == "linear":
+        return keras.optimizers.schedules.PolynomialDecay(rate, steps, end_learning_rate=0.0, power=1.0)
+    return None
+
+
 def learning_rate_schedule(config: TrainConfig, segment: Segment | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
     """Learning rate as a function of the global step (§4.1: 0.1 to start).
 
-    With an independent `segment`, the cosine cycle is the segment's own
-    (NAO-V2 §4.3, Fig. 2a): it starts at `segment.start` from the full rate.
+    With an independent `segment`, the decay is the segment's own (NAO-V2
+    §4.3, Fig. 2a): it starts at `segment.start` from the full rate.
     """
-    if config.lr_schedule != "cosine":
+    independent = segment is not None and segment.independent
+    steps = segment.end - segment.start if independent else config.train_steps
+    decay = decay_schedule(config.learning_rate, steps, config.lr_schedule)
+    if decay is None:
         return lambda step: tf.constant(config.learning_rate, tf.float32)
-    if segment is None or not segment.independent:
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.train_steps)
-    cosine = keras.optimizers.schedules.CosineDecay(config.learning_rate, segment.end - segment.start)
-    return lambda step: cosine(step - segment.start)
+    return (lambda step: decay(step - segment.start)) if independent else decay
 
 
 def reset_slots(optimizer: keras.optimizers.Optimizer) -> None:
@@ -201,7 +218,8 @@ def train(
 
     Returns:
         A dict with the final `step`, training `loss` and `accuracy` of the last
-        logging window, all-on `val_accuracy` (when training completed), and
+        logging window, `val_accuracy` (all-on, or of sampled architectures for a
+        single-path sampler; when training completed) with `val_accuracy_of`, and
         `preempted`.
 
     Raises:
@@ -324,9 +342,15 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
             if not result["preempted"]:
                 checkpoints.save(step)
             if not result["preempted"] and segment is None:
-                result["val_accuracy"] = evaluate_all_on(model, space, config, strategy=strategy)
-                tf.summary.scalar("validation/all_on_accuracy", result["val_accuracy"], step=step)
-                log(f"step {step}: all-on validation accuracy {result['val_accuracy']:.4f}")
+                if isinstance(sampler, ArchitectureSampler):
+                    result["val_accuracy"] = evaluate_sampled(model, space, sampler, config, strategy=strategy)
+                    result["val_accuracy_of"] = f"{SAMPLED_ARCHITECTURES} sampled architectures"
+                    tf.summary.scalar("validation/sampled_accuracy", result["val_accuracy"], step=step)
+                else:
+                    result["val_accuracy"] = evaluate_all_on(model, space, config, strategy=strategy)
+                    result["val_accuracy_of"] = "all-on"
+                    tf.summary.scalar("validation/all_on_accuracy", result["val_accuracy"], step=step)
+                log(f"step {step}: {result['val_accuracy_of']} validation accuracy {result['val_accuracy']:.4f}")
         writer.flush()
     finally:
         checkpoints.close()
@@ -400,11 +424,14 @@ def evaluate_all_on(
     config: TrainConfig,
     batches: int | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    masks: dict[str, np.ndarray] | None = None,
 ) -> float:
     """Validation accuracy of the all-on network, batch statistics on the fly (§3.2).
 
     Runs through the strategy loop like training, so it also works where
     variables live on TPU; each replica scores whole ghost batches.
+    `masks` (one architecture's, without the ghost axis) scores that
+    architecture instead.
     """
     strategy = strategy or tf.distribute.get_strategy()
     info = data.dataset_info(config.dataset, config.data_dir)
@@ -415,7 +442,7 @@ def evaluate_all_on(
             f"the {info.num_examples['validation']} validation examples of {config.dataset} are fewer "
             f"than one ghost batch per replica ({unit}); use a smaller --ghost_batch_size."
         )
-    masks = _tile(space.all_on_masks(), batch // unit)
+    masks = _tile(space.all_on_masks() if masks is None else masks, batch // unit)
 
     def dataset_fn(context):
         return data.make_dataset(config.dataset, "validation", batch, training=False,
@@ -430,3 +457,27 @@ def evaluate_all_on(
         max_batches=batches or config.eval_batches, compiled=False,
     )
     return float(totals[0] / max(totals[1], 1))
+
+
+def evaluate_sampled(
+    model,
+    space,
+    sampler: ArchitectureSampler,
+    config: TrainConfig,
+    count: int = SAMPLED_ARCHITECTURES,
+    strategy: tf.distribute.Strategy | None = None,
+) -> float:
+    """Mean validation accuracy of `count` architectures drawn by the training sampler, batch statistics.
+
+    A supernet trained one path at a time (SPOS §3.2, NAO-V2 §4.2) never
+    trains its all-on network, whose accuracy then says nothing about it (a
+    spos_blocks path trained to 0.88 scored 0.105 all on); the paths it
+    trained do. The draws are fixed by the run's seed.
+    """
+    rng = np.random.default_rng([config.seed, SAMPLED_ARCHITECTURES_STREAM])
+    accuracies = []
+    for _ in range(count):
+        masks = space.encode_batch([sampler.draw(rng)])
+        accuracies.append(evaluate_all_on(model, space, config, strategy=strategy,
+                                          masks={k: np.asarray(v[0], np.float32) for k, v in masks.items()}))
+    return float(np.mean(accuracies))

@@ -299,7 +299,8 @@ def s_tau_progress(instances: Sequence[Instance]) -> dict[str, list]:
     return {"steps": common, "s_tau": values}
 
 
-def _cell(row: Mapping[str, Any], key: str, std: str | None = None, digits: int = 4) -> str:
+def format_cell(row: Mapping[str, Any], key: str, std: str | None = None, digits: int = 4) -> str:
+    """`row[key]` (± `row[std]`) to `digits` decimals, "-" where missing or NaN."""
     value = row.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -315,15 +316,15 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines = [f"Ranking fidelity (\"Deeper insights\", Tables 1-3); children ranked by {result['rank_by']}", ""]
     table = [["", *header]]
     for row in result["rows"]:
-        table.append([row["name"], str(row.get("rankings", "-")), _cell(row, "s_tau"), _cell(row, "max_tau"),
-                      _cell(row, "min_tau"), _cell(row, "gt_tau_mean", "gt_tau_std"),
-                      _cell(row, "t1r_mean", "t1r_std", 2), _cell(row, "t3r_mean", "t3r_std", 2),
-                      _cell(row, "gt_tau_mean_k", "gt_tau_mean_k_std"),
-                      _cell(row, "gt_tau_std_k", "gt_tau_std_k_std")])
+        table.append([row["name"], str(row.get("rankings", "-")), format_cell(row, "s_tau"), format_cell(row, "max_tau"),
+                      format_cell(row, "min_tau"), format_cell(row, "gt_tau_mean", "gt_tau_std"),
+                      format_cell(row, "t1r_mean", "t1r_std", 2), format_cell(row, "t3r_mean", "t3r_std", 2),
+                      format_cell(row, "gt_tau_mean_k", "gt_tau_mean_k_std"),
+                      format_cell(row, "gt_tau_std_k", "gt_tau_std_k_std")])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     ceiling = next((r.get("noise_ceiling") for r in result["rows"] if r["name"] == "Ground truth"), None)
-    lines += ["", f"ground-truth noise ceiling (split-half Kendall tau): {_cell({'c': ceiling}, 'c')}"]
+    lines += ["", f"ground-truth noise ceiling (split-half Kendall tau): {format_cell({'c': ceiling}, 'c')}"]
     for source, pruned in result.get("pruning", {}).items():
         survivors = ", ".join(f"top-{n}: {v['kept']}/{v['top']}" for n, v in pruned["top_n_survivors"].items())
         lines.append(f"pruning q={pruned['fraction']:g} by median rank over {source}: keeps {pruned['kept']} of "

@@ -16,7 +16,7 @@ flags.DEFINE_float("dropout_rate", None, "r: per-path drop probability at the en
 flags.DEFINE_string("dropout_schedule", None, "linear (ramped from 0, §4.1) or constant (Fig. 4).")
 flags.DEFINE_string("all_dropped", None, "When all paths of a node drop: zero (paper) or keep_one.")
 flags.DEFINE_float("learning_rate", None, "Initial learning rate (0.1 in §4.1).")
-flags.DEFINE_string("lr_schedule", None, "cosine or constant.")
+flags.DEFINE_string("lr_schedule", None, "cosine (Bender et al.), linear (ShuffleNetV2 and SPOS) or constant.")
 flags.DEFINE_float("momentum", None, "Nesterov momentum (0.9 in §4.1).")
 flags.DEFINE_float("weight_decay", None, "L2 coefficient, applied to active paths only (§3.2).")
 flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (a loop inside tf.function).")
