@@ -84,7 +84,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -203,7 +202,6 @@ class Job:
     argv: list[str]
     done: Callable[[], bool]
     after: tuple[str, ...] = ()
-    prepare: Callable[[], None] | None = None
 
 
 def _trained(model_dir: str, steps: int) -> Callable[[], bool]:
@@ -224,7 +222,7 @@ def paths(args: argparse.Namespace) -> dict[str, str]:
     out = args.output_dir
     return {"gt": os.path.join(out, "ground_truth"), "full": os.path.join(out, "full_sharing"),
             "group": os.path.join(out, f"group_similarity_m{args.group_copies}"),
-            "finetune": os.path.join(out, "finetune"), "insights_full": os.path.join(out, "insights_full"),
+            "insights_full": os.path.join(out, "insights_full"),
             "insights_group": os.path.join(out, "insights_group")}
 
 
@@ -256,12 +254,10 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
                              f"--model_dir={model_dir}"], _trained(model_dir, args.supernet_steps)))
     steps = ",".join(map(str, args.finetune_steps))
     for i, model_dir in enumerate(runs["full"]):
-        target = os.path.join(p["finetune"], f"seed{i}")
         jobs.append(Job(f"finetune seed {i}", "fine-tuning",
-                        ["groundtruth", f"--finetune_curve={steps}", f"--model_dir={model_dir}", f"--output={target}"],
-                        _exists(os.path.join(target, "finetune_gt_tau.json")),
-                        after=("groundtruth merge", f"train full seed {i}"),
-                        prepare=lambda target=target: _copy_summary(summary, target)))
+                        ["groundtruth", f"--finetune_curve={steps}", f"--model_dir={model_dir}", f"--output={p['gt']}"],
+                        _exists(_curve(model_dir) + ".json"),
+                        after=("groundtruth merge", f"train full seed {i}")))
     for mode in ("full", "group"):
         extra = [f"--validation_examples={args.validation_examples}"] if args.validation_examples else []
         jobs.append(Job(f"insights {mode}", "insights",
@@ -273,12 +269,9 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-def _copy_summary(summary: str, target: str) -> None:
-    """`groundtruth --finetune_curve` reads the summary from, and writes its curve to, one --output dir."""
-    os.makedirs(target, exist_ok=True)
-    tmp = os.path.join(target, "ground_truth.json.tmp")
-    shutil.copyfile(summary, tmp)
-    os.replace(tmp, os.path.join(target, "ground_truth.json"))
+def _curve(model_dir: str) -> str:
+    """Where `groundtruth --finetune_curve` writes a supernet's Figure 4 curve (without extension)."""
+    return os.path.join(model_dir, "finetune_gt_tau")
 
 
 def run_jobs(jobs: Sequence[Job], parallel: int, log_dir: str, log: Callable[[str], None] = print) -> dict:
@@ -323,8 +316,6 @@ def _loop(pending: list[Job], running: dict, finished: set[str], times: dict, pa
                 if job.done():  # e.g. the last shard wrote the summary the merge would write
                     finished.add(job.name)
                     continue
-                if job.prepare:
-                    job.prepare()
                 path = os.path.join(log_dir, job.name.replace(" ", "_").replace("/", "-") + ".log")
                 handle = open(path, "a")
                 proc = subprocess.Popen([sys.executable, "-m", "tf_oneshot", *job.argv], cwd=ROOT, env=env,
@@ -396,7 +387,7 @@ def collect_rows(args: argparse.Namespace) -> tuple[list[dict], float | None]:
     if full:
         rows.append(dict(_row(full["rows"], "Instances"),
                          name=f"Full sharing, {args.instances} instances (diff. seeds)"))
-    curves = [_read(os.path.join(p["finetune"], f"seed{i}", "finetune_gt_tau.json")) for i in range(args.instances)]
+    curves = [_read(_curve(os.path.join(p["full"], f"seed{i}")) + ".json") for i in range(args.instances)]
     curves = [c for c in curves if c]
     for i, curve in enumerate(curves):
         if curve["children"] != list(gt.children):
@@ -468,7 +459,7 @@ def figures(args: argparse.Namespace, rows: Sequence[dict], ceiling: float | Non
     """The figures the commands drew, and the combined Figure 4 (of the finished curves)."""
     p = paths(args)
     oneshot = next((r["gt_tau_mean"] for r in rows if r["name"].startswith("Full sharing")), None)
-    curve_paths = [os.path.join(p["finetune"], f"seed{i}", "finetune_gt_tau") for i in range(args.instances)]
+    curve_paths = [_curve(os.path.join(p["full"], f"seed{i}")) for i in range(args.instances)]
     curves = [c for c in (_read(f + ".json") for f in curve_paths) if c]
     out = [plot_finetune(curves, ceiling, oneshot, os.path.join(args.output_dir, "figure4_finetune.png"))] if curves else []
     for key in ("insights_full", "insights_group"):

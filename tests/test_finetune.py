@@ -169,6 +169,26 @@ def test_gt_tau_against_steps_and_its_plot(trained, tuner, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_figure_4_curve_is_written_into_the_supernets_model_dir(trained, tuner, tmp_path, capsys):
+    """Curves of several supernets against one ground truth must not overwrite each other."""
+    from tf_oneshot.groundtruth import SUMMARY_FILE
+    from tf_oneshot.io_utils import atomic_write_json
+
+    children = ["114", "341"]
+    records = {(c, s): {"validation_accuracy": 0.5 + 0.1 * i, "validation_loss": 1.0 - 0.1 * i, "test_accuracy": 0.5}
+               for i, c in enumerate(children) for s in (0, 1)}
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    atomic_write_json(str(gt / SUMMARY_FILE),
+                      summarize(records, children, [0, 1], {"space": json.loads(json.dumps(tuner.space.to_config()))}))
+    assert _cli("groundtruth", "--finetune_curve=0,1", f"--model_dir={trained}", f"--output={gt}") == 0
+    curve = json.load(open(os.path.join(trained, "finetune_gt_tau.json")))
+    assert curve["steps"] == [0, 1] and curve["children"] == children
+    assert os.path.getsize(os.path.join(trained, "finetune_gt_tau.png")) > 1000
+    assert sorted(os.listdir(gt)) == [SUMMARY_FILE]  # the ground truth is only read
+
+
+@pytest.mark.slow
 def test_the_keras_tuner_reranks_its_best_trials(trained, tmp_path):
     from tf_oneshot.tuner import OneShotOracle, OneShotTuner
 

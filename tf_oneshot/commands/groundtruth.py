@@ -30,7 +30,8 @@ flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall 
 
 flags.DEFINE_list("finetune_curve", None, "Train nothing: draw \"Deeper insights\" Figure 4, GT-Tau of the children "
                   "of --model_dir fine-tuned from its shared weights for each of these mini-batch counts (e.g. "
-                  "0,1,2,5,10,20), against the summary in --output; writes finetune_gt_tau.json and .png there.")
+                  "0,1,2,5,10,20), against the summary in --output; writes finetune_gt_tau.json and .png into "
+                  "--model_dir, so curves of several supernets against one ground truth stay apart.")
 
 SPACE_FLAGS = ("space", *common_flags.SPACE_FLAGS)
 CONFIG_FLAGS = retrain_command.RETRAIN_CONFIG_FLAGS
@@ -62,7 +63,7 @@ def _config_and_space(FLAGS, log=print):
 
 
 def _finetune_curve(FLAGS) -> int:
-    """--finetune_curve: GT-Tau against fine-tuning steps (Figure 4), written beside the summary."""
+    """--finetune_curve: GT-Tau against fine-tuning steps (Figure 4), written into the supernet's model_dir."""
     import os
 
     from tf_oneshot import finetune
@@ -81,7 +82,7 @@ def _finetune_curve(FLAGS) -> int:
             curve = finetune.gt_tau_against_steps(FLAGS.output, FLAGS.model_dir, steps, stop=preemption)
         except Preempted:
             return stopped_message("groundtruth", "the curve is not saved; a rerun starts it again")
-    base = os.path.join(FLAGS.output, CURVE_FILE)
+    base = os.path.join(FLAGS.model_dir, CURVE_FILE)
     atomic_write_json(base + ".json", curve)
     finetune.plot_gt_tau_against_steps(curve, base + ".png")
     for n, tau in zip(curve["steps"], curve["gt_tau"]):
