@@ -471,7 +471,7 @@ def evaluate_sampled(
 
     A supernet trained one path at a time (SPOS §3.2, NAO-V2 §4.2) never
     trains its all-on network, whose accuracy then says nothing about it (a
-    spos_blocks path trained to 0.88 scored 0.105 all on); the paths it
+    ShuffleNetV2 path trained to 0.88 scored 0.105 all on); the paths it
     trained do. The draws are fixed by the run's seed.
     """
     rng = np.random.default_rng([config.seed, SAMPLED_ARCHITECTURES_STREAM])

@@ -73,6 +73,7 @@ from typing import Any, ClassVar
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.base import Architecture, Cost, SearchSpace
 from tf_oneshot.search_spaces.decisions import OneOf
+from tf_oneshot.search_spaces.fields import normalize_network_fields
 
 # A block's value is its candidate's suffix; OP_NAMES are SPOS's names (§4, Table 3).
 CHOICES = ("3", "5", "7", "x")
@@ -121,21 +122,6 @@ class BlockLayout:
         return self.out_channels // 2
 
 
-def _tuple_of_ints(value: Any, field: str) -> tuple[int, ...]:
-    """A tuple of ints from a tuple, a list, an int, or "4:4:8:4" (--space_args has no commas to spare)."""
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", ":").split(":") if v]
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    try:
-        out = tuple(int(v) for v in value)
-        if any(isinstance(v, bool) or float(v) != int(v) for v in value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UserError(f"{field}={value!r} is invalid; expected integers, e.g. {field}=4:4:8:4.") from None
-    return out
-
-
 def _same(size: int, stride: int) -> int:
     return -(-size // stride)
 
@@ -166,33 +152,7 @@ class SposBlocksSpace(SearchSpace):
     default_sampler: ClassVar[str] = "uniform"
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
-        except (TypeError, ValueError):
-            raise UserError(f"image_shape={self.image_shape!r} is invalid; expected (height, width, channels).") from None
-        object.__setattr__(self, "stage_blocks", _tuple_of_ints(self.stage_blocks, "stage_blocks"))
-        object.__setattr__(self, "channels", _tuple_of_ints(self.channels, "channels"))
-        multiplier = self.width_multiplier
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0:
-            raise UserError(f"width_multiplier={multiplier!r} is invalid; expected a positive number.")
-        object.__setattr__(self, "width_multiplier", float(multiplier))
-
-        def positive(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-        checks = [
-            (len(self.image_shape) == 3 and min(self.image_shape) >= 1, "image_shape",
-             "(height, width, channels) of positive sizes"),
-            (positive(self.num_classes) and self.num_classes >= 2, "num_classes", "an integer of at least 2"),
-            (self.stem_stride in (1, 2, 4) and not isinstance(self.stem_stride, bool), "stem_stride", "1, 2 or 4"),
-            (len(self.stage_blocks) >= 1 and all(b >= 1 for b in self.stage_blocks), "stage_blocks",
-             "at least one stage of at least one block"),
-            (len(self.channels) == len(self.stage_blocks) + 2 and all(c >= 1 for c in self.channels), "channels",
-             f"{len(self.stage_blocks) + 2} positive integers (stem, one per stage, last conv)"),
-        ]
-        for ok, field, expected in checks:
-            if not ok:
-                raise UserError(f"{field}={getattr(self, field)!r} is invalid; expected {expected}.")
+        normalize_network_fields(self, extra_channels=2, channels_meaning="stem, one per stage, last conv")
         previous = self.channels[0]
         for stage, c in enumerate(self.stage_channels, start=1):
             if c % 2 or c <= previous:

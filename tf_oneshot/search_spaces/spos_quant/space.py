@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.base import Architecture, Cost, SearchSpace
 from tf_oneshot.search_spaces.decisions import OneOf
+from tf_oneshot.search_spaces.fields import normalize_network_fields
 
 # §4: (weight bits, activation bits) of a block, and their option labels.
 BIT_PAIRS = ((1, 2), (2, 2), (1, 4), (2, 4), (3, 4), (4, 4))
@@ -96,21 +97,6 @@ class BlockLayout:
     def max_mid(self) -> int:
         """The one-shot model's width: weights are preallocated at 1.5x (SPOS §3.3)."""
         return max(self.mids)
-
-
-def _tuple_of_ints(value: Any, field: str) -> tuple[int, ...]:
-    """A tuple of ints from a tuple, a list, an int, or "2:2:2:2" (--space_args has no commas to spare)."""
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", ":").split(":") if v]
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    try:
-        out = tuple(int(v) for v in value)
-        if any(isinstance(v, bool) or float(v) != int(v) for v in value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise UserError(f"{field}={value!r} is invalid; expected integers, e.g. {field}=2:2:2:2.") from None
-    return out
 
 
 def _same(size: int, stride: int) -> int:
@@ -166,33 +152,7 @@ class SposQuantSpace(SearchSpace):
     default_sampler: ClassVar[str] = "uniform"
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
-        except (TypeError, ValueError):
-            raise UserError(f"image_shape={self.image_shape!r} is invalid; expected (height, width, channels).") from None
-        object.__setattr__(self, "stage_blocks", _tuple_of_ints(self.stage_blocks, "stage_blocks"))
-        object.__setattr__(self, "channels", _tuple_of_ints(self.channels, "channels"))
-        m = self.width_multiplier
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0:
-            raise UserError(f"width_multiplier={m!r} is invalid; expected a positive number.")
-        object.__setattr__(self, "width_multiplier", float(m))
-
-        def positive(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-        checks = [
-            (len(self.image_shape) == 3 and min(self.image_shape) >= 1, "image_shape",
-             "(height, width, channels) of positive sizes"),
-            (positive(self.num_classes) and self.num_classes >= 2, "num_classes", "an integer of at least 2"),
-            (self.stem_stride in (1, 2, 4) and not isinstance(self.stem_stride, bool), "stem_stride", "1, 2 or 4"),
-            (len(self.stage_blocks) >= 1 and all(b >= 1 for b in self.stage_blocks), "stage_blocks",
-             "at least one stage of at least one block"),
-            (len(self.channels) == len(self.stage_blocks) + 1 and all(c >= 1 for c in self.channels), "channels",
-             f"{len(self.stage_blocks) + 1} positive integers (stem, then one per stage)"),
-        ]
-        for ok, field, expected in checks:
-            if not ok:
-                raise UserError(f"{field}={getattr(self, field)!r} is invalid; expected {expected}.")
+        normalize_network_fields(self, extra_channels=1, channels_meaning="stem, then one per stage")
         if any(len(set(b.mids)) < len(b.mids) for b in self.layout()):
             raise UserError(f"stage channels {self.stage_channels} are too narrow: 0.5x, 1.0x and 1.5x must give "
                             "distinct bottleneck widths; use at least 2 channels per stage.")
