@@ -503,13 +503,16 @@ class Loop:
         merged = {**cached, **done}
         return {a: float(merged[a]["oneshot_accuracy"]) for a in pool}
 
-    def record_score(self, i: int, arch: Hashable, score: dict[str, float], step: int) -> dict:
-        """Appends iteration i's score of `arch` (`oneshot_accuracy`, `loss`) taken at checkpoint `step`."""
+    def record_score(self, i: int, arch: Hashable, score: dict[str, float], step: int, **extra: Any) -> dict:
+        """Appends iteration i's score of `arch` (`oneshot_accuracy`, `loss`) taken at checkpoint `step`.
+
+        `extra` fields go into the line too (the KerasTuner oracle's trial_id).
+        """
         cost = self.space.count(arch)
         record = self.history.append({
             "kind": "score", "iteration": i, "architecture": str(arch), "step": int(step),
             "oneshot_accuracy": float(score["oneshot_accuracy"]), "loss": float(score["loss"]),
-            "params": int(cost.params), "flops": int(cost.flops),
+            "params": int(cost.params), "flops": int(cost.flops), **extra,
         })
         record["arch"] = arch
         self.history.scores.append(record)
