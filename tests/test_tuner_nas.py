@@ -7,7 +7,12 @@ mobile_chain.py, 2 blocks of width 8, 144 architectures): a whole K=2, T=2
 run trains and traces in seconds.
 """
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -213,3 +218,61 @@ def test_resume_between_iterations_does_not_train_again(tmp_path):
     result = nas.run_nas(TrainConfig(**BASE), nas.NasSettings(**SETTINGS), model_dir, log=second.append)
     assert result["iterations"] == K and not result["preempted"]
     assert not [x for x in second if "training steps" in x or "scoring" in x]
+
+
+PROCESS = textwrap.dedent("""
+    import json, os, sys, time
+    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.tuner import OneShotTuner
+    from tf_oneshot.tuner_nas import IteratedOneShotOracle
+    model_dir, directory, base, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+    oracle = IteratedOneShotOracle(model_dir, config=TrainConfig(**base), log=lambda s: print(s, flush=True),
+                                   **settings)
+    tuner = OneShotTuner(oracle, model_dir, directory=directory, project_name="dist")
+    me = os.environ["KERASTUNER_TUNER_ID"]
+    if me != "chief":  # both workers up before the first trial, so both take part
+        open(os.path.join(directory, "ready_" + me), "w").close()
+        while len([f for f in os.listdir(directory) if f.startswith("ready_")]) < 2:
+            time.sleep(0.05)
+    tuner.search(verbose=0)
+""")
+
+
+@pytest.mark.slow
+def test_distributed_chief_trains_and_two_workers_score(tmp_path):
+    # KerasTuner's distributed mode on loopback: the chief only serves the
+    # oracle (and trains); the workers score each pool in parallel.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model_dir = str(tmp_path / "m")
+    procs = {}
+    for tuner_id in ("chief", "worker0", "worker1"):
+        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+               "KERASTUNER_ORACLE_PORT": str(port), "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        procs[tuner_id] = subprocess.Popen(
+            [sys.executable, "-c", PROCESS, model_dir, str(tmp_path), json.dumps(BASE), json.dumps(SETTINGS)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outputs = {}
+    try:
+        for tuner_id, proc in procs.items():
+            outputs[tuner_id], _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, outputs[tuner_id][-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    assert outputs["chief"].count("training steps") == K  # the chief trained, once per iteration
+    assert "training steps" not in outputs["worker0"] + outputs["worker1"]
+    assert model_dirs.checkpoint_step(model_dir) == K * T
+    scored = {w: read_jsonl(os.path.join(str(tmp_path), "dist", f"results_{w}.jsonl")) for w in ("worker0", "worker1")}
+    lines = scored["worker0"] + scored["worker1"]
+    assert {r["iteration"] for r in scored["worker0"]} == {r["iteration"] for r in scored["worker1"]} == {0, 1}
+    assert len(lines) == 3 * P == len({r["trial_id"] for r in lines})
+    for i in range(K):  # one step per iteration, over both workers
+        assert {r["checkpoint_step"] for r in lines if r["iteration"] == i} == {(i + 1) * T}
+    for mine in scored.values():  # each worker moved to the new step once, never back
+        steps = [r["checkpoint_step"] for r in mine]
+        assert steps == sorted(steps)
+    log = read_jsonl(os.path.join(model_dir, nas.LOG_FILE))
+    assert sorted(r["trial_id"] for r in log if r["kind"] == "score") == sorted(r["trial_id"] for r in lines)
