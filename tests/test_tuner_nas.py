@@ -153,6 +153,30 @@ def test_an_iterations_trials_wait_for_the_chief(tmp_path):
         other.reload()
 
 
+def test_a_chief_killed_mid_training_trains_only_the_rest(tmp_path):
+    model_dir, lines = str(tmp_path / "m"), []
+    oracle = new_oracle(model_dir, lines, iterations=1)
+    oracle._set_project_dir(str(tmp_path), "a")
+    assert oracle.create_trial("a").status == "IDLE"
+    oracle._thread.join()
+    # Killed after step 1's checkpoint: step 2's was never written.
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    for name in os.listdir(checkpoints):
+        if name.startswith(f"ckpt-{T}."):
+            os.remove(os.path.join(checkpoints, name))
+    with open(os.path.join(checkpoints, "checkpoint"), "w") as f:  # CheckpointManager's state file
+        f.write('model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n')
+    assert model_dirs.checkpoint_step(model_dir) == 1
+    again = new_oracle(model_dir, lines, iterations=1)
+    again._set_project_dir(str(tmp_path), "b")
+    assert again.create_trial("a").status == "IDLE"
+    again._thread.join()
+    assert [x.split(" on ")[0] for x in lines if "training steps" in x] == [
+        "iteration 1/1: training steps 0-2", "iteration 1/1: training steps 1-2"]
+    trial = again.create_trial("a")
+    assert trial.status == "RUNNING" and trial.hyperparameters.values[CHECKPOINT_STEP] == T
+
+
 def test_bad_input_is_one_clear_error(tmp_path):
     model_dir = str(tmp_path / "m")
     with pytest.raises(UserError, match=r"--pool_size=1 is smaller than one batch of ghost batches .* use "

@@ -30,6 +30,9 @@ run killed at any point ends exactly as an uninterrupted one. At the end,
 `nas/final_pool.jsonl` holds the last pool's scores in the format of
 `tf-oneshot search` results, for `tf-oneshot retrain --search_results`
 (NAO-V2 retrains the top 5) and `tf-oneshot analyze`.
+
+`tuner_nas.IteratedOneShotOracle` runs the same loop (`open_loop`, `Loop`)
+with KerasTuner's workers scoring the pools.
 """
 
 from __future__ import annotations
