@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -132,6 +133,12 @@ def test_dependent_iterations_score_only_the_new_candidates(tmp_path):
     assert [r["architecture"] for r in final] == first["pool"] + end["new"]
     assert [r["scored_at_step"] for r in final] == [T] * P + [2 * T] * P
     assert "dependent iterations" in next(x for x in lines if "training steps 2-4" in x)
+    # Resuming the model_dir with other iteration settings: one clear line, nothing trained or scored.
+    other = new_oracle(model_dir, lines)
+    with pytest.raises(UserError, match=f"--model_dir={model_dir} holds a nas run with --iteration_mode=dependent "
+                                        r"\(this run asks for independent\)"):
+        OneShotTuner(other, model_dir, directory=str(tmp_path), project_name="other").search(verbose=0)
+    assert not other.trials and model_dirs.checkpoint_step(model_dir) == K * T
 
 
 def test_run_trial_restores_the_step_its_trial_names(two_tuners):
@@ -192,6 +199,29 @@ def test_a_chief_killed_mid_training_trains_only_the_rest(tmp_path):
         "iteration 1/1: training steps 0-2", "iteration 1/1: training steps 1-2"]
     trial = again.create_trial("a")
     assert trial.status == "RUNNING" and trial.hyperparameters.values[CHECKPOINT_STEP] == T
+
+
+def test_a_failed_training_stops_every_tuner_and_the_chief_raises_it(tmp_path, monkeypatch):
+    release = threading.Event()
+
+    def fail(loop, i):
+        release.wait(timeout=60)
+        raise UserError("the data cannot be read")
+
+    monkeypatch.setattr(nas.Loop, "train_iteration", fail)
+    lines = []
+    oracle = new_oracle(str(tmp_path / "m"), lines)
+    oracle._set_project_dir(str(tmp_path), "f")
+    assert oracle.create_trial("a").status == "IDLE"  # training started, in its thread
+    release.set()
+    oracle._thread.join()
+    # Every tuner is stopped (a distributed chief's server ends), none is raised at.
+    assert [oracle.create_trial(x).status for x in ("a", "b")] == ["STOPPED", "STOPPED"]
+    assert lines[-1] == "IteratedOneShotOracle stopped: the data cannot be read"
+    tuner = OneShotTuner(new_oracle(str(tmp_path / "m"), []), str(tmp_path / "m"), directory=str(tmp_path),
+                         project_name="g")
+    with pytest.raises(UserError, match="the data cannot be read"):
+        tuner.search(verbose=0)
 
 
 def test_bad_input_is_one_clear_error(tmp_path):

@@ -417,6 +417,13 @@ class OneShotTuner(keras_tuner.Tuner):
         scorer.step = step
         return scorer
 
+    def search(self, *args: Any, **kwargs: Any) -> None:
+        """KerasTuner's search; raises what stopped an iterated oracle's loop (on its chief)."""
+        super().search(*args, **kwargs)
+        failure = None if self.on_worker else getattr(self.oneshot_oracle, "failure", None)
+        if failure is not None:
+            raise failure
+
     def pre_create_trial(self) -> None:
         # Two requests with no trial in between: the oracle answered IDLE (an
         # evolution generation still being scored elsewhere). Wait a moment

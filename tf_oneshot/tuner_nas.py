@@ -125,8 +125,12 @@ class IteratedOneShotOracle(OneShotOracle):
         self.strategy, self.log = strategy, log
         self.loop: nas.Loop | None = None  # opened by the chief on its first trial
         self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
+        # What stopped the loop (bad settings, a failed training): every tuner
+        # then gets STOPPED, so a distributed chief's server ends too, and
+        # `OneShotTuner.search` raises it on the chief. A new oracle retries.
+        self.failure: BaseException | None = None
         self._exported = False
+        self._failure_logged = False
 
     # ----------------------------------------------------------- iterations
     def step_of_iteration(self, i: int) -> int:
@@ -163,9 +167,6 @@ class IteratedOneShotOracle(OneShotOracle):
         return any(t.status == _Status.RUNNING for t in self._trials_of(i))
 
     def _busy(self) -> bool:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
         return self._thread is not None and self._thread.is_alive()
 
     def _trained(self, i: int) -> bool:
@@ -181,14 +182,25 @@ class IteratedOneShotOracle(OneShotOracle):
                 if not self.loop.train_iteration(i) or not self._trained(i):
                     raise UserError(f"training iteration {i + 1} stopped before step {self.step_of_iteration(i)}; "
                                     "run the tuner again to resume it.")
-            except BaseException as e:  # raised again in the next create_trial
-                self._failure = e
+            except BaseException as e:  # stops the search; `OneShotTuner.search` raises it
+                self.failure = e
 
         self._thread = threading.Thread(target=work, name=f"nas-iteration-{i + 1}", daemon=True)
         self._thread.start()
 
     def _progress(self) -> None:
-        """Advances the loop as far as it can without a worker: trains, or tells and proposes."""
+        """Advances the loop as far as it can without a worker; a failure is kept in `failure`."""
+        if self.failure is None:
+            try:
+                self._advance()
+            except Exception as e:  # answered with STOPPED, not raised inside KerasTuner's server
+                self.failure = e
+        if self.failure is not None and not self._failure_logged:
+            self.log(f"IteratedOneShotOracle stopped: {self.failure}")
+            self._failure_logged = True
+
+    def _advance(self) -> None:
+        """Trains, or tells and proposes, as far as the loop goes without a worker."""
         loop = self._open()
         K = self.settings.iterations
         while not self._busy() and loop.history.done < K:
@@ -227,7 +239,7 @@ class IteratedOneShotOracle(OneShotOracle):
         """The next pool member of the current iteration at its step; IDLE while training or waiting."""
         self._progress()
         loop = self.loop
-        if loop.history.done >= self.settings.iterations:
+        if self.failure is not None or loop.history.done >= self.settings.iterations:
             return {"status": _Status.STOPPED, "values": None}
         i = loop.history.done
         unassigned = [] if self._busy() else self._unassigned(i)
