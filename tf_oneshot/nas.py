@@ -362,7 +362,12 @@ def open_loop(
 
 
 class Loop:
-    """The iterations of `run_nas`, each resumable from the log and the checkpoints."""
+    """The iterations of `run_nas`, each resumable from the log and the checkpoints.
+
+    `run` does all of them; `tuner_nas.IteratedOneShotOracle` calls the steps
+    (`train_iteration`, `record_score`, `tell_and_propose`, `export_final`)
+    and leaves the scoring to KerasTuner's workers.
+    """
 
     def __init__(self, config, settings, space, model_dir, strategy, log, history, algorithm, archs_per_pass,
                  constraints):
