@@ -50,6 +50,7 @@ _LAZY = {
     "make_dataset": "tf_oneshot.data",
     "OneShotOracle": "tf_oneshot.tuner",
     "OneShotTuner": "tf_oneshot.tuner",
+    "IteratedOneShotOracle": "tf_oneshot.tuner_nas",
     "run_search": "tf_oneshot.search.driver",
     "retrain": "tf_oneshot.retrain",
     "analyze": "tf_oneshot.analysis.report",

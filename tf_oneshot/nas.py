@@ -30,6 +30,9 @@ run killed at any point ends exactly as an uninterrupted one. At the end,
 `nas/final_pool.jsonl` holds the last pool's scores in the format of
 `tf-oneshot search` results, for `tf-oneshot retrain --search_results`
 (NAO-V2 retrains the top 5) and `tf-oneshot analyze`.
+
+`tuner_nas.IteratedOneShotOracle` runs the same loop (`open_loop`, `Loop`)
+with KerasTuner's workers scoring the pools.
 """
 
 from __future__ import annotations
@@ -308,11 +311,33 @@ def run_nas(
             batches, other settings than the model_dir's, or an algorithm
             that cannot work on the space.
     """
+    from tf_oneshot.preemption import Preemption
+
+    loop = open_loop(config, settings, model_dir, constraints, strategy, log, archs_per_pass)
+    with Preemption() as preemption:
+        loop.stop = preemption
+        return loop.run()
+
+
+def open_loop(
+    config: TrainConfig,
+    settings: NasSettings,
+    model_dir: str,
+    constraints: Any = None,
+    strategy: Any = None,
+    log: Callable[[str], None] = print,
+    archs_per_pass: int | None = None,
+) -> Loop:
+    """The loop of `run_nas`, its model_dir prepared and its log replayed, run by the caller.
+
+    `run_nas` runs all of it; `tuner.IteratedOneShotOracle` trains and
+    tells through it (`train_iteration`, `record_score`, `tell_and_propose`)
+    and has KerasTuner's workers score the pools. Arguments and errors as `run_nas`.
+    """
     import tensorflow as tf
 
     from tf_oneshot import data
     from tf_oneshot import model_dir as model_dirs
-    from tf_oneshot.preemption import Preemption
     from tf_oneshot.search import Constraints
 
     strategy = strategy or tf.distribute.get_strategy()
@@ -332,15 +357,17 @@ def run_nas(
         history.initial = history.append({"kind": "pool", "iteration": 0, "pool": [str(a) for a in pool],
                                           "state": algorithm.get_state()})
         history.initial["archs"] = pool
-    loop = _Loop(config, settings, space, model_dir, strategy, log, history, algorithm,
-                 archs_per_pass or config.num_ghosts, constraints)
-    with Preemption() as preemption:
-        loop.stop = preemption
-        return loop.run()
+    return Loop(config, settings, space, model_dir, strategy, log, history, algorithm,
+                archs_per_pass or config.num_ghosts, constraints)
 
 
-class _Loop:
-    """The iterations of `run_nas`, each resumable from the log and the checkpoints."""
+class Loop:
+    """The iterations of `run_nas`, each resumable from the log and the checkpoints.
+
+    `run` does all of them; `tuner_nas.IteratedOneShotOracle` calls the steps
+    (`train_iteration`, `record_score`, `tell_and_propose`, `export_final`)
+    and leaves the scoring to KerasTuner's workers.
+    """
 
     def __init__(self, config, settings, space, model_dir, strategy, log, history, algorithm, archs_per_pass,
                  constraints):
@@ -358,16 +385,16 @@ class _Loop:
             self.log(f"resuming after {history.done} finished iteration(s) of {settings.iterations}")
         while history.done < settings.iterations:
             i = history.done
-            if not self._train(i) or self.stop():
+            if not self.train_iteration(i) or self.stop():
                 return self._summary(preempted=True)
             scores = self._score(i)
             if scores is None:
                 return self._summary(preempted=True)
-            self._tell_and_propose(i, scores)
-        self._export_final()
+            self.tell_and_propose(i, scores)
+        self.export_final()
         return self._summary(preempted=False)
 
-    def _export_final(self) -> None:
+    def export_final(self) -> None:
         """Writes FINAL_FILE (derived from the log, so rewritten whole and atomically).
 
         Lines carry the identity fields of `search.results`; `scored_at_step`
@@ -408,7 +435,7 @@ class _Loop:
         return {"iterations": self.history.done, "best": ranked[:5], "preempted": preempted}
 
     # ------------------------------------------------------------ training
-    def _train(self, i: int) -> bool:
+    def train_iteration(self, i: int) -> bool:
         """Trains iteration i's T steps on its pool; False if SIGTERM stopped it."""
         from tf_oneshot import model_dir as model_dirs
         from tf_oneshot import trainer
@@ -480,19 +507,27 @@ class _Loop:
                 return None
             part = todo[begin:begin + size]
             for arch, score in zip(part, scorer.score(part)):
-                cost = self.space.count(arch)
-                done[arch] = self.history.append({
-                    "kind": "score", "iteration": i, "architecture": str(arch), "step": scorer.step,
-                    "oneshot_accuracy": float(score["oneshot_accuracy"]), "loss": float(score["loss"]),
-                    "params": int(cost.params), "flops": int(cost.flops),
-                })
-                done[arch]["arch"] = arch
-                self.history.scores.append(done[arch])
+                done[arch] = self.record_score(i, arch, score, scorer.step)
         merged = {**cached, **done}
         return {a: float(merged[a]["oneshot_accuracy"]) for a in pool}
 
+    def record_score(self, i: int, arch: Hashable, score: dict[str, float], step: int, **extra: Any) -> dict:
+        """Appends iteration i's score of `arch` (`oneshot_accuracy`, `loss`) taken at checkpoint `step`.
+
+        `extra` fields go into the line too (the KerasTuner oracle's trial_id).
+        """
+        cost = self.space.count(arch)
+        record = self.history.append({
+            "kind": "score", "iteration": i, "architecture": str(arch), "step": int(step),
+            "oneshot_accuracy": float(score["oneshot_accuracy"]), "loss": float(score["loss"]),
+            "params": int(cost.params), "flops": int(cost.flops), **extra,
+        })
+        record["arch"] = arch
+        self.history.scores.append(record)
+        return record
+
     # ------------------------------------------------------ tell / propose
-    def _tell_and_propose(self, i: int, scores: dict[Hashable, float]) -> None:
+    def tell_and_propose(self, i: int, scores: dict[Hashable, float]) -> None:
         """Tells the algorithm iteration i's scores and records its new candidates.
 
         The algorithm is rebuilt from the state it had when this pool was

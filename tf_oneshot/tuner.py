@@ -22,6 +22,11 @@ reads it like a search's results. In KerasTuner's distributed mode
 logic stays on the chief, whose client forwards only create/update/end/get
 trial and space calls, and each worker loads the one-shot checkpoint itself,
 on its first trial.
+
+`tuner_nas.IteratedOneShotOracle` runs NAO-V2's iterated loop (§3.2, §4.3)
+instead: its trials name the checkpoint step they are scored at (the
+hyperparameter `checkpoint_step`), and `run_trial` restores exactly that
+step first.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from tf_oneshot.search_spaces import SearchSpace
 OBJECTIVE = "oneshot_accuracy"
 # Trials of a random search when `max_trials` is not given.
 RANDOM_TRIALS = 100
+# The trial hyperparameter (and metric) naming the checkpoint a trial is scored at (iterated oracle).
+CHECKPOINT_STEP = "checkpoint_step"
 _Trial = keras_tuner.engine.trial.Trial
 _Status = keras_tuner.engine.trial.TrialStatus
 
@@ -100,6 +107,9 @@ class OneShotOracle(keras_tuner.Oracle):
         UserError: a missing or foreign model_dir, an unknown algorithm, or a
             constraint no architecture can meet.
     """
+
+    # True for `tuner_nas.IteratedOneShotOracle`, whose trials name their checkpoint step.
+    iterated = False
 
     def __init__(
         self,
@@ -267,6 +277,10 @@ class OneShotOracle(keras_tuner.Oracle):
         """The architecture of a trial."""
         return values_to_architecture(self.space, trial.hyperparameters.values)
 
+    def generation_of(self, arch: Hashable) -> int | None:
+        """The generation of the algorithm that proposed `arch` (results lines' `generation`)."""
+        return self.algorithm.generation_of(arch)
+
 
 def _finished(trial) -> bool:
     return trial.status in (_Status.COMPLETED, _Status.FAILED)
@@ -326,11 +340,21 @@ class OneShotTuner(keras_tuner.Tuner):
         # chief's, and this local copy is where the search's settings are read.
         self.oneshot_oracle = oracle
         self.model_dir = model_dir
-        self.space = _space_of(model_dir)
-        self.bn_mode = bn_mode or self.space.default_bn_mode
         self.kl = kl
         # One architecture per trial: one per pass (no ghost batches to share).
         self._scorer_kwargs = {"archs_per_pass": 1, **(scorer_kwargs or {})}
+        if oracle.iterated:
+            # The chief may not have written the model_dir yet; the oracle knows the space.
+            self.space = oracle.space
+            wanted = oracle.settings.bn_mode
+            if bn_mode not in (None, wanted):
+                raise UserError(f"bn_mode={bn_mode!r} differs from the oracle's bn_mode={wanted!r}, which its "
+                                "nas log records; set it on the oracle only.")
+            bn_mode = wanted
+            self._scorer_kwargs.setdefault("validation_examples", oracle.settings.validation_examples)
+        else:
+            self.space = _space_of(model_dir)
+        self.bn_mode = bn_mode or self.space.default_bn_mode
         self._scorer = None
         self._waiting = False
         super().__init__(oracle=oracle, hypermodel=None, **tuner_kwargs)
@@ -371,6 +395,35 @@ class OneShotTuner(keras_tuner.Tuner):
             )
         return self._scorer
 
+    def scorer_at(self, step: int | None):
+        """The scorer with the weights of checkpoint `step` (None: as loaded).
+
+        An iterated oracle's trials name their step; restoring exactly it
+        keeps all scores of one iteration on the same weights (NAO-V2 §4.3),
+        whatever the chief has trained since.
+        """
+        scorer = self.scorer
+        if step is None or scorer.step == step:
+            return scorer
+        import tensorflow as tf
+
+        from tf_oneshot import model_dir as model_dirs
+
+        path = os.path.join(self.model_dir, model_dirs.CHECKPOINTS, f"ckpt-{step}")
+        if not tf.io.gfile.exists(path + ".index"):
+            raise UserError(f"{self.model_dir} has no checkpoint at step {step}, which the trial is to be scored "
+                            "at; raise the training config's keep_checkpoints so the chief keeps it.")
+        model_dirs.restore(tf.train.Checkpoint(model=scorer.model), path, partial=True)
+        scorer.step = step
+        return scorer
+
+    def search(self, *args: Any, **kwargs: Any) -> None:
+        """KerasTuner's search; raises what stopped an iterated oracle's loop (on its chief)."""
+        super().search(*args, **kwargs)
+        failure = None if self.on_worker else getattr(self.oneshot_oracle, "failure", None)
+        if failure is not None:
+            raise failure
+
     def pre_create_trial(self) -> None:
         # Two requests with no trial in between: the oracle answered IDLE (an
         # evolution generation still being scored elsewhere). Wait a moment
@@ -386,8 +439,10 @@ class OneShotTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         """Scores the trial's architecture with the shared weights; no training."""
         arch = values_to_architecture(self.space, trial.hyperparameters.values)
+        step = trial.hyperparameters.values.get(CHECKPOINT_STEP)
+        scorer = self.scorer_at(step)
         tic = time.perf_counter()
-        score = self.scorer.score([arch])[0]
+        score = scorer.score([arch])[0]
         seconds = round(time.perf_counter() - tic, 6)
         cost = self.space.count(arch)
         from tf_oneshot.io_utils import append_jsonl
@@ -395,7 +450,7 @@ class OneShotTuner(keras_tuner.Tuner):
         # The line `tf-oneshot search` writes (search/driver.py), plus the trial.
         # A distributed worker's algorithm proposes nothing (the chief's
         # does), so it does not know the generation: None there.
-        generation = None if self.on_worker else self.oneshot_oracle.algorithm.generation_of(arch)
+        generation = None if self.on_worker else self.oneshot_oracle.generation_of(arch)
         record = {
             "architecture": str(arch), "oneshot_accuracy": float(score["oneshot_accuracy"]),
             "loss": float(score["loss"]), "params": int(cost.params), "flops": int(cost.flops),
@@ -404,9 +459,13 @@ class OneShotTuner(keras_tuner.Tuner):
         for key, value in score.items():
             record.setdefault(key, float(value))
         record.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, **self.identity)
+        metrics = {k: float(v) for k, v in score.items()}
+        if step is not None:  # the iterated oracle checks the step each score was taken at
+            record["iteration"] = self.oneshot_oracle.iteration_of(step)
+            metrics[CHECKPOINT_STEP] = step
         # One file per tuner, so that workers never append to the same file.
         append_jsonl(os.path.join(self.project_dir, f"results_{self.tuner_id}.jsonl"), record)
-        return {k: float(v) for k, v in score.items()}
+        return metrics
 
     def save_model(self, trial_id, model, step=0) -> None:
         """Nothing to save: the weights are the one-shot model's."""
