@@ -53,8 +53,8 @@ order); snapshots every 3 steps, the last 8; fine-tuning at a constant 0.1.
 45.1 min wall in all: ground truth 27.7 min (2 shards side by side, 54.9
 min of jobs: ~6.5 s per 60-step run, ~3.5 s of it fixed per run), full
 sharing 0.8 min, group sharing 2.6 min, fine-tuning 15.8 min (3 x 64
-children, ~7 s each), insights 3.7 min. `--quick` took 19 min there
-(the 128 ground-truth runs and 2 x 64 fine-tuned children cost seconds
+children, ~7 s each), insights 3.7 min. `--quick` took 19 min there,
+7.1 min on the idle machine (the 128 ground-truth runs and 2 x 64 fine-tuned children cost seconds
 each whatever their size). The ceiling is conservative (two halves of 2
 and 3 seeds); against the ground-truth row's 0.662 (each seed vs the mean
 of all five) the gap is 0.117. Children are ranked by accuracy, ties by
