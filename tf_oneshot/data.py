@@ -158,6 +158,17 @@ def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
     return _resolve(name, data_dir)[0]
 
 
+def check_fits(name: str, data_dir: str | None, image_shape, num_classes: int) -> None:
+    """UserError unless dataset `name` has images of `image_shape` and `num_classes` classes (a space's input)."""
+    info = dataset_info(name, data_dir)
+    if tuple(info.image_shape) != tuple(image_shape) or info.num_classes != num_classes:
+        raise UserError(
+            f"--dataset={name} has images {tuple(info.image_shape)} and {info.num_classes} classes, but the "
+            f"search space was built for {tuple(image_shape)} and {num_classes}; pass the dataset the one-shot "
+            "model was trained on."
+        )
+
+
 def make_dataset(
     name: str,
     split: str,

@@ -269,7 +269,6 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     from tf_oneshot import trainer
     from tf_oneshot.retrain import Candidate, retrain
     from tf_oneshot.search import Evolution, RandomSearch
-    from tf_oneshot.search.scorer import OneShotScorer
 
     path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
     seconds: dict[str, float] = {}
@@ -295,15 +294,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     cons = config.constraints
     where = f" under {cons.describe()}" if cons.active else ""
     tic = stage(2, f"random search: scoring {config.num_random} architectures with the shared weights{where}")
-    scorer = OneShotScorer.from_model_dir(
-        path("oneshot"), kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass,
-        bn_mode=config.bn_mode or _space_of(path("oneshot")).default_bn_mode,
-        recalibration_images=config.recalibration_images,
-    )
+    scorer, options = _scorer(config, path("oneshot"))
     space = scorer.space
-    options = {"kl": config.kl, "validation_examples": None}
-    if scorer.bn_mode == "recalibrate":
-        options["recalibration_images"] = scorer.recalibration_count
     random_path = path("search", "random.jsonl")
     random_run = _search(scorer, space, RandomSearch(space, config.num_random, cons, seed=config.seed),
                          random_path, options, config.seed, log, preemption, cons)
@@ -313,11 +305,10 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
 
     tic = stage(3, f"evolution: {config.num_evolution} architectures, population "
                                 f"{config.population_size}, {config.num_parents} parents{where}")
-    evo_options = {"population_size": config.population_size, "num_parents": config.num_parents,
-                   "mutation_prob": config.mutation_prob, **options}
-    evolution = Evolution(space, config.num_evolution, cons, seed=config.seed,
-                          population_size=config.population_size, num_parents=config.num_parents,
-                          mutation_prob=config.mutation_prob)
+    evo_settings = {"population_size": config.population_size, "num_parents": config.num_parents,
+                    "mutation_prob": config.mutation_prob}
+    evolution = Evolution(space, config.num_evolution, cons, seed=config.seed, **evo_settings)
+    evo_options = {**evo_settings, **options}
     evolution_path = path("search", "evolution.jsonl")
     evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log, preemption,
                             cons)
@@ -327,15 +318,7 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     if evolution_run["stopped"]:
         return stopped("evolution")
 
-    from tf_oneshot.analysis.records import load_search_results
-
-    random_records, _ = load_search_results(random_path)
-    if config.retrain_select == "best":
-        what = f"the {config.num_retrain} best architectures searched (the winner first)"
-        sample = _best([random_path, evolution_path], config.num_retrain)
-    else:
-        what = f"a stratified sample of {config.num_retrain} architectures"
-        sample = _stratified(random_records, config.num_retrain, config.seed)
+    what, sample = _retrain_sample(config, random_path, evolution_path)
     tic = stage(4, f"retraining {what} from scratch, {config.retrain_steps} steps x {len(config.seeds)} seed(s)")
     candidates = [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in sample]
     retrain_config = config.train.replace(
@@ -354,10 +337,49 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     total = round(time.perf_counter() - start, 1)
 
+    summary = _summary(output_dir, config, analysis, trained, random_run, evolution_run, space, bn_mode,
+                       seconds, total)
+    atomic_write_json(path(SUMMARY), summary)
+    for line in summary_table(summary, analysis):
+        log(line)
+    return summary
+
+
+def _scorer(config: DemoConfig, model_dir: str) -> tuple[Any, dict[str, Any]]:
+    """The one-shot scorer of both searches, and the options their results lines record."""
+    from tf_oneshot.search.scorer import OneShotScorer
+
+    scorer = OneShotScorer.from_model_dir(
+        model_dir, kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass,
+        bn_mode=config.bn_mode or _space_of(model_dir).default_bn_mode,
+        recalibration_images=config.recalibration_images,
+    )
+    options = {"kl": config.kl, "validation_examples": None}
+    if scorer.bn_mode == "recalibrate":
+        options["recalibration_images"] = scorer.recalibration_count
+    return scorer, options
+
+
+def _retrain_sample(config: DemoConfig, random_path: str, evolution_path: str) -> tuple[str, list[dict]]:
+    """(what is retrained, in words; their search records): the best searched, or a stratified sample."""
+    from tf_oneshot.analysis.records import load_search_results
+
+    if config.retrain_select == "best":
+        return (f"the {config.num_retrain} best architectures searched (the winner first)",
+                _best([random_path, evolution_path], config.num_retrain))
+    random_records, _ = load_search_results(random_path)
+    return (f"a stratified sample of {config.num_retrain} architectures",
+            _stratified(random_records, config.num_retrain, config.seed))
+
+
+def _summary(output_dir: str, config: DemoConfig, analysis: Any, trained: dict, random_run: dict,
+             evolution_run: dict, space: Any, bn_mode: str, seconds: dict[str, float], total: float) -> dict[str, Any]:
+    """SUMMARY's fields: what each stage produced, the rank correlations and the timings."""
+    cons = config.constraints
     metrics = analysis.metrics.to_json()
     by_arch = {j.architecture: j.standalone for j in analysis.joined}
     best_standalone = by_arch.get(analysis.best_architecture)
-    export_dir = path("retrain", "export")
+    export_dir = os.path.join(output_dir, "retrain", "export")
     exported = {name: os.path.join(export_dir, file) for name, file in
                 (("keras", "best.keras"), ("saved_model", "best_saved_model"), ("metadata", "best.json"))
                 if tf.io.gfile.exists(os.path.join(export_dir, file))}
@@ -393,9 +415,6 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
         "total_seconds": total,
         "config": config_json(config),
     }
-    atomic_write_json(path(SUMMARY), summary)
-    for line in summary_table(summary, analysis):
-        log(line)
     return summary
 
 

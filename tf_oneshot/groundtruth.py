@@ -585,12 +585,7 @@ def run_ground_truth(
     """
     children = check_enumerable(space)
     seeds = check_seeds(seeds, noise_ceiling)
-    info = data.dataset_info(config.dataset, config.data_dir)
-    if tuple(info.image_shape) != tuple(space.image_shape) or info.num_classes != space.num_classes:
-        raise UserError(
-            f"--dataset={config.dataset} has images {tuple(info.image_shape)} and {info.num_classes} classes, "
-            f"but the space is built for {tuple(space.image_shape)} and {space.num_classes}."
-        )
+    data.check_fits(config.dataset, config.data_dir, space.image_shape, space.num_classes)
     settings = run_settings(config, space, recalibration_images)
     lines, _ = read_results(output, settings)
     done = {(str(r["architecture"]), int(r["seed"])) for _, _, r in lines}
@@ -616,25 +611,8 @@ def run_ground_truth(
             log(f"groundtruth: stopped ({e}); {len(trained)} runs recorded now, a rerun resumes.")
             missing = sum(p not in done for p in pairs) - len(trained)
             return GroundTruthRun(tuple(trained), skipped, path, None, missing, preempted=True)
-        bad = [k for k in ("validation_accuracy", "validation_loss", "test_accuracy")
-               if not math.isfinite(result.get(k, math.nan))]
-        if bad:
-            raise UserError(f"child {child} seed {seed} diverged ({bad[0]}={result.get(bad[0])}); lower "
-                            "--learning_rate and use a new --output. Finished runs are kept.")
-        cost = space.count(arch)
-        record = {
-            "kind": RECORD_KIND,
-            "architecture": child,
-            "seed": seed,
-            "seeds": seeds,
-            "shard": str(shard),
-            "method": getattr(train_fn, "method", "custom"),
-            "flops": int(cost.flops),
-            "params": int(cost.params),
-            **result,
-            **settings,
-        }
-        append_jsonl(path, record)
+        append_jsonl(path, _record(space, arch, seed, result, seeds, shard, getattr(train_fn, "method", "custom"),
+                                   settings))
         trained.append((child, seed))
         elapsed = time.perf_counter() - tic
         rate = index / elapsed * 60
@@ -642,13 +620,43 @@ def run_ground_truth(
         log(f"[{index}/{len(todo)}] {child} seed {seed}: validation {result['validation_accuracy']:.4f} "
             f"loss {result['validation_loss']:.4f}, test {result['test_accuracy']:.4f} "
             f"({result.get('seconds', math.nan):.1f}s; {rate:.1f} runs/min, {eta:.0f} min left)")
+    summary, missing = _merge_if_complete(output, space, settings, seeds, pairs, shard, noise_ceiling, log)
+    return GroundTruthRun(tuple(trained), skipped, path, summary, missing)
+
+
+def _record(space: SearchSpace, arch: Any, seed: int, result: dict[str, Any], seeds: Sequence[int], shard: Shard,
+            method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The results line of one finished (child, seed) run; a diverged run is a UserError, not a line."""
+    child = str(arch)
+    bad = [k for k in ("validation_accuracy", "validation_loss", "test_accuracy")
+           if not math.isfinite(result.get(k, math.nan))]
+    if bad:
+        raise UserError(f"child {child} seed {seed} diverged ({bad[0]}={result.get(bad[0])}); lower "
+                        "--learning_rate and use a new --output. Finished runs are kept.")
+    cost = space.count(arch)
+    return {
+        "kind": RECORD_KIND,
+        "architecture": child,
+        "seed": seed,
+        "seeds": seeds,
+        "shard": str(shard),
+        "method": method,
+        "flops": int(cost.flops),
+        "params": int(cost.params),
+        **result,
+        **settings,
+    }
+
+
+def _merge_if_complete(output: str, space: SearchSpace, settings: dict[str, Any], seeds: Sequence[int],
+                       pairs: Sequence[tuple[str, int]], shard: Shard, noise_ceiling: bool | None,
+                       log: Callable[[str], None]) -> tuple[dict | None, int]:
+    """(the summary, or None while other shards' runs are missing; how many are missing)."""
     lines, _ = read_results(output, settings)
     present = {(str(r["architecture"]), int(r["seed"])) for _, _, r in lines}
     missing = sum(p not in present for p in pairs)
-    summary = None
     if missing:
         log(f"groundtruth: shard {shard} done; {missing} of {len(pairs)} runs of other shards are still missing. "
             f"The last shard to finish writes {SUMMARY_FILE}, or run with --merge.")
-    else:
-        summary = merge(output, space, settings, seeds, noise_ceiling, log)
-    return GroundTruthRun(tuple(trained), skipped, path, summary, missing)
+        return None, missing
+    return merge(output, space, settings, seeds, noise_ceiling, log), 0

@@ -249,15 +249,8 @@ def train_standalone(
         optimizer.build(model.trainable_variables)
     task = StandaloneTask(model, optimizer, config.batch_size, replicas, config.weight_decay)
     train_loop = strategy_loop.train_loop(strategy, task.train_step, 5, jit_compile=config.jit_compile)
-    info = data.dataset_info(config.dataset, config.data_dir)
     train_split = data.FULL_TRAIN if full_train else "train"
-    # A shuffle buffer larger than the split would fill itself from several
-    # epochs before the first batch (and keep filling after the last).
-    dataset = data.make_dataset(
-        config.dataset, train_split, config.batch_size, training=True, data_dir=config.data_dir,
-        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, train_split)),
-    )
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = _train_batches(config, train_split, seed, strategy)
     step, loss = 0, math.nan
     every = max(1, min(config.log_every, config.train_steps))
     while step < config.train_steps:
@@ -270,16 +263,38 @@ def train_standalone(
     metrics: dict[str, Any] = {"train_loss": loss}
     if recalibration_images:
         recalibrate_batch_norm(model, config, strategy, recalibration_images, split=train_split)
+    metrics.update(_held_out_metrics(model, config, strategy, full_train))
+    metrics["seconds"] = round(time.perf_counter() - tic, 3)
+    return model, metrics
+
+
+def _train_batches(config: TrainConfig, split: str, seed: int, strategy: tf.distribute.Strategy) -> Any:
+    """An iterator of per-replica training batches of `split`, shuffled by `seed`.
+
+    A shuffle buffer larger than the split would fill itself from several
+    epochs before the first batch (and keep filling after the last).
+    """
+    info = data.dataset_info(config.dataset, config.data_dir)
+    dataset = data.make_dataset(
+        config.dataset, split, config.batch_size, training=True, data_dir=config.data_dir,
+        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, split)),
+    )
+    return iter(strategy.experimental_distribute_dataset(dataset))
+
+
+def _held_out_metrics(model: keras.Model, config: TrainConfig, strategy: tf.distribute.Strategy,
+                      full_train: bool) -> dict[str, Any]:
+    """{split}_accuracy, _loss and _examples of validation and test; no validation after training on it (§3.4)."""
+    metrics: dict[str, Any] = {}
     for split in ("validation", "test"):
-        if split == "validation" and full_train:  # trained on it: no held-out validation accuracy
+        if split == "validation" and full_train:
             metrics.update(validation_accuracy=None, validation_loss=None, validation_examples=0)
             continue
         result = evaluate_with_loss(model, config, split, strategy)
         metrics[f"{split}_accuracy"] = result["accuracy"]
         metrics[f"{split}_loss"] = result["loss"]
         metrics[f"{split}_examples"] = result["examples"]
-    metrics["seconds"] = round(time.perf_counter() - tic, 3)
-    return model, metrics
+    return metrics
 
 
 def recalibrate_batch_norm(
@@ -503,29 +518,10 @@ def retrain(
         UserError: a results file of another space or other settings, a
             dataset whose images do not fit the space, no candidates or seeds.
     """
-    if not candidates:
-        raise UserError("no architectures to retrain.")
-    if not seeds:
-        raise UserError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2.")
-    info = data.dataset_info(config.dataset, config.data_dir)
-    if tuple(info.image_shape) != tuple(space.image_shape) or info.num_classes != space.num_classes:
-        raise UserError(
-            f"--dataset={config.dataset} has images {tuple(info.image_shape)} and {info.num_classes} "
-            f"classes, but the search space was built for {tuple(space.image_shape)} and "
-            f"{space.num_classes}; pass the dataset the one-shot model was trained on."
-        )
-    unique: dict[str, Candidate] = {}
-    for c in candidates:
-        unique.setdefault(str(space.validate(c.architecture)), c)
-    candidates = list(unique.values())
+    candidates = _checked_candidates(candidates, seeds, space, config)
     settings = _run_settings(config, space, recalibration_images, full_train)
-    existing = read_jsonl(results_path)
-    _check_results(existing, settings, results_path)
-    done = {(r["architecture"], int(r["seed"])) for r in existing}
+    todo, skipped = _pending_runs(candidates, seeds, results_path, settings)
     wanted = {str(c.architecture) for c in candidates}
-    pairs = [(c, int(s)) for c in candidates for s in seeds]
-    todo = [(c, s) for c, s in pairs if (str(c.architecture), s) not in done]
-    skipped = tuple((str(c.architecture), s) for c, s in pairs if (str(c.architecture), s) in done)
     split = _ranking_split(full_train)
     log(
         f"retrain: {len(candidates)} architectures x {len(seeds)} seeds of {space.name}"
@@ -539,32 +535,15 @@ def retrain(
     trained = []
     for index, (candidate, seed) in enumerate(todo, start=1):
         arch = candidate.architecture
-        cost = space.count(arch)
         log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
         try:
             model, metrics = train_standalone(space, arch, config, seed, **train)
         except Preempted as e:
             log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
             return _summary(results_path, wanted, trained, skipped, None, {}, preempted=True)
-        params = int(model.count_params())
-        record = {
-            "kind": RECORD_KIND,
-            "architecture": str(arch),
-            "seed": seed,
-            "oneshot_accuracy": candidate.oneshot_accuracy,
-            "params": params,
-            "flops": int(cost.flops),
-            **metrics,
-            **settings,
-        }
-        append_jsonl(results_path, record)
+        _record_run(results_path, candidate, seed, model, metrics, space, settings, log,
+                    f"[{index}/{len(todo)}] {arch} seed {seed}: ")
         trained.append((str(arch), seed))
-        validation = metrics["validation_accuracy"]
-        log(
-            f"[{index}/{len(todo)}] {arch} seed {seed}: "
-            f"{'' if validation is None else f'validation {validation:.4f} '}"
-            f"test {metrics['test_accuracy']:.4f}, {params:,} params ({metrics['seconds']:.0f}s)"
-        )
         key, accuracy = str(arch), metrics[f"{split}_accuracy"]
         if key not in best_now or accuracy > best_now[key][0]:
             best_now[key] = (accuracy, model, seed)
@@ -578,6 +557,51 @@ def retrain(
             log(f"export: {e}; a rerun exports the best")
             return _summary(results_path, wanted, trained, skipped, best[0], {}, preempted=True)
     return _summary(results_path, wanted, trained, skipped, best[0] if best else None, exported)
+
+
+def _checked_candidates(candidates: Sequence[Candidate], seeds: Sequence[int], space: SearchSpace,
+                        config: TrainConfig) -> list[Candidate]:
+    """The candidates without repeats, after checking that there is work and that the dataset fits the space."""
+    if not candidates:
+        raise UserError("no architectures to retrain.")
+    if not seeds:
+        raise UserError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2.")
+    data.check_fits(config.dataset, config.data_dir, space.image_shape, space.num_classes)
+    unique: dict[str, Candidate] = {}
+    for c in candidates:
+        unique.setdefault(str(space.validate(c.architecture)), c)
+    return list(unique.values())
+
+
+def _pending_runs(candidates: Sequence[Candidate], seeds: Sequence[int], results_path: str,
+                  settings: dict[str, Any]) -> tuple[list[tuple[Candidate, int]], tuple[tuple[str, int], ...]]:
+    """(the (candidate, seed) runs still to train, the (architecture, seed) runs `results_path` holds)."""
+    existing = read_jsonl(results_path)
+    _check_results(existing, settings, results_path)
+    done = {(r["architecture"], int(r["seed"])) for r in existing}
+    pairs = [(c, int(s)) for c in candidates for s in seeds]
+    todo = [(c, s) for c, s in pairs if (str(c.architecture), s) not in done]
+    skipped = tuple((str(c.architecture), s) for c, s in pairs if (str(c.architecture), s) in done)
+    return todo, skipped
+
+
+def _record_run(results_path: str, candidate: Candidate, seed: int, model: keras.Model, metrics: dict[str, Any],
+                space: SearchSpace, settings: dict[str, Any], log: Callable[[str], None], prefix: str) -> None:
+    """Appends one finished run's line to `results_path` and logs its accuracies after `prefix`."""
+    params = int(model.count_params())
+    append_jsonl(results_path, {
+        "kind": RECORD_KIND,
+        "architecture": str(candidate.architecture),
+        "seed": seed,
+        "oneshot_accuracy": candidate.oneshot_accuracy,
+        "params": params,
+        "flops": int(space.count(candidate.architecture).flops),
+        **metrics,
+        **settings,
+    })
+    validation = metrics["validation_accuracy"]
+    log(f"{prefix}{'' if validation is None else f'validation {validation:.4f} '}"
+        f"test {metrics['test_accuracy']:.4f}, {params:,} params ({metrics['seconds']:.0f}s)")
 
 
 def _summary(results_path, wanted, trained, skipped, best, exported, preempted=False) -> RetrainSummary:

@@ -251,22 +251,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     replicas = strategy.num_replicas_in_sync
     local_ghosts = per_replica // config.ghost_batch_size
     global_ghosts = local_ghosts * replicas
-
-    # The same seed gives the same initial weights under every strategy (and
-    # the checkpoint overrides them on resume).
-    keras.utils.set_random_seed(config.seed)
-    with _dtype_policy(config.mixed_precision), strategy.scope():
-        global_step = tf.Variable(
-            0, dtype=tf.int64, trainable=False, name="global_step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
-        with tf.variable_creator_scope(distribute.replica_local_statistics):
-            model = build_oneshot(config, space, per_replica)
-        optimizer = _make_optimizer(config, global_step, segment)
-        # Built eagerly inside the scope: a first build inside tf.function fails
-        # under MirroredStrategy (DESIGN.md).
-        optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step)
+    model, optimizer, global_step, checkpoint = _build_state(config, space, strategy, per_replica, segment)
     checkpoints = _Checkpoints(checkpoint, model_dir, global_step, config.keep_checkpoints, chief)
     model_dirs.restore(checkpoint, checkpoints.latest)
     start = int(global_step.numpy())
@@ -289,16 +274,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
         for skip in (False, True)
     }
 
-    # A resumed run reshuffles from its own seed rather than replaying the data
-    # order of the first run's first steps. Each input pipeline (one per host)
-    # reads its own shard and yields per-replica batches.
-    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return data.make_dataset(
-            config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir,
-            seed=config.seed * 1_000_003 + start, input_context=context,
-        )
-
-    iterator = iter(strategy_loop.distribute_dataset(strategy, dataset_fn))
+    iterator = _train_iterator(config, strategy, start)
     writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief
               else tf.summary.create_noop_writer())
     stop_agreed = _stop_agreement(strategy)
@@ -342,19 +318,67 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
             if not result["preempted"]:
                 checkpoints.save(step)
             if not result["preempted"] and segment is None:
-                if isinstance(sampler, ArchitectureSampler):
-                    result["val_accuracy"] = evaluate_sampled(model, space, sampler, config, strategy=strategy)
-                    result["val_accuracy_of"] = f"{SAMPLED_ARCHITECTURES} sampled architectures"
-                    tf.summary.scalar("validation/sampled_accuracy", result["val_accuracy"], step=step)
-                else:
-                    result["val_accuracy"] = evaluate_all_on(model, space, config, strategy=strategy)
-                    result["val_accuracy_of"] = "all-on"
-                    tf.summary.scalar("validation/all_on_accuracy", result["val_accuracy"], step=step)
-                log(f"step {step}: {result['val_accuracy_of']} validation accuracy {result['val_accuracy']:.4f}")
+                result.update(_final_validation(model, space, sampler, config, strategy, step, log))
         writer.flush()
     finally:
         checkpoints.close()
     return result
+
+
+def _train_iterator(config: TrainConfig, strategy, start: int) -> Iterator:
+    """Per-replica training batches, from step `start` on.
+
+    A resumed run reshuffles from its own seed rather than replaying the data
+    order of the first run's first steps. Each input pipeline (one per host)
+    reads its own shard and yields per-replica batches.
+    """
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return data.make_dataset(
+            config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir,
+            seed=config.seed * 1_000_003 + start, input_context=context,
+        )
+
+    return iter(strategy_loop.distribute_dataset(strategy, dataset_fn))
+
+
+def _build_state(config, space, strategy, per_replica: int, segment: Segment | None) -> tuple:
+    """(model, optimizer, global step, tf.train.Checkpoint of the three), built in the strategy's scope.
+
+    The same seed gives the same initial weights under every strategy (and
+    the checkpoint overrides them on resume).
+    """
+    keras.utils.set_random_seed(config.seed)
+    with _dtype_policy(config.mixed_precision), strategy.scope():
+        global_step = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        with tf.variable_creator_scope(distribute.replica_local_statistics):
+            model = build_oneshot(config, space, per_replica)
+        optimizer = _make_optimizer(config, global_step, segment)
+        # Built eagerly inside the scope: a first build inside tf.function fails
+        # under MirroredStrategy (DESIGN.md).
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step)
+    return model, optimizer, global_step, checkpoint
+
+
+def _final_validation(model, space, sampler: Sampler, config: TrainConfig, strategy, step: int,
+                      log: Callable[[str], None]) -> dict:
+    """{"val_accuracy", "val_accuracy_of"} at the end of training, logged and summarized.
+
+    The all-on network for path dropout (Bender et al. §3.2); the sampled
+    paths for samplers of whole architectures, which never train it.
+    """
+    if isinstance(sampler, ArchitectureSampler):
+        accuracy = evaluate_sampled(model, space, sampler, config, strategy=strategy)
+        of = f"{SAMPLED_ARCHITECTURES} sampled architectures"
+        tf.summary.scalar("validation/sampled_accuracy", accuracy, step=step)
+    else:
+        accuracy, of = evaluate_all_on(model, space, config, strategy=strategy), "all-on"
+        tf.summary.scalar("validation/all_on_accuracy", accuracy, step=step)
+    log(f"step {step}: {of} validation accuracy {accuracy:.4f}")
+    return {"val_accuracy": accuracy, "val_accuracy_of": of}
 
 
 def _host_masks(sampler: Sampler, step: int, n: int, size: int, ghosts: int) -> dict[str, np.ndarray]:

@@ -131,6 +131,7 @@ class IteratedOneShotOracle(OneShotOracle):
         self.failure: BaseException | None = None
         self._exported = False
         self._failure_logged = False
+        self._checkpoint_step = 0  # the model_dir's latest checkpoint step, as last read
 
     # ----------------------------------------------------------- iterations
     def step_of_iteration(self, i: int) -> int:
@@ -170,10 +171,16 @@ class IteratedOneShotOracle(OneShotOracle):
         return self._thread is not None and self._thread.is_alive()
 
     def _trained(self, i: int) -> bool:
+        """Whether the model_dir holds iteration i's checkpoint; read from it only until it does.
+
+        `_advance` asks on every trial request, and a model_dir on GCS costs a
+        request per read; a step once reached stays reached.
+        """
         from tf_oneshot import model_dir as model_dirs
 
-        step = model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)) or 0
-        return step >= self.step_of_iteration(i)
+        if self._checkpoint_step < self.step_of_iteration(i):
+            self._checkpoint_step = model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)) or 0
+        return self._checkpoint_step >= self.step_of_iteration(i)
 
     def _start_training(self, i: int) -> None:
         """Trains iteration i in a thread; workers get IDLE until it ends."""

@@ -237,9 +237,7 @@ def analyze(
         raise UserError("nothing to analyze: pass --search_results and/or --retrain_results.")
     # Read and check everything before writing anything.
     search, search_space = load_search_results(search_results) if search_results else ([], None)
-    retrain, retrain_space = (
-        load_retrain_results(retrain_results) if retrain_results else ([], None)
-    )
+    retrain, retrain_space = load_retrain_results(retrain_results) if retrain_results else ([], None)
     if search_results and retrain_results:
         check_same_space(search_space, retrain_space, search_results, retrain_results)
     check_output_dir(output_dir, OUTPUTS, overwrite)
@@ -264,6 +262,37 @@ def analyze(
         f"{_fmt_ci(metrics.spearman_rho_ci)}, pairwise accuracy {_fmt(metrics.pairwise_accuracy)}"
     )
 
+    drawn, kl_tau = _draw(output_dir, joined, oneshot, standalone, metrics, split, search)
+    log(f"analyze: wrote {len(drawn)} plots to {output_dir}")
+
+    best_oneshot = max(search, key=lambda r: r["oneshot_accuracy"])["architecture"] if search else None
+    best = best_standalone([j.standalone for j in joined])
+    best = best.architecture if best else best_oneshot
+    analysis = Analysis(
+        metrics=metrics,
+        num_architectures_scored=len({r["architecture"] for r in search}),
+        best_architecture=best,
+        best_oneshot_architecture=best_oneshot,
+        kl_kendall_tau=kl_tau,
+        plots=drawn,
+        report=os.path.join(output_dir, REPORT),
+        joined=tuple(joined),
+        standalone_split=split,
+        standalone_losses=losses,
+        distinct_accuracies=len(set(np.round(standalone, DECIMALS).tolist())),
+        distinct_standalone=len(set(scores.tolist())),
+        tied_pairs=tied_pairs,
+        accuracy_kendall_tau=kendall_tau(oneshot, standalone) if joined else math.nan,
+    )
+    atomic_write_text(analysis.report, render_report(analysis, search_results, retrain_results))
+    atomic_write_json(os.path.join(output_dir, ANALYSIS), analysis.to_json())
+    log(f"analyze: wrote {analysis.report}")
+    return analysis
+
+
+def _draw(output_dir: str, joined: Sequence, oneshot: Sequence[float], standalone: Sequence[float], metrics: Any,
+          split: str, search: Sequence[dict]) -> tuple[dict[str, str], float | None]:
+    """The figures of `analyze` ({name: path}) and the Kendall tau of KL against one-shot accuracy (§5)."""
     path = lambda name: os.path.join(output_dir, PLOTS[name])  # noqa: E731
     drawn: dict[str, str] = {}
     if joined:
@@ -298,31 +327,7 @@ def analyze(
             rand, [r["generation"] for r in evo], [r["oneshot_accuracy"] for r in evo],
             path("search_progress"),
         )
-    log(f"analyze: wrote {len(drawn)} plots to {output_dir}")
-
-    best_oneshot = max(search, key=lambda r: r["oneshot_accuracy"])["architecture"] if search else None
-    best = best_standalone([j.standalone for j in joined])
-    best = best.architecture if best else best_oneshot
-    analysis = Analysis(
-        metrics=metrics,
-        num_architectures_scored=len({r["architecture"] for r in search}),
-        best_architecture=best,
-        best_oneshot_architecture=best_oneshot,
-        kl_kendall_tau=kl_tau,
-        plots=drawn,
-        report=os.path.join(output_dir, REPORT),
-        joined=tuple(joined),
-        standalone_split=split,
-        standalone_losses=losses,
-        distinct_accuracies=len(set(np.round(standalone, DECIMALS).tolist())),
-        distinct_standalone=len(set(scores.tolist())),
-        tied_pairs=tied_pairs,
-        accuracy_kendall_tau=kendall_tau(oneshot, standalone) if joined else math.nan,
-    )
-    atomic_write_text(analysis.report, render_report(analysis, search_results, retrain_results))
-    atomic_write_json(os.path.join(output_dir, ANALYSIS), analysis.to_json())
-    log(f"analyze: wrote {analysis.report}")
-    return analysis
+    return drawn, kl_tau
 
 
 def render_report(

@@ -18,6 +18,7 @@ rewritten), and a rerun fine-tunes only the candidates not found there.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from absl import flags
 
@@ -94,36 +95,10 @@ def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
 
 def run(FLAGS) -> int:
     from tf_oneshot.preemption import Preemption, stopped_message
-    from tf_oneshot.search import (
-        ALGORITHMS,
-        Evolution,
-        GivenArchitectures,
-        RandomSearch,
-        ResultsFile,
-        run_search,
-    )
-    from tf_oneshot.search.scorer import BN_MODES, OneShotScorer, checkpoint_step
+    from tf_oneshot.search import ResultsFile, run_search
+    from tf_oneshot.search.scorer import OneShotScorer, checkpoint_step
 
-    # Everything that can be checked without the model is checked first, so a
-    # bad flag fails in a second rather than after loading a checkpoint.
-    if not FLAGS.model_dir:
-        raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
-    given = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
-    if FLAGS.algorithm not in ALGORITHMS:
-        raise UserError(f"--algorithm={FLAGS.algorithm} is unknown; choose one of {', '.join(ALGORITHMS)}.")
-    if given and FLAGS.algorithm != "random":
-        raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
-                        "--architectures scores exactly the architectures given.")
-    if FLAGS.bn_mode is not None and FLAGS.bn_mode not in BN_MODES:
-        raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
-    finetune_top = _finetune_options(FLAGS)
-    if FLAGS.num_architectures < 1:
-        raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
-    if FLAGS.strategy == "multi_worker_mirrored":
-        raise UserError(
-            "--strategy=multi_worker_mirrored is for training; search on one host with --strategy=mirrored "
-            "or --tpu, or run one KerasTuner worker per host (tf_oneshot.OneShotTuner)."
-        )
+    given, finetune_top = _check_flags(FLAGS)
     from tf_oneshot import model_dir
 
     recorded = model_dir.require(FLAGS.model_dir)
@@ -134,34 +109,7 @@ def run(FLAGS) -> int:
     constraints = _constraints(FLAGS)
     bn_mode = FLAGS.bn_mode or space.default_bn_mode
     seed = 0 if FLAGS.seed is None else FLAGS.seed
-    archs_per_pass = FLAGS.archs_per_pass
-    if given:
-        if constraints.active:
-            raise UserError("--min/max_params, _flops, _bitops and _latency_ms do not apply with --architectures: "
-                            "the architectures given are scored as they are.")
-        options = {}
-        algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
-        if archs_per_pass is None:
-            archs_per_pass = 1  # as OneShotTuner scores a trial: the same number for the same architecture
-    elif FLAGS.algorithm == "evolution":
-        options = {"population_size": FLAGS.population_size, "num_parents": FLAGS.num_parents,
-                   "mutation_prob": FLAGS.mutation_prob}
-        try:
-            algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
-        except ValueError as e:
-            raise UserError(str(e).replace("Received: ", "got --")) from None
-    elif FLAGS.algorithm == "nao":
-        options = {"initial_size": FLAGS.population_size, "new_size": FLAGS.population_size,
-                   "top_k": FLAGS.num_parents}
-        try:
-            algorithm = ALGORITHMS["nao"](space, FLAGS.num_architectures, constraints, seed=seed, **options)
-        except ValueError as e:  # UserError is one: it passes unchanged
-            if isinstance(e, UserError):
-                raise
-            raise UserError(f"--algorithm=nao: {e}".replace("Received: ", "got ")) from None
-    else:
-        options = {}
-        algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
+    algorithm, options, archs_per_pass = _algorithm(FLAGS, space, constraints, seed, given)
     options.update(kl=FLAGS.kl, validation_examples=FLAGS.validation_examples)
     if FLAGS.kl:
         options["kl_reference"] = FLAGS.kl_reference
@@ -211,3 +159,67 @@ def run(FLAGS) -> int:
         if finetune_top is not None and _rerank(FLAGS, results, finetune_top, seed, strategy, preemption):
             return stopped_message("search", "fine-tuning")
     return 0
+
+
+def _check_flags(FLAGS) -> tuple[list[str], int | None]:
+    """(the --architectures given, --finetune_top or None), after every check that needs no model.
+
+    A bad flag fails in a second rather than after loading a checkpoint.
+    """
+    from tf_oneshot.search import ALGORITHMS
+    from tf_oneshot.search.scorer import BN_MODES
+
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
+    given = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
+    if FLAGS.algorithm not in ALGORITHMS:
+        raise UserError(f"--algorithm={FLAGS.algorithm} is unknown; choose one of {', '.join(ALGORITHMS)}.")
+    if given and FLAGS.algorithm != "random":
+        raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
+                        "--architectures scores exactly the architectures given.")
+    if FLAGS.bn_mode is not None and FLAGS.bn_mode not in BN_MODES:
+        raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+    finetune_top = _finetune_options(FLAGS)
+    if FLAGS.num_architectures < 1:
+        raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
+    if FLAGS.strategy == "multi_worker_mirrored":
+        raise UserError(
+            "--strategy=multi_worker_mirrored is for training; search on one host with --strategy=mirrored "
+            "or --tpu, or run one KerasTuner worker per host (tf_oneshot.OneShotTuner)."
+        )
+    return given, finetune_top
+
+
+def _algorithm(FLAGS, space, constraints, seed: int, given: list[str]) -> tuple[Any, dict[str, Any], int | None]:
+    """(the search algorithm, its options for the results lines, architectures per pass)."""
+    from tf_oneshot.search import ALGORITHMS, Evolution, GivenArchitectures, RandomSearch
+
+    archs_per_pass = FLAGS.archs_per_pass
+    if given:
+        if constraints.active:
+            raise UserError("--min/max_params, _flops, _bitops and _latency_ms do not apply with --architectures: "
+                            "the architectures given are scored as they are.")
+        options = {}
+        algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
+        if archs_per_pass is None:
+            archs_per_pass = 1  # as OneShotTuner scores a trial: the same number for the same architecture
+    elif FLAGS.algorithm == "evolution":
+        options = {"population_size": FLAGS.population_size, "num_parents": FLAGS.num_parents,
+                   "mutation_prob": FLAGS.mutation_prob}
+        try:
+            algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
+        except ValueError as e:
+            raise UserError(str(e).replace("Received: ", "got --")) from None
+    elif FLAGS.algorithm == "nao":
+        options = {"initial_size": FLAGS.population_size, "new_size": FLAGS.population_size,
+                   "top_k": FLAGS.num_parents}
+        try:
+            algorithm = ALGORITHMS["nao"](space, FLAGS.num_architectures, constraints, seed=seed, **options)
+        except ValueError as e:  # UserError is one: it passes unchanged
+            if isinstance(e, UserError):
+                raise
+            raise UserError(f"--algorithm=nao: {e}".replace("Received: ", "got ")) from None
+    else:
+        options = {}
+        algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
+    return algorithm, options, archs_per_pass
