@@ -2,7 +2,7 @@
 
 Re-ranking the top k of a search, or drawing Figure 4 over a 64-child space,
 fine-tunes many children from the same snapshot. Two ways, both in
-`tf_oneshot.finetune`:
+`tf_oneshot.training.finetune`:
 
   masked:     `FineTuner`: each child inside the one-shot model under its
               fixed masks, from a fresh copy of the snapshot; one trace of
@@ -38,8 +38,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_oneshot import finetune, model_dir, trainer  # noqa: E402
-from tf_oneshot.config import TrainConfig  # noqa: E402
+from tf_oneshot.training import finetune, model_dir, trainer  # noqa: E402
+from tf_oneshot.training.config import TrainConfig  # noqa: E402
 
 
 def _timed(fn, children):

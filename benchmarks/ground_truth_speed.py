@@ -31,9 +31,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_oneshot import groundtruth  # noqa: E402
-from tf_oneshot.config import TrainConfig  # noqa: E402
 from tf_oneshot.search_spaces import get_space  # noqa: E402
+from tf_oneshot.training import groundtruth  # noqa: E402
+from tf_oneshot.training.config import TrainConfig  # noqa: E402
 
 SAMPLE = {"edge_01": [1, 3], "edge_02": [2, 4], "edge_12": [1, 4]}
 

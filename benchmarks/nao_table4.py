@@ -59,7 +59,7 @@ def _args() -> argparse.Namespace:
 def _standalone(space, archs, config, out_dir, log):
     """Validation accuracy of each architecture trained from scratch (cached in standalone.jsonl)."""
     from tf_oneshot.io_utils import append_jsonl, read_jsonl
-    from tf_oneshot.retrain import train_standalone
+    from tf_oneshot.training.retrain import train_standalone
 
     path = os.path.join(out_dir, "standalone.jsonl")
     done = {r["architecture"]: r for r in read_jsonl(path) if r["steps"] == config.train_steps}
@@ -78,8 +78,8 @@ def _standalone(space, archs, config, out_dir, log):
 
 def _oneshot(space, archs, config, steps, dependent_factor, independent, out_dir, log):
     """One-shot accuracies of `archs` after `steps` uniform-pool steps, cycle steps or factor x steps."""
-    from tf_oneshot import trainer
     from tf_oneshot.search.scorer import OneShotScorer
+    from tf_oneshot.training import trainer
 
     mode = "independent" if independent else "dependent"
     model_dir = os.path.join(out_dir, f"oneshot_{steps}_{mode}")
@@ -98,9 +98,9 @@ def _oneshot(space, archs, config, steps, dependent_factor, independent, out_dir
 def main() -> None:
     import numpy as np
 
-    from tf_oneshot import data
     from tf_oneshot.analysis.rank_metrics import pairwise_accuracy, spearman_rho
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training import data
+    from tf_oneshot.training.config import TrainConfig
 
     args = _args()
     os.makedirs(args.out_dir, exist_ok=True)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scaling.py [--steps=300] [--filters=4] [--batch_size=32] ...
 
-Runs the real trainer (`tf_oneshot.trainer.train`, the step of Bender et al.
+Runs the real trainer (`tf_oneshot.training.trainer.train`, the step of Bender et al.
 2018, §3.2/§4.1: path dropout per ghost batch, masked L2, SGD) on the embedded
 digits data, with MirroredStrategy over 2 logical CPUs standing in for 2
 accelerators, and prints one table of steady-state rates and their ratios to
@@ -30,7 +30,7 @@ def _rate(strategy, config, window: int) -> float:
     The best window, not the mean, because the benchmark shares its cores with
     other work: interference only ever slows a window down.
     """
-    from tf_oneshot import trainer
+    from tf_oneshot.training import trainer
 
     stamps: list[tuple[float, str]] = []
     trainer.train(config, tempfile.mkdtemp(prefix="scaling_"), strategy=strategy,
@@ -55,10 +55,10 @@ def main() -> None:
     if args.steps % window or args.steps < 3 * window:
         parser.error(f"--steps must be a multiple of {window}, at least {3 * window}")
 
-    from tf_oneshot import distribute
+    from tf_oneshot.training import distribute
 
     distribute.split_cpu_for_tests(2)  # before TensorFlow initializes its devices
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training.config import TrainConfig
 
     base = dict(
         dataset="digits", filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,

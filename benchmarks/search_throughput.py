@@ -45,9 +45,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tf_oneshot import data, trainer  # noqa: E402
-from tf_oneshot.config import TrainConfig  # noqa: E402
 from tf_oneshot.search.scorer import OneShotScorer  # noqa: E402
+from tf_oneshot.training import data, trainer  # noqa: E402
+from tf_oneshot.training.config import TrainConfig  # noqa: E402
 
 
 def batch_mode(model: keras.Model) -> None:

@@ -1,7 +1,7 @@
 """Times the one-shot train step, as the trainer runs it, against a plain network.
 
 One run, side by side, the same shapes and optimizer:
-  one-shot: the trainer's own single-replica task (`tf_oneshot.tasks.OneShotTask`)
+  one-shot: the trainer's own single-replica task (`tf_oneshot.training.tasks.OneShotTask`)
             in its compiled host loop, under the space's sampler (path dropout,
             Bender et al. 2018, §3.2, at the start and at the end of its
             linear ramp; uniform single path for single-path spaces), ghost
@@ -36,9 +36,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tf_oneshot import strategy_loop, trainer  # noqa: E402
-from tf_oneshot.config import TrainConfig  # noqa: E402
-from tf_oneshot.tasks import TOTALS, OneShotTask, StandaloneTask  # noqa: E402
+from tf_oneshot.training import strategy_loop, trainer  # noqa: E402
+from tf_oneshot.training.config import TrainConfig  # noqa: E402
+from tf_oneshot.training.tasks import TOTALS, OneShotTask, StandaloneTask  # noqa: E402
 
 TOTAL_STEPS = 1000
 
@@ -78,7 +78,7 @@ def plain_loop(config: TrainConfig, model, images, labels):
 
 def single_path(config: TrainConfig, space, arch, images, labels, loops: dict) -> None:
     """SPOS's one path per step: the ghost batch is the batch; also the baseline's own path alone."""
-    from tf_oneshot.samplers import UniformSampler
+    from tf_oneshot.training.samplers import UniformSampler
 
     one = config.replace(ghost_batch_size=config.batch_size)
     sampler = trainer.make_run_sampler(one, space)

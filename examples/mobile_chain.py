@@ -42,7 +42,7 @@ import keras
 import tensorflow as tf
 
 from tf_oneshot import Cost, OneOf, OneShotModel, SearchSpace, UserError, layers
-from tf_oneshot.oneshot_model import path_fraction
+from tf_oneshot.search_spaces.supernet import path_fraction
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (3, 6)

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from tf_oneshot import trainer
-from tf_oneshot.config import TrainConfig
+from tf_oneshot.training import trainer
+from tf_oneshot.training.config import TrainConfig
 
 # F=4, 2 cells, 2 stacks on the embedded 8x8 digits: seconds to train and trace.
 TINY = TrainConfig(

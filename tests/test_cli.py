@@ -13,7 +13,7 @@ import sys
 import pytest
 from absl import flags
 
-from tf_oneshot import cli
+from tf_oneshot.commands import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {name: importlib.import_module(f"tf_oneshot.commands.{name}") for name in cli.COMMANDS}

@@ -13,8 +13,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tfds_fixtures as fake
 
-from tf_oneshot import data
 from tf_oneshot.errors import UserError
+from tf_oneshot.training import data
 
 
 def _collect(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

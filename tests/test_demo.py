@@ -12,9 +12,9 @@ import pytest
 from tf_oneshot.analysis import accuracy_then_loss, rank_metrics
 from tf_oneshot.analysis.records import join, load_retrain_results, load_search_results
 from tf_oneshot.analysis.report import mean_losses
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.demo import DEMO_TRAIN, DemoConfig, run_demo
 from tf_oneshot.errors import UserError
+from tf_oneshot.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDUCED = DemoConfig(

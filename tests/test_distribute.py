@@ -12,8 +12,8 @@ import sys
 import pytest
 import tensorflow as tf
 
-from tf_oneshot import distribute
 from tf_oneshot.errors import UserError
+from tf_oneshot.training import distribute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # TensorFlow's C++ start-up lines, printed before anything of ours can silence them.

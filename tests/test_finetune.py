@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_oneshot import finetune, model_dir, trainer
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.groundtruth import summarize
 from tf_oneshot.io_utils import read_jsonl
+from tf_oneshot.training import finetune, model_dir, trainer
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.groundtruth import summarize
 
 # darts64 with one cell of 4 filters on the 8x8 digits: seconds to train and trace.
 CONFIG = TrainConfig(dataset="digits", space="darts64", filters=4, num_cells=1, space_args="stem_filters=4",
@@ -87,7 +87,7 @@ def test_the_figure_4_flag_refuses_bad_input_in_one_line(tmp_path, capsys):
 def _cli(*args):
     from absl import flags
 
-    from tf_oneshot import cli
+    from tf_oneshot.commands import cli
 
     flags.FLAGS.unparse_flags()
     try:
@@ -171,8 +171,8 @@ def test_gt_tau_against_steps_and_its_plot(trained, tuner, tmp_path):
 @pytest.mark.slow
 def test_the_figure_4_curve_is_written_into_the_supernets_model_dir(trained, tuner, tmp_path, capsys):
     """Curves of several supernets against one ground truth must not overwrite each other."""
-    from tf_oneshot.groundtruth import SUMMARY_FILE
     from tf_oneshot.io_utils import atomic_write_json
+    from tf_oneshot.training.groundtruth import SUMMARY_FILE
 
     children = ["114", "341"]
     records = {(c, s): {"validation_accuracy": 0.5 + 0.1 * i, "validation_loss": 1.0 - 0.1 * i, "test_accuracy": 0.5}

@@ -6,8 +6,8 @@ import pathlib
 import pytest
 from absl import flags
 
-from tf_oneshot import distribute
 from tf_oneshot.commands import train as train_command
+from tf_oneshot.training import distribute
 
 FLAGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "flags"
 
@@ -90,7 +90,7 @@ def test_spos_search_recalibrates_on_20000_imagenet_images_and_a_share_elsewhere
 
 
 def test_spos_imagenet_flops_limit_lies_inside_the_table_2_space():
-    from tf_oneshot.search.constraints import ConstrainedSampler
+    from tf_oneshot.search_spaces.constraints import ConstrainedSampler
 
     _, config = parse("spos_imagenet.flags")
     space = config.make_space((224, 224, 3), 1000, stem_stride=4)
@@ -99,7 +99,7 @@ def test_spos_imagenet_flops_limit_lies_inside_the_table_2_space():
 
 
 def test_spos_demo_runs_spos_pipeline_on_digits():
-    from tf_oneshot.search.constraints import ConstrainedSampler
+    from tf_oneshot.search_spaces.constraints import ConstrainedSampler
 
     demo = parse_demo("spos_demo.flags")
     train = demo.train
@@ -147,7 +147,7 @@ def test_imagenet_is_section_4_2():
         "imagenet2012", 4096, 15_000, 8)
     assert config.stem_stride == 4 and config.mixed_precision == "bfloat16"
     # 224x224 inputs, as the paper's ImageNet models.
-    from tf_oneshot.data import TFDS_SOURCES
+    from tf_oneshot.training.data import TFDS_SOURCES
 
     assert TFDS_SOURCES[config.dataset].image_shape == (224, 224, 3)
     # 16 chips (the paper's four Cloud TPUs) with 1 or 2 cores each: whole ghost batches.

@@ -7,13 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from tf_oneshot import data, groundtruth
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.groundtruth import MaskedTrainer, Shard, merge, run_ground_truth
 from tf_oneshot.io_utils import read_jsonl
-from tf_oneshot.retrain import build_model, evaluate_with_loss, train_standalone
 from tf_oneshot.search_spaces.darts64 import Darts64Space
+from tf_oneshot.training import data, groundtruth
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.groundtruth import MaskedTrainer, Shard, merge, run_ground_truth
+from tf_oneshot.training.retrain import build_model, evaluate_with_loss, train_standalone
 
 # One cell of 4 filters on the 8x8 digits, restricted to 4 children: 331, 334, 341, 344.
 BASE = Darts64Space(stem_filters=4, filters=4, num_cells=1, image_shape=(8, 8, 1), num_classes=10)
@@ -194,7 +194,7 @@ def test_bad_input_is_refused_before_any_training(tmp_path):
 def _cli(*args):
     from absl import flags
 
-    from tf_oneshot import cli
+    from tf_oneshot.commands import cli
 
     flags.FLAGS.unparse_flags()
     try:

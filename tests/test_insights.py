@@ -6,12 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from tf_oneshot import cli, trainer
 from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.analysis import insights
-from tf_oneshot.config import TrainConfig
+from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
-from tf_oneshot.snapshots import checkpoint_paths
+from tf_oneshot.search.snapshots import checkpoint_paths
+from tf_oneshot.training import trainer
+from tf_oneshot.training.config import TrainConfig
 
 TINY = {"space": "darts64", "filters": 4, "num_cells": 1, "space_args": "stem_filters=4", "batch_size": 16,
         "ghost_batch_size": 8, "train_steps": 6, "checkpoint_every": 2, "log_every": 2, "keep_checkpoints": 3,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import search_fixtures
 
-from tf_oneshot import cli, latency
+from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import ConstrainedSampler, Constraints, Evolution
-from tf_oneshot.search_spaces import get_space
+from tf_oneshot.search_spaces import get_space, latency
 
 oneshot_model_dir = search_fixtures.oneshot_model_dir  # the tiny cell-space model the search tests share
 # One stage of 2 blocks at 8x8: a stage's first block (both branches) and a split block.

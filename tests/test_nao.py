@@ -13,11 +13,11 @@ import pytest
 import search_fixtures
 from scipy import stats
 
-from tf_oneshot import cli
+from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
-from tf_oneshot.nao import NAO, TokenCodec, fit_nao, predictor_gradient
 from tf_oneshot.search import ALGORITHMS, Constraints, RandomSearch
+from tf_oneshot.search.nao import NAO, TokenCodec, fit_nao, predictor_gradient
 from tf_oneshot.search_spaces import Cost, OneOf, SearchSpace, SubsetOf
 
 oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
@@ -233,10 +233,10 @@ def test_registry_stays_tensorflow_free_and_oracle_takes_nao():
 
 @pytest.mark.slow
 def test_cli_searches_with_nao(oneshot_model_dir, tmp_path, capsys, monkeypatch):
-    import tf_oneshot.nao
+    import tf_oneshot.search.nao
 
     # The CLI builds NAO with the paper's 1000 epochs; a few suffice to test the wiring.
-    monkeypatch.setattr(tf_oneshot.nao, "NAO", functools.partial(NAO, **FAST))
+    monkeypatch.setattr(tf_oneshot.search.nao, "NAO", functools.partial(NAO, **FAST))
     results = str(tmp_path / "nao.jsonl")
     flags = [f"--model_dir={oneshot_model_dir}", f"--results={results}", "--algorithm=nao",
              "--num_architectures=6", "--population_size=3", "--num_parents=2", "--archs_per_pass=3",

@@ -23,11 +23,13 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from tf_oneshot import cli, nas, trainer
 from tf_oneshot.analysis import load_search_results
-from tf_oneshot.config import TrainConfig
+from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
+from tf_oneshot.search import nas
+from tf_oneshot.training import trainer
+from tf_oneshot.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = os.path.join(ROOT, "examples", "mobile_chain.py") + ":MobileChainSpace"
@@ -225,7 +227,7 @@ def test_resuming_with_other_settings_is_refused_and_changes_nothing(independent
 def test_pool_sampling_frequencies_follow_model_size(rule):
     """NAO-V2 §4.2, Eq. 1: P(x_i) = size(x_i) / Σ size(x), against uniform; chi-square at fixed seeds."""
     config = TrainConfig(**{**BASE, "sampler": rule})
-    from tf_oneshot import data
+    from tf_oneshot.training import data
 
     info = data.dataset_info("digits")
     space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)

@@ -236,8 +236,9 @@ def test_sigterm_stops_retrain_between_runs_and_the_rerun_finishes(tmp_path):
 
 _DEMO = r"""
 import sys
-from tf_oneshot import cli, demo
-from tf_oneshot.config import TrainConfig
+from tf_oneshot.commands import cli
+from tf_oneshot import demo
+from tf_oneshot.training.config import TrainConfig
 # `tf-oneshot demo` at test size: the command runs demo.DEFAULT_CONFIG.
 demo.DEFAULT_CONFIG = demo.DemoConfig(
     train=TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=1, num_blocks=2, batch_size=32,

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_oneshot import data
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
-from tf_oneshot.retrain import (
+from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.training import data
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.retrain import (
     Candidate,
     export_model,
     parse_architectures,
@@ -20,7 +21,6 @@ from tf_oneshot.retrain import (
     select_candidates,
     train_standalone,
 )
-from tf_oneshot.search_spaces import CellSpace
 
 # F=4, one stack of 2 cells of 2 blocks on the embedded 8x8 digits: seconds to trace and train.
 SPACE = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
@@ -64,7 +64,7 @@ def test_retrain_records_resumes_and_exports(tmp_path):
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
     best = json.load(open(os.path.join(export, "best.json")))
     recorded = [r for r in read_jsonl(results) if (r["architecture"], r["seed"]) == (best["architecture"], best["seed"])]
-    from tf_oneshot.retrain import evaluate
+    from tf_oneshot.training.retrain import evaluate
 
     assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded[0]["validation_accuracy"])
 
@@ -113,7 +113,7 @@ def test_a_resumed_run_still_exports_the_best_trained_before_it(tmp_path):
     assert any("trained in an earlier run; training seed 0 again to export it" in line for line in lines)
     recorded = next(r for r in read_jsonl(results) if r["architecture"] == best["architecture"])
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
-    from tf_oneshot.retrain import evaluate
+    from tf_oneshot.training.retrain import evaluate
 
     assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded["validation_accuracy"], abs=0.02)
 
@@ -214,7 +214,7 @@ def test_bad_input_is_one_clear_error_and_loses_nothing(tmp_path):
 def _cli(*args):
     from absl import flags
 
-    from tf_oneshot import cli
+    from tf_oneshot.commands import cli
 
     # In-process commands share absl's FLAGS: start from and leave the defaults.
     flags.FLAGS.unparse_flags()
@@ -246,10 +246,10 @@ def test_cli_reports_bad_architecture_and_empty_results_in_one_line(tmp_path, ca
 
 _CHILD = r"""
 import json, sys
-from tf_oneshot import distribute
+from tf_oneshot.training import distribute
 distribute.split_cpu_for_tests(2)  # before anything touches TensorFlow's devices
-from tf_oneshot.config import TrainConfig
-from tf_oneshot.retrain import train_standalone
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.retrain import train_standalone
 from tf_oneshot.search_spaces import CellSpace
 space = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
 config = TrainConfig(dataset="digits", batch_size=32, ghost_batch_size=16, train_steps=4, log_every=4)

@@ -16,7 +16,10 @@ import tensorflow as tf
 from scipy import stats
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.samplers import (
+from tf_oneshot.search_spaces import Cost, OneOf, SearchSpace
+from tf_oneshot.search_spaces.bender_cell import CellSpace
+from tf_oneshot.search_spaces.constraints import Constraints
+from tf_oneshot.training.samplers import (
     SAMPLERS,
     PathDropoutSampler,
     ProportionalSampler,
@@ -24,9 +27,6 @@ from tf_oneshot.samplers import (
     UniformSampler,
     make_sampler,
 )
-from tf_oneshot.search.constraints import Constraints
-from tf_oneshot.search_spaces import Cost, OneOf, SearchSpace
-from tf_oneshot.search_spaces.bender_cell import CellSpace
 
 P_MIN = 1e-3
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import search_fixtures
 
-from tf_oneshot import cli
+from tf_oneshot.commands import cli
 from tf_oneshot.io_utils import read_jsonl
 
 oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
@@ -44,7 +44,7 @@ def test_random_search_writes_one_line_per_architecture(model_dir, tmp_path, cap
 
 def test_evolution_with_recalibration_and_constraints(model_dir, tmp_path):
     from tf_oneshot.search import cost_bounds
-    from tf_oneshot.trainer import read_model_dir
+    from tf_oneshot.training.trainer import read_model_dir
 
     space = read_model_dir(model_dir)[1]
     lo, hi = cost_bounds(space)["flops"]
@@ -122,7 +122,7 @@ def test_bad_input_ends_with_one_clear_line(model_dir, tmp_path, capsys):
 def test_given_architectures_score_what_the_tuner_scores(model_dir, tmp_path, capsys):
     """`search --architectures` checks candidates with the tuner's number for them (§3.3)."""
     from tf_oneshot.search.scorer import OneShotScorer
-    from tf_oneshot.trainer import read_model_dir
+    from tf_oneshot.training.trainer import read_model_dir
 
     space = read_model_dir(model_dir)[1]
     rng = np.random.default_rng(3)
@@ -151,7 +151,7 @@ def test_given_architectures_score_what_the_tuner_scores(model_dir, tmp_path, ca
 
 
 def test_bad_given_architecture_is_one_line_naming_it(model_dir, tmp_path, capsys):
-    from tf_oneshot.trainer import read_model_dir
+    from tf_oneshot.training.trainer import read_model_dir
 
     good = read_model_dir(model_dir)[1].example()
 

@@ -169,8 +169,8 @@ def test_a_bitops_range_is_met_by_construction(algorithm):
 
 
 def _proposals(space, cons, algorithm, n):
-    from tf_oneshot.samplers import UniformConstraintSampler
     from tf_oneshot.search import Evolution, RandomSearch
+    from tf_oneshot.training.samplers import UniformConstraintSampler
 
     if algorithm == "uniform_constraint":
         sampler = UniformConstraintSampler(space, seed=0, constraints=cons)
@@ -189,7 +189,7 @@ def _proposals(space, cons, algorithm, n):
 
 def _table(tmp_path, space, scale=1.0, name="table.json"):
     """A latency table as `tf-oneshot latency` writes it: 0.5 ms fixed, 0.1 ms per bit of a layer."""
-    from tf_oneshot import latency
+    from tf_oneshot.search_spaces import latency
 
     table = {"kind": latency.KIND, "version": latency.VERSION, "space": space.to_config(), "batch_size": 1,
              "device": "test", "fixed_ms": 0.5,

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_oneshot import data, trainer
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.search.scorer import OneShotScorer
 from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model, copy_oneshot_weights
+from tf_oneshot.training import data, trainer
+from tf_oneshot.training.config import TrainConfig
 
 CONFIG = TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=2, batch_size=32, ghost_batch_size=16)
 GHOST = CONFIG.ghost_batch_size

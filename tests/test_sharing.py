@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_oneshot import model_dir as model_dirs
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.samplers import make_sampler
 from tf_oneshot.search_spaces import get_space
-from tf_oneshot.sharing import COPY_KEY, SharedSpace, apply_sharing, group_assignment, make_plan
+from tf_oneshot.search_spaces.sharing import COPY_KEY, SharedSpace, apply_sharing, group_assignment, make_plan
+from tf_oneshot.training import model_dir as model_dirs
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.samplers import make_sampler
 
 GBS = 4
 TINY = get_space("darts64", stem_filters=4, filters=4, num_cells=1, image_shape=(8, 8, 1), num_classes=3)
@@ -167,7 +167,7 @@ def test_the_model_dir_records_the_sharing(tmp_path):
 
 
 def test_sharing_needs_a_sampler_of_whole_children():
-    from tf_oneshot.trainer import make_run_sampler
+    from tf_oneshot.training.trainer import make_run_sampler
 
     config = TrainConfig(space="darts64", sharing="group", sharing_groups=2, sampler="path_dropout")
     with pytest.raises(UserError, match="needs a sampler that draws whole children"):

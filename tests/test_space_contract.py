@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import tf_oneshot
-from tf_oneshot import trainer
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.search import Evolution, RandomSearch, ResultsFile, run_search
 from tf_oneshot.search.scorer import OneShotScorer
 from tf_oneshot.search_spaces import get_space
+from tf_oneshot.training import trainer
+from tf_oneshot.training.config import TrainConfig
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "examples", "mobile_chain.py") + ":MobileChainSpace"
@@ -125,7 +125,7 @@ def test_tuner_trial(trained, tmp_path):
 
 def test_retrain_one_architecture(trained, tmp_path):
     spec, path, _ = trained
-    from tf_oneshot.retrain import Candidate, retrain
+    from tf_oneshot.training.retrain import Candidate, retrain
 
     space = tiny_space(spec)
     arch = space.sample(np.random.default_rng(3))

@@ -276,8 +276,8 @@ def test_uniform_supernet_learns(tmp_path):
     supernet at 0.39 after 3,000): every block's candidates start as unrelated
     functions, and the shared layers after them learn only once they agree.
     """
-    from tf_oneshot import samplers, trainer
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training import samplers, trainer
+    from tf_oneshot.training.config import TrainConfig
 
     steps = 600
     config = TrainConfig(space="spos_blocks", space_args="width_multiplier=0.5,stage_blocks=1:1:1:1",

@@ -8,10 +8,11 @@ import signal
 import pytest
 import tensorflow as tf
 
-from tf_oneshot import cli, trainer
-from tf_oneshot.config import TrainConfig
+from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.bender_cell import CellSpace
+from tf_oneshot.training import trainer
+from tf_oneshot.training.config import TrainConfig
 
 TINY = dict(
     dataset="digits", filters=4, num_cells=2, num_stacks=2, batch_size=32, ghost_batch_size=16,
@@ -158,7 +159,7 @@ def test_cli_space_json(capsys):
 @pytest.mark.slow
 def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(tmp_path):
     """SPOS §3.2: a supernet trained one path at a time never trains its all-on network."""
-    from tf_oneshot import samplers
+    from tf_oneshot.training import samplers
 
     config = TrainConfig(space="spos_blocks", space_args="width_multiplier=0.5,stage_blocks=1:1:1:1",
                          dataset="digits", batch_size=64, ghost_batch_size=64, train_steps=80,
@@ -181,7 +182,7 @@ def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(
 @pytest.mark.parametrize("schedule,halfway", [("cosine", 0.5), ("linear", 0.5), ("constant", 1.0)])
 def test_learning_rate_schedules_decay_to_zero_at_the_last_step(schedule, halfway):
     """Bender et al. §4.1 (cosine); ShuffleNetV2, whose settings SPOS §4 trains with (linear)."""
-    from tf_oneshot import retrain
+    from tf_oneshot.training import retrain
 
     config = TrainConfig(learning_rate=0.4, train_steps=100, lr_schedule=schedule)
     rate = trainer.learning_rate_schedule(config)

@@ -58,8 +58,8 @@ def _loss_scale_guard() -> dict:
     import keras
     import tensorflow as tf
 
-    from tf_oneshot import distribute
-    from tf_oneshot.tasks import agree_on_finite
+    from tf_oneshot.training import distribute
+    from tf_oneshot.training.tasks import agree_on_finite
 
     strategy = distribute.get_strategy("mirrored")
     with strategy.scope():
@@ -91,8 +91,8 @@ def _loss_scale_guard() -> dict:
 
 def _scores(out_dir: str) -> dict:
     """The scorer on 1 and 2 replicas: architectures split over replicas (search/scorer.py)."""
-    from tf_oneshot import distribute
     from tf_oneshot.search.scorer import OneShotScorer
+    from tf_oneshot.training import distribute
 
     out: dict = {}
     for strategy_name in ("default", "mirrored"):
@@ -114,14 +114,14 @@ def _scores(out_dir: str) -> dict:
 
 
 def _child(out_dir: str) -> None:
-    from tf_oneshot import distribute
+    from tf_oneshot.training import distribute
 
     distribute.split_cpu_for_tests(2)  # before anything touches TensorFlow's devices
     import keras
     import tensorflow as tf
 
-    from tf_oneshot import trainer
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training import trainer
+    from tf_oneshot.training.config import TrainConfig
 
     report: dict = {"cpus": len(tf.config.list_logical_devices("CPU"))}
     distribute.split_cpu_for_tests(2)  # again: harmless once devices match

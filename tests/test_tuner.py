@@ -14,8 +14,8 @@ import search_fixtures
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import Constraints, Evolution, RandomSearch
-from tf_oneshot.search.constraints import cost_bounds
 from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces.constraints import cost_bounds
 from tf_oneshot.tuner import OneShotOracle, architecture_to_values, values_to_architecture
 
 oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture

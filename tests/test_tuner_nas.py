@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from tf_oneshot import model_dir as model_dirs
-from tf_oneshot import nas
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
+from tf_oneshot.search import nas
+from tf_oneshot.training import model_dir as model_dirs
+from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.tuner import CHECKPOINT_STEP, OneShotTuner
-from tf_oneshot.tuner_nas import IteratedOneShotOracle
+from tf_oneshot.tuner.iterated import IteratedOneShotOracle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = os.path.join(ROOT, "examples", "mobile_chain.py") + ":MobileChainSpace"
@@ -293,9 +293,9 @@ def test_resume_between_iterations_does_not_train_again(tmp_path):
 
 PROCESS = textwrap.dedent("""
     import json, os, sys, time
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training.config import TrainConfig
     from tf_oneshot.tuner import OneShotTuner
-    from tf_oneshot.tuner_nas import IteratedOneShotOracle
+    from tf_oneshot.tuner.iterated import IteratedOneShotOracle
     model_dir, directory, base, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
     oracle = IteratedOneShotOracle(model_dir, config=TrainConfig(**base), log=lambda s: print(s, flush=True),
                                    **settings)

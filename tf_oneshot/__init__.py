@@ -16,6 +16,10 @@ search spaces stay cheap.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
 from typing import Any
 
 from tf_oneshot.errors import UserError
@@ -38,24 +42,75 @@ _LAZY = {
     "CellArchitecture": "tf_oneshot.search_spaces.bender_cell",
     "Block": "tf_oneshot.search_spaces.bender_cell",
     "OP_NAMES": "tf_oneshot.search_spaces.bender_cell",
-    "TrainConfig": "tf_oneshot.config",
-    "train": "tf_oneshot.trainer",
-    "load_oneshot": "tf_oneshot.trainer",
-    "get_strategy": "tf_oneshot.distribute",
-    "OneShotModel": "tf_oneshot.oneshot_model",
+    "TrainConfig": "tf_oneshot.training.config",
+    "train": "tf_oneshot.training.trainer",
+    "load_oneshot": "tf_oneshot.training.trainer",
+    "get_strategy": "tf_oneshot.training.distribute",
+    "OneShotModel": "tf_oneshot.search_spaces.supernet",
     "GhostBatchNormalization": "tf_oneshot.layers.ghost_batch_norm",
     "PathDropout": "tf_oneshot.layers.path_dropout",
     "layers": "tf_oneshot.layers",
-    "dataset_info": "tf_oneshot.data",
-    "make_dataset": "tf_oneshot.data",
+    "dataset_info": "tf_oneshot.training.data",
+    "make_dataset": "tf_oneshot.training.data",
     "OneShotOracle": "tf_oneshot.tuner",
     "OneShotTuner": "tf_oneshot.tuner",
-    "IteratedOneShotOracle": "tf_oneshot.tuner_nas",
+    "IteratedOneShotOracle": "tf_oneshot.tuner.iterated",
     "run_search": "tf_oneshot.search.driver",
-    "retrain": "tf_oneshot.retrain",
+    "retrain": "tf_oneshot.training.retrain",
     "analyze": "tf_oneshot.analysis.report",
     "rank_metrics": "tf_oneshot.analysis.rank_metrics",
 }
+
+
+# Modules that sat at the top of the package before it had one folder per
+# layer: an old import path still works, with a DeprecationWarning naming the new one.
+MOVED = {
+    "tf_oneshot.cli": "tf_oneshot.commands.cli",
+    "tf_oneshot.config": "tf_oneshot.training.config",
+    "tf_oneshot.data": "tf_oneshot.training.data",
+    "tf_oneshot.distribute": "tf_oneshot.training.distribute",
+    "tf_oneshot.finetune": "tf_oneshot.training.finetune",
+    "tf_oneshot.groundtruth": "tf_oneshot.training.groundtruth",
+    "tf_oneshot.latency": "tf_oneshot.search_spaces.latency",
+    "tf_oneshot.model_dir": "tf_oneshot.training.model_dir",
+    "tf_oneshot.nao": "tf_oneshot.search.nao",
+    "tf_oneshot.nas": "tf_oneshot.search.nas",
+    "tf_oneshot.oneshot_model": "tf_oneshot.search_spaces.supernet",
+    "tf_oneshot.preemption": "tf_oneshot.training.preemption",
+    "tf_oneshot.retrain": "tf_oneshot.training.retrain",
+    "tf_oneshot.samplers": "tf_oneshot.training.samplers",
+    "tf_oneshot.search.constraints": "tf_oneshot.search_spaces.constraints",
+    "tf_oneshot.sharing": "tf_oneshot.search_spaces.sharing",
+    "tf_oneshot.snapshots": "tf_oneshot.search.snapshots",
+    "tf_oneshot.strategy_loop": "tf_oneshot.training.strategy_loop",
+    "tf_oneshot.tasks": "tf_oneshot.training.tasks",
+    "tf_oneshot.trainer": "tf_oneshot.training.trainer",
+    "tf_oneshot.tuner_nas": "tf_oneshot.tuner.iterated",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a moved module under its old name: the new module itself, with a DeprecationWarning."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec: Any) -> Any:
+        warnings.warn(f"{spec.name} moved to {MOVED[spec.name]}; import it from there.", DeprecationWarning,
+                      stacklevel=3)
+        module = importlib.import_module(MOVED[spec.name])
+        spec.loader_state = module.__spec__  # the import machinery sets the old name's spec on the module
+        return module
+
+    def exec_module(self, module: Any) -> None:
+        """Nothing to run: gives the module its own spec back."""
+        module.__spec__ = module.__spec__.loader_state
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:

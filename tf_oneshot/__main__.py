@@ -2,7 +2,7 @@
 
 import sys
 
-from tf_oneshot.cli import main
+from tf_oneshot.commands.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))

@@ -39,11 +39,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis.report import OUTPUTS, analyze
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, read_json
-from tf_oneshot.preemption import Preemption
-from tf_oneshot.search.constraints import Constraints
+from tf_oneshot.search_spaces.constraints import Constraints
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.preemption import Preemption
 
 # flags/demo.flags: Bender et al. 2018 §4.1 at laptop scale (tests/test_demo.py
 # checks the two agree).
@@ -171,7 +171,7 @@ def _winner(space: Any, run: dict) -> dict[str, Any] | None:
 
 
 def _space_of(model_dir: str) -> Any:
-    from tf_oneshot.model_dir import require
+    from tf_oneshot.training.model_dir import require
 
     return require(model_dir)[1]
 
@@ -266,9 +266,9 @@ def run_demo(
 
 
 def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None], preemption) -> dict[str, Any]:
-    from tf_oneshot import trainer
-    from tf_oneshot.retrain import Candidate, retrain
     from tf_oneshot.search import Evolution, RandomSearch
+    from tf_oneshot.training import trainer
+    from tf_oneshot.training.retrain import Candidate, retrain
 
     path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
     seconds: dict[str, float] = {}

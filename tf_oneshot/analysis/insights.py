@@ -4,7 +4,7 @@ Input: a ground truth (`ground_truth.json` of `tf-oneshot groundtruth`: each
 child's mean validation accuracy and loss over seeds, the per-seed values,
 the noise ceiling) and, for each weight-sharing *instance* (one trained
 one-shot model_dir), every child's one-shot score at each of its last K
-snapshots (checkpoints), oldest first (`tf_oneshot.snapshots`).
+snapshots (checkpoints), oldest first (`tf_oneshot.search.snapshots`).
 
 - Table 1/2, "Instances" row (§3.2): S-Tau, Max/Min Tau over the instances'
   last snapshots; GT-Tau, T1R, T3R as mean ± std over instances.

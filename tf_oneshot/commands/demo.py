@@ -60,7 +60,7 @@ def demo_config(FLAGS):
 
 def run(FLAGS) -> int:
     from tf_oneshot import demo
-    from tf_oneshot.preemption import stopped_message
+    from tf_oneshot.training.preemption import stopped_message
 
     output_dir = FLAGS.output_dir or DEFAULT_OUTPUT_DIR
     summary = demo.run_demo(output_dir, demo_config(FLAGS), overwrite=FLAGS.overwrite)

@@ -43,8 +43,8 @@ NOT_APPLICABLE = retrain_command.NOT_APPLICABLE
 
 def _config_and_space(FLAGS, log=print):
     """The training setting and space: the flags, over the one-shot run of --model_dir if given."""
-    from tf_oneshot import data, model_dir
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training import data, model_dir
+    from tf_oneshot.training.config import TrainConfig
 
     given = common_flags.given(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS))
     if FLAGS.model_dir:
@@ -66,9 +66,9 @@ def _finetune_curve(FLAGS) -> int:
     """--finetune_curve: GT-Tau against fine-tuning steps (Figure 4), written into the supernet's model_dir."""
     import os
 
-    from tf_oneshot import finetune
     from tf_oneshot.io_utils import atomic_write_json
-    from tf_oneshot.preemption import Preempted, Preemption, stopped_message
+    from tf_oneshot.training import finetune
+    from tf_oneshot.training.preemption import Preempted, Preemption, stopped_message
 
     if not FLAGS.model_dir:
         raise UserError("--finetune_curve needs --model_dir: the trained one-shot model whose children are fine-tuned.")
@@ -92,8 +92,8 @@ def _finetune_curve(FLAGS) -> int:
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot import distribute, groundtruth
-    from tf_oneshot.preemption import Preemption, stopped_message
+    from tf_oneshot.training import distribute, groundtruth
+    from tf_oneshot.training.preemption import Preemption, stopped_message
 
     if not FLAGS.output:
         raise UserError("--output is required: the directory for the ground-truth results and summary.")

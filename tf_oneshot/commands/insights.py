@@ -55,8 +55,8 @@ def _check_space(gt: insights.GroundTruth, model_dir: str, space) -> None:
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot import model_dir as model_dirs
-    from tf_oneshot.snapshots import score_snapshots
+    from tf_oneshot.search.snapshots import score_snapshots
+    from tf_oneshot.training import model_dir as model_dirs
 
     if not FLAGS.ground_truth:
         raise UserError("--ground_truth is required: the ground_truth.json of `tf-oneshot groundtruth`.")

@@ -28,13 +28,13 @@ FLAG_NAMES = ("space", *common_flags.SPACE_FLAGS, "model_dir", "image_size", "ch
 def _space(FLAGS):
     """The recorded space of --model_dir, or the one --space and the size flags describe."""
     if FLAGS.model_dir:
-        from tf_oneshot import model_dir
+        from tf_oneshot.training import model_dir
 
         set_here = [n for n in ("space", *common_flags.SPACE_FLAGS) if getattr(FLAGS, n) is not None]
         if set_here:
             raise UserError(f"--{set_here[0]} and --model_dir exclude one another: the model_dir records its space.")
         return model_dir.require(FLAGS.model_dir)[1]
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training.config import TrainConfig
 
     config = TrainConfig(**common_flags.given(FLAGS, ("space", *common_flags.SPACE_FLAGS)))
     return config.make_space((FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
@@ -43,7 +43,7 @@ def _space(FLAGS):
 def run(FLAGS) -> int:
     import numpy as np
 
-    from tf_oneshot import latency
+    from tf_oneshot.search_spaces import latency
 
     if not FLAGS.output:
         raise UserError("--output is required: the JSON file to write the latency table to.")

@@ -44,9 +44,9 @@ NOT_APPLICABLE = {"train_steps": "does not apply to `tf-oneshot nas`: it trains 
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot import distribute, nas, preemption
-    from tf_oneshot.config import TrainConfig
-    from tf_oneshot.search import Constraints
+    from tf_oneshot.search import Constraints, nas
+    from tf_oneshot.training import distribute, preemption
+    from tf_oneshot.training.config import TrainConfig
 
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: the directory for checkpoints and the nas log.")

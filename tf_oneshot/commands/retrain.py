@@ -61,10 +61,10 @@ def _seeds(FLAGS) -> list[int]:
 
 def _space(FLAGS, search_space, model_dir_record):
     """The search space: from the search results, the model_dir, or the flags; F from --filters."""
-    from tf_oneshot import data
     from tf_oneshot.analysis.records import check_same_space, describe_space
-    from tf_oneshot.config import TrainConfig
     from tf_oneshot.search_spaces import space_fields, space_from_config
+    from tf_oneshot.training import data
+    from tf_oneshot.training.config import TrainConfig
 
     space = None
     if isinstance(search_space, dict):
@@ -95,11 +95,11 @@ def _space(FLAGS, search_space, model_dir_record):
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot import distribute, model_dir
     from tf_oneshot.analysis.records import load_search_results
-    from tf_oneshot.config import TrainConfig
-    from tf_oneshot.preemption import Preemption, stopped_message
-    from tf_oneshot.retrain import Candidate, retrain, select_candidates
+    from tf_oneshot.training import distribute, model_dir
+    from tf_oneshot.training.config import TrainConfig
+    from tf_oneshot.training.preemption import Preemption, stopped_message
+    from tf_oneshot.training.retrain import Candidate, retrain, select_candidates
 
     if not FLAGS.results:
         raise UserError("--results is required: the JSON-lines file for the retrain results.")

@@ -1,7 +1,7 @@
 """`tf-oneshot search`: scores architectures with a trained one-shot model.
 
 Random search (Bender et al. 2018, §4.1), evolution (SPOS, Algorithm 1) or
-NAO (Luo et al. 2018, §3: `tf_oneshot.nao`, a Keras network trained between
+NAO (Luo et al. 2018, §3: `tf_oneshot.search.nao`, a Keras network trained between
 generations), under optional constraints on params and multiply-adds, or
 exactly the architectures of --architectures / --architectures_file (algorithm "given",
 one per pass as the KerasTuner trial scores it). Each scored architecture
@@ -10,7 +10,7 @@ with the same flags carries on to --num_architectures without scoring any
 architecture twice. SIGTERM stops it between batches with exit code 143.
 --finetune_steps=n --finetune_top=k then fine-tunes the k best candidates
 alone from the shared weights for n mini-batches ("Deeper insights" §3.3,
-`tf_oneshot.finetune`) and re-ranks them; each fine-tuned score goes beside
+`tf_oneshot.training.finetune`) and re-ranks them; each fine-tuned score goes beside
 its one-shot score to RESULTS.finetune.jsonl (the results are never
 rewritten), and a rerun fine-tunes only the candidates not found there.
 """
@@ -68,7 +68,7 @@ def _constraints(FLAGS):
 
 def _finetune_options(FLAGS) -> int | None:
     """--finetune_top checked (None without --finetune_steps)."""
-    from tf_oneshot import finetune
+    from tf_oneshot.training import finetune
 
     if FLAGS.finetune_steps is None:
         if FLAGS.finetune_top is not None:
@@ -80,7 +80,7 @@ def _finetune_options(FLAGS) -> int | None:
 
 def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
     """Fine-tunes the best `top` results and prints the re-ranked list; True if `stop` ended it."""
-    from tf_oneshot import finetune
+    from tf_oneshot.training import finetune
 
     tuner = finetune.FineTuner(FLAGS.model_dir, FLAGS.finetune_steps, seed=seed, strategy=strategy, stop=stop,
                                data_dir=FLAGS.data_dir)
@@ -94,12 +94,12 @@ def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot.preemption import Preemption, stopped_message
     from tf_oneshot.search import ResultsFile, run_search
     from tf_oneshot.search.scorer import OneShotScorer, checkpoint_step
+    from tf_oneshot.training.preemption import Preemption, stopped_message
 
     given, finetune_top = _check_flags(FLAGS)
-    from tf_oneshot import model_dir
+    from tf_oneshot.training import model_dir
 
     recorded = model_dir.require(FLAGS.model_dir)
     if FLAGS.space is not None and FLAGS.space != recorded[0].space:
@@ -126,7 +126,7 @@ def run(FLAGS) -> int:
     })
     results.load()  # a malformed or foreign file fails here, before the model loads
 
-    from tf_oneshot import distribute
+    from tf_oneshot.training import distribute
 
     # SIGTERM (preemption) from here on ends the search between two batches:
     # every finished line is written (a gs:// file is flushed) and exit is 143.

@@ -15,7 +15,7 @@ FLAG_NAMES = ("space", *common_flags.SPACE_FLAGS, "json", "image_size", "channel
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot.config import TrainConfig
+    from tf_oneshot.training.config import TrainConfig
 
     config = TrainConfig(**common_flags.given(FLAGS, ("space", *common_flags.SPACE_FLAGS)))
     space = config.make_space((FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)

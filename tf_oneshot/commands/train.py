@@ -2,10 +2,10 @@
 
 from absl import flags
 
-from tf_oneshot import distribute, preemption, trainer
 from tf_oneshot.commands import common_flags
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
+from tf_oneshot.training import distribute, preemption, trainer
+from tf_oneshot.training.config import TrainConfig
 
 flags.DEFINE_integer("train_steps", None, "Total training steps (Bender et al. 2018: 5,000-10,000).")
 flags.DEFINE_string("sampler", None, "Sampling rule while training: path_dropout (Bender et al. 2018, §3.2), "

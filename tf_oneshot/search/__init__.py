@@ -3,7 +3,7 @@
 Algorithms (`RandomSearch`, `Evolution`), constraints, selection rules, the
 results file and the driver know no TensorFlow; `tf_oneshot.search.scorer`
 (imported on its own) holds the compiled scoring of architectures. NAO (Luo et
-al. 2018) trains a Keras network, so it lives in `tf_oneshot.nao` and
+al. 2018) trains a Keras network, so it lives in `tf_oneshot.search.nao` and
 `ALGORITHMS["nao"]` imports it only when looked up.
 """
 
@@ -11,11 +11,11 @@ import importlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tf_oneshot.search.constraints import ConstrainedSampler, Constraints, cost_bounds
 from tf_oneshot.search.evolution import Evolution
 from tf_oneshot.search.given import GivenArchitectures
 from tf_oneshot.search.random_search import RandomSearch
 from tf_oneshot.search.selection import oneshot_small, oneshot_top, stratified_sample
+from tf_oneshot.search_spaces.constraints import ConstrainedSampler, Constraints, cost_bounds
 
 
 class _Algorithms(Mapping):
@@ -41,7 +41,7 @@ class _Algorithms(Mapping):
 
 
 ALGORITHMS = _Algorithms({RandomSearch.name: RandomSearch, Evolution.name: Evolution},
-                         {"nao": "tf_oneshot.nao:NAO"})
+                         {"nao": "tf_oneshot.search.nao:NAO"})
 
 
 def __getattr__(name: str) -> Any:

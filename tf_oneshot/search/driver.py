@@ -89,7 +89,7 @@ def run_search(
         log: receives progress lines.
         progress_every: seconds between progress lines.
         stop: polled before each batch; True ends the search there, every
-            finished line written (SIGTERM: `tf_oneshot.preemption`).
+            finished line written (SIGTERM: `tf_oneshot.training.preemption`).
 
     Returns:
         {"scored": newly scored, "cached": reused lines, "best": [(arch

@@ -10,7 +10,7 @@ with P=50, T=20, k=10, so P * T architectures are scored. The initial
 population is drawn uniformly from the architectures that meet the
 constraints C (rejection sampling, `ConstrainedSampler.sample`): SPOS's
 uniform-constraint sampling (§3.2) is the prior the supernet is *trained*
-with (`tf_oneshot.samplers.UniformConstraintSampler`), not how the search
+with (`tf_oneshot.training.samplers.UniformConstraintSampler`), not how the search
 starts; it would crowd generation 0 into the rare large and small sizes.
 
 Both operators act on choice blocks (a space groups its decisions by
@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from tf_oneshot.search.constraints import ConstrainedSampler, Constraints
 from tf_oneshot.search_spaces import SearchSpace
+from tf_oneshot.search_spaces.constraints import ConstrainedSampler, Constraints
 
 # Attempts at a new, fitting child before a fresh draw replaces it.
 CHILD_ATTEMPTS = 200

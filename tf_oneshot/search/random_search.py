@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from tf_oneshot.search.constraints import ConstrainedSampler, Constraints
 from tf_oneshot.search_spaces import SearchSpace
+from tf_oneshot.search_spaces.constraints import ConstrainedSampler, Constraints
 
 
 class RandomSearch:

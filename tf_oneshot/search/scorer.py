@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.strategy_loop import SplitFunction
+from tf_oneshot.training.strategy_loop import SplitFunction
 
 BN_MODES = ("batch", "recalibrate")
 KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the training set"
@@ -58,7 +58,7 @@ MAX_VALIDATION_BYTES = 2 << 30
 
 def checkpoint_step(model_dir: str) -> int:
     """The step of the latest checkpoint in a model_dir (UserError if none)."""
-    from tf_oneshot.model_dir import checkpoint_step as step
+    from tf_oneshot.training.model_dir import checkpoint_step as step
 
     return step(model_dir)
 
@@ -79,8 +79,8 @@ def recalibration_images_for(model_dir: str, requested: int | None = None, data_
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
             raise UserError(f"--recalibration_images={requested} is invalid; expected a positive integer.")
         return requested
-    from tf_oneshot import data
-    from tf_oneshot.model_dir import require
+    from tf_oneshot.training import data
+    from tf_oneshot.training.model_dir import require
 
     config = require(model_dir)[0]
     return default_recalibration_images(data.dataset_info(config.dataset, data_dir or config.data_dir)
@@ -206,8 +206,8 @@ class OneShotScorer:
             UserError: a missing or foreign model_dir, no checkpoint, or data
                 that is not prepared.
         """
-        from tf_oneshot import data
-        from tf_oneshot.model_dir import load_oneshot
+        from tf_oneshot.training import data
+        from tf_oneshot.training.model_dir import load_oneshot
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")

@@ -32,10 +32,10 @@ from tf_oneshot.layers.common import (
     track_layers,
 )
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.oneshot_model import OneShotModel
 from tf_oneshot.search_spaces.bender_cell.cell import Cell, cell_masks
 from tf_oneshot.search_spaces.bender_cell.choice_block import effective_masks
 from tf_oneshot.search_spaces.bender_cell.space import CellSpace
+from tf_oneshot.search_spaces.supernet import OneShotModel
 
 
 def _host_device() -> str | None:

@@ -5,7 +5,7 @@ The stand-alone network holds only the architecture's layers, in the literal
 form of §3.1: each block concatenates its chosen inputs, applies
 BN -> ReLU -> Conv1x1, and sums its one or two ops; each cell concatenates
 every block and applies BN -> ReLU -> Conv1x1. The stem, the reductions and
-the head are those of the one-shot model (`tf_oneshot.oneshot_model`), so a
+the head are those of the one-shot model (`tf_oneshot.search_spaces.supernet`), so a
 stand-alone model's weights are a slice of the one-shot model's
 (`copy_oneshot_weights`), and its size is `space.count(arch)`.
 

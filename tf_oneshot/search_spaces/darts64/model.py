@@ -30,7 +30,6 @@ from tf_oneshot.layers.common import (
     normalization,
     track_layers,
 )
-from tf_oneshot.oneshot_model import OneShotModel, path_fraction, weighted_sum_of_squares
 from tf_oneshot.search_spaces.darts64.space import (
     EDGE_KEYS,
     EDGES,
@@ -41,7 +40,8 @@ from tf_oneshot.search_spaces.darts64.space import (
     SKIP_CONNECT,
     Darts64Space,
 )
-from tf_oneshot.sharing import COPY_KEY
+from tf_oneshot.search_spaces.sharing import COPY_KEY
+from tf_oneshot.search_spaces.supernet import OneShotModel, path_fraction, weighted_sum_of_squares
 
 
 def op_prefix(cell: int, edge: tuple[int, int], op: int) -> str:
@@ -98,7 +98,7 @@ def copy_prefix(copy: int) -> str:
 class Darts64OneShotModel(OneShotModel):
     """The masked one-shot network (super-net) of a `Darts64Space`.
 
-    Partial weight sharing ("Deeper insights", §4.2-4.3, `tf_oneshot.sharing`)
+    Partial weight sharing ("Deeper insights", §4.2-4.3, `tf_oneshot.search_spaces.sharing`)
     cuts the network into `num_cells + 2` segments: the stem, each cell, and
     the head (BN and classifier). The first `shared_segments` have one copy;
     the others have `copies` copies, and the `copy` mask ([G, copies] one-hot)

@@ -187,7 +187,7 @@ class Darts64Space(SearchSpace):
 
     # ---------------------------------------------------------------- models
     def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True, sharing: Any = None) -> Any:
-        """The super-net; `sharing` (a `tf_oneshot.sharing.SharingPlan`) gives it copies of its weights."""
+        """The super-net; `sharing` (a `tf_oneshot.search_spaces.sharing.SharingPlan`) gives it copies of its weights."""
         from tf_oneshot.search_spaces.darts64.model import Darts64OneShotModel
 
         copies = {} if sharing is None else {"copies": sharing.copies, "shared_segments": sharing.shared_segments}

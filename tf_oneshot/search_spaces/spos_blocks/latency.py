@@ -5,7 +5,7 @@ latency") by looking an architecture's latency up rather than measuring it:
 the supernet is a chain of choice blocks whose input shape does not depend
 on the choices before them, so each candidate can be timed once in its
 position and an architecture's latency is the sum of its candidates' times
-plus those of the stem and head (`tf_oneshot.latency`).
+plus those of the stem and head (`tf_oneshot.search_spaces.latency`).
 
 A unit is the whole block as the stand-alone network runs it: for a stage's
 first block, projection and main branch on the full input, concatenated;

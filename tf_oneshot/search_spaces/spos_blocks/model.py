@@ -44,7 +44,6 @@ from tf_oneshot.layers.common import (
     track_layers,
 )
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.oneshot_model import OneShotModel, path_fraction, weighted_sum_of_squares
 from tf_oneshot.search_spaces.spos_blocks.masked_bn import MaskedGhostBatchNormalization
 from tf_oneshot.search_spaces.spos_blocks.space import (
     CHOICES,
@@ -54,6 +53,7 @@ from tf_oneshot.search_spaces.spos_blocks.space import (
     BlockLayout,
     SposBlocksSpace,
 )
+from tf_oneshot.search_spaces.supernet import OneShotModel, path_fraction, weighted_sum_of_squares
 
 
 def candidate_prefix(index: int, choice: str) -> str:

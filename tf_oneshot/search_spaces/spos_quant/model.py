@@ -39,9 +39,9 @@ from tf_oneshot.layers.common import (
     track_layers,
 )
 from tf_oneshot.layers.quantize import PACT, QuantizedConv2D, dorefa_weights, pact
-from tf_oneshot.oneshot_model import OneShotModel, path_fraction, weighted_sum_of_squares
 from tf_oneshot.search_spaces.spos_quant.channel_batch_norm import ChannelMaskedBatchNorm
 from tf_oneshot.search_spaces.spos_quant.space import BIT_PAIRS, BlockLayout, SposQuantSpace
+from tf_oneshot.search_spaces.supernet import OneShotModel, path_fraction, weighted_sum_of_squares
 
 WEIGHT_BITS = np.array([w for w, _ in BIT_PAIRS], np.float32)
 ACTIVATION_BITS = np.array([a for _, a in BIT_PAIRS], np.float32)

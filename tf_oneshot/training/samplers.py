@@ -33,7 +33,7 @@ from tf_oneshot.search_spaces import SearchSpace
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from tf_oneshot.search.constraints import Constraints
+    from tf_oneshot.search_spaces.constraints import Constraints
 
 # Architectures drawn (at a fixed seed) to estimate how often a path is on,
 # where the space is too large to enumerate; ~1.5% standard error on a share.
@@ -331,7 +331,7 @@ class UniformConstraintSampler(ArchitectureSampler):
     def __init__(self, space: SearchSpace, *, seed: int = 0, total_steps: int = 1,
                  constraints: Constraints | None = None) -> None:
         super().__init__(space, seed=seed, total_steps=total_steps)
-        from tf_oneshot.search.constraints import ConstrainedSampler
+        from tf_oneshot.search_spaces.constraints import ConstrainedSampler
 
         if constraints is None or not constraints.active:
             raise UserError(

@@ -1,12 +1,12 @@
 """Trains the one-shot model (Bender et al. 2018, §3.2 and §4.1) under any strategy.
 
 The task (`tasks.OneShotTask`) knows one replica; `strategy_loop` runs it.
-A sampling rule (`tf_oneshot.samplers`: path dropout, uniform single path,
+A sampling rule (`tf_oneshot.training.samplers`: path dropout, uniform single path,
 uniform-constraint, size-proportional) draws the paths of every ghost batch of
 the global batch from (seed, step), so 1 replica or N replicas, and a resumed
 run, train on the same paths.
 
-The model_dir (`tf_oneshot.model_dir`) records the config and the space once;
+The model_dir (`tf_oneshot.training.model_dir`) records the config and the space once;
 running again resumes from the last checkpoint: the global step is
 checkpointed and alone drives the learning-rate and sampling schedules, so
 both resume in place, also when float16 loss scaling skipped steps.
@@ -26,15 +26,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot import data, distribute, strategy_loop
-from tf_oneshot import model_dir as model_dirs
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.model_dir import LoadedOneShot, build_oneshot, load_oneshot
-from tf_oneshot.model_dir import read as read_model_dir
-from tf_oneshot.preemption import Preemption
-from tf_oneshot.samplers import ArchitectureSampler, Sampler, make_sampler
-from tf_oneshot.tasks import TOTALS, OneShotTask, accuracy_sums
+from tf_oneshot.training import data, distribute, strategy_loop
+from tf_oneshot.training import model_dir as model_dirs
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import LoadedOneShot, build_oneshot, load_oneshot
+from tf_oneshot.training.model_dir import read as read_model_dir
+from tf_oneshot.training.preemption import Preemption
+from tf_oneshot.training.samplers import ArchitectureSampler, Sampler, make_sampler
+from tf_oneshot.training.tasks import TOTALS, OneShotTask, accuracy_sums
 
 # Architectures whose mean accuracy summarizes a single-path supernet at the end of training.
 SAMPLED_ARCHITECTURES = 4

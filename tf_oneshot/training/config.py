@@ -18,7 +18,7 @@ from tf_oneshot.search_spaces import DEFAULT_SPACE, get_space, space_class, spac
 SPACE_OPTION_FIELDS = ("filters", "num_cells", "num_blocks", "num_stacks", "stem_stride")
 # Fields that fix the shape of the one-shot model's weights: a model_dir trained
 # with other values cannot be resumed or scored with this config.
-# Partial weight sharing ("Deeper insights", §4.2-4.3, `tf_oneshot.sharing`):
+# Partial weight sharing ("Deeper insights", §4.2-4.3, `tf_oneshot.search_spaces.sharing`):
 # the copies of the weights and which child reads which.
 SHARING_FIELDS = ("sharing", "sharing_groups", "sharing_grouping", "sharing_prefix", "sharing_seed")
 ARCHITECTURE_FIELDS = ("dataset", "space", "space_args", *SPACE_OPTION_FIELDS, *SHARING_FIELDS)
@@ -49,7 +49,7 @@ class TrainConfig:
     stem_stride: int | None = None
     # Any other space fields, "name=value,name=value" (e.g. "width=32" for the example space).
     space_args: str | None = None
-    # The sampling rule (tf_oneshot.samplers; None: the space's default).
+    # The sampling rule (tf_oneshot.training.samplers; None: the space's default).
     sampler: str | None = None
     # The FLOPs / params range of the "uniform_constraint" sampler (SPOS §3.2).
     min_params: int | None = None
@@ -147,7 +147,7 @@ class TrainConfig:
             raise UserError(f"--stem_stride={self.stem_stride} is invalid; choose 1, 2 or 4.")
 
     def _check_sharing(self) -> None:
-        from tf_oneshot.sharing import GROUPINGS, SHARING_MODES
+        from tf_oneshot.search_spaces.sharing import GROUPINGS, SHARING_MODES
 
         if self.sharing not in SHARING_MODES:
             raise UserError(f"--sharing={self.sharing} is invalid; choose one of {', '.join(SHARING_MODES)}.")
@@ -204,8 +204,8 @@ class TrainConfig:
         return self.shared(space)
 
     def shared(self, space: Any) -> Any:
-        """`space` with this config's partial weight sharing (`tf_oneshot.sharing`); itself for full sharing."""
-        from tf_oneshot.sharing import apply_sharing
+        """`space` with this config's partial weight sharing (`tf_oneshot.search_spaces.sharing`); itself for full sharing."""
+        from tf_oneshot.search_spaces.sharing import apply_sharing
 
         return apply_sharing(space, self.sharing, self.sharing_groups, self.sharing_grouping, self.sharing_prefix,
                              self.sharing_seed)
@@ -217,7 +217,7 @@ class TrainConfig:
 
     def constraints(self) -> Any:
         """The sampler's cost range as `tf_oneshot.search.Constraints`."""
-        from tf_oneshot.search.constraints import Constraints
+        from tf_oneshot.search_spaces.constraints import Constraints
 
         return Constraints(**{f: getattr(self, f) for f in CONSTRAINT_FIELDS})
 

@@ -54,8 +54,8 @@ import tensorflow as tf
 from scipy import stats
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search.constraints import ConstrainedSampler, Constraints
 from tf_oneshot.search_spaces import SearchSpace, SubsetOf
+from tf_oneshot.search_spaces.constraints import ConstrainedSampler, Constraints
 
 # A SubsetOf with more values than this is encoded one in/out token per member.
 CATEGORICAL_LIMIT = 64

@@ -10,7 +10,7 @@ that, repair a draw by cost-directed mutations.
 
 Each metric is a maximum, a minimum or a range. Params, multiply-adds and
 BitOps come from arithmetic (`space.count`); latency from a lookup table
-measured on the target device (`tf_oneshot.latency`, `tf-oneshot latency`).
+measured on the target device (`tf_oneshot.search_spaces.latency`, `tf-oneshot latency`).
 A constraint no architecture can meet is found at once from the least and
 greatest cost over the space (`cost_bounds`; for latency the sums of the
 table's per-block minima and maxima), and any remaining joint infeasibility
@@ -195,7 +195,7 @@ class CostModel:
         self.space = space
         self.table = None
         if latency_table:
-            from tf_oneshot.latency import LatencyTable
+            from tf_oneshot.search_spaces.latency import LatencyTable
 
             self.table = LatencyTable.load(latency_table, space)
         exact = space.cost_bounds() or {}

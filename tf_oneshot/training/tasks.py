@@ -1,7 +1,7 @@
 """Single-replica train and eval steps: the one-shot model under a sampler, and a stand-alone model.
 
 A task holds a model, its loss and its L2 term and knows one replica; only
-`tf_oneshot.strategy_loop` runs it across replicas. The data loss is averaged
+`tf_oneshot.training.strategy_loop` runs it across replicas. The data loss is averaged
 over the global batch and the L2 term divided by the number of replicas, so
 the gradients summed across replicas equal the single-replica ones (Bender et
 al. 2018, §4.1: synchronous SGD over 16 workers). Each step returns a vector
@@ -106,7 +106,7 @@ class OneShotTask(_Task):
 
     Args:
         model: a `tf_oneshot.OneShotModel`.
-        sampler: a `tf_oneshot.samplers.Sampler`.
+        sampler: a `tf_oneshot.training.samplers.Sampler`.
         optimizer: a built Keras optimizer.
         step: the global step variable (drives in-graph sampling).
         seed: the run's seed.

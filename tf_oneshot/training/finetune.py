@@ -20,7 +20,7 @@ one-shot run's initial rate); the data order fixed by `seed`, so every child
 sees the same mini-batches and the score after n steps is the same whether
 n is asked alone or on the way to a longer curve; batch norm recalibrated
 over `recalibration_images` training images before each evaluation, as the
-ground truth's children are (`tf_oneshot.groundtruth`).
+ground truth's children are (`tf_oneshot.training.groundtruth`).
 
 `rerank` fine-tunes the top candidates of a search and records each
 fine-tuned score beside its one-shot score in its own JSON-lines file
@@ -42,11 +42,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis import ground_truth as metrics
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, read_jsonl
-from tf_oneshot.preemption import Preempted
-from tf_oneshot.retrain import RECALIBRATION_IMAGES
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.preemption import Preempted
+from tf_oneshot.training.retrain import RECALIBRATION_IMAGES
 
 RECORD_KIND = "tf_oneshot.finetune"
 # Fields that fix what a fine-tuned score means: lines that differ in one are refused.
@@ -100,8 +100,8 @@ def inherited_child(model_dir: str, arch: Hashable | str,
     Before any training its outputs equal the one-shot model's under `arch`'s
     masks (tests/test_finetune.py).
     """
-    from tf_oneshot import model_dir as model_dirs
-    from tf_oneshot.retrain import build_model, recalibrate_batch_norm
+    from tf_oneshot.training import model_dir as model_dirs
+    from tf_oneshot.training.retrain import build_model, recalibrate_batch_norm
 
     loaded = model_dirs.load_oneshot(model_dir)
     arch = _arch(loaded.space, arch)
@@ -122,8 +122,8 @@ def finetune_standalone(model_dir: str | Any, arch: Hashable | str, steps: int, 
     `model_dir` may also be a `model_dir.load_oneshot` result, loaded once
     for many children.
     """
-    from tf_oneshot import model_dir as model_dirs
-    from tf_oneshot.retrain import train_standalone
+    from tf_oneshot.training import model_dir as model_dirs
+    from tf_oneshot.training.retrain import train_standalone
 
     steps = check_steps(steps)[-1]
     loaded = model_dirs.load_oneshot(model_dir) if isinstance(model_dir, str) else model_dir
@@ -160,8 +160,8 @@ class FineTuner:
                  learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                  strategy: tf.distribute.Strategy | None = None, stop: Callable[[], bool] | None = None,
                  data_dir: str | None = None, jit_compile: bool | None = None) -> None:
-        from tf_oneshot import model_dir as model_dirs
-        from tf_oneshot.groundtruth import MaskedTrainer
+        from tf_oneshot.training import model_dir as model_dirs
+        from tf_oneshot.training.groundtruth import MaskedTrainer
 
         self.steps = check_steps(steps)
         loaded = model_dirs.load_oneshot(model_dir)
@@ -297,8 +297,8 @@ def gt_tau_against_steps(ground_truth: str | dict, model_dir: str, steps: Sequen
     Raises:
         UserError: a ground truth of another space, or bad steps.
     """
-    from tf_oneshot import model_dir as model_dirs
-    from tf_oneshot.groundtruth import load_summary
+    from tf_oneshot.training import model_dir as model_dirs
+    from tf_oneshot.training.groundtruth import load_summary
 
     summary = load_summary(ground_truth) if isinstance(ground_truth, str) else ground_truth
     _check_same_space(summary, model_dirs.require(model_dir)[1], model_dir)

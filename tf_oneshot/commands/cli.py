@@ -38,7 +38,7 @@ COMMANDS = {
     "latency": "measure a latency lookup table of a space's blocks on this device (SPOS §3.4)",
 }
 # Commands that run for minutes to days: SIGTERM asks them to stop at the next
-# safe point and exit 143 (tf_oneshot.preemption), from start-up on.
+# safe point and exit 143 (tf_oneshot.training.preemption), from start-up on.
 LONG_COMMANDS = ("train", "search", "nas", "retrain", "demo", "groundtruth")
 PROG = "tf-oneshot"
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.meta_path.insert(0, quiet)
     try:
         if command in LONG_COMMANDS:
-            from tf_oneshot.preemption import Preemption
+            from tf_oneshot.training.preemption import Preemption
 
             with Preemption():  # a SIGTERM during start-up stops the command at its first check
                 return _run(command, rest)

@@ -18,9 +18,9 @@ from collections.abc import Callable, Hashable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot import model_dir as model_dirs
 from tf_oneshot.errors import UserError
 from tf_oneshot.search.scorer import OneShotScorer
+from tf_oneshot.training import model_dir as model_dirs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,38 +12,25 @@ the trials on reload, as KerasTuner's own oracles rebuild theirs. Without
 `max_trials`, evolution gets Algorithm 1's budget, P * T = population_size * 20,
 and NAO its initial pool and 3 generations (NAO-V2's code), 4 * population_size.
 
-`OneShotTuner.run_trial` scores the trial's architecture with the trained
-one-shot model (Bender et al. 2018, §3.3): no training, a fraction of a second
-per trial. Each tuner appends one line per trial to
-`<project_dir>/results_<tuner_id>.jsonl` with the fields `tf-oneshot search`
-writes (identity fields included), so `tf-oneshot analyze --search_results`
-reads it like a search's results. In KerasTuner's distributed mode
-(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) all oracle
-logic stays on the chief, whose client forwards only create/update/end/get
-trial and space calls, and each worker loads the one-shot checkpoint itself,
-on its first trial.
-
-`tuner_nas.IteratedOneShotOracle` runs NAO-V2's iterated loop (§3.2, §4.3)
-instead: its trials name the checkpoint step they are scored at (the
-hyperparameter `checkpoint_step`), and `run_trial` restores exactly that
-step first.
+The tuner that scores the trials is `tf_oneshot.tuner.tuner.OneShotTuner`;
+`tf_oneshot.tuner.iterated.IteratedOneShotOracle` runs NAO-V2's iterated
+loop (§3.2, §4.3) instead, its trials naming the checkpoint step they are
+scored at.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Hashable
 from typing import Any
 
 import keras_tuner
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.nao import NAO_ROUNDS
 from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
-from tf_oneshot.search.constraints import cost_model
 from tf_oneshot.search.evolution import GENERATIONS
+from tf_oneshot.search.nao import NAO_ROUNDS
 from tf_oneshot.search_spaces import SearchSpace
+from tf_oneshot.search_spaces.constraints import cost_model
 
 OBJECTIVE = "oneshot_accuracy"
 # Trials of a random search when `max_trials` is not given.
@@ -71,8 +58,8 @@ def values_to_architecture(space: SearchSpace, values: dict[str, Any]) -> Hashab
     return space.from_hyperparameter_values(values)
 
 
-def _space_of(model_dir: str) -> SearchSpace:
-    from tf_oneshot.model_dir import require  # imports TensorFlow
+def recorded_space(model_dir: str) -> SearchSpace:
+    from tf_oneshot.training.model_dir import require  # imports TensorFlow
 
     return require(model_dir)[1]
 
@@ -143,7 +130,7 @@ class OneShotOracle(keras_tuner.Oracle):
         if space is None:
             if model_dir is None:
                 raise UserError("OneShotOracle needs a model_dir (or a search space).")
-            space = _space_of(model_dir)
+            space = recorded_space(model_dir)
         hps = keras_tuner.HyperParameters()
         declare_hyperparameters(space, hps)
         oracle_kwargs.setdefault("objective", keras_tuner.Objective(OBJECTIVE, direction="max"))
@@ -289,214 +276,3 @@ def _finished(trial) -> bool:
 def _score(trial) -> float | None:
     """The one-shot accuracy of a finished trial; None if it failed."""
     return float(trial.score) if trial.status == _Status.COMPLETED else None
-
-
-# --------------------------------------------------------------------- tuner
-class OneShotTuner(keras_tuner.Tuner):
-    """Scores each trial's architecture with a trained one-shot model.
-
-    Args:
-        oracle: a `OneShotOracle` (or, on a distributed worker, the same
-            oracle the chief runs; KerasTuner swaps in its client).
-        model_dir: the trained one-shot model_dir; loaded on the first trial.
-        bn_mode: "batch" (Bender et al. 2018, §3.2) or "recalibrate" (SPOS);
-            None: the space's `default_bn_mode`.
-        kl: also report the symmetrized KL divergence to the all-on network
-            (Bender et al. 2018, §5) as metric "kl".
-        scorer_kwargs: passed to `tf_oneshot.search.scorer.OneShotScorer`.
-        finetune_steps: re-rank the best `finetune_top` trials after
-            fine-tuning each alone from the shared weights for this many
-            mini-batches ("Deeper insights" §3.3; `rerank`,
-            `get_best_architectures`); None: the one-shot ranking.
-        finetune_top: how many of the best trials to fine-tune.
-        **tuner_kwargs: passed to `keras_tuner.Tuner` (directory,
-            project_name, overwrite, ...).
-    """
-
-    def __init__(
-        self,
-        oracle: OneShotOracle,
-        model_dir: str,
-        bn_mode: str | None = None,
-        kl: bool = False,
-        scorer_kwargs: dict[str, Any] | None = None,
-        finetune_steps: int | None = None,
-        finetune_top: int = 10,
-        **tuner_kwargs: Any,
-    ):
-        from tf_oneshot import finetune
-        from tf_oneshot.search.scorer import BN_MODES
-
-        if finetune_steps is not None:
-            finetune.check_steps(finetune_steps)
-            finetune.check_top(finetune_top)
-        self.finetune_steps, self.finetune_top = finetune_steps, finetune_top
-
-        if bn_mode is not None and bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
-        if not isinstance(oracle, OneShotOracle):
-            raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
-        # Kept: on a distributed worker `self.oracle` becomes a client of the
-        # chief's, and this local copy is where the search's settings are read.
-        self.oneshot_oracle = oracle
-        self.model_dir = model_dir
-        self.kl = kl
-        # One architecture per trial: one per pass (no ghost batches to share).
-        self._scorer_kwargs = {"archs_per_pass": 1, **(scorer_kwargs or {})}
-        if oracle.iterated:
-            # The chief may not have written the model_dir yet; the oracle knows the space.
-            self.space = oracle.space
-            wanted = oracle.settings.bn_mode
-            if bn_mode not in (None, wanted):
-                raise UserError(f"bn_mode={bn_mode!r} differs from the oracle's bn_mode={wanted!r}, which its "
-                                "nas log records; set it on the oracle only.")
-            bn_mode = wanted
-            self._scorer_kwargs.setdefault("validation_examples", oracle.settings.validation_examples)
-        else:
-            self.space = _space_of(model_dir)
-        self.bn_mode = bn_mode or self.space.default_bn_mode
-        self._scorer = None
-        self._waiting = False
-        super().__init__(oracle=oracle, hypermodel=None, **tuner_kwargs)
-        self.on_worker = self.oracle is not oracle
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """The identity fields of `tf-oneshot search` lines (`search.results.IDENTITY_FIELDS`).
-
-        Read from the local oracle, which a distributed worker builds with the
-        chief's arguments: the algorithm, constraints and options are the
-        chief's, and so is the seed when one was given (else the chief drew
-        it, and a worker writes None).
-        """
-        from tf_oneshot.search.scorer import recalibration_images_for
-
-        oracle = self.oneshot_oracle
-        options = {**oracle.algorithm_options, "kl": self.kl,
-                   "validation_examples": self._scorer_kwargs.get("validation_examples")}
-        if self.bn_mode == "recalibrate":
-            options["recalibration_images"] = recalibration_images_for(
-                self.model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
-        return {
-            "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
-            "algorithm": oracle.algorithm_name,
-            "seed": oracle.algorithm.seed if oracle.seed_given or not self.on_worker else None,
-            "constraints": oracle.constraints.to_json(), "options": options,
-        }
-
-    @property
-    def scorer(self):
-        """The one-shot scorer, loaded from `model_dir` on first use."""
-        if self._scorer is None:
-            from tf_oneshot.search.scorer import OneShotScorer
-
-            self._scorer = OneShotScorer.from_model_dir(
-                self.model_dir, bn_mode=self.bn_mode, kl=self.kl, **self._scorer_kwargs
-            )
-        return self._scorer
-
-    def scorer_at(self, step: int | None):
-        """The scorer with the weights of checkpoint `step` (None: as loaded).
-
-        An iterated oracle's trials name their step; restoring exactly it
-        keeps all scores of one iteration on the same weights (NAO-V2 §4.3),
-        whatever the chief has trained since.
-        """
-        scorer = self.scorer
-        if step is None or scorer.step == step:
-            return scorer
-        import tensorflow as tf
-
-        from tf_oneshot import model_dir as model_dirs
-
-        path = os.path.join(self.model_dir, model_dirs.CHECKPOINTS, f"ckpt-{step}")
-        if not tf.io.gfile.exists(path + ".index"):
-            raise UserError(f"{self.model_dir} has no checkpoint at step {step}, which the trial is to be scored "
-                            "at; raise the training config's keep_checkpoints so the chief keeps it.")
-        model_dirs.restore(tf.train.Checkpoint(model=scorer.model), path, partial=True)
-        scorer.step = step
-        return scorer
-
-    def search(self, *args: Any, **kwargs: Any) -> None:
-        """KerasTuner's search; raises what stopped an iterated oracle's loop (on its chief)."""
-        super().search(*args, **kwargs)
-        failure = None if self.on_worker else getattr(self.oneshot_oracle, "failure", None)
-        if failure is not None:
-            raise failure
-
-    def pre_create_trial(self) -> None:
-        # Two requests with no trial in between: the oracle answered IDLE (an
-        # evolution generation still being scored elsewhere). Wait a moment
-        # instead of spinning on the chief.
-        if self._waiting:
-            time.sleep(0.2)
-        self._waiting = True
-
-    def on_trial_begin(self, trial) -> None:
-        self._waiting = False
-        super().on_trial_begin(trial)
-
-    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
-        """Scores the trial's architecture with the shared weights; no training."""
-        arch = values_to_architecture(self.space, trial.hyperparameters.values)
-        step = trial.hyperparameters.values.get(CHECKPOINT_STEP)
-        scorer = self.scorer_at(step)
-        tic = time.perf_counter()
-        score = scorer.score([arch])[0]
-        seconds = round(time.perf_counter() - tic, 6)
-        cost = self.space.count(arch)
-        from tf_oneshot.io_utils import append_jsonl
-
-        # The line `tf-oneshot search` writes (search/driver.py), plus the trial.
-        # A distributed worker's algorithm proposes nothing (the chief's
-        # does), so it does not know the generation: None there.
-        generation = None if self.on_worker else self.oneshot_oracle.generation_of(arch)
-        record = {
-            "architecture": str(arch), "oneshot_accuracy": float(score["oneshot_accuracy"]),
-            "loss": float(score["loss"]), "params": int(cost.params), "flops": int(cost.flops),
-            "seconds": seconds, "generation": generation,
-        }
-        for key, value in score.items():
-            record.setdefault(key, float(value))
-        record.update(trial_id=trial.trial_id, tuner_id=self.tuner_id, **self.identity)
-        metrics = {k: float(v) for k, v in score.items()}
-        if step is not None:  # the iterated oracle checks the step each score was taken at
-            record["iteration"] = self.oneshot_oracle.iteration_of(step)
-            metrics[CHECKPOINT_STEP] = step
-        # One file per tuner, so that workers never append to the same file.
-        append_jsonl(os.path.join(self.project_dir, f"results_{self.tuner_id}.jsonl"), record)
-        return metrics
-
-    def save_model(self, trial_id, model, step=0) -> None:
-        """Nothing to save: the weights are the one-shot model's."""
-
-    def load_model(self, trial):
-        """The stand-alone Keras model of the trial's architecture (untrained)."""
-        return self.space.build_standalone(values_to_architecture(self.space, trial.hyperparameters.values))
-
-    def rerank(self) -> list[dict[str, Any]]:
-        """The best `finetune_top` trials fine-tuned for `finetune_steps` steps, best fine-tuned first.
-
-        Each record holds the one-shot and the fine-tuned accuracy; they go to
-        `<project_dir>/finetune_<tuner_id>.jsonl`, so a second call (or a
-        restarted tuner) fine-tunes only the trials not found there.
-        """
-        from tf_oneshot import finetune
-
-        if self.finetune_steps is None:
-            raise UserError("rerank() needs OneShotTuner(finetune_steps=n): the mini-batches per candidate.")
-        candidates = [{"architecture": str(values_to_architecture(self.space, t.hyperparameters.values)),
-                       "oneshot_accuracy": float(t.score)} for t in self.oracle.get_best_trials(self.finetune_top)]
-        tuner = finetune.FineTuner(self.model_dir, self.finetune_steps, seed=self.oneshot_oracle.algorithm.seed)
-        path = os.path.join(self.project_dir, f"finetune_{self.tuner_id}.jsonl")
-        records, _ = finetune.rerank(candidates, tuner, path, self.finetune_top, log=lambda s: None)
-        return records
-
-    def get_best_architectures(self, num_trials: int = 1) -> list[Hashable]:
-        """The architectures of the best trials, best first (after fine-tuning, with `finetune_steps`)."""
-        if self.finetune_steps is not None:
-            return [self.space.parse(r["architecture"]) for r in self.rerank()[:num_trials]]
-        return [
-            values_to_architecture(self.space, t.hyperparameters.values)
-            for t in self.oracle.get_best_trials(num_trials)
-        ]

@@ -1,6 +1,6 @@
 """The one module that calls `strategy.run`: host loops around single-replica steps.
 
-Model code and tasks (`tf_oneshot.tasks`) know one replica. Training,
+Model code and tasks (`tf_oneshot.training.tasks`) know one replica. Training,
 stand-alone retraining, evaluation, batch-norm recalibration and scoring all
 go through these few functions (Model Garden's task / trainer split, Orbit's
 host loop), so distribution, `--steps_per_loop` and XLA are decided here once:
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot.distribute import is_tpu
+from tf_oneshot.training.distribute import is_tpu
 
 SUM = tf.distribute.ReduceOp.SUM
 

@@ -6,7 +6,7 @@ of §4.1 (Figure 5) a stratified sample is retrained briefly, "with a batch size
 of 64 and a ghost batch size of 32", and "stand-alone model accuracies were
 averaged across five runs". Training follows the one-shot recipe of §4.1: SGD
 with Nesterov momentum 0.9 and L2 on the kernels, the same strategies, ghost
-batches and schedules as `tf_oneshot.trainer`, but no path dropout.
+batches and schedules as `tf_oneshot.training.trainer`, but no path dropout.
 
 The final models of §3.4 and §4.1 are "trained from scratch ... on the full
 training set, then evaluated on the test set": with `full_train` the runs
@@ -17,7 +17,7 @@ brief retraining is measured on it).
 
 Each finished (architecture, seed) run is one JSON line in the results file,
 appended with fsync: a rerun skips finished pairs, and a torn last line (a kill
-mid-write) is dropped. `stop` (SIGTERM, `tf_oneshot.preemption`) is polled
+mid-write) is dropped. `stop` (SIGTERM, `tf_oneshot.training.preemption`) is polled
 between training chunks; the pair in hand is dropped and trained again on
 the rerun. The best architecture (highest validation accuracy, or test
 accuracy with `full_train`, mean over seeds) is exported as a `.keras` file
@@ -39,21 +39,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot import data, strategy_loop
 from tf_oneshot.analysis.records import (
     best_standalone,
     describe_space,
     space_identity,
     standalone_by_architecture,
 )
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.preemption import Preempted
 from tf_oneshot.search_spaces import SearchSpace
-from tf_oneshot.tasks import StandaloneTask, evaluation_sums
-from tf_oneshot.trainer import decay_schedule
+from tf_oneshot.training import data, strategy_loop
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.preemption import Preempted
+from tf_oneshot.training.tasks import StandaloneTask, evaluation_sums
+from tf_oneshot.training.trainer import decay_schedule
 
 RECORD_KIND = "tf_oneshot.retrain"
 # Settings that must agree between the lines of one results file: a rerun

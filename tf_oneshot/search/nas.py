@@ -6,7 +6,7 @@ Each iteration (Luo et al., NAO-V2, §3.2 and §4):
    size, §4.2; `uniform`: NAO-WS);
 2. scores the pool with the shared weights (`search.scorer.OneShotScorer`);
 3. tells the search algorithm (any ask/tell algorithm of
-   `tf_oneshot.search.ALGORITHMS`, "nao" too once `tf_oneshot.nao` registers it);
+   `tf_oneshot.search.ALGORITHMS`, "nao" too once `tf_oneshot.search.nao` registers it);
 4. adds the algorithm's new candidates to the pool.
 
 Iterations are independent by default (§4.3, Fig. 2a): the cosine cycle is
@@ -44,8 +44,8 @@ import os
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
+from tf_oneshot.training.config import TrainConfig
 
 ITERATION_MODES = ("independent", "dependent")
 POOL_SAMPLERS = ("proportional", "uniform")
@@ -128,9 +128,9 @@ def algorithm_class(name: str) -> type:
 
     if name in ALGORITHMS:
         return ALGORITHMS[name]
-    if name == "nao":  # a tf_oneshot.nao that ALGORITHMS does not list yet
+    if name == "nao":  # a tf_oneshot.search.nao that ALGORITHMS does not list yet
         try:
-            module = importlib.import_module("tf_oneshot.nao")
+            module = importlib.import_module("tf_oneshot.search.nao")
         except ImportError:
             module = None
         for value in vars(module).values() if module else ():
@@ -311,7 +311,7 @@ def run_nas(
             batches, other settings than the model_dir's, or an algorithm
             that cannot work on the space.
     """
-    from tf_oneshot.preemption import Preemption
+    from tf_oneshot.training.preemption import Preemption
 
     loop = open_loop(config, settings, model_dir, constraints, strategy, log, archs_per_pass)
     with Preemption() as preemption:
@@ -336,9 +336,9 @@ def open_loop(
     """
     import tensorflow as tf
 
-    from tf_oneshot import data
-    from tf_oneshot import model_dir as model_dirs
     from tf_oneshot.search import Constraints
+    from tf_oneshot.training import data
+    from tf_oneshot.training import model_dir as model_dirs
 
     strategy = strategy or tf.distribute.get_strategy()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -403,8 +403,8 @@ class Loop:
         """
         import json
 
-        from tf_oneshot import model_dir as model_dirs
         from tf_oneshot.io_utils import atomic_write_text
+        from tf_oneshot.training import model_dir as model_dirs
 
         last = self.settings.iterations - 1
         scores = self.history.latest_scores(last + 1)
@@ -437,8 +437,8 @@ class Loop:
     # ------------------------------------------------------------ training
     def train_iteration(self, i: int) -> bool:
         """Trains iteration i's T steps on its pool; False if SIGTERM stopped it."""
-        from tf_oneshot import model_dir as model_dirs
-        from tf_oneshot import trainer
+        from tf_oneshot.training import model_dir as model_dirs
+        from tf_oneshot.training import trainer
 
         T = self.settings.steps_per_iteration
         start, end = i * T, (i + 1) * T
@@ -464,8 +464,8 @@ class Loop:
         """The scorer, its model restored to the latest checkpoint (built once, compiled once)."""
         import tensorflow as tf
 
-        from tf_oneshot import model_dir as model_dirs
         from tf_oneshot.search.scorer import OneShotScorer
+        from tf_oneshot.training import model_dir as model_dirs
 
         latest = model_dirs.latest_checkpoint(self.model_dir)
         if self.scorer is None:

@@ -16,10 +16,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, read_json
 from tf_oneshot.search_spaces import SearchSpace, space_from_config
+from tf_oneshot.training.config import TrainConfig
 
 KIND = "tf_oneshot.oneshot"
 CONFIG_FILE = "config.json"
@@ -154,7 +154,7 @@ def load_oneshot(
     Raises:
         UserError: for a missing or foreign model_dir, no checkpoint, or a corrupt one.
     """
-    from tf_oneshot.distribute import replica_local_statistics
+    from tf_oneshot.training.distribute import replica_local_statistics
 
     config, space = require(model_dir)
     strategy = strategy or tf.distribute.get_strategy()

@@ -34,10 +34,10 @@ from typing import Any
 
 import keras_tuner
 
-from tf_oneshot import nas
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
-from tf_oneshot.tuner import CHECKPOINT_STEP, OneShotOracle, architecture_to_values
+from tf_oneshot.search import nas
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, OneShotOracle, architecture_to_values
 
 _Status = keras_tuner.engine.trial.TrialStatus
 _RESERVED = ("max_trials", "space", "population_size")
@@ -91,8 +91,8 @@ class IteratedOneShotOracle(OneShotOracle):
         log: Callable[[str], None] = print,
         **kwargs: Any,
     ):
-        from tf_oneshot import data
-        from tf_oneshot import model_dir as model_dirs
+        from tf_oneshot.training import data
+        from tf_oneshot.training import model_dir as model_dirs
 
         for name in _RESERVED:
             if name in kwargs:
@@ -176,7 +176,7 @@ class IteratedOneShotOracle(OneShotOracle):
         `_advance` asks on every trial request, and a model_dir on GCS costs a
         request per read; a step once reached stays reached.
         """
-        from tf_oneshot import model_dir as model_dirs
+        from tf_oneshot.training import model_dir as model_dirs
 
         if self._checkpoint_step < self.step_of_iteration(i):
             self._checkpoint_step = model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)) or 0

@@ -52,13 +52,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot import data
 from tf_oneshot.analysis import ground_truth as metrics
-from tf_oneshot.config import TrainConfig
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
-from tf_oneshot.preemption import Preempted
-from tf_oneshot.retrain import RECALIBRATION_IMAGES, RUN_FIELDS, train_standalone
 from tf_oneshot.search_spaces import (
     ENUMERATION_LIMIT,
     SearchSpace,
@@ -66,6 +62,10 @@ from tf_oneshot.search_spaces import (
     known_spaces,
     space_from_config,
 )
+from tf_oneshot.training import data
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.preemption import Preempted
+from tf_oneshot.training.retrain import RECALIBRATION_IMAGES, RUN_FIELDS, train_standalone
 
 RECORD_KIND = "tf_oneshot.groundtruth"
 SUMMARY_KIND = "tf_oneshot.ground_truth"
@@ -413,8 +413,8 @@ pads a batch to whole ghost batches, harmless with moving statistics). Each step
                  recalibration_images: int = RECALIBRATION_IMAGES, stop: Callable[[], bool] | None = None) -> None:
         import keras
 
-        from tf_oneshot import retrain, strategy_loop
-        from tf_oneshot.tasks import TOTALS, FixedChildTask, evaluation_sums
+        from tf_oneshot.training import retrain, strategy_loop
+        from tf_oneshot.training.tasks import TOTALS, FixedChildTask, evaluation_sums
 
         self.space, self.config = space, config
         self.strategy = strategy = strategy or tf.distribute.get_strategy()
@@ -480,11 +480,11 @@ pads a batch to whole ghost batches, harmless with moving statistics). Each step
         """Sets the one-shot weights, a reset optimizer and `arch`'s masks; returns the seed's data iterator.
 
         `weights` are fresh ones for the ground truth, or a trained one-shot
-        snapshot for fine-tuning (`tf_oneshot.finetune`, "Deeper insights" §3.3).
+        snapshot for fine-tuning (`tf_oneshot.training.finetune`, "Deeper insights" §3.3).
         """
         import keras
 
-        from tf_oneshot import retrain
+        from tf_oneshot.training import retrain
 
         self.model.set_weights(weights)
         self.optimizer.iterations.assign(0)
@@ -576,7 +576,7 @@ def run_ground_truth(
             default) or "standalone" (`standalone_trainer`: a new model and
             traces per pair); both train each child from scratch alone.
         stop: polled between pairs and between chunks of a pair's training
-            (SIGTERM, `tf_oneshot.preemption`): the pair in hand is dropped,
+            (SIGTERM, `tf_oneshot.training.preemption`): the pair in hand is dropped,
             every finished pair is kept, and a rerun resumes.
 
     Raises:
