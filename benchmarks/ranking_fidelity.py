@@ -206,11 +206,10 @@ class Job:
 
 def _trained(model_dir: str, steps: int) -> Callable[[], bool]:
     def done() -> bool:
-        from tf_oneshot.search.snapshots import checkpoint_paths
-        from tf_oneshot.training import model_dir as model_dirs
+        from tf_oneshot.training.model_dir import ModelDir
 
-        paths = checkpoint_paths(model_dir) if os.path.isdir(model_dir) else []
-        return bool(paths) and (model_dirs.step_of(paths[-1]) or 0) >= steps
+        opened = ModelDir.read(model_dir) if os.path.isdir(model_dir) else None
+        return opened is not None and (opened.latest_step() or 0) >= steps
     return done
 
 

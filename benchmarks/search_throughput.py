@@ -46,8 +46,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_oneshot.search.scorer import OneShotScorer  # noqa: E402
-from tf_oneshot.training import data, trainer  # noqa: E402
+from tf_oneshot.training import data  # noqa: E402
 from tf_oneshot.training.config import TrainConfig  # noqa: E402
+from tf_oneshot.training.model_dir import ModelDir  # noqa: E402
 
 
 def batch_mode(model: keras.Model) -> None:
@@ -91,7 +92,7 @@ def main() -> None:
     r = args.recalibration_images // args.ghost_batch_size * args.ghost_batch_size
     recal = np.random.default_rng(2).normal(size=(r, *shape)).astype(np.float32) if args.bn_mode == "recalibrate" else None
     space = config.make_space(shape, 10, 1)
-    model = trainer.build_oneshot(config, space, config.batch_size)
+    model = ModelDir("", config, space).build_oneshot(config.batch_size)
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(args.num_archs)]
     print(f"space: {space.name} {config.space_options()}, images {'x'.join(map(str, shape))}; "

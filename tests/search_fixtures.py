@@ -6,6 +6,7 @@ import pytest
 
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import ModelDir
 
 # F=4, 2 cells, 2 stacks on the embedded 8x8 digits: seconds to train and trace.
 TINY = TrainConfig(
@@ -19,6 +20,6 @@ def oneshot_model_dir(tmp_path_factory):
     # Test modules bind this fixture each on their own; the fixed path makes
     # them share one training per session (per xdist worker).
     path = str(tmp_path_factory.getbasetemp() / "search_oneshot_model")
-    if trainer.read_model_dir(path) is None or not os.path.isdir(os.path.join(path, "checkpoints")):
+    if ModelDir.read(path) is None or not os.path.isdir(os.path.join(path, "checkpoints")):
         trainer.train(TINY, path, log=lambda s: None)
     return path

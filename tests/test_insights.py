@@ -10,9 +10,9 @@ from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.analysis import insights
 from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
-from tf_oneshot.search.snapshots import checkpoint_paths
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import ModelDir
 
 TINY = {"space": "darts64", "filters": 4, "num_cells": 1, "space_args": "stem_filters=4", "batch_size": 16,
         "ghost_batch_size": 8, "train_steps": 6, "checkpoint_every": 2, "log_every": 2, "keep_checkpoints": 3,
@@ -56,7 +56,7 @@ def runs(tmp_path_factory):
 @pytest.mark.slow
 def test_insights_command_writes_the_tables_and_figures(runs, capsys):
     root, dirs, accuracy, loss = runs
-    assert [len(checkpoint_paths(d)) for d in dirs] == [3, 3]  # steps 2, 4, 6 kept
+    assert [len(ModelDir.open(d).checkpoint_paths()) for d in dirs] == [3, 3]  # steps 2, 4, 6 kept
     out = str(root / "out")
     argv = ["tf-oneshot", "insights", f"--ground_truth={root / 'gt'}", f"--model_dirs={','.join(dirs)}",
             "--snapshots=3", "--prune_fraction=0.5", "--validation_examples=64", f"--output_dir={out}"]

@@ -30,6 +30,7 @@ from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search import nas
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import ModelDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = os.path.join(ROOT, "examples", "mobile_chain.py") + ":MobileChainSpace"
@@ -152,7 +153,7 @@ def test_sigterm_mid_training_and_mid_scoring_resumes_to_the_end(tmp_path, indep
         # Stop inside iteration 2's training (after step 3), then inside its scoring.
         result, _ = run(path, log=_sigterm_on(r"^step 3/", lines))
         assert result["preempted"] and result["iterations"] == 1
-        assert trainer.read_model_dir(path) and tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+        assert ModelDir.read(path) and tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
         result, _ = run(path, log=_sigterm_on(r"^iteration 2: scoring", lines))
         assert result["preempted"] and result["iterations"] == 1
         result, resumed = run(path)

@@ -44,9 +44,9 @@ def test_random_search_writes_one_line_per_architecture(model_dir, tmp_path, cap
 
 def test_evolution_with_recalibration_and_constraints(model_dir, tmp_path):
     from tf_oneshot.search import cost_bounds
-    from tf_oneshot.training.trainer import read_model_dir
+    from tf_oneshot.training.model_dir import ModelDir
 
-    space = read_model_dir(model_dir)[1]
+    space = ModelDir.open(model_dir).space
     lo, hi = cost_bounds(space)["flops"]
     limit = lo + (hi - lo) // 2
     results = str(tmp_path / "e.jsonl")
@@ -122,9 +122,9 @@ def test_bad_input_ends_with_one_clear_line(model_dir, tmp_path, capsys):
 def test_given_architectures_score_what_the_tuner_scores(model_dir, tmp_path, capsys):
     """`search --architectures` checks candidates with the tuner's number for them (§3.3)."""
     from tf_oneshot.search.scorer import OneShotScorer
-    from tf_oneshot.training.trainer import read_model_dir
+    from tf_oneshot.training.model_dir import ModelDir
 
-    space = read_model_dir(model_dir)[1]
+    space = ModelDir.open(model_dir).space
     rng = np.random.default_rng(3)
     archs = [str(space.sample(rng)) for _ in range(3)]
     listed = tmp_path / "archs.txt"
@@ -151,9 +151,9 @@ def test_given_architectures_score_what_the_tuner_scores(model_dir, tmp_path, ca
 
 
 def test_bad_given_architecture_is_one_line_naming_it(model_dir, tmp_path, capsys):
-    from tf_oneshot.training.trainer import read_model_dir
+    from tf_oneshot.training.model_dir import ModelDir
 
-    good = read_model_dir(model_dir)[1].example()
+    good = ModelDir.open(model_dir).space.example()
 
     def error(*flags):
         capsys.readouterr()

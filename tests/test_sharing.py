@@ -8,8 +8,8 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces import get_space
 from tf_oneshot.search_spaces.sharing import COPY_KEY, SharedSpace, apply_sharing, group_assignment, make_plan
-from tf_oneshot.training import model_dir as model_dirs
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import ModelDir
 from tf_oneshot.training.samplers import make_sampler
 
 GBS = 4
@@ -156,12 +156,13 @@ def test_the_model_dir_records_the_sharing(tmp_path):
     config = TrainConfig(space="darts64", sharing="group", sharing_groups=4, sharing_grouping="similarity")
     space = config.make_space((8, 8, 1), 10)
     assert isinstance(space, SharedSpace) and space.plan.copies == 4
-    model_dirs.prepare(config, space, str(tmp_path))
-    recorded_config, recorded_space = model_dirs.read(str(tmp_path))
+    ModelDir.create(str(tmp_path), config, space)
+    recorded = ModelDir.read(str(tmp_path))
+    recorded_config, recorded_space = recorded.config, recorded.space
     assert recorded_space == space and recorded_config.sharing_groups == 4
     with pytest.raises(UserError, match=r"sharing_groups=4 \(this run asks for 2\)"):
-        model_dirs.prepare(config.replace(sharing_groups=2), config.replace(sharing_groups=2).make_space((8, 8, 1), 10),
-                           str(tmp_path))
+        ModelDir.create(str(tmp_path), config.replace(sharing_groups=2),
+                        config.replace(sharing_groups=2).make_space((8, 8, 1), 10))
     with pytest.raises(UserError, match="--sharing=most"):
         TrainConfig(sharing="most")
 

@@ -21,8 +21,8 @@ import pytest
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search import nas
-from tf_oneshot.training import model_dir as model_dirs
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import ModelDir
 from tf_oneshot.tuner import CHECKPOINT_STEP, OneShotTuner
 from tf_oneshot.tuner.iterated import IteratedOneShotOracle
 
@@ -81,7 +81,7 @@ def test_two_iterations_train_between_and_score_each_pool_at_its_step(two_tuners
     # Independent mode (§4.3): the initial pool of 4, then all 8 of the grown pool re-scored.
     assert len(trials) == oracle.expected_trials == P + 2 * P
     assert all(t.status == "COMPLETED" for t in trials)
-    assert model_dirs.checkpoint_step(model_dir) == K * T
+    assert ModelDir.open(model_dir).checkpoint_step() == K * T
     # The chief trained each iteration once, between the iterations.
     assert [x for x in lines if "training steps" in x] == [
         "iteration 1/2: training steps 0-2 on a pool of 4 (proportional sampling, independent iterations)",
@@ -138,7 +138,7 @@ def test_dependent_iterations_score_only_the_new_candidates(tmp_path):
     with pytest.raises(UserError, match=f"--model_dir={model_dir} holds a nas run with --iteration_mode=dependent "
                                         r"\(this run asks for independent\)"):
         OneShotTuner(other, model_dir, directory=str(tmp_path), project_name="other").search(verbose=0)
-    assert not other.trials and model_dirs.checkpoint_step(model_dir) == K * T
+    assert not other.trials and ModelDir.open(model_dir).checkpoint_step() == K * T
 
 
 def test_run_trial_restores_the_step_its_trial_names(two_tuners):
@@ -190,7 +190,7 @@ def test_a_chief_killed_mid_training_trains_only_the_rest(tmp_path):
             os.remove(os.path.join(checkpoints, name))
     with open(os.path.join(checkpoints, "checkpoint"), "w") as f:  # CheckpointManager's state file
         f.write('model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n')
-    assert model_dirs.checkpoint_step(model_dir) == 1
+    assert ModelDir.open(model_dir).checkpoint_step() == 1
     again = new_oracle(model_dir, lines, iterations=1)
     again._set_project_dir(str(tmp_path), "b")
     assert again.create_trial("a").status == "IDLE"
@@ -270,7 +270,7 @@ def test_resume_between_iterations_does_not_train_again(tmp_path):
     assert sum("training steps" in x for x in first) == 2
     trained = sorted(os.listdir(os.path.join(model_dir, "checkpoints")))
     ckpt_time = os.path.getmtime(os.path.join(model_dir, "checkpoints", f"ckpt-{2 * T}.index"))
-    assert model_dirs.checkpoint_step(model_dir) == 2 * T
+    assert ModelDir.open(model_dir).checkpoint_step() == 2 * T
 
     second = []
     tuner = build(second)
@@ -335,7 +335,7 @@ def test_distributed_chief_trains_and_two_workers_score(tmp_path):
                 proc.kill()
     assert outputs["chief"].count("training steps") == K  # the chief trained, once per iteration
     assert "training steps" not in outputs["worker0"] + outputs["worker1"]
-    assert model_dirs.checkpoint_step(model_dir) == K * T
+    assert ModelDir.open(model_dir).checkpoint_step() == K * T
     scored = {w: read_jsonl(os.path.join(str(tmp_path), "dist", f"results_{w}.jsonl")) for w in ("worker0", "worker1")}
     lines = scored["worker0"] + scored["worker1"]
     # Both took part (a worker's first trial loads and traces the scorer, so

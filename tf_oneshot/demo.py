@@ -170,12 +170,6 @@ def _winner(space: Any, run: dict) -> dict[str, Any] | None:
     return {"architecture": str(arch), "oneshot_accuracy": accuracy, "params": cost.params, "flops": cost.flops}
 
 
-def _space_of(model_dir: str) -> Any:
-    from tf_oneshot.training.model_dir import require
-
-    return require(model_dir)[1]
-
-
 def config_json(config: DemoConfig) -> dict[str, Any]:
     """The demo's settings as JSON (recorded in demo.json and summary.json)."""
     return {**{k: v for k, v in dataclasses.asdict(config).items() if k not in ("train", "constraints")},
@@ -345,13 +339,15 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     return summary
 
 
-def _scorer(config: DemoConfig, model_dir: str) -> tuple[Any, dict[str, Any]]:
+def _scorer(config: DemoConfig, path: str) -> tuple[Any, dict[str, Any]]:
     """The one-shot scorer of both searches, and the options their results lines record."""
     from tf_oneshot.search.scorer import OneShotScorer
+    from tf_oneshot.training.model_dir import ModelDir
 
+    model_dir = ModelDir.open(path)
     scorer = OneShotScorer.from_model_dir(
         model_dir, kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass,
-        bn_mode=config.bn_mode or _space_of(model_dir).default_bn_mode,
+        bn_mode=config.bn_mode or model_dir.space.default_bn_mode,
         recalibration_images=config.recalibration_images,
     )
     options = {"kl": config.kl, "validation_examples": None}

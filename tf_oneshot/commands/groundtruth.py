@@ -43,12 +43,14 @@ NOT_APPLICABLE = retrain_command.NOT_APPLICABLE
 
 def _config_and_space(FLAGS, log=print):
     """The training setting and space: the flags, over the one-shot run of --model_dir if given."""
-    from tf_oneshot.training import data, model_dir
+    from tf_oneshot.training import data
     from tf_oneshot.training.config import TrainConfig
+    from tf_oneshot.training.model_dir import ModelDir
 
     given = common_flags.given(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS))
     if FLAGS.model_dir:
-        recorded, space = model_dir.require(FLAGS.model_dir)
+        model_dir = ModelDir.open(FLAGS.model_dir)
+        recorded, space = model_dir.config, model_dir.space
         differs = [f"--{k}={v} (one-shot run: {getattr(recorded, k)})" for k, v in given.items()
                    if getattr(recorded, k) != v]
         if differs:
@@ -64,10 +66,9 @@ def _config_and_space(FLAGS, log=print):
 
 def _finetune_curve(FLAGS) -> int:
     """--finetune_curve: GT-Tau against fine-tuning steps (Figure 4), written into the supernet's model_dir."""
-    import os
-
     from tf_oneshot.io_utils import atomic_write_json
     from tf_oneshot.training import finetune
+    from tf_oneshot.training.model_dir import ModelDir
     from tf_oneshot.training.preemption import Preempted, Preemption, stopped_message
 
     if not FLAGS.model_dir:
@@ -77,12 +78,13 @@ def _finetune_curve(FLAGS) -> int:
     except ValueError:
         raise UserError(f"--finetune_curve={','.join(FLAGS.finetune_curve)} is invalid; expected mini-batch "
                         "counts, e.g. 0,1,2,5,10,20.") from None
+    model_dir = ModelDir.open(FLAGS.model_dir)
     with Preemption() as preemption:
         try:
-            curve = finetune.gt_tau_against_steps(FLAGS.output, FLAGS.model_dir, steps, stop=preemption)
+            curve = finetune.gt_tau_against_steps(FLAGS.output, model_dir, steps, stop=preemption)
         except Preempted:
             return stopped_message("groundtruth", "the curve is not saved; a rerun starts it again")
-    base = os.path.join(FLAGS.model_dir, CURVE_FILE)
+    base = model_dir.file(CURVE_FILE)
     atomic_write_json(base + ".json", curve)
     finetune.plot_gt_tau_against_steps(curve, base + ".png")
     for n, tau in zip(curve["steps"], curve["gt_tau"]):

@@ -56,7 +56,7 @@ def _check_space(gt: insights.GroundTruth, model_dir: str, space) -> None:
 
 def run(FLAGS) -> int:
     from tf_oneshot.search.snapshots import score_snapshots
-    from tf_oneshot.training import model_dir as model_dirs
+    from tf_oneshot.training.model_dir import ModelDir
 
     if not FLAGS.ground_truth:
         raise UserError("--ground_truth is required: the ground_truth.json of `tf-oneshot groundtruth`.")
@@ -68,11 +68,11 @@ def run(FLAGS) -> int:
     check_output_dir(FLAGS.output_dir, (insights.JSON_FILE, insights.TEXT_FILE), FLAGS.overwrite)
     gt = insights.read_ground_truth(FLAGS.ground_truth)
     instances = []
-    for model_dir in FLAGS.model_dirs:
-        _, space = model_dirs.require(model_dir)
-        _check_space(gt, model_dir, space)
+    for path in FLAGS.model_dirs:
+        model_dir = ModelDir.open(path)
+        _check_space(gt, path, model_dir.space)
         scores = score_snapshots(model_dir, gt.children, FLAGS.snapshots, FLAGS.validation_examples)
-        label = os.path.basename(os.path.normpath(model_dir)) or model_dir
+        label = os.path.basename(os.path.normpath(path)) or path
         instances.append(insights.Instance(
             label, scores.steps, insights.snapshot_scores(scores.accuracy, scores.loss, FLAGS.rank_by)))
     result = insights.build_insights(gt, instances, FLAGS.rank_by, FLAGS.prune_fraction, top_n)

@@ -28,12 +28,12 @@ FLAG_NAMES = ("space", *common_flags.SPACE_FLAGS, "model_dir", "image_size", "ch
 def _space(FLAGS):
     """The recorded space of --model_dir, or the one --space and the size flags describe."""
     if FLAGS.model_dir:
-        from tf_oneshot.training import model_dir
+        from tf_oneshot.training.model_dir import ModelDir
 
         set_here = [n for n in ("space", *common_flags.SPACE_FLAGS) if getattr(FLAGS, n) is not None]
         if set_here:
             raise UserError(f"--{set_here[0]} and --model_dir exclude one another: the model_dir records its space.")
-        return model_dir.require(FLAGS.model_dir)[1]
+        return ModelDir.open(FLAGS.model_dir).space
     from tf_oneshot.training.config import TrainConfig
 
     config = TrainConfig(**common_flags.given(FLAGS, ("space", *common_flags.SPACE_FLAGS)))

@@ -59,7 +59,7 @@ def _seeds(FLAGS) -> list[int]:
     return pipeline_flags.parse_seeds(FLAGS.seeds, default=[0])
 
 
-def _space(FLAGS, search_space, model_dir_record):
+def _space(FLAGS, search_space, model_dir):
     """The search space: from the search results, the model_dir, or the flags; F from --filters."""
     from tf_oneshot.analysis.records import check_same_space, describe_space
     from tf_oneshot.search_spaces import space_fields, space_from_config
@@ -69,8 +69,8 @@ def _space(FLAGS, search_space, model_dir_record):
     space = None
     if isinstance(search_space, dict):
         space = space_from_config(search_space)
-    if model_dir_record is not None:
-        recorded = model_dir_record[1]
+    if model_dir is not None:
+        recorded = model_dir.space
         if space is None:
             space = recorded
         else:
@@ -96,8 +96,9 @@ def _space(FLAGS, search_space, model_dir_record):
 
 def run(FLAGS) -> int:
     from tf_oneshot.analysis.records import load_search_results
-    from tf_oneshot.training import distribute, model_dir
+    from tf_oneshot.training import distribute
     from tf_oneshot.training.config import TrainConfig
+    from tf_oneshot.training.model_dir import ModelDir
     from tf_oneshot.training.preemption import Preemption, stopped_message
     from tf_oneshot.training.retrain import Candidate, retrain, select_candidates
 
@@ -110,11 +111,11 @@ def run(FLAGS) -> int:
         )
     seeds = _seeds(FLAGS)
     search, search_space = load_search_results(FLAGS.search_results) if FLAGS.search_results else ([], None)
-    model_dir_record = model_dir.require(FLAGS.model_dir) if FLAGS.model_dir else None
-    space = _space(FLAGS, search_space, model_dir_record)
+    model_dir = ModelDir.open(FLAGS.model_dir) if FLAGS.model_dir else None
+    space = _space(FLAGS, search_space, model_dir)
     overrides = common_flags.given(FLAGS, RETRAIN_CONFIG_FLAGS)
-    if "dataset" not in overrides and model_dir_record is not None:
-        overrides["dataset"] = model_dir_record[0].dataset
+    if "dataset" not in overrides and model_dir is not None:
+        overrides["dataset"] = model_dir.config.dataset
     config = TrainConfig(**overrides)
 
     if given_architectures:

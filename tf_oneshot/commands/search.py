@@ -17,7 +17,6 @@ rewritten), and a rerun fine-tunes only the candidates not found there.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from absl import flags
@@ -95,17 +94,18 @@ def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
 
 def run(FLAGS) -> int:
     from tf_oneshot.search import ResultsFile, run_search
-    from tf_oneshot.search.scorer import OneShotScorer, checkpoint_step
+    from tf_oneshot.search.scorer import OneShotScorer
     from tf_oneshot.training.preemption import Preemption, stopped_message
 
     given, finetune_top = _check_flags(FLAGS)
-    from tf_oneshot.training import model_dir
+    from tf_oneshot.training.model_dir import ModelDir
 
-    recorded = model_dir.require(FLAGS.model_dir)
-    if FLAGS.space is not None and FLAGS.space != recorded[0].space:
-        raise UserError(f"--space={FLAGS.space} differs from the model_dir's space {recorded[0].space}; drop --space.")
-    space = recorded[1]
-    step = checkpoint_step(FLAGS.model_dir)
+    model_dir = ModelDir.open(FLAGS.model_dir)
+    if FLAGS.space is not None and FLAGS.space != model_dir.config.space:
+        raise UserError(f"--space={FLAGS.space} differs from the model_dir's space {model_dir.config.space}; "
+                        "drop --space.")
+    space = model_dir.space
+    step = model_dir.checkpoint_step()
     constraints = _constraints(FLAGS)
     bn_mode = FLAGS.bn_mode or space.default_bn_mode
     seed = 0 if FLAGS.seed is None else FLAGS.seed
@@ -117,9 +117,9 @@ def run(FLAGS) -> int:
     if bn_mode == "recalibrate":
         from tf_oneshot.search.scorer import recalibration_images_for
 
-        recalibration_images = recalibration_images_for(FLAGS.model_dir, recalibration_images, FLAGS.data_dir)
+        recalibration_images = recalibration_images_for(model_dir, recalibration_images, FLAGS.data_dir)
         options["recalibration_images"] = recalibration_images
-    path = FLAGS.results or os.path.join(FLAGS.model_dir, "search", f"{algorithm.name}.jsonl")
+    path = FLAGS.results or model_dir.file("search", f"{algorithm.name}.jsonl")
     results = ResultsFile(path, space, {
         "space": space.to_config(), "checkpoint_step": step, "bn_mode": bn_mode,
         "algorithm": algorithm.name, "seed": seed, "constraints": constraints.to_json(), "options": options,

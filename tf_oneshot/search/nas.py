@@ -42,10 +42,13 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.training.config import TrainConfig
+
+if TYPE_CHECKING:  # imports TensorFlow
+    from tf_oneshot.training.model_dir import ModelDir
 
 ITERATION_MODES = ("independent", "dependent")
 POOL_SAMPLERS = ("proportional", "uniform")
@@ -185,8 +188,8 @@ class IterationLog:
     "end", "iteration": i, "new": [...], "state": ..., "best": ...}.
     """
 
-    def __init__(self, model_dir: str, space: Any) -> None:
-        self.path = os.path.join(model_dir, LOG_FILE)
+    def __init__(self, model_dir: ModelDir, space: Any) -> None:
+        self.path = model_dir.file(LOG_FILE)
         self.space = space
         self.initial: dict | None = None
         self.ends: list[dict] = []
@@ -249,7 +252,7 @@ class IterationLog:
 
 
 # ------------------------------------------------------------------ settings
-def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: Any, model_dir: str) -> dict:
+def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: Any, model_dir: ModelDir) -> dict:
     """Writes `nas/settings.json` once; later runs must match it field for field."""
     import tensorflow as tf
 
@@ -257,9 +260,9 @@ def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: 
 
     train = {k: v for k, v in config.to_json().items() if k not in BOOKKEEPING_FIELDS}
     record = {**dataclasses.asdict(settings), "constraints": constraints.to_json(), "train": train}
-    path = os.path.join(model_dir, SETTINGS_FILE)
+    path = model_dir.file(SETTINGS_FILE)
     if not tf.io.gfile.exists(path):
-        if tf.io.gfile.exists(os.path.join(model_dir, LOG_FILE)):
+        if tf.io.gfile.exists(model_dir.file(LOG_FILE)):
             raise UserError(f"{model_dir} has a nas log but no {SETTINGS_FILE}; use a new --model_dir.")
         atomic_write_json(path, record)
         return record
@@ -283,7 +286,7 @@ def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: 
 def run_nas(
     config: TrainConfig,
     settings: NasSettings,
-    model_dir: str,
+    model_dir: str | ModelDir,
     constraints: Any = None,
     strategy: Any = None,
     log: Callable[[str], None] = print,
@@ -322,7 +325,7 @@ def run_nas(
 def open_loop(
     config: TrainConfig,
     settings: NasSettings,
-    model_dir: str,
+    model_dir: str | ModelDir,
     constraints: Any = None,
     strategy: Any = None,
     log: Callable[[str], None] = print,
@@ -338,7 +341,7 @@ def open_loop(
 
     from tf_oneshot.search import Constraints
     from tf_oneshot.training import data
-    from tf_oneshot.training import model_dir as model_dirs
+    from tf_oneshot.training.model_dir import ModelDir
 
     strategy = strategy or tf.distribute.get_strategy()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -349,7 +352,7 @@ def open_loop(
     info = data.dataset_info(config.dataset, config.data_dir)
     space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
     algorithm = make_algorithm(settings, space, constraints, config.seed)  # fails fast, before any write
-    model_dirs.prepare(config, space, model_dir)
+    model_dir = ModelDir.create(str(model_dir), config, space)
     _recorded_settings(settings, config, constraints, model_dir)
     history = IterationLog(model_dir, space).load()
     if history.initial is None:
@@ -404,14 +407,13 @@ class Loop:
         import json
 
         from tf_oneshot.io_utils import atomic_write_text
-        from tf_oneshot.training import model_dir as model_dirs
 
         last = self.settings.iterations - 1
         scores = self.history.latest_scores(last + 1)
         identity = {
             "space": self.space.to_config(), "bn_mode": self.settings.bn_mode, "algorithm": self.settings.algorithm,
             "seed": self.config.seed, "constraints": self.constraints.to_json(),
-            "checkpoint_step": model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)),
+            "checkpoint_step": self.model_dir.latest_step(),
             "options": {"nas": dataclasses.asdict(self.settings)},
         }
         generation = {a: 0 for a in self.history.initial["archs"]}
@@ -424,7 +426,7 @@ class Loop:
                 "architecture": r["architecture"], "oneshot_accuracy": r["oneshot_accuracy"], "loss": r["loss"],
                 "params": r["params"], "flops": r["flops"], "generation": generation[arch],
                 "scored_at_step": r["step"], **identity}, sort_keys=True) + "\n")
-        atomic_write_text(os.path.join(self.model_dir, FINAL_FILE), "".join(lines))
+        atomic_write_text(self.model_dir.file(FINAL_FILE), "".join(lines))
 
     def _summary(self, preempted: bool) -> dict[str, Any]:
         last = self.history.done - 1
@@ -437,12 +439,11 @@ class Loop:
     # ------------------------------------------------------------ training
     def train_iteration(self, i: int) -> bool:
         """Trains iteration i's T steps on its pool; False if SIGTERM stopped it."""
-        from tf_oneshot.training import model_dir as model_dirs
         from tf_oneshot.training import trainer
 
         T = self.settings.steps_per_iteration
         start, end = i * T, (i + 1) * T
-        step = model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)) or 0
+        step = self.model_dir.latest_step() or 0
         if step > end or step < start:
             raise UserError(
                 f"{self.model_dir} has a checkpoint at step {step}, outside iteration {i + 1}'s steps "
@@ -465,9 +466,9 @@ class Loop:
         import tensorflow as tf
 
         from tf_oneshot.search.scorer import OneShotScorer
-        from tf_oneshot.training import model_dir as model_dirs
+        from tf_oneshot.training.model_dir import restore, step_of
 
-        latest = model_dirs.latest_checkpoint(self.model_dir)
+        latest = self.model_dir.latest_checkpoint()
         if self.scorer is None:
             self.scorer = OneShotScorer.from_model_dir(
                 self.model_dir, bn_mode=self.settings.bn_mode, archs_per_pass=self.archs_per_pass,
@@ -475,8 +476,8 @@ class Loop:
                 seed=self.config.seed, strategy=self.strategy,
             )
         else:
-            model_dirs.restore(tf.train.Checkpoint(model=self.scorer.model), latest, partial=True)
-        self.scorer.step = model_dirs.step_of(latest)
+            restore(tf.train.Checkpoint(model=self.scorer.model), latest, partial=True)
+        self.scorer.step = step_of(latest)
         return self.scorer
 
     def _score(self, i: int) -> dict[Hashable, float] | None:

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.training.model_dir import ModelDir
 from tf_oneshot.training.strategy_loop import SplitFunction
 
 BN_MODES = ("batch", "recalibrate")
@@ -56,20 +57,13 @@ MIN_RECALIBRATION_IMAGES = 512
 MAX_VALIDATION_BYTES = 2 << 30
 
 
-def checkpoint_step(model_dir: str) -> int:
-    """The step of the latest checkpoint in a model_dir (UserError if none)."""
-    from tf_oneshot.training.model_dir import checkpoint_step as step
-
-    return step(model_dir)
-
-
 def default_recalibration_images(train_images: int) -> int:
     """SPOS's 20,000 ImageNet images as a share of any training split, at least 512 (all of a smaller split)."""
     share = round(train_images * SPOS_RECALIBRATION_IMAGES / SPOS_TRAIN_IMAGES)
     return min(train_images, max(MIN_RECALIBRATION_IMAGES, share))
 
 
-def recalibration_images_for(model_dir: str, requested: int | None = None, data_dir: str | None = None) -> int:
+def recalibration_images_for(model_dir: str | ModelDir, requested: int | None = None, data_dir: str | None = None) -> int:
     """The recalibration image count of a search on `model_dir`: `requested`, or the dataset's default.
 
     Raises:
@@ -80,9 +74,8 @@ def recalibration_images_for(model_dir: str, requested: int | None = None, data_
             raise UserError(f"--recalibration_images={requested} is invalid; expected a positive integer.")
         return requested
     from tf_oneshot.training import data
-    from tf_oneshot.training.model_dir import require
 
-    config = require(model_dir)[0]
+    config = ModelDir.open(model_dir).config
     return default_recalibration_images(data.dataset_info(config.dataset, data_dir or config.data_dir)
                                         .num_examples["train"])
 
@@ -187,7 +180,7 @@ class OneShotScorer:
     @classmethod
     def from_model_dir(
         cls,
-        model_dir: str,
+        model_dir: str | ModelDir,
         *,
         bn_mode: str = "batch",
         kl: bool = False,
@@ -207,11 +200,10 @@ class OneShotScorer:
                 that is not prepared.
         """
         from tf_oneshot.training import data
-        from tf_oneshot.training.model_dir import load_oneshot
 
         if bn_mode not in BN_MODES:
             raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
-        loaded = load_oneshot(model_dir, strategy=strategy)
+        loaded = ModelDir.open(model_dir).load_oneshot(strategy=strategy)
         config = loaded.config
         data_dir = data_dir or config.data_dir
         info = data.dataset_info(config.dataset, data_dir)

@@ -12,7 +12,6 @@ architecture and the checkpoint are data: no retrace per child or snapshot).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
@@ -20,7 +19,7 @@ import tensorflow as tf
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search.scorer import OneShotScorer
-from tf_oneshot.training import model_dir as model_dirs
+from tf_oneshot.training.model_dir import ModelDir, restore, step_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +40,7 @@ class SnapshotScores:
     loss: np.ndarray
 
 
-def checkpoint_paths(model_dir: str) -> list[str]:
-    """The checkpoints a model_dir still holds, oldest first."""
-    state = tf.train.get_checkpoint_state(os.path.join(model_dir, model_dirs.CHECKPOINTS))
-    return list(state.all_model_checkpoint_paths) if state else []
-
-
-def last_checkpoints(model_dir: str, count: int) -> list[str]:
+def last_checkpoints(model_dir: ModelDir, count: int) -> list[str]:
     """The last `count` checkpoints of a run, oldest first.
 
     Raises:
@@ -55,14 +48,14 @@ def last_checkpoints(model_dir: str, count: int) -> list[str]:
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise UserError(f"--snapshots={count} is invalid; expected a positive number of checkpoints.")
-    paths = checkpoint_paths(model_dir)
+    paths = model_dir.checkpoint_paths()
     if len(paths) < count:
         raise UserError(f"{model_dir} keeps {len(paths)} checkpoint(s), fewer than --snapshots={count}; train it "
                         f"with --keep_checkpoints={count} or more (and --checkpoint_every at the spacing wanted).")
     return paths[-count:]
 
 
-def score_snapshots(model_dir: str, children: Sequence[Hashable] | None = None, snapshots: int = 1,
+def score_snapshots(model_dir: str | ModelDir, children: Sequence[Hashable] | None = None, snapshots: int = 1,
                     validation_examples: int | None = None, archs_per_pass: int | None = None,
                     log: Callable[[str], None] = print) -> SnapshotScores:
     """Scores `children` (default: every child of the run's space) at the last `snapshots` checkpoints.
@@ -74,7 +67,8 @@ def score_snapshots(model_dir: str, children: Sequence[Hashable] | None = None, 
         UserError: a missing or foreign model_dir, too few checkpoints, or
             children of another space.
     """
-    _, space = model_dirs.require(model_dir)
+    model_dir = ModelDir.open(model_dir)
+    space = model_dir.space
     paths = last_checkpoints(model_dir, snapshots)
     children = (list(space.enumerate()) if children is None
                 else [space.parse(c) if isinstance(c, str) else space.validate(c) for c in children])
@@ -83,12 +77,12 @@ def score_snapshots(model_dir: str, children: Sequence[Hashable] | None = None, 
     checkpoint = tf.train.Checkpoint(model=scorer.model)
     accuracy, loss, steps = [], [], []
     for path in paths:
-        model_dirs.restore(checkpoint, path, partial=True)
+        restore(checkpoint, path, partial=True)
         records = scorer.score(children)
         accuracy.append([r["oneshot_accuracy"] for r in records])
         loss.append([r["loss"] for r in records])
-        steps.append(model_dirs.step_of(path))
+        steps.append(step_of(path))
         log(f"{model_dir} step {steps[-1]}: scored {len(children)} children, best one-shot accuracy "
             f"{max(accuracy[-1]):.4f}")
-    return SnapshotScores(model_dir, tuple(str(c) for c in children), tuple(steps),
+    return SnapshotScores(model_dir.path, tuple(str(c) for c in children), tuple(steps),
                           np.array(accuracy, np.float64), np.array(loss, np.float64))

@@ -45,6 +45,7 @@ from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import append_jsonl, read_jsonl
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir
 from tf_oneshot.training.preemption import Preempted
 from tf_oneshot.training.retrain import RECALIBRATION_IMAGES
 
@@ -88,7 +89,7 @@ def _arch(space: Any, arch: Hashable | str) -> Hashable:
 
 
 # ---------------------------------------------------------- Keras children
-def inherited_child(model_dir: str, arch: Hashable | str,
+def inherited_child(model_dir: str | ModelDir, arch: Hashable | str,
                     recalibration_images: int = RECALIBRATION_IMAGES) -> keras.Model:
     """The stand-alone Keras model of `arch` holding the shared weights of `model_dir`'s latest checkpoint.
 
@@ -100,10 +101,9 @@ def inherited_child(model_dir: str, arch: Hashable | str,
     Before any training its outputs equal the one-shot model's under `arch`'s
     masks (tests/test_finetune.py).
     """
-    from tf_oneshot.training import model_dir as model_dirs
     from tf_oneshot.training.retrain import build_model, recalibrate_batch_norm
 
-    loaded = model_dirs.load_oneshot(model_dir)
+    loaded = ModelDir.open(model_dir).load_oneshot()
     arch = _arch(loaded.space, arch)
     model = build_model(loaded.space, arch, loaded.config)
     loaded.space.inherit_weights(loaded.model, model, arch)
@@ -112,21 +112,20 @@ def inherited_child(model_dir: str, arch: Hashable | str,
     return model
 
 
-def finetune_standalone(model_dir: str | Any, arch: Hashable | str, steps: int, seed: int = 0,
+def finetune_standalone(model_dir: str | ModelDir | LoadedOneShot, arch: Hashable | str, steps: int, seed: int = 0,
                         learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                         strategy: tf.distribute.Strategy | None = None) -> tuple[keras.Model, dict[str, Any]]:
     """Fine-tunes `arch`'s own Keras model from the shared weights for `steps` steps; (model, metrics).
 
     One model and one trace per child: `FineTuner` is the faster way to
     score many children; this one returns the fine-tuned model itself.
-    `model_dir` may also be a `model_dir.load_oneshot` result, loaded once
+    `model_dir` may also be a `ModelDir.load_oneshot` result, loaded once
     for many children.
     """
-    from tf_oneshot.training import model_dir as model_dirs
     from tf_oneshot.training.retrain import train_standalone
 
     steps = check_steps(steps)[-1]
-    loaded = model_dirs.load_oneshot(model_dir) if isinstance(model_dir, str) else model_dir
+    loaded = model_dir if isinstance(model_dir, LoadedOneShot) else ModelDir.open(model_dir).load_oneshot()
     arch = _arch(loaded.space, arch)
     config = finetune_config(loaded.config, steps, learning_rate)
     if steps == 0:
@@ -156,15 +155,14 @@ class FineTuner:
             and then halves each child's steps (benchmarks/finetune_speed.py).
     """
 
-    def __init__(self, model_dir: str, steps: int | Sequence[int], seed: int = 0,
+    def __init__(self, model_dir: str | ModelDir, steps: int | Sequence[int], seed: int = 0,
                  learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                  strategy: tf.distribute.Strategy | None = None, stop: Callable[[], bool] | None = None,
                  data_dir: str | None = None, jit_compile: bool | None = None) -> None:
-        from tf_oneshot.training import model_dir as model_dirs
         from tf_oneshot.training.groundtruth import MaskedTrainer
 
         self.steps = check_steps(steps)
-        loaded = model_dirs.load_oneshot(model_dir)
+        loaded = ModelDir.open(model_dir).load_oneshot()
         self.space, self.checkpoint_step = loaded.space, loaded.step
         self.snapshot = loaded.model.get_weights()
         self.seed = int(seed)
@@ -277,7 +275,7 @@ def rerank(candidates: Sequence[dict[str, Any]], finetuner: FineTuner, path: str
 
 
 # ------------------------------------------------------------- Figure 4
-def gt_tau_against_steps(ground_truth: str | dict, model_dir: str, steps: Sequence[int], seed: int = 0,
+def gt_tau_against_steps(ground_truth: str | dict, model_dir: str | ModelDir, steps: Sequence[int], seed: int = 0,
                          learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                          log: Callable[[str], None] = print, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """GT-Tau of the fine-tuned ranking against the fine-tuning steps n, Figure 4c/d.
@@ -297,11 +295,11 @@ def gt_tau_against_steps(ground_truth: str | dict, model_dir: str, steps: Sequen
     Raises:
         UserError: a ground truth of another space, or bad steps.
     """
-    from tf_oneshot.training import model_dir as model_dirs
     from tf_oneshot.training.groundtruth import load_summary
 
+    model_dir = ModelDir.open(model_dir)
     summary = load_summary(ground_truth) if isinstance(ground_truth, str) else ground_truth
-    _check_same_space(summary, model_dirs.require(model_dir)[1], model_dir)
+    _check_same_space(summary, model_dir.space, model_dir)
     check_steps(steps)
     tuner = FineTuner(model_dir, steps, seed, learning_rate, recalibration_images, stop=stop)
     return gt_tau_curve(summary, tuner, log)

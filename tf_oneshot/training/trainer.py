@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
@@ -28,10 +27,8 @@ import tensorflow as tf
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.training import data, distribute, strategy_loop
-from tf_oneshot.training import model_dir as model_dirs
 from tf_oneshot.training.config import TrainConfig
-from tf_oneshot.training.model_dir import LoadedOneShot, build_oneshot, load_oneshot
-from tf_oneshot.training.model_dir import read as read_model_dir
+from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir, load_oneshot, restore, step_of
 from tf_oneshot.training.preemption import Preemption
 from tf_oneshot.training.samplers import ArchitectureSampler, Sampler, make_sampler
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, accuracy_sums
@@ -40,8 +37,8 @@ from tf_oneshot.training.tasks import TOTALS, OneShotTask, accuracy_sums
 SAMPLED_ARCHITECTURES = 4
 SAMPLED_ARCHITECTURES_STREAM = 7_919  # their draws' own random stream, apart from training's
 
-__all__ = ["LoadedOneShot", "Segment", "build_oneshot", "evaluate_all_on", "evaluate_sampled", "load_oneshot", "make_run_sampler",
-           "read_model_dir", "train"]
+__all__ = ["LoadedOneShot", "ModelDir", "Segment", "evaluate_all_on", "evaluate_sampled", "load_oneshot",
+           "make_run_sampler", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,15 +152,12 @@ class _Checkpoints:
     TF writes data and index first and then swaps the `checkpoint` state file.
     """
 
-    def __init__(self, checkpoint: tf.train.Checkpoint, model_dir: str, step: tf.Variable,
+    def __init__(self, checkpoint: tf.train.Checkpoint, model_dir: ModelDir, step: tf.Variable,
                  keep: int, chief: bool) -> None:
         self._scratch = None if chief else tempfile.mkdtemp(prefix="tf_oneshot_worker_ckpt_")
-        directory = os.path.join(model_dir, "checkpoints")
-        self.manager = tf.train.CheckpointManager(
-            checkpoint, self._scratch or directory, max_to_keep=keep, step_counter=step
-        )
-        self.latest = tf.train.latest_checkpoint(directory)
-        self.saved_step = model_dirs.step_of(self.latest)
+        self.manager = model_dir.checkpoint_manager(checkpoint, step, keep, directory=self._scratch)
+        self.latest = model_dir.latest_checkpoint()
+        self.saved_step = step_of(self.latest)
 
     def save(self, step: int) -> None:
         if step == self.saved_step:
@@ -196,7 +190,7 @@ def make_run_sampler(config: TrainConfig, space, pool=None) -> Sampler:
 
 def train(
     config: TrainConfig,
-    model_dir: str,
+    model_dir: str | ModelDir,
     strategy: tf.distribute.Strategy | None = None,
     log: Callable[[str], None] = print,
     *,
@@ -207,7 +201,8 @@ def train(
 
     Args:
         config: the run's configuration.
-        model_dir: where config, checkpoints and TensorBoard events go.
+        model_dir: where config, checkpoints and TensorBoard events go (a path,
+            or the `ModelDir` of an earlier run).
         strategy: a tf.distribute strategy (default: the default strategy).
         log: receives one progress line at a time; other workers than the
             chief prefix theirs with "[worker N] ".
@@ -235,7 +230,7 @@ def train(
     info = data.dataset_info(config.dataset, config.data_dir)
     space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
     sampler = sampler or make_run_sampler(config, space)
-    model_dirs.prepare(config, space, model_dir, write=chief)
+    model_dir = ModelDir.create(str(model_dir), config, space, write=chief)
     per_replica = _check_batch(config, strategy)
     # From here on, SIGTERM ends the run cleanly (PreemptionCheckpointHandler
     # does nothing on Cloud TPU VMs, DESIGN.md: the loop saves between host loops).
@@ -251,9 +246,9 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     replicas = strategy.num_replicas_in_sync
     local_ghosts = per_replica // config.ghost_batch_size
     global_ghosts = local_ghosts * replicas
-    model, optimizer, global_step, checkpoint = _build_state(config, space, strategy, per_replica, segment)
+    model, optimizer, global_step, checkpoint = _build_state(config, model_dir, strategy, per_replica, segment)
     checkpoints = _Checkpoints(checkpoint, model_dir, global_step, config.keep_checkpoints, chief)
-    model_dirs.restore(checkpoint, checkpoints.latest)
+    restore(checkpoint, checkpoints.latest)
     start = int(global_step.numpy())
     if segment is not None:
         if segment.independent and start == segment.start:
@@ -275,7 +270,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     }
 
     iterator = _train_iterator(config, strategy, start)
-    writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief
+    writer = (tf.summary.create_file_writer(model_dir.events("train")) if chief
               else tf.summary.create_noop_writer())
     stop_agreed = _stop_agreement(strategy)
     result = {"step": start, "loss": float("nan"), "accuracy": float("nan"), "preempted": False}
@@ -341,7 +336,7 @@ def _train_iterator(config: TrainConfig, strategy, start: int) -> Iterator:
     return iter(strategy_loop.distribute_dataset(strategy, dataset_fn))
 
 
-def _build_state(config, space, strategy, per_replica: int, segment: Segment | None) -> tuple:
+def _build_state(config, model_dir: ModelDir, strategy, per_replica: int, segment: Segment | None) -> tuple:
     """(model, optimizer, global step, tf.train.Checkpoint of the three), built in the strategy's scope.
 
     The same seed gives the same initial weights under every strategy (and
@@ -354,7 +349,7 @@ def _build_state(config, space, strategy, per_replica: int, segment: Segment | N
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
         with tf.variable_creator_scope(distribute.replica_local_statistics):
-            model = build_oneshot(config, space, per_replica)
+            model = model_dir.build_oneshot(per_replica)
         optimizer = _make_optimizer(config, global_step, segment)
         # Built eagerly inside the scope: a first build inside tf.function fails
         # under MirroredStrategy (DESIGN.md).

@@ -92,7 +92,7 @@ class IteratedOneShotOracle(OneShotOracle):
         **kwargs: Any,
     ):
         from tf_oneshot.training import data
-        from tf_oneshot.training import model_dir as model_dirs
+        from tf_oneshot.training.model_dir import ModelDir
 
         for name in _RESERVED:
             if name in kwargs:
@@ -103,7 +103,7 @@ class IteratedOneShotOracle(OneShotOracle):
             algorithm=algorithm, sampler=pool_sampler, iteration_mode=iteration_mode, bn_mode=bn_mode,
             validation_examples=validation_examples,
         )
-        config = config or model_dirs.require(model_dir)[0]
+        config = config or ModelDir.open(model_dir).config
         if seed is not None:
             config = config.replace(seed=seed)
         self.config = self.settings.train_config(config)
@@ -176,10 +176,8 @@ class IteratedOneShotOracle(OneShotOracle):
         `_advance` asks on every trial request, and a model_dir on GCS costs a
         request per read; a step once reached stays reached.
         """
-        from tf_oneshot.training import model_dir as model_dirs
-
         if self._checkpoint_step < self.step_of_iteration(i):
-            self._checkpoint_step = model_dirs.step_of(model_dirs.latest_checkpoint(self.model_dir)) or 0
+            self._checkpoint_step = self._open().model_dir.latest_step() or 0
         return self._checkpoint_step >= self.step_of_iteration(i)
 
     def _start_training(self, i: int) -> None:

@@ -59,9 +59,10 @@ def values_to_architecture(space: SearchSpace, values: dict[str, Any]) -> Hashab
 
 
 def recorded_space(model_dir: str) -> SearchSpace:
-    from tf_oneshot.training.model_dir import require  # imports TensorFlow
+    """The search space a trained model_dir records (its config.json only: no weights)."""
+    from tf_oneshot.training.model_dir import ModelDir  # imports TensorFlow
 
-    return require(model_dir)[1]
+    return ModelDir.open(model_dir).space
 
 
 # -------------------------------------------------------------------- oracle

@@ -88,6 +88,7 @@ class OneShotTuner(keras_tuner.Tuner):
             self.space = recorded_space(model_dir)
         self.bn_mode = bn_mode or self.space.default_bn_mode
         self._scorer = None
+        self._opened = None
         self._waiting = False
         super().__init__(oracle=oracle, hypermodel=None, **tuner_kwargs)
         self.on_worker = self.oracle is not oracle
@@ -108,7 +109,7 @@ class OneShotTuner(keras_tuner.Tuner):
                    "validation_examples": self._scorer_kwargs.get("validation_examples")}
         if self.bn_mode == "recalibrate":
             options["recalibration_images"] = recalibration_images_for(
-                self.model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
+                self.opened_model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
         return {
             "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
             "algorithm": oracle.algorithm_name,
@@ -117,13 +118,22 @@ class OneShotTuner(keras_tuner.Tuner):
         }
 
     @property
+    def opened_model_dir(self):
+        """The `ModelDir` of `model_dir`, opened on first use (an iterated chief may create it after start-up)."""
+        if self._opened is None:
+            from tf_oneshot.training.model_dir import ModelDir
+
+            self._opened = ModelDir.open(self.model_dir)
+        return self._opened
+
+    @property
     def scorer(self):
         """The one-shot scorer, loaded from `model_dir` on first use."""
         if self._scorer is None:
             from tf_oneshot.search.scorer import OneShotScorer
 
             self._scorer = OneShotScorer.from_model_dir(
-                self.model_dir, bn_mode=self.bn_mode, kl=self.kl, **self._scorer_kwargs
+                self.opened_model_dir, bn_mode=self.bn_mode, kl=self.kl, **self._scorer_kwargs
             )
         return self._scorer
 
@@ -139,13 +149,13 @@ class OneShotTuner(keras_tuner.Tuner):
             return scorer
         import tensorflow as tf
 
-        from tf_oneshot.training import model_dir as model_dirs
+        from tf_oneshot.training.model_dir import restore
 
-        path = os.path.join(self.model_dir, model_dirs.CHECKPOINTS, f"ckpt-{step}")
-        if not tf.io.gfile.exists(path + ".index"):
+        model_dir = self.opened_model_dir
+        if not model_dir.has_checkpoint(step):
             raise UserError(f"{self.model_dir} has no checkpoint at step {step}, which the trial is to be scored "
                             "at; raise the training config's keep_checkpoints so the chief keeps it.")
-        model_dirs.restore(tf.train.Checkpoint(model=scorer.model), path, partial=True)
+        restore(tf.train.Checkpoint(model=scorer.model), model_dir.checkpoint(step), partial=True)
         scorer.step = step
         return scorer
 
@@ -219,7 +229,7 @@ class OneShotTuner(keras_tuner.Tuner):
             raise UserError("rerank() needs OneShotTuner(finetune_steps=n): the mini-batches per candidate.")
         candidates = [{"architecture": str(values_to_architecture(self.space, t.hyperparameters.values)),
                        "oneshot_accuracy": float(t.score)} for t in self.oracle.get_best_trials(self.finetune_top)]
-        tuner = finetune.FineTuner(self.model_dir, self.finetune_steps, seed=self.oneshot_oracle.algorithm.seed)
+        tuner = finetune.FineTuner(self.opened_model_dir, self.finetune_steps, seed=self.oneshot_oracle.algorithm.seed)
         path = os.path.join(self.project_dir, f"finetune_{self.tuner_id}.jsonl")
         records, _ = finetune.rerank(candidates, tuner, path, self.finetune_top, log=lambda s: None)
         return records
