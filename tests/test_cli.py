@@ -14,19 +14,27 @@ import pytest
 from absl import flags
 
 from tf_oneshot.commands import cli
+from tf_oneshot.commands import flags as registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {name: importlib.import_module(f"tf_oneshot.commands.{name}") for name in cli.COMMANDS}
 LOOPS = (ast.For, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+# The registry's helpers that take FLAGS, and the flags each reads from a call.
+REGISTRY_READS = {
+    "given": lambda call, value: value(call.args[1]),
+    "present": lambda call, value: value(call.args[1]),
+    "config_from_flags": lambda call, value: registry.TRAIN_FLAGS,
+}
 
 
 def flags_read(module) -> tuple[set[str], list[str]]:
     """Flags `module` reads from FLAGS, found in its source; and uses the scan cannot follow.
 
     Reads are `FLAGS.name`, `getattr(FLAGS, "name")`, `getattr(FLAGS, n)` in a
-    loop over a constant tuple, and `given(FLAGS, NAMES)`. FLAGS may also go to
-    the module's own functions (scanned too); handing it anywhere else would
-    hide reads from this test, so that is reported.
+    loop over a constant tuple, and the registry's helpers (`REGISTRY_READS`,
+    e.g. `given(FLAGS, NAMES)`). FLAGS may also go to the module's own
+    functions (scanned too); handing it anywhere else would hide reads from
+    this test, so that is reported.
     """
     tree = ast.parse(inspect.getsource(module))
     namespace = vars(module)
@@ -55,8 +63,8 @@ def flags_read(module) -> tuple[set[str], list[str]]:
         elif isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id == "FLAGS" for a in node.args):
             func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
             understood.update(id(a) for a in node.args if isinstance(a, ast.Name) and a.id == "FLAGS")
-            if func == "given":
-                names.update(value(node.args[1]))
+            if func in REGISTRY_READS:
+                names.update(REGISTRY_READS[func](node, value))
             elif func == "getattr" and isinstance(node.args[1], ast.Constant):
                 names.add(node.args[1].value)
             elif func == "getattr" and id(node) in loop_sources:
@@ -89,9 +97,16 @@ def test_the_scan_sees_every_kind_of_read():
     # retrain reads flags in each way the scan follows (given(), a getattr loop,
     # attributes); a read it missed would let a command's help omit a flag.
     read, problems = flags_read(MODULES["retrain"])
-    assert {"train_steps", "learning_rate"} <= read  # given(FLAGS, RETRAIN_CONFIG_FLAGS)
+    assert {"train_steps", "learning_rate"} <= read  # given(FLAGS, STANDALONE_TRAIN_FLAGS)
     assert "num_stacks" in read  # for name in (...): getattr(FLAGS, name)
     assert {"search_results", "filters"} <= read and not problems  # FLAGS.name
+
+
+def test_the_scan_knows_every_registry_helper_that_reads_flags():
+    # A helper handed FLAGS reads flags the scan would otherwise not see.
+    takes_flags = {name for name, f in inspect.getmembers(registry, inspect.isfunction)
+                   if f.__module__ == registry.__name__ and "FLAGS" in inspect.signature(f).parameters}
+    assert takes_flags == set(REGISTRY_READS)
 
 
 def test_retrain_help_shows_the_training_flags(capsys):

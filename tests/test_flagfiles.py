@@ -6,7 +6,7 @@ import pathlib
 import pytest
 from absl import flags
 
-from tf_oneshot.commands import train as train_command
+from tf_oneshot.commands import flags as registry
 from tf_oneshot.training import distribute
 
 FLAGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "flags"
@@ -17,7 +17,7 @@ def parse(name: str, *extra: str):
     values = copy.deepcopy(flags.FLAGS)
     values.unparse_flags()
     values(["tf-oneshot train", f"--flagfile={FLAGS_DIR / name}", "--model_dir=unused", *extra])
-    return values, train_command.config_from_flags(values)
+    return values, registry.config_from_flags(values)
 
 
 BENDER = ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"]
@@ -115,6 +115,8 @@ def test_spos_demo_runs_spos_pipeline_on_digits():
     assert low < demo.constraints.max_flops < high
     # A flag after the flagfile overrides it; the plain demo keeps Bender et al.'s pipeline.
     assert parse_demo("spos_demo.flags", "--num_evolution=7").num_evolution == 7
+    # A search flag counts when set (the demo's own default otherwise), in the flags parsed here.
+    assert parse_demo("spos_demo.flags", "--population_size=30").population_size == 30
     from tf_oneshot.demo import DEFAULT_CONFIG
 
     assert parse_demo("demo.flags") == DEFAULT_CONFIG

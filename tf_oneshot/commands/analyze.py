@@ -1,14 +1,7 @@
 """`tf-oneshot analyze`: rank correlations, plots and a report from search and retrain results."""
 
-from absl import flags
-
 from tf_oneshot.analysis import analyze
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (defines shared flags)
 from tf_oneshot.errors import UserError
-
-flags.DEFINE_string(
-    "retrain_results", None, "JSON-lines results of `tf-oneshot retrain` (one line per architecture and seed)."
-)
 
 FLAG_NAMES = ("search_results", "retrain_results", "output_dir", "overwrite")
 

@@ -3,10 +3,11 @@
 Every failure the user can fix ends with one line on stderr naming what is
 wrong and what would be right, and exit code 2.
 
-Each command module declares the flags it reads (`FLAG_NAMES`): `--help`
-prints exactly those, a flag of another command is refused, and the command
-reads its flags through a view that holds only those (tests/test_cli.py
-checks the declaration against the module's source).
+Every flag is defined once, in the registry `tf_oneshot.commands.flags`,
+loaded before the command. Each command module declares the flags it reads
+(`FLAG_NAMES`): `--help` prints exactly those, a flag of another command is
+refused, and the command reads its flags through a view that holds only
+those (tests/test_cli.py checks the declaration against the module's source).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ COMMANDS = {
 # safe point and exit 143 (tf_oneshot.training.preemption), from start-up on.
 LONG_COMMANDS = ("train", "search", "nas", "retrain", "demo", "groundtruth")
 PROG = "tf-oneshot"
+REGISTRY = "tf_oneshot.commands.flags"
 
 # What TensorFlow's C++ libraries print while they load, before absl's C++
 # logging is initialised: TF_CPP_MIN_LOG_LEVEL does not reach these two.
@@ -122,8 +124,9 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 class CommandFlags:
     """The parsed flags a command declared in `FLAG_NAMES`, read as attributes.
 
-    Reading any other flag is a programming error (the help would not list
-    it): AttributeError names it.
+    `FLAGS[name]` is the absl flag itself (e.g. `.present`), as on absl's
+    FlagValues. Reading any other flag is a programming error (the help would
+    not list it): AttributeError names it.
     """
 
     def __init__(self, flag_values: Any, names: Iterable[str], command: str) -> None:
@@ -134,20 +137,22 @@ class CommandFlags:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        return getattr(self._flags, self._declared(name))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._flags[self._declared(name)]
+
+    def _declared(self, name: str) -> str:
         if name not in self._names:
             raise AttributeError(
                 f"`{PROG} {self._command}` reads --{name}, which its FLAG_NAMES does not declare."
             )
-        return getattr(self._flags, name)
+        return name
 
 
 def _our_flags(flag_values: Any) -> dict[str, Any]:
-    """Flags defined by tf_oneshot modules (not absl's own, such as --verbosity)."""
-    out = {}
-    for module, flag_list in flag_values.flags_by_module_dict().items():
-        if module.startswith("tf_oneshot."):
-            out.update({f.name: f for f in flag_list})
-    return out
+    """The registry's flags (not absl's own, such as --verbosity)."""
+    return {f.name: f for f in flag_values.flags_by_module_dict().get(REGISTRY, [])}
 
 
 def command_help(command: str, module: Any, flag_values: Any) -> str:
@@ -207,6 +212,7 @@ def _run(command: str, rest: list[str]) -> int:
 
     from tf_oneshot.errors import UserError
 
+    importlib.import_module(REGISTRY)  # defines every flag, whichever command runs
     module = importlib.import_module(f"tf_oneshot.commands.{command}")
     FLAGS = flags.FLAGS
     if any(a in ("-h", "--help", "--helpfull") for a in rest):

@@ -13,18 +13,7 @@ then resumes the unfinished demo in --output_dir.
 
 import dataclasses
 
-from absl import flags
-
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (--output_dir, --overwrite)
-from tf_oneshot.commands import search as search_command  # noqa: F401  (--bn_mode, --population_size, ...)
-from tf_oneshot.commands import train as train_command
-
-flags.DEFINE_integer("num_random", None, "demo: architectures scored by random search (default 200).")
-flags.DEFINE_integer("num_evolution", None, "demo: architectures scored by evolution (default 100).")
-flags.DEFINE_integer("num_retrain", None, "demo: architectures retrained from scratch (default 16).")
-flags.DEFINE_integer("retrain_steps", None, "demo: steps of each stand-alone training (default 100).")
-flags.DEFINE_string("retrain_select", None, "demo: stratified (Bender et al. Fig. 5, the default) or best "
-                    "(SPOS §3.4: the best architectures searched, the winner first).")
+from tf_oneshot.commands import flags
 
 DEFAULT_OUTPUT_DIR = "demo_output"
 # Demo stage sizes: flag -> DemoConfig field.
@@ -34,7 +23,7 @@ STAGE_FLAGS = {"num_random": "num_random", "num_evolution": "num_evolution", "nu
                "bn_mode": "bn_mode", "recalibration_images": "recalibration_images"}
 # Flags whose search defaults are not the demo's: only a value set on the command line counts.
 _SEARCH_DEFAULTED = ("population_size", "num_parents", "mutation_prob")
-FLAG_NAMES = ("output_dir", "overwrite", *train_command.TRAIN_FLAGS, *STAGE_FLAGS)
+FLAG_NAMES = ("output_dir", "overwrite", *flags.TRAIN_FLAGS, *STAGE_FLAGS)
 
 
 def demo_config(FLAGS):
@@ -45,13 +34,14 @@ def demo_config(FLAGS):
     train = config.train
     if FLAGS.space is not None:  # the same pipeline on another (or the user's own) space
         train = train.for_space(FLAGS.space)
-    given = common_flags.given(FLAGS, train_command.TRAIN_FLAGS)
+    given = flags.given(FLAGS, flags.TRAIN_FLAGS)
     if given:
         train = train.replace(**given)
+    set_here = flags.present(FLAGS, _SEARCH_DEFAULTED)
     stages = {}
     for flag in STAGE_FLAGS:
         value = getattr(FLAGS, flag)
-        if flag in _SEARCH_DEFAULTED and not flags.FLAGS[flag].present:
+        if flag in _SEARCH_DEFAULTED and flag not in set_here:
             continue
         if value is not None:
             stages[STAGE_FLAGS[flag]] = value

@@ -11,34 +11,16 @@ set (or --merge) writes --output/ground_truth.json.
 
 from __future__ import annotations
 
-from absl import flags
-
-from tf_oneshot.commands import common_flags, pipeline_flags
+from tf_oneshot.commands import flags
+from tf_oneshot.errors import UserError
 
 # The train flags (--train_steps, --learning_rate, ...): the ground truth
 # trains "with the same setting as weight sharing" (§3.1), as retrain does.
-from tf_oneshot.commands import retrain as retrain_command
-from tf_oneshot.errors import UserError
-
-flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whose seed-major number is I mod N.")
-flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
-flags.DEFINE_enum("method", "masked", ["masked", "standalone"], "masked: each child trained alone inside the "
-                  "one-shot model under its fixed masks, traced once for all (faster); standalone: a Keras model and "
-                  "traces per run. Both give each child its own fresh weights.")
-flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "
-                  "when there are at least 4 seeds; --noise_ceiling demands it).")
-
-flags.DEFINE_list("finetune_curve", None, "Train nothing: draw \"Deeper insights\" Figure 4, GT-Tau of the children "
-                  "of --model_dir fine-tuned from its shared weights for each of these mini-batch counts (e.g. "
-                  "0,1,2,5,10,20), against the summary in --output; writes finetune_gt_tau.json and .png into "
-                  "--model_dir, so curves of several supernets against one ground truth stay apart.")
-
-SPACE_FLAGS = ("space", *common_flags.SPACE_FLAGS)
-CONFIG_FLAGS = retrain_command.RETRAIN_CONFIG_FLAGS
-FLAG_NAMES = (*CONFIG_FLAGS, *SPACE_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method",
+SETTING_FLAGS = (*flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS)
+FLAG_NAMES = (*SETTING_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method",
               "noise_ceiling", "strategy", "tpu", "finetune_curve")
 CURVE_FILE = "finetune_gt_tau"
-NOT_APPLICABLE = retrain_command.NOT_APPLICABLE
+NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
 
 
 def _config_and_space(FLAGS, log=print):
@@ -47,7 +29,7 @@ def _config_and_space(FLAGS, log=print):
     from tf_oneshot.training.config import TrainConfig
     from tf_oneshot.training.model_dir import ModelDir
 
-    given = common_flags.given(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS))
+    given = flags.given(FLAGS, SETTING_FLAGS)
     if FLAGS.model_dir:
         model_dir = ModelDir.open(FLAGS.model_dir)
         recorded, space = model_dir.config, model_dir.space
@@ -56,7 +38,7 @@ def _config_and_space(FLAGS, log=print):
         if differs:
             log(f"groundtruth: not the one-shot run's setting in {FLAGS.model_dir}: {', '.join(differs)}")
         config = recorded.replace(**given)
-        if not any(k in given for k in SPACE_FLAGS):
+        if not any(k in given for k in flags.SPACE_FLAGS):
             return config, space
     else:
         config = TrainConfig(**given)
@@ -101,12 +83,12 @@ def run(FLAGS) -> int:
         raise UserError("--output is required: the directory for the ground-truth results and summary.")
     if FLAGS.finetune_curve is not None:
         return _finetune_curve(FLAGS)
-    seeds = pipeline_flags.parse_seeds(FLAGS.seeds)
+    seeds = flags.parse_seeds(FLAGS.seeds)
     if FLAGS.merge:
         if FLAGS.shard:
             raise UserError("--merge writes the summary of every shard; drop --shard.")
         settings = space = None
-        if FLAGS.model_dir or common_flags.given(FLAGS, (*CONFIG_FLAGS, *SPACE_FLAGS)):
+        if FLAGS.model_dir or flags.given(FLAGS, SETTING_FLAGS):
             config, space = _config_and_space(FLAGS)
             settings = groundtruth.run_settings(config, space, groundtruth.RECALIBRATION_IMAGES)
         if seeds is not None:

@@ -13,24 +13,9 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
-
 from tf_oneshot.analysis import insights
 from tf_oneshot.analysis.report import check_output_dir
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (defines shared flags)
-from tf_oneshot.commands import search as _search_flags  # noqa: F401  (defines --validation_examples)
 from tf_oneshot.errors import UserError
-
-flags.DEFINE_string("ground_truth", None, "ground_truth.json (or its directory) written by `tf-oneshot groundtruth`.")
-flags.DEFINE_list("model_dirs", None, "Comma-separated one-shot model_dirs, one instance each (§3.2: runs that "
-                  "differ in --seed, --order_seed or --sampler=cyclic|shuffled, or in --sharing).")
-flags.DEFINE_integer("snapshots", 1, "Rank the children at each of the last K checkpoints of every run "
-                     "(\"Different epochs\", GT-Tau-Mean-K; train with --keep_checkpoints >= K).")
-flags.DEFINE_float("prune_fraction", None, "Insight 1: drop the children whose median rank is in the worst "
-                   "fraction q of positions, and report how many of the ground-truth top n survive.")
-flags.DEFINE_list("top_n", ["1", "3", "5", "10"], "The ground-truth top n counted by --prune_fraction.")
-flags.DEFINE_enum("rank_by", "accuracy_then_loss", list(insights.RANK_BY), "How children are ranked, one-shot "
-                  "and ground truth alike: accuracy (the paper), loss, or accuracy with ties broken by the loss.")
 
 FLAG_NAMES = ("ground_truth", "model_dirs", "snapshots", "prune_fraction", "top_n", "rank_by", "output_dir",
               "overwrite", "validation_examples")

@@ -11,18 +11,11 @@ end to end and prints how close the sum comes.
 
 from __future__ import annotations
 
-from absl import flags
-
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (--overwrite, --output)
-from tf_oneshot.commands import space as space_command  # noqa: F401  (--image_size, --channels, --num_classes)
+from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_integer("warmup", 10, "Untimed calls before timing each piece.")
-flags.DEFINE_integer("repeats", 50, "Timed calls per piece; the table holds their median.")
-flags.DEFINE_integer("compare", 0, "Also time this many sampled architectures end to end against the table's sum.")
-
-FLAG_NAMES = ("space", *common_flags.SPACE_FLAGS, "model_dir", "image_size", "channels", "num_classes",
-              "batch_size", "output", "warmup", "repeats", "compare", "seed", "overwrite")
+FLAG_NAMES = (*flags.SPACE_FLAGS, "model_dir", *flags.INPUT_FLAGS, "batch_size", "output", "warmup", "repeats",
+              "compare", "seed", "overwrite")
 
 
 def _space(FLAGS):
@@ -30,13 +23,13 @@ def _space(FLAGS):
     if FLAGS.model_dir:
         from tf_oneshot.training.model_dir import ModelDir
 
-        set_here = [n for n in ("space", *common_flags.SPACE_FLAGS) if getattr(FLAGS, n) is not None]
+        set_here = [n for n in flags.SPACE_FLAGS if getattr(FLAGS, n) is not None]
         if set_here:
             raise UserError(f"--{set_here[0]} and --model_dir exclude one another: the model_dir records its space.")
         return ModelDir.open(FLAGS.model_dir).space
     from tf_oneshot.training.config import TrainConfig
 
-    config = TrainConfig(**common_flags.given(FLAGS, ("space", *common_flags.SPACE_FLAGS)))
+    config = TrainConfig(**flags.given(FLAGS, flags.SPACE_FLAGS))
     return config.make_space((FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
 
 

@@ -13,24 +13,12 @@ the same flags resumes; SIGTERM stops it cleanly with exit code 143.
 
 from __future__ import annotations
 
-from absl import flags
-
-from tf_oneshot.commands import common_flags
-from tf_oneshot.commands import search as _search  # noqa: F401  (defines --algorithm, --bn_mode, ...)
-from tf_oneshot.commands import train as _train  # noqa: F401  (defines the training flags)
+from tf_oneshot.commands import flags as common_flags
 from tf_oneshot.errors import UserError
-
-flags.DEFINE_integer("iterations", 3, "K: rounds of train / score / propose (NAO-WS pauses 3 times).")
-flags.DEFINE_integer("steps_per_iteration", None, "T: supernet training steps per iteration (NAO-V2 §4.1: "
-                     "twice NAO-WS's; the ablation '- more average updates' halves it).")
-flags.DEFINE_integer("pool_size", 8, "P: the initial candidate pool, and the new candidates each iteration adds; "
-                     "at least --batch_size / --ghost_batch_size.")
-flags.DEFINE_string("iteration_mode", "independent", "independent (NAO-V2 §4.3, Fig. 2a: LR cycle and optimizer "
-                    "restart each iteration, every candidate re-scored) or dependent (Fig. 2b, NAO-WS).")
 
 # Training flags of `tf-oneshot train`, less --train_steps (K x T here).
 NAS_TRAIN_FLAGS = (
-    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", "space", *common_flags.SPACE_FLAGS,
+    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *common_flags.SPACE_FLAGS,
     "learning_rate", "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every",
     "log_every", "jit_compile", "skip_threshold", "mixed_precision",
 )

@@ -13,50 +13,22 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from absl import flags
-
-from tf_oneshot.commands import common_flags, pipeline_flags  # noqa: F401  (shared flags)
-
-# The training hyper-parameters are the train command's flags (--train_steps,
-# --learning_rate, --lr_schedule, --momentum, --weight_decay, --log_every,
-# --jit_compile): retrain uses "the same flags as training".
-from tf_oneshot.commands import train as train_command  # noqa: F401
+from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
 
-flags.DEFINE_string("select", "stratified", "From --search_results: stratified (§4.1, Fig. 5), top or small.")
-flags.DEFINE_integer("top_k", 10, "--select=top|small: how many architectures (One-Shot Top and Small: 10).")
-flags.DEFINE_integer(
-    "pool", 100,
-    "--select=top: a stratified --top_k from the best --pool (§4.1 One-Shot Top: 10 of the top 100); "
-    "--pool <= --top_k takes the best --top_k.",
-)
-flags.DEFINE_integer("num_buckets", 10, "--select=stratified: one-shot accuracy buckets.")
-flags.DEFINE_integer("per_bucket", 4, "--select=stratified: architectures per bucket (4 in §4.1).")
-flags.DEFINE_float("percentile", 90.0, "--select=small: one-shot accuracy percentile to reach (One-Shot Small).")
-flags.DEFINE_bool(
-    "full_train", False,
-    "Train on the full training set, train + validation (the final models of §3.4 and §4.1); the runs then "
-    "have no validation accuracy and are ranked and exported by test accuracy.",
-)
-
-# Flags of `train` that mean nothing for stand-alone training (refused with this reason).
-ONESHOT_ONLY = ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every")
-NOT_APPLICABLE = {
-    name: "only affects one-shot training; stand-alone models have no path dropout" for name in ONESHOT_ONLY
-}
-RETRAIN_CONFIG_FLAGS = (
-    "dataset", "data_dir", "batch_size", "ghost_batch_size", "train_steps", "learning_rate",
-    "lr_schedule", "momentum", "weight_decay", "log_every", "jit_compile",
-)
+# The training hyper-parameters are the train command's flags (--train_steps,
+# --learning_rate, ...): retrain uses "the same flags as training"; those of
+# one-shot training alone are refused with a reason.
+NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
 FLAG_NAMES = (
-    *RETRAIN_CONFIG_FLAGS, "space", *common_flags.SPACE_FLAGS, "model_dir", "search_results",
+    *flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS, "model_dir", "search_results",
     "architectures", "architectures_file", "select", "top_k", "pool", "num_buckets", "per_bucket",
     "percentile", "seeds", "seed", "full_train", "results", "output_dir", "strategy", "tpu",
 )
 
 
 def _seeds(FLAGS) -> list[int]:
-    return pipeline_flags.parse_seeds(FLAGS.seeds, default=[0])
+    return flags.parse_seeds(FLAGS.seeds, default=[0])
 
 
 def _space(FLAGS, search_space, model_dir):
@@ -76,7 +48,7 @@ def _space(FLAGS, search_space, model_dir):
         else:
             check_same_space(recorded.to_config(), space.to_config(), FLAGS.model_dir, ",".join(FLAGS.search_results))
     if space is None:
-        config = TrainConfig(**common_flags.given(FLAGS, ("dataset", "space", *common_flags.SPACE_FLAGS)))
+        config = TrainConfig(**flags.given(FLAGS, ("dataset", *flags.SPACE_FLAGS)))
         info = data.dataset_info(config.dataset, FLAGS.data_dir)
         return config.make_space(info.image_shape, info.num_classes, info.stem_stride)
     # Only F may change (Bender et al. 2018, §3.4): depth and cells are the searched network's.
@@ -104,7 +76,7 @@ def run(FLAGS) -> int:
 
     if not FLAGS.results:
         raise UserError("--results is required: the JSON-lines file for the retrain results.")
-    given_architectures = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
+    given_architectures = flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
     if not given_architectures and not FLAGS.search_results:
         raise UserError(
             "choose architectures: pass --search_results (with --select), --architectures or --architectures_file."
@@ -113,13 +85,13 @@ def run(FLAGS) -> int:
     search, search_space = load_search_results(FLAGS.search_results) if FLAGS.search_results else ([], None)
     model_dir = ModelDir.open(FLAGS.model_dir) if FLAGS.model_dir else None
     space = _space(FLAGS, search_space, model_dir)
-    overrides = common_flags.given(FLAGS, RETRAIN_CONFIG_FLAGS)
+    overrides = flags.given(FLAGS, flags.STANDALONE_TRAIN_FLAGS)
     if "dataset" not in overrides and model_dir is not None:
         overrides["dataset"] = model_dir.config.dataset
     config = TrainConfig(**overrides)
 
     if given_architectures:
-        candidates = [Candidate(a) for a in common_flags.parse_architecture_strings(space, given_architectures)]
+        candidates = [Candidate(a) for a in flags.parse_architecture_strings(space, given_architectures)]
         scores = {}
         for r in search:
             scores.setdefault(r["architecture"], r["oneshot_accuracy"])

@@ -19,36 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from absl import flags
-
-from tf_oneshot.commands import common_flags  # noqa: F401  (defines --model_dir, --results, --seed ...)
+from tf_oneshot.commands import flags as common_flags
 from tf_oneshot.errors import UserError
-
-flags.DEFINE_string("algorithm", "random", "random (Bender et al. 2018, §4.1), evolution (SPOS, Algorithm 1) or "
-                    "nao (Luo et al. 2018, §3); not with --architectures.")
-flags.DEFINE_integer("num_architectures", 1000, "Distinct architectures to score in all (about 20,000 in §4.1); "
-                     "--architectures scores exactly those instead.")
-flags.DEFINE_string("bn_mode", None, "batch: batch statistics on the fly (Bender et al. §3.2); recalibrate: each "
-                    "candidate's statistics recomputed on training images (SPOS §3.4). Default: the space's "
-                    "(recalibrate for single-path spaces).")
-flags.DEFINE_integer("recalibration_images", None, "Training images per candidate for --bn_mode=recalibrate "
-                     "(SPOS §3.4: 20,000 on ImageNet; default: the same share of any training split, at least 512).")
-flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
-flags.DEFINE_string("kl_reference", "all_on", "--kl against: all_on (exact, the default) or sampled (§5 as "
-                    "published: references drawn by path dropout at r = 1e-8).")
-flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50). NAO: the random initial pool "
-                     "and the new architectures per generation (NAO-V2's code: 1000 and 300).")
-flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10). NAO: top-k architectures moved "
-                     "along the predictor's gradient (NAO's code: 100).")
-flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
-flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch "
-                     "(default: timed automatically; 1 with --architectures, as the KerasTuner trial scores).")
-flags.DEFINE_integer("validation_examples", None, "Score on the first this many validation examples (default: all).")
-flags.DEFINE_integer("finetune_steps", None, "Then re-rank the best --finetune_top candidates after fine-tuning each "
-                     "alone from the shared weights for this many mini-batches (\"Deeper insights\" §3.3); the "
-                     "scores go beside the results, to RESULTS.finetune.jsonl.")
-flags.DEFINE_integer("finetune_top", None, "With --finetune_steps: how many of the best candidates to fine-tune "
-                     "(default: 10).")
 
 FLAG_NAMES = (
     "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",

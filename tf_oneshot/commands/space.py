@@ -2,22 +2,15 @@
 
 import json
 
-from absl import flags
+from tf_oneshot.commands import flags
 
-from tf_oneshot.commands import common_flags
-
-flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
-flags.DEFINE_integer("image_size", 32, "Input height and width (32: CIFAR-10).")
-flags.DEFINE_integer("channels", 3, "Input channels.")
-flags.DEFINE_integer("num_classes", 10, "Classifier outputs.")
-
-FLAG_NAMES = ("space", *common_flags.SPACE_FLAGS, "json", "image_size", "channels", "num_classes")
+FLAG_NAMES = (*flags.SPACE_FLAGS, "json", *flags.INPUT_FLAGS)
 
 
 def run(FLAGS) -> int:
     from tf_oneshot.training.config import TrainConfig
 
-    config = TrainConfig(**common_flags.given(FLAGS, ("space", *common_flags.SPACE_FLAGS)))
+    config = TrainConfig(**flags.given(FLAGS, flags.SPACE_FLAGS))
     space = config.make_space((FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
     cost = space.count_oneshot()
     example = space.example()
