@@ -1,11 +1,13 @@
 """The command line as a new user meets it: `--help` lists exactly the flags a command
 reads, a flag of another command is refused, and TensorFlow's start-up noise stays out.
+Every flag is defined once, in the registry, and commands never import one another.
 """
 
 import ast
 import importlib
 import inspect
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from tf_oneshot.commands import cli
 from tf_oneshot.commands import flags as registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS_DIR = pathlib.Path(cli.__file__).parent
 MODULES = {name: importlib.import_module(f"tf_oneshot.commands.{name}") for name in cli.COMMANDS}
 LOOPS = (ast.For, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 # The registry's helpers that take FLAGS, and the flags each reads from a call.
@@ -109,6 +112,56 @@ def test_the_scan_knows_every_registry_helper_that_reads_flags():
     assert takes_flags == set(REGISTRY_READS)
 
 
+def defines(path: pathlib.Path) -> list[str]:
+    """Names of the absl flags `path` defines (`flags.DEFINE_*("name", ...)`)."""
+    return [node.args[0].value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr.startswith("DEFINE")]
+
+
+def test_every_flag_is_defined_once_in_the_registry_and_read_by_a_command():
+    in_registry = defines(COMMANDS_DIR / "flags.py")
+    assert len(in_registry) == len(set(in_registry))
+    assert {p.name: defines(p) for p in COMMANDS_DIR.glob("*.py") if p.name != "flags.py" and defines(p)} == {}
+    ours = {m for m in flags.FLAGS.flags_by_module_dict() if m.startswith("tf_oneshot")}
+    assert ours == {registry.__name__}
+    declared = set().union(*(m.FLAG_NAMES for m in MODULES.values()))
+    assert set(in_registry) == declared  # no flag that no command takes
+    groups = (registry.SPACE_FLAGS, registry.INPUT_FLAGS, registry.CONSTRAINT_FLAGS, registry.TRAIN_FLAGS,
+              registry.STANDALONE_TRAIN_FLAGS, registry.STANDALONE_NOT_APPLICABLE)
+    assert set().union(*groups) <= set(in_registry)
+
+
+def command_imports(path: pathlib.Path) -> set[str]:
+    """The modules of tf_oneshot/commands/ that `path` imports, at its top or inside functions."""
+    modules = {f"tf_oneshot.commands.{p.stem}" for p in COMMANDS_DIR.glob("*.py")}
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "tf_oneshot.commands" + (f".{node.module}" if node.module else "") if node.level else node.module
+            imported.add(base)
+            imported.update(f"{base}.{alias.name}" for alias in node.names)
+    return imported & modules
+
+
+def test_no_command_imports_another():
+    # Commands take their flags from the registry and their work from the
+    # library; only cli.py loads commands (by name, for the command word).
+    imports = {p.stem: command_imports(p) for p in COMMANDS_DIR.glob("*.py") if p.name != "cli.py"}
+    assert imports["search"] == {registry.__name__}  # the scan sees an aliased import
+    assert imports["flags"] == set()
+    assert {name: sorted(found - {registry.__name__}) for name, found in imports.items()
+            if found - {registry.__name__}} == {}
+
+
+def test_the_registry_spells_the_library_s_rank_by_choices():
+    from tf_oneshot.analysis import insights
+
+    assert flags.FLAGS["rank_by"].parser.enum_values == list(insights.RANK_BY)
+
+
 def test_retrain_help_shows_the_training_flags(capsys):
     assert cli.main(["tf-oneshot", "retrain", "--help"]) == 0
     shown = help_flags(capsys.readouterr().out)
@@ -130,6 +183,23 @@ def test_a_flag_the_command_does_not_take_is_one_clear_error(capsys):
                        "(`tf-oneshot demo --help` lists the flags it takes)."]
         assert cli.main(["tf-oneshot", "analyze", "--seeds=1", "--output_dir=x"]) == 2
         assert "--seeds does not apply to `tf-oneshot analyze`" in capsys.readouterr().err
+        # A flag of a command whose module is not loaded: the registry defines it all the same.
+        assert cli.main(["tf-oneshot", "analyze", "--warmup=3", "--output_dir=x"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            "tf-oneshot: error: --warmup does not apply to `tf-oneshot analyze`; drop it "
+            "(`tf-oneshot analyze --help` lists the flags it takes)."]
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("command,flag", [(c, f) for c in cli.COMMANDS
+                                          for f in getattr(MODULES[c], "NOT_APPLICABLE", {})])
+def test_a_flag_that_does_not_apply_is_refused_with_its_reason(command, flag, capsys):
+    try:
+        assert cli.main(["tf-oneshot", command, f"--{flag}=1"]) == 2
+        reason = MODULES[command].NOT_APPLICABLE[flag]
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"tf-oneshot: error: --{flag} {reason}; drop it (`tf-oneshot {command} --help` lists the flags it takes)."]
     finally:
         flags.FLAGS.unparse_flags()
 
