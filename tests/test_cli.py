@@ -4,6 +4,7 @@ Every flag is defined once, in the registry, and commands never import one anoth
 """
 
 import ast
+import configparser
 import importlib
 import inspect
 import os
@@ -202,6 +203,16 @@ def test_a_flag_that_does_not_apply_is_refused_with_its_reason(command, flag, ca
             f"tf-oneshot: error: --{flag} {reason}; drop it (`tf-oneshot {command} --help` lists the flags it takes)."]
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def test_the_console_script_and_python_m_run_this_cli():
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    scripts = config["options.entry_points"]["console_scripts"].split("\n")
+    assert "tf-oneshot = tf_oneshot.commands.cli:entry_point" in [line.strip() for line in scripts]
+    from tf_oneshot import __main__
+
+    assert __main__.main is cli.main
 
 
 def test_a_command_cannot_read_a_flag_it_did_not_declare():
