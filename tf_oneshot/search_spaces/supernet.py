@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_oneshot.layers.common import nested_layers
 from tf_oneshot.layers.ghost_batch_norm import MODES, GhostBatchNormalization
 from tf_oneshot.search_spaces import space_from_config
 
@@ -153,9 +154,12 @@ class OneShotModel(keras.Model):
 
     # ------------------------------------------------------------ batch norm
     def ghost_bn_layers(self) -> list[GhostBatchNormalization]:
-        """Every GhostBatchNormalization layer of the model."""
-        return [layer for layer in self._flatten_layers(include_self=False, recursive=True)
-                if isinstance(layer, GhostBatchNormalization)]
+        """Every GhostBatchNormalization layer of the model.
+
+        Found through `keras.Model.layers` and, inside a layer holding
+        others, its `tf_oneshot.layers.LayerGroup.sublayers()`.
+        """
+        return [layer for layer in nested_layers(self) if isinstance(layer, GhostBatchNormalization)]
 
     def set_bn_mode(self, mode: str) -> None:
         """Sets how batch norm works at evaluation, in every ghost batch norm.
