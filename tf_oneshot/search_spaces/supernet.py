@@ -83,6 +83,18 @@ class OneShotModel(keras.Model):
         # mode fail loudly instead of silently using the old mode.
         self._mode_check = _ModeCheck()
 
+    @classmethod
+    def create(cls, space, ghost_batch_size: int, skip_inactive: bool = True, **kwargs) -> OneShotModel:
+        """The model of `space`, called once on all-on inputs so that every weight and state exists.
+
+        A network module's `build_oneshot` uses it (`SearchSpace.network`):
+        a checkpoint restores into the result, and its first traced step
+        creates no variable.
+        """
+        model = cls(space, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive, **kwargs)
+        model(model.dummy_inputs(ghost_batch_size), training=False)
+        return model
+
     # ----------------------------------------------------------------- masks
     def ghost_masks(self, masks, num_ghosts=None) -> dict[str, tf.Tensor]:
         """The space's masks as float32 [G, ...] (a mask without the ghost axis is tiled).
