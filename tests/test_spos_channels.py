@@ -183,7 +183,7 @@ def test_masked_supernet_equals_sliced_standalone(supernets, space, archs, other
 
 
 def _mid_bns(model):
-    return [x for x in model._flatten_layers(include_self=False) if isinstance(x, MaskedGhostBatchNormalization)]
+    return [x for x in model.ghost_bn_layers() if isinstance(x, MaskedGhostBatchNormalization)]
 
 
 def test_batch_norm_statistics_cover_only_active_channels():

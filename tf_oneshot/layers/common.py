@@ -95,6 +95,18 @@ def build_layers(layers: Sequence[keras.layers.Layer], input_shape) -> tuple:
     return shape
 
 
+def classifier_model(images, features, num_classes: int, name: str) -> keras.Model:
+    """Global average pooling and the dense classifier on `features`, as the functional model images -> logits.
+
+    Every space's stand-alone network ends this way; the layer names "pool"
+    and "classifier" are those of the one-shot models, so the classifier's
+    weights copy by name.
+    """
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    logits = keras.layers.Dense(num_classes, name="classifier")(pooled)
+    return keras.Model(images, logits, name=name)
+
+
 def conv_kernels(layers) -> list:
     """The kernels (not biases, not batch norm) of convolution and Dense layers.
 
@@ -112,20 +124,83 @@ def conv_kernels(layers) -> list:
     return kernels
 
 
-def copy_weights_by_name(oneshot, standalone, what: str = "the architecture") -> None:
+class LayerGroup(keras.layers.Layer):
+    """A layer made of other layers, which it lists in `sublayers()` so that `nested_layers` finds them.
+
+    Keras 3 lists the layers of a model (`keras.Model.layers`) but not those
+    inside a plain layer; a container layer that is not a model says itself.
+    """
+
+    def sublayers(self) -> list[keras.layers.Layer]:
+        """The layers this layer holds directly, in a fixed order."""
+        raise NotImplementedError(f"{type(self).__name__} must list its layers in sublayers().")
+
+
+def nested_layers(root) -> list[keras.layers.Layer]:
+    """Every layer inside `root` (not `root` itself), each once, depth first.
+
+    Walks the public `keras.Model.layers` of models and `LayerGroup.sublayers()`
+    of container layers, so one-shot models find every ghost batch norm
+    (`OneShotModel.set_bn_mode`), stand-alone models every kernel to decay
+    (§3.4) and weights copy by layer name, without Keras internals.
+    """
+    found, seen = [], set()
+
+    def visit(layer) -> None:
+        if isinstance(layer, keras.Model):
+            children = layer.layers
+        elif isinstance(layer, LayerGroup):
+            children = layer.sublayers()
+        else:
+            return
+        for child in children:
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                visit(child)
+
+    visit(root)
+    return found
+
+
+def copy_weights_by_name(oneshot, standalone, what: str = "the architecture", prefix: str = "",
+                         sliced: bool = False) -> None:
     """Gives every stand-alone layer with weights those of its one-shot namesake.
 
     Spaces whose stand-alone layers carry the one-shot model's layer names
-    inherit shared weights this way (`SearchSpace.inherit_weights`).
+    inherit shared weights this way (`SearchSpace.inherit_weights`); with
+    batch statistics in both, the two models then compute the same logits.
+
+    Args:
+        oneshot: the one-shot model (its layers are found by `nested_layers`).
+        standalone: a Keras model of one architecture.
+        what: the architecture, for messages.
+        prefix: each layer is looked up first as `prefix + name`, then as
+            `name` (the layers of a weight copy under partial sharing,
+            "Deeper insights" §4.2-4.3; shared layers keep the plain name).
+        sliced: take the leading sub-tensor of each larger one-shot weight
+            (SPOS §3.3: Weights[:c_out, :c_in], for searched widths); False
+            requires equal shapes.
 
     Raises:
-        ValueError: if a stand-alone layer has no namesake in the one-shot model.
+        ValueError: if a stand-alone layer has no namesake in the one-shot
+            model, or a weight of it is not (a leading slice of) its namesake's.
     """
-    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
+    source = {layer.name: layer for layer in nested_layers(oneshot)}
     for layer in standalone.layers:
         if not layer.weights:
             continue
-        if layer.name not in source:
-            raise ValueError(f"the one-shot model has no layer {layer.name!r}; is the stand-alone model of "
-                             f"{what} built for the same space?")
-        layer.set_weights(source[layer.name].get_weights())
+        namesake = source.get(prefix + layer.name) or source.get(layer.name)
+        if namesake is None:
+            tried = f"{prefix + layer.name!r} nor {layer.name!r}" if prefix else repr(layer.name)
+            raise ValueError(f"the one-shot model has no layer {tried}; is the stand-alone model of {what} built "
+                             "for the same space?")
+        values = []
+        for target, value in zip(layer.weights, namesake.get_weights(), strict=True):
+            shape = tuple(target.shape)
+            fits = len(shape) == value.ndim and all(t <= v for t, v in zip(shape, value.shape))
+            if not fits or (not sliced and shape != value.shape):
+                raise ValueError(f"{target.path} has shape {shape}, not {'a slice of ' if sliced else ''}the "
+                                 f"one-shot {value.shape}.")
+            values.append(value[tuple(slice(0, n) for n in shape)])
+        layer.set_weights(values)

@@ -11,12 +11,41 @@ sub-space. A space adds only what is its own:
 
 - `count(arch)` and `count_oneshot()`: parameters and multiply-adds by
   arithmetic, equal to the Keras models' (the contract tests check it);
-- `build_oneshot(ghost_batch_size)`: a `tf_oneshot.OneShotModel` subclass
-  that reads the masks of `mask_shapes()`;
-- `build_standalone(arch)`: the plain Keras model of one architecture.
+- its networks: the masked one-shot model (`build_oneshot`, a
+  `tf_oneshot.OneShotModel`), the stand-alone model of one architecture
+  (`build_standalone`) and the copy of shared weights from one to the other
+  (`inherit_weights`).
 
-Search algorithms see only this interface and never import TensorFlow; the
-two `build_*` methods import their model module when called.
+Where the networks live. The space is data and imports no network code,
+not even inside a function (TuNAS: the model imports the space, never the
+reverse), so search algorithms and `tf-oneshot space` never load
+TensorFlow and a space's folder has no import circle. A space names the
+module that builds its networks in the class attribute `network` (a dotted
+module name); this class imports it by name when a network is first asked
+for, checks the arguments once for every space, and calls the module's
+functions
+
+    build_oneshot(space, ghost_batch_size, skip_inactive, sharing) -> OneShotModel
+    build_standalone_model(space, arch, ghost_batch_size, name) -> keras.Model
+    copy_oneshot_weights(oneshot, standalone, arch[, copy]) -> None
+
+(`copy` is passed only when it is not 0, which only a space declaring
+`sharing_segments()` accepts). A module name rather than a class or a
+registry keeps the dependency one-way with nothing to register: the network
+module imports the space, the space only spells the module's name, and
+import-linter sees no edge from `space.py` to the network. The names are
+those of the stand-alone builders the network modules already had, so
+`network.py` adds only `build_oneshot` and no second wrapper of each.
+A space written in one file (examples/mobile_chain.py) may instead override
+`build_oneshot`, `build_standalone` and `inherit_weights` directly. The
+latency pieces (SPOS §3.4) are found the same way, through `latency`.
+
+Optional capabilities are declared here with defaults, never probed:
+`sharing_segments()` (None: the one-shot model cannot hold copies of its
+weights, "Deeper insights" §4.2-4.3), `latency_units()` (None: no latency
+table), `describe_scale()` (how logs name the network's width). The wrappers
+`RestrictedSpace` and `sharing.SharedSpace` forward all of it through one
+base, `SpaceView`.
 """
 
 from __future__ import annotations
@@ -26,14 +55,17 @@ import dataclasses
 import importlib
 import itertools
 import math
-import sys
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.decisions import Decision, OneOf, SubsetOf
+
+if TYPE_CHECKING:
+    from tf_oneshot.search_spaces.sharing import SharingPlan
 
 # Spaces up to this size can be enumerated (ground truth, exact cost bounds).
 ENUMERATION_LIMIT = 100_000
@@ -104,6 +136,12 @@ class SearchSpace(abc.ABC):
     name: ClassVar[str] = ""
     # The sampling rule `tf-oneshot train` uses unless --sampler says otherwise.
     default_sampler: ClassVar[str] = "uniform"
+    # Dotted name of the module whose functions build this space's networks
+    # (module docstring); None for a space that overrides the build methods.
+    network: ClassVar[str | None] = None
+    # Dotted name of the module whose `latency_units(space)` gives the pieces
+    # a latency lookup table times (SPOS §3.4); None: the space has none.
+    latency: ClassVar[str | None] = None
 
     @property
     def default_bn_mode(self) -> str:
@@ -130,14 +168,96 @@ class SearchSpace(abc.ABC):
     def count_oneshot(self) -> Cost:
         """Parameters and multiply-adds of the one-shot model with every path on."""
 
-    @abc.abstractmethod
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
-        """The masked one-shot model (a `tf_oneshot.OneShotModel`), weights created."""
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True,
+                      sharing: SharingPlan | None = None) -> Any:
+        """The masked one-shot model (a `tf_oneshot.OneShotModel`), weights created.
 
-    @abc.abstractmethod
+        Args:
+            ghost_batch_size: examples per ghost batch; each carries one
+                architecture (Bender et al. 2018, §3.2).
+            skip_inactive: skip with tf.cond the candidates off in every ghost batch.
+            sharing: a `tf_oneshot.search_spaces.sharing.SharingPlan` giving
+                the model copies of its weights ("Deeper insights" §4.2-4.3);
+                None for full sharing.
+
+        Raises:
+            UserError: a sharing plan for a space whose model cannot hold copies.
+            NotImplementedError: a space that names no `network` module.
+        """
+        if sharing is not None:
+            self._require_sharing("sharing plan")
+        return self._network("build_oneshot()").build_oneshot(self, ghost_batch_size, skip_inactive, sharing)
+
     def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None,
                          name: str = "standalone") -> Any:
-        """The stand-alone Keras model of `arch` (images -> logits)."""
+        """The stand-alone Keras model of `arch` (images -> logits).
+
+        Args:
+            arch: an architecture of this space.
+            ghost_batch_size: ghost batch norms of this size evaluating with
+                moving statistics; None uses plain Keras batch norm.
+            name: the model's name.
+
+        Raises:
+            UserError: if `arch` is not an architecture of this space.
+        """
+        network = self._network("build_standalone()")
+        return network.build_standalone_model(self, self.validate(arch), ghost_batch_size, name)
+
+    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable, copy: int = 0) -> None:
+        """Copies `arch`'s shared weights from a one-shot model into its stand-alone model.
+
+        Fine-tuning children from the shared weights ("Deeper insights",
+        §3.3) and the one-shot/stand-alone equality tests need it.
+
+        Args:
+            oneshot: this space's one-shot model.
+            standalone: `build_standalone(arch, ...)`.
+            arch: the architecture.
+            copy: the copy of the weights `arch` reads under partial sharing
+                ("Deeper insights" §4.2-4.3); 0 under full sharing.
+
+        Raises:
+            UserError: a copy other than 0 for a space whose model holds one.
+        """
+        arch = self.validate(arch)
+        if copy != 0:
+            self._require_sharing(f"copy={copy!r} of the weights")
+        extra = {} if copy == 0 else {"copy": copy}
+        self._network("inherit_weights()").copy_oneshot_weights(oneshot, standalone, arch, **extra)
+
+    def sharing_segments(self) -> int | None:
+        """Segments partial sharing cuts the one-shot model into ("Deeper insights", §4.2-4.3).
+
+        A space whose model can hold copies of its weights (its network's
+        `build_oneshot` takes a sharing plan) returns the number of segments:
+        the stem, each cell, the head, so that prefix sharing of k cells shares
+        the first 1 + k. None (the default): the model holds one copy only.
+        """
+        return None
+
+    def describe_scale(self) -> str:
+        """A few words naming the network's width in logs (e.g. "F=16", Bender et al. 2018 §4.1); "" for none."""
+        return ""
+
+    def _network(self, method: str) -> ModuleType:
+        """The module named by `network`, imported on first use (`method` names the caller in errors)."""
+        return self._named_module(self.network, "network", method)
+
+    def _named_module(self, module: str | None, attribute: str, instead: str) -> ModuleType:
+        if not module:
+            raise NotImplementedError(
+                f"search space {self.name or type(self).__name__!r} names no {attribute} module (class attribute "
+                f"`{attribute}`) and does not override {instead}."
+            )
+        return importlib.import_module(module)
+
+    def _require_sharing(self, what: str) -> None:
+        if self.sharing_segments() is None:
+            raise UserError(
+                f"search space {self.name!r} cannot hold copies of its weights (its sharing_segments() is None), "
+                f"so it takes no {what}; use --sharing=full."
+            )
 
     # ------------------------------- architecture values (override together)
     def values_of(self, arch: Hashable) -> tuple:
@@ -334,32 +454,15 @@ class SearchSpace(abc.ABC):
     def latency_units(self) -> list[LatencyUnit] | None:
         """The runnable pieces a latency lookup table times (SPOS §3.4); None if unsupported.
 
-        Optional. A space overrides this, or keeps its implementation in a
-        module `latency.py` beside its own module, with a function
-        `latency_units(space)` returning the units or None (a space that
-        shares a folder with others can then refuse the ones it does not
-        know). Each choice block needs one unit per combination of its
-        decisions' values, plus the fixed units ("" block).
+        Optional. A space names a module in `latency` whose function
+        `latency_units(space)` returns the units or None (a space may share
+        that module with others and refuse the ones it does not know), or
+        overrides this method. Each choice block needs one unit per
+        combination of its decisions' values, plus the fixed units ("" block).
         """
-        package = getattr(sys.modules.get(type(self).__module__), "__package__", None)
-        if not package:
+        if self.latency is None:
             return None
-        try:
-            module = importlib.import_module(f"{package}.latency")
-        except ModuleNotFoundError as e:
-            if e.name != f"{package}.latency":
-                raise
-            return None
-        hook = getattr(module, "latency_units", None)
-        return hook(self) if callable(hook) else None
-
-    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable) -> None:
-        """Copies `arch`'s shared weights from a one-shot model into its stand-alone model.
-
-        Optional: fine-tuning children from the shared weights ("Deeper
-        insights", §3.3) and the one-shot/stand-alone equality tests need it.
-        """
-        raise NotImplementedError(f"search space {self.name!r} does not implement inherit_weights().")
+        return self._named_module(self.latency, "latency", "latency_units()").latency_units(self)
 
     # ------------------------------------------------------------- sub-space
     def restrict(self, allowed: Mapping[str, Sequence]) -> RestrictedSpace:
@@ -394,12 +497,16 @@ class SearchSpace(abc.ABC):
         return cls(**{k: _tuples(v) for k, v in config.items()})
 
 
-@dataclasses.dataclass(frozen=True)
-class RestrictedSpace(SearchSpace):
-    """A sub-space of `base` (see `SearchSpace.restrict`)."""
+class SpaceView(SearchSpace):
+    """Another space (`base`) seen differently: whatever a subclass does not override is `base`'s.
+
+    The wrappers `RestrictedSpace` and `sharing.SharedSpace` are views; this
+    class forwards the whole interface once, protocol methods included, so a
+    wrapped space keeps its networks, costs and capabilities. Subclasses are
+    frozen dataclasses whose first field is `base`.
+    """
 
     base: SearchSpace
-    allowed: tuple[tuple[str, tuple], ...]
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -409,37 +516,38 @@ class RestrictedSpace(SearchSpace):
     def default_sampler(self) -> str:  # type: ignore[override]
         return self.base.default_sampler
 
+    @property
+    def default_bn_mode(self) -> str:
+        return self.base.default_bn_mode
+
+    @property
+    def network(self) -> str | None:  # type: ignore[override]
+        return self.base.network
+
+    @property
+    def latency(self) -> str | None:  # type: ignore[override]
+        return self.base.latency
+
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or attr in ("base", "allowed"):
+        # The base space's own fields and helpers (`filters`, `layout()` ...).
+        if attr.startswith("__") or attr in getattr(type(self), "__dataclass_fields__", {}):
             raise AttributeError(attr)
         return getattr(self.base, attr)
 
     def decisions(self) -> tuple[Decision, ...]:
-        allowed = dict(self.allowed)
-        out = []
-        for d in self.base.decisions():
-            if d.name not in allowed:
-                out.append(d)
-            elif isinstance(d, OneOf):
-                out.append(OneOf(d.name, allowed[d.name], d.group))
-            else:
-                out.append(_Listed(d.name, allowed[d.name], d))
-        return tuple(out)
+        return self.base.decisions()
 
     def values_of(self, arch: Hashable) -> tuple:
         return self.base.values_of(arch)
 
     def from_values(self, values: Sequence) -> Hashable:
-        arch = self.base.from_values(values)
-        for d, v in zip(self._decisions, self.base.values_of(arch)):
-            d.check(v)
-        return arch
+        return self.base.from_values(values)
 
     def parse(self, text: str) -> Hashable:
-        return self.validate(self.base.parse(text))
+        return self.base.parse(text)
 
     def from_json(self, obj: Any) -> Hashable:
-        return self.validate(self.base.from_json(obj))
+        return self.base.from_json(obj)
 
     def count(self, arch: Hashable) -> Cost:
         return self.base.count(arch)
@@ -447,11 +555,24 @@ class RestrictedSpace(SearchSpace):
     def count_oneshot(self) -> Cost:
         return self.base.count_oneshot()
 
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
-        return self.base.build_oneshot(ghost_batch_size, skip_inactive)
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True,
+                      sharing: SharingPlan | None = None) -> Any:
+        # A space overriding build_oneshot without `sharing` still works unshared.
+        extra = {} if sharing is None else {"sharing": sharing}
+        return self.base.build_oneshot(ghost_batch_size, skip_inactive, **extra)
 
     def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None, name: str = "standalone") -> Any:
         return self.base.build_standalone(self.validate(arch), ghost_batch_size, name)
+
+    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable, copy: int = 0) -> None:
+        extra = {} if copy == 0 else {"copy": copy}
+        self.base.inherit_weights(oneshot, standalone, self.validate(arch), **extra)
+
+    def sharing_segments(self) -> int | None:
+        return self.base.sharing_segments()
+
+    def describe_scale(self) -> str:
+        return self.base.describe_scale()
 
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.base.mask_shapes()
@@ -470,6 +591,41 @@ class RestrictedSpace(SearchSpace):
 
     def latency_units(self) -> list[LatencyUnit] | None:
         return self.base.latency_units()
+
+    def to_config(self) -> dict:
+        return self.base.to_config()
+
+
+@dataclasses.dataclass(frozen=True)
+class RestrictedSpace(SpaceView):
+    """A sub-space of `base` (see `SearchSpace.restrict`)."""
+
+    base: SearchSpace
+    allowed: tuple[tuple[str, tuple], ...]
+
+    def decisions(self) -> tuple[Decision, ...]:
+        allowed = dict(self.allowed)
+        out = []
+        for d in self.base.decisions():
+            if d.name not in allowed:
+                out.append(d)
+            elif isinstance(d, OneOf):
+                out.append(OneOf(d.name, allowed[d.name], d.group))
+            else:
+                out.append(_Listed(d.name, allowed[d.name], d))
+        return tuple(out)
+
+    def from_values(self, values: Sequence) -> Hashable:
+        arch = self.base.from_values(values)
+        for d, v in zip(self._decisions, self.base.values_of(arch)):
+            d.check(v)
+        return arch
+
+    def parse(self, text: str) -> Hashable:
+        return self.validate(self.base.parse(text))
+
+    def from_json(self, obj: Any) -> Hashable:
+        return self.validate(self.base.from_json(obj))
 
     def to_config(self) -> dict:
         return {**self.base.to_config(), "restricted_to": [[n, list(map(_jsonable, v))] for n, v in self.allowed]}

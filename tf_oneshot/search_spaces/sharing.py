@@ -45,8 +45,7 @@ from typing import Any
 import numpy as np
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces.base import Cost, RestrictedSpace, SearchSpace
-from tf_oneshot.search_spaces.decisions import Decision
+from tf_oneshot.search_spaces.base import SearchSpace, SpaceView
 
 SHARING_MODES = ("full", "group", "prefix")
 GROUPINGS = ("random", "similarity")
@@ -127,7 +126,7 @@ def make_plan(space: SearchSpace, mode: str, groups: int = 1, grouping: str = "r
         raise UserError(f"--sharing={mode} is unknown; choose one of {', '.join(SHARING_MODES)}.")
     if mode == "full":
         return None
-    segments = getattr(space, "sharing_segments", None)
+    segments = space.sharing_segments()
     if segments is None:
         raise UserError(f"--sharing={mode} needs a space whose one-shot model can hold copies of its weights "
                         f"(it declares sharing_segments()); {space.name!r} does not.")
@@ -136,22 +135,15 @@ def make_plan(space: SearchSpace, mode: str, groups: int = 1, grouping: str = "r
         order = np.argsort(np.argsort(children, kind="stable"), kind="stable")  # lexicographic position
         assignment = group_assignment(len(children), groups, grouping, seed, order)
         return SharingPlan("group", groups, 0, tuple(children), tuple(assignment))
-    cells = segments() - 2  # the stem and the head are not cells
+    cells = segments - 2  # the stem and the head are not cells
     if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 <= prefix <= cells:
         raise UserError(f"--sharing_prefix={prefix} is invalid; expected 0..{cells} shared cells "
                         "(0: only the stem is shared, §4.3).")
     return SharingPlan("prefix", len(children), 1 + prefix, tuple(children), tuple(range(len(children))))
 
 
-def _root(space: SearchSpace) -> SearchSpace:
-    """The space whose model a (restricted) space builds."""
-    while isinstance(space, RestrictedSpace):
-        space = space.base
-    return space
-
-
 @dataclasses.dataclass(frozen=True)
-class SharedSpace(SearchSpace):
+class SharedSpace(SpaceView):
     """`base` whose one-shot model holds copies of its weights (`plan`), read through a `copy` mask.
 
     Everything but the masks and the one-shot model is `base`'s: the same
@@ -162,49 +154,20 @@ class SharedSpace(SearchSpace):
     base: SearchSpace
     plan: SharingPlan
 
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.base.name
+    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True,
+                      sharing: SharingPlan | None = None) -> Any:
+        """`base`'s one-shot model with the copies of `plan` (a plan given here too must be the same)."""
+        if sharing is not None and sharing != self.plan:
+            raise UserError("this space already shares its weights by its own plan; build it with sharing=None.")
+        return self.base.build_oneshot(ghost_batch_size, skip_inactive, sharing=self.plan)
 
-    @property
-    def default_sampler(self) -> str:  # type: ignore[override]
-        return self.base.default_sampler
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or attr in ("base", "plan"):
-            raise AttributeError(attr)
-        return getattr(self.base, attr)
-
-    def decisions(self) -> tuple[Decision, ...]:
-        return self.base.decisions()
-
-    def values_of(self, arch: Hashable) -> tuple:
-        return self.base.values_of(arch)
-
-    def from_values(self, values: Sequence) -> Hashable:
-        return self.base.from_values(values)
-
-    def parse(self, text: str) -> Hashable:
-        return self.base.parse(text)
-
-    def from_json(self, obj: Any) -> Hashable:
-        return self.base.from_json(obj)
-
-    def count(self, arch: Hashable) -> Cost:
-        return self.base.count(arch)
-
-    def count_oneshot(self) -> Cost:
-        return self.base.count_oneshot()
-
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
-        return _root(self.base).build_oneshot(ghost_batch_size, skip_inactive, sharing=self.plan)
-
-    def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None, name: str = "standalone") -> Any:
-        return self.base.build_standalone(arch, ghost_batch_size, name)
-
-    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable) -> None:
-        """The child's weights from its own copy (§4.2-4.3)."""
-        _root(self.base).inherit_weights(oneshot, standalone, self.validate(arch), copy=self.plan.copy_of(arch))
+    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Hashable, copy: int | None = None) -> None:
+        """The child's weights from its own copy (§4.2-4.3); `copy` None (or the plan's) reads it from the plan."""
+        arch = self.validate(arch)
+        own = self.plan.copy_of(arch)
+        if copy not in (None, own):
+            raise UserError(f"architecture {arch} reads copy {own} of the weights under this plan, not copy {copy}.")
+        self.base.inherit_weights(oneshot, standalone, arch, copy=own)
 
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
         return {**self.base.mask_shapes(), COPY_KEY: (self.plan.copies,)}
@@ -217,15 +180,6 @@ class SharedSpace(SearchSpace):
     def all_on_masks(self) -> dict[str, np.ndarray]:
         # "All on" averages the copies' outputs: with one copy, the plain all-on network.
         return {**self.base.all_on_masks(), COPY_KEY: np.full(self.plan.copies, 1.0 / self.plan.copies, np.float32)}
-
-    def dropout_masks(self) -> tuple[str, ...]:
-        return self.base.dropout_masks()
-
-    def skip_masks(self) -> tuple[str, ...]:
-        return self.base.skip_masks()  # unused copies are always skipped by the model itself
-
-    def to_config(self) -> dict:
-        return self.base.to_config()
 
 
 def apply_sharing(space: SearchSpace, mode: str, groups: int = 1, grouping: str = "random", prefix: int = 0,

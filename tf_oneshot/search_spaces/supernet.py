@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_oneshot.layers.common import nested_layers
 from tf_oneshot.layers.ghost_batch_norm import MODES, GhostBatchNormalization
 from tf_oneshot.search_spaces import space_from_config
 
@@ -81,6 +82,18 @@ class OneShotModel(keras.Model):
         # layer); this hidden variable lets an evaluation traced under another
         # mode fail loudly instead of silently using the old mode.
         self._mode_check = _ModeCheck()
+
+    @classmethod
+    def create(cls, space, ghost_batch_size: int, skip_inactive: bool = True, **kwargs) -> OneShotModel:
+        """The model of `space`, called once on all-on inputs so that every weight and state exists.
+
+        A network module's `build_oneshot` uses it (`SearchSpace.network`):
+        a checkpoint restores into the result, and its first traced step
+        creates no variable.
+        """
+        model = cls(space, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive, **kwargs)
+        model(model.dummy_inputs(ghost_batch_size), training=False)
+        return model
 
     # ----------------------------------------------------------------- masks
     def ghost_masks(self, masks, num_ghosts=None) -> dict[str, tf.Tensor]:
@@ -153,9 +166,12 @@ class OneShotModel(keras.Model):
 
     # ------------------------------------------------------------ batch norm
     def ghost_bn_layers(self) -> list[GhostBatchNormalization]:
-        """Every GhostBatchNormalization layer of the model."""
-        return [layer for layer in self._flatten_layers(include_self=False, recursive=True)
-                if isinstance(layer, GhostBatchNormalization)]
+        """Every GhostBatchNormalization layer of the model.
+
+        Found through `keras.Model.layers` and, inside a layer holding
+        others, its `tf_oneshot.layers.LayerGroup.sublayers()`.
+        """
+        return [layer for layer in nested_layers(self) if isinstance(layer, GhostBatchNormalization)]
 
     def set_bn_mode(self, mode: str) -> None:
         """Sets how batch norm works at evaluation, in every ghost batch norm.

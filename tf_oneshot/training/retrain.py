@@ -525,7 +525,7 @@ def retrain(
     split = _ranking_split(full_train)
     log(
         f"retrain: {len(candidates)} architectures x {len(seeds)} seeds of {space.name}"
-        f"{f' at F={space.filters}' if hasattr(space, 'filters') else ''}, "
+        f"{f' at {scale}' if (scale := space.describe_scale()) else ''}, "
         f"{config.train_steps} steps each on {'train + validation' if full_train else 'train'}; "
         f"{len(skipped)} runs already in {results_path}, {len(todo)} to train"
     )

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.common import conv_kernels
+from tf_oneshot.layers.common import conv_kernels, nested_layers
 
 TOTALS = 5  # data loss, correct, examples, L2, skipped steps
 
@@ -147,7 +147,7 @@ class StandaloneTask(_Task):
 
     def __init__(self, model, optimizer, global_batch: int, replicas: int, weight_decay: float) -> None:
         super().__init__(model, optimizer, global_batch, replicas, weight_decay)
-        self.kernels = conv_kernels(model._flatten_layers(include_self=False, recursive=True))
+        self.kernels = conv_kernels(nested_layers(model))
 
     def train_step(self, batch, per_step=None) -> tf.Tensor:
         images, labels = batch

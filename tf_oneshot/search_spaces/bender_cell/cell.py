@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.common import KERNEL_INITIALIZER, track_layers
+from tf_oneshot.layers.common import KERNEL_INITIALIZER, LayerGroup, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces.bender_cell.choice_block import ChoiceBlock
 
@@ -53,7 +53,7 @@ def _unstack_on(device: str, active: tf.Tensor, num_blocks: int, num_ops: int) -
 
 
 @keras.saving.register_keras_serializable(package="tf_oneshot")
-class Cell(keras.layers.Layer):
+class Cell(LayerGroup):
     """A one-shot cell of `num_blocks` masked choice blocks.
 
     Args:
@@ -94,6 +94,9 @@ class Cell(keras.layers.Layer):
         self.output_conv = keras.layers.Conv2D(
             filters, 1, use_bias=False, kernel_initializer=KERNEL_INITIALIZER, name="output_conv"
         )
+
+    def sublayers(self) -> list[keras.layers.Layer]:
+        return [*self.blocks, self.output_bn, self.output_conv]
 
     def build(self, input_shape) -> None:
         if input_shape[-1] != 2 * self.filters:

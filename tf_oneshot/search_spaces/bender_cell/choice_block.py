@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.common import KERNEL_INITIALIZER, track_layers
+from tf_oneshot.layers.common import KERNEL_INITIALIZER, LayerGroup, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces.bender_cell.ops import CellOp
 from tf_oneshot.search_spaces.bender_cell.space import NUM_OPS
@@ -58,7 +58,7 @@ def effective_masks(input_mask: tf.Tensor, op_mask: tf.Tensor) -> tuple[tf.Tenso
 
 
 @keras.saving.register_keras_serializable(package="tf_oneshot")
-class ChoiceBlock(keras.layers.Layer):
+class ChoiceBlock(LayerGroup):
     """One masked choice block: concat -> BN -> ReLU -> mask -> Conv1x1 -> masked sum of ops.
 
     Args:
@@ -101,6 +101,9 @@ class ChoiceBlock(keras.layers.Layer):
         self.ops = track_layers(
             self, "op", [CellOp(o, filters, ghost_batch_size, name=f"op{o}") for o in range(NUM_OPS)]
         )
+
+    def sublayers(self) -> list[keras.layers.Layer]:
+        return [self.input_bn, self.input_conv, *self.ops]
 
     def build(self, input_shape) -> None:
         expected = self.num_inputs * self.filters

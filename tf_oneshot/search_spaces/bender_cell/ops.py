@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_oneshot.layers.common import apply_layers, bn_relu_conv, build_layers, track_layers
+from tf_oneshot.layers.common import LayerGroup, apply_layers, bn_relu_conv, build_layers, track_layers
 from tf_oneshot.search_spaces.bender_cell.space import CONV_1X7_7X1, NUM_OPS, OP_NAMES, SEPARABLE_KERNELS
 
 MAX_POOL = OP_NAMES.index("maxpool3x3")
@@ -61,7 +61,7 @@ def op_layers(
 
 
 @keras.saving.register_keras_serializable(package="tf_oneshot")
-class CellOp(keras.layers.Layer):
+class CellOp(LayerGroup):
     """One op of the menu as a layer (used inside the one-shot choice block).
 
     Args:
@@ -81,6 +81,9 @@ class CellOp(keras.layers.Layer):
         self.filters = filters
         self.ghost_batch_size = ghost_batch_size
         self.op_layers = track_layers(self, "layer", op_layers(op, filters, ghost_batch_size, name=OP_NAMES[op]))
+
+    def sublayers(self) -> list[keras.layers.Layer]:
+        return list(self.op_layers)
 
     def build(self, input_shape) -> None:
         if input_shape[-1] != self.filters:

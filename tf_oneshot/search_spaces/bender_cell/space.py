@@ -102,6 +102,7 @@ class CellSpace(SearchSpace):
     name: ClassVar[str] = "bender_cell"
     # Bender et al. 2018, §3.2: the one-shot model trains with path dropout.
     default_sampler: ClassVar[str] = "path_dropout"
+    network: ClassVar[str] = "tf_oneshot.search_spaces.bender_cell.network"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
@@ -462,29 +463,13 @@ class CellSpace(SearchSpace):
             params=sum(units[u][0] for u in reached), flops=sum(units[u][1] for u in reached)
         )
 
-    # ------------------------------------------------------------- models
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
-        from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel
-
-        return CellOneShotModel(self, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive)
-
-    def build_standalone(self, arch: CellArchitecture, ghost_batch_size: int | None = None,
-                         name: str = "standalone") -> Any:
-        from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model
-
-        return build_standalone_model(self, arch, ghost_batch_size, name)
+    # ------------------------------------------------------------- protocol
+    def describe_scale(self) -> str:
+        return f"F={self.filters}"
 
     def build_all_on(self, ghost_batch_size: int | None = None, name: str = "all_on") -> Any:
         """Table 1's "All On" network as a plain functional model (benchmark baseline)."""
-        from tf_oneshot.search_spaces.bender_cell.standalone import build_all_on_model
-
-        return build_all_on_model(self, ghost_batch_size, name)
-
-    def inherit_weights(self, oneshot: Any, standalone: Any, arch: CellArchitecture) -> None:
-        """Copies `arch`'s shared weights from a one-shot model into its stand-alone model."""
-        from tf_oneshot.search_spaces.bender_cell.standalone import copy_oneshot_weights
-
-        copy_oneshot_weights(oneshot, standalone, arch)
+        return self._network("build_all_on()").build_all_on_model(self, ghost_batch_size, name)
 
     # ------------------------------------------------------------------ config
     def to_config(self) -> dict:

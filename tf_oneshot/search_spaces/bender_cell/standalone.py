@@ -18,7 +18,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_oneshot.layers.common import KERNEL_INITIALIZER, apply_layers, bn_relu_conv, normalization
+from tf_oneshot.layers.common import (
+    KERNEL_INITIALIZER,
+    apply_layers,
+    bn_relu_conv,
+    classifier_model,
+    normalization,
+)
 from tf_oneshot.search_spaces.bender_cell.ops import op_layers
 from tf_oneshot.search_spaces.bender_cell.space import NUM_OPS, OP_NAMES, CellArchitecture, CellSpace
 
@@ -62,9 +68,7 @@ def _build(space: CellSpace, blocks: list[BlockSpec], ghost_batch_size: int | No
             cell_index += 1
     x = normalization(gbs, "head_bn", mode)(previous)
     x = keras.layers.ReLU(name="head_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = keras.layers.Dense(space.num_classes, name="classifier")(x)
-    return keras.Model(images, logits, name=name)
+    return classifier_model(images, x, space.num_classes, name)
 
 
 def build_standalone_model(

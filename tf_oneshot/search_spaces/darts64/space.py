@@ -78,6 +78,7 @@ class Darts64Space(SearchSpace):
     name: ClassVar[str] = "darts64"
     # §3.1: "we uniformly generate child models. Each mini-batch trains one child model".
     default_sampler: ClassVar[str] = "uniform"
+    network: ClassVar[str] = "tf_oneshot.search_spaces.darts64.network"
 
     def __post_init__(self) -> None:
         try:
@@ -185,16 +186,7 @@ class Darts64Space(SearchSpace):
         """Params and multiply-adds of the one-shot model with all four ops on every edge."""
         return self.count_parts([OPS] * len(EDGES))
 
-    # ---------------------------------------------------------------- models
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True, sharing: Any = None) -> Any:
-        """The super-net; `sharing` (a `tf_oneshot.search_spaces.sharing.SharingPlan`) gives it copies of its weights."""
-        from tf_oneshot.search_spaces.darts64.model import Darts64OneShotModel
-
-        copies = {} if sharing is None else {"copies": sharing.copies, "shared_segments": sharing.shared_segments}
-        model = Darts64OneShotModel(self, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive, **copies)
-        model(model.dummy_inputs(ghost_batch_size), training=False)
-        return model
-
+    # ------------------------------------------------------------- protocol
     def sharing_segments(self) -> int:
         """Segments partial sharing copies ("Deeper insights" §4.2-4.3): the stem, each cell, the head.
 
@@ -202,17 +194,5 @@ class Darts64Space(SearchSpace):
         """
         return self.num_cells + 2
 
-    def build_standalone(self, arch: Architecture, ghost_batch_size: int | None = None,
-                         name: str = "standalone") -> Any:
-        from tf_oneshot.search_spaces.darts64.standalone import build_standalone_model
-
-        return build_standalone_model(self, arch, ghost_batch_size, name)
-
-    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Architecture, copy: int = 0) -> None:
-        """Copies the child's shared weights (fine-tuning from the super-net, "Deeper insights" §3.3).
-
-        `copy`: the child's copy of the weights under partial sharing (§4.2-4.3).
-        """
-        from tf_oneshot.search_spaces.darts64.standalone import copy_oneshot_weights
-
-        copy_oneshot_weights(oneshot, standalone, self.validate(arch), copy=copy)
+    def describe_scale(self) -> str:
+        return f"F={self.filters}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_oneshot.layers.common import apply_layers, copy_weights_by_name, normalization
+from tf_oneshot.layers.common import apply_layers, classifier_model, copy_weights_by_name, normalization
 from tf_oneshot.search_spaces.base import Architecture
 from tf_oneshot.search_spaces.darts64.model import (
     cell_input_layers,
@@ -58,9 +58,7 @@ def build_standalone_model(space: Darts64Space, arch: Architecture, ghost_batch_
         x = keras.layers.Concatenate(name=f"cell{k}_concat")(nodes[1:])  # App. A.1
     x = normalization(gbs, "head_bn", mode)(x)
     x = keras.layers.ReLU(name="head_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = keras.layers.Dense(space.num_classes, name="classifier")(x)
-    return keras.Model(images, logits, name=name)
+    return classifier_model(images, x, space.num_classes, name)
 
 
 def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture, copy: int = 0) -> None:
@@ -76,21 +74,10 @@ def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture, c
     Args:
         oneshot: a `Darts64OneShotModel` of the same space.
         standalone: `build_standalone_model(space, arch, ...)`.
-        arch: the child (unused beyond documentation: the layer names encode it).
+        arch: the child (used in messages: the layer names encode it).
         copy: the child's copy of the weights (0 under full sharing).
 
     Raises:
         ValueError: if a stand-alone layer has no namesake in the one-shot model.
     """
-    if copy == 0:
-        copy_weights_by_name(oneshot, standalone, str(arch))
-        return
-    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
-    for layer in standalone.layers:
-        if not layer.weights:
-            continue
-        namesake = source.get(copy_prefix(copy) + layer.name) or source.get(layer.name)
-        if namesake is None:
-            raise ValueError(f"the one-shot model has no layer {layer.name!r} for copy {copy}; is the stand-alone "
-                             f"model of {arch} built for the same space?")
-        layer.set_weights(namesake.get_weights())
+    copy_weights_by_name(oneshot, standalone, f"{arch} (copy {copy})" if copy else str(arch), copy_prefix(copy))

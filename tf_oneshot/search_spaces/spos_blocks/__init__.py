@@ -1,8 +1,9 @@
 """The ShuffleNetV2 spaces of Single Path One-Shot (SPOS, Guo et al. 2019): building blocks
 (§3.2, Table 2), channel numbers (§3.3, Table 4) and both jointly.
 
-Importing this package loads only the TensorFlow-free space; the models
-(`model`, `standalone`) load when built. Few names are exported because the
+Importing this package loads only the TensorFlow-free spaces; the networks
+(`network`, with `model`, `standalone`) load when first built, by name
+(`SearchSpace.network`). Few names are exported because the
 isolation test forbids them anywhere else in the package; spaces built on
 these blocks import `space.BlockLayout`, `space.CHOICES` ... from the module.
 """

@@ -118,6 +118,9 @@ class _ChannelSearchSpace(SposBlocksSpace):
     multipliers: tuple[float, ...] = MULTIPLIERS
 
     searches_channels: ClassVar[bool] = True
+    # The latency table times one unit per candidate of a block (SPOS §3.4); these
+    # spaces also choose each block's width, which the table does not hold.
+    latency: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

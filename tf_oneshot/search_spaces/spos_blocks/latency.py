@@ -7,58 +7,41 @@ on the choices before them, so each candidate can be timed once in its
 position and an architecture's latency is the sum of its candidates' times
 plus those of the stem and head (`tf_oneshot.search_spaces.latency`).
 
-A unit is the whole block as the stand-alone network runs it: for a stage's
-first block, projection and main branch on the full input, concatenated;
-for the others, the channel split, the main branch and the concatenation;
-then the channel shuffle. Layers come from `model.candidate_layers`, so a
+A unit is the whole block as the stand-alone network runs it
+(`standalone.apply_block` on the layers of `model.candidate_layers`), so a
 unit is exactly the stand-alone network's block (plain batch norm, as a
 retrained network evaluates).
 
-The space's base class finds `latency_units` here (`SearchSpace.latency_units`).
-Spaces that share this folder but make other decisions per block get None.
+`SposBlocksSpace.latency` names this module, and `SearchSpace.latency_units`
+calls `latency_units` here. Spaces built on these blocks but making other
+decisions per block get None.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import keras
+
+from tf_oneshot.layers.common import apply_layers
 from tf_oneshot.search_spaces.base import LatencyUnit
+from tf_oneshot.search_spaces.spos_blocks.model import candidate_layers, head_layers, stem_layers
 from tf_oneshot.search_spaces.spos_blocks.space import CHOICES, BlockLayout, SposBlocksSpace
+from tf_oneshot.search_spaces.spos_blocks.standalone import apply_block
 
 
-def _block_model(block: BlockLayout, choice: str) -> Any:
-    import keras
-
-    from tf_oneshot.layers.common import apply_layers
-    from tf_oneshot.search_spaces.spos_blocks.model import candidate_layers, channel_shuffle, split
-
-    unit = candidate_layers(block, choice, None, "moving")
+def _block_model(block: BlockLayout, choice: str) -> keras.Model:
     x = keras.Input(shape=(*block.in_size, block.in_channels))
-    if block.first:
-        parts = [apply_layers(unit["proj"], x), apply_layers(unit["main"], x)]
-    else:
-        kept, rest = split(x)
-        parts = [kept, apply_layers(unit["main"], rest)]
-    y = channel_shuffle(keras.layers.Concatenate()(parts))
+    y = apply_block(block, candidate_layers(block, choice, None, "moving"), x)
     return keras.Model(x, y, name=f"block{block.index}_{choice}")
 
 
-def _stem_model(space: SposBlocksSpace) -> Any:
-    import keras
-
-    from tf_oneshot.layers.common import apply_layers
-    from tf_oneshot.search_spaces.spos_blocks.model import stem_layers
-
+def _stem_model(space: SposBlocksSpace) -> keras.Model:
     x = keras.Input(shape=space.image_shape)
     return keras.Model(x, apply_layers(stem_layers(space, None, "moving"), x), name="stem")
 
 
-def _head_model(space: SposBlocksSpace) -> Any:
-    import keras
-
-    from tf_oneshot.layers.common import apply_layers
-    from tf_oneshot.search_spaces.spos_blocks.model import head_layers
-
+def _head_model(space: SposBlocksSpace) -> keras.Model:
     last = space.layout()[-1]
     x = keras.Input(shape=(*last.out_size, last.out_channels))
     y = apply_layers(head_layers(space, None, "moving"), x)

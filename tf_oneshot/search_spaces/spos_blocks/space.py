@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.base import Architecture, Cost, SearchSpace
@@ -150,6 +150,8 @@ class SposBlocksSpace(SearchSpace):
     name: ClassVar[str] = "spos_blocks"
     # §3.2: the supernet trains under uniform single-path sampling.
     default_sampler: ClassVar[str] = "uniform"
+    network: ClassVar[str] = "tf_oneshot.search_spaces.spos_blocks.network"
+    latency: ClassVar[str | None] = "tf_oneshot.search_spaces.spos_blocks.latency"
 
     def __post_init__(self) -> None:
         normalize_network_fields(self, extra_channels=2, channels_meaning="stem, one per stage, last conv")
@@ -304,24 +306,3 @@ class SposBlocksSpace(SearchSpace):
     def uniform(self, choice: str) -> Architecture:
         """The architecture with `choice` in every block (Table 3's "all choice_*")."""
         return self.from_values([choice] * self.num_blocks)
-
-    # ---------------------------------------------------------------- models
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
-        from tf_oneshot.search_spaces.spos_blocks.model import SposBlocksOneShotModel
-
-        model = SposBlocksOneShotModel(self, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive)
-        model(model.dummy_inputs(ghost_batch_size), training=False)
-        return model
-
-    def build_standalone(self, arch: Architecture, ghost_batch_size: int | None = None,
-                         name: str = "standalone") -> Any:
-        from tf_oneshot.search_spaces.spos_blocks.standalone import build_standalone_model
-
-        return build_standalone_model(self, arch, ghost_batch_size, name)
-
-    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Architecture) -> None:
-        """Copies the architecture's candidates (and the shared stem and head) from the supernet (SPOS §3.4)."""
-        from tf_oneshot.search_spaces.spos_blocks.standalone import copy_oneshot_weights
-
-        copy_oneshot_weights(oneshot, standalone, self.validate(arch))
-

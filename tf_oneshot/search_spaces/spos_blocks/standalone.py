@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_oneshot.layers.common import apply_layers
+from tf_oneshot.layers.common import apply_layers, classifier_model, copy_weights_by_name
 from tf_oneshot.search_spaces.base import Architecture
 from tf_oneshot.search_spaces.spos_blocks.model import (
     candidate_layers,
@@ -22,7 +22,22 @@ from tf_oneshot.search_spaces.spos_blocks.model import (
     split,
     stem_layers,
 )
-from tf_oneshot.search_spaces.spos_blocks.space import SposBlocksSpace
+from tf_oneshot.search_spaces.spos_blocks.space import BlockLayout, SposBlocksSpace
+
+
+def apply_block(block: BlockLayout, unit: dict[str, list], x, concat_name: str | None = None):
+    """One ShuffleNetV2 block on `x` as the stand-alone network runs it (SPOS §3.2, Figure 3).
+
+    A stage's first block feeds the whole input to the projection and to
+    the main branch; the others split the channels and feed one half to
+    the main branch. Both concatenate and shuffle the channels.
+    """
+    if block.first:
+        parts = [apply_layers(unit["proj"], x), apply_layers(unit["main"], x)]
+    else:
+        kept, rest = split(x)
+        parts = [kept, apply_layers(unit["main"], rest)]
+    return channel_shuffle(keras.layers.Concatenate(name=concat_name)(parts))
 
 
 def build_standalone_model(space: SposBlocksSpace, arch: Architecture, ghost_batch_size: int | None = None,
@@ -47,17 +62,9 @@ def build_standalone_model(space: SposBlocksSpace, arch: Architecture, ghost_bat
     images = keras.Input(shape=space.image_shape, name="images")
     x = apply_layers(stem_layers(space, gbs, mode), images)
     for block, (choice, mid) in zip(space.layout(), parts):
-        unit = candidate_layers(block, choice, gbs, mode, mid=mid)
-        if block.first:
-            parts = [apply_layers(unit["proj"], x), apply_layers(unit["main"], x)]
-        else:
-            kept, rest = split(x)
-            parts = [kept, apply_layers(unit["main"], rest)]
-        x = channel_shuffle(keras.layers.Concatenate(name=f"block{block.index}_concat")(parts))
+        x = apply_block(block, candidate_layers(block, choice, gbs, mode, mid=mid), x, f"block{block.index}_concat")
     x = apply_layers(head_layers(space, gbs, mode), x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = keras.layers.Dense(space.num_classes, name="classifier")(x)
-    return keras.Model(images, logits, name=name)
+    return classifier_model(images, x, space.num_classes, name)
 
 
 def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture) -> None:
@@ -78,17 +85,4 @@ def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture) -
         ValueError: if a stand-alone layer has no namesake in the supernet, or
             a weight of it is larger than its namesake's.
     """
-    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
-    for layer in standalone.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in source:
-            raise ValueError(f"the one-shot model has no layer {layer.name!r}; is the stand-alone model of "
-                             f"{arch} built for the same space?")
-        values = []
-        for target, value in zip(layer.weights, source[layer.name].get_weights(), strict=True):
-            if any(t > v for t, v in zip(target.shape, value.shape)) or len(target.shape) != value.ndim:
-                raise ValueError(f"{target.path} has shape {tuple(target.shape)}, not a slice of the one-shot "
-                                 f"{value.shape}.")
-            values.append(value[tuple(slice(0, n) for n in target.shape)])
-        layer.set_weights(values)
+    copy_weights_by_name(oneshot, standalone, str(arch), sliced=True)

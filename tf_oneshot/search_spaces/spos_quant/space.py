@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.base import Architecture, Cost, SearchSpace
@@ -150,6 +150,7 @@ class SposQuantSpace(SearchSpace):
     name: ClassVar[str] = ""
     # §3.3: "for each choice block feature bit width and weight bit width are randomly sampled".
     default_sampler: ClassVar[str] = "uniform"
+    network: ClassVar[str] = "tf_oneshot.search_spaces.spos_quant.network"
 
     def __post_init__(self) -> None:
         normalize_network_fields(self, extra_channels=1, channels_meaning="stem, then one per stage")
@@ -299,26 +300,6 @@ class SposQuantSpace(SearchSpace):
     def skip_masks(self) -> tuple[str, ...]:
         """None: every block runs in every architecture; choices select bit widths and channels."""
         return ()
-
-    # ---------------------------------------------------------------- models
-    def build_oneshot(self, ghost_batch_size: int, skip_inactive: bool = True) -> Any:
-        from tf_oneshot.search_spaces.spos_quant.model import SposQuantOneShotModel
-
-        model = SposQuantOneShotModel(self, ghost_batch_size=ghost_batch_size, skip_inactive=skip_inactive)
-        model(model.dummy_inputs(ghost_batch_size), training=False)
-        return model
-
-    def build_standalone(self, arch: Architecture, ghost_batch_size: int | None = None,
-                         name: str = "standalone") -> Any:
-        from tf_oneshot.search_spaces.spos_quant.standalone import build_standalone_model
-
-        return build_standalone_model(self, arch, ghost_batch_size, name)
-
-    def inherit_weights(self, oneshot: Any, standalone: Any, arch: Architecture) -> None:
-        """Copies the shared weights, sliced to the architecture's widths (SPOS §3.3), into its network."""
-        from tf_oneshot.search_spaces.spos_quant.standalone import copy_oneshot_weights
-
-        copy_oneshot_weights(oneshot, standalone, self.validate(arch))
 
 
 @dataclasses.dataclass(frozen=True)

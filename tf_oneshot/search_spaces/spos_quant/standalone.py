@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_oneshot.layers.common import apply_layers
+from tf_oneshot.layers.common import apply_layers, classifier_model, copy_weights_by_name
 from tf_oneshot.search_spaces.base import Architecture
 from tf_oneshot.search_spaces.spos_quant.model import block_layers, stem_layers
 from tf_oneshot.search_spaces.spos_quant.space import CHANNEL_MULTIPLIERS, SposQuantSpace
@@ -48,9 +48,7 @@ def build_standalone_model(space: SposQuantSpace, arch: Architecture, ghost_batc
         shortcut = apply_layers([layers["proj_conv"], layers["proj_bn"]], q) if block.projection else x
         x = keras.layers.Add(name=f"block{block.index}_add")([y, shortcut])
         x = keras.layers.ReLU(name=f"block{block.index}_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = keras.layers.Dense(space.num_classes, name="classifier")(x)
-    return keras.Model(images, logits, name=name)
+    return classifier_model(images, x, space.num_classes, name)
 
 
 def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture) -> None:
@@ -64,14 +62,4 @@ def copy_oneshot_weights(oneshot, standalone: keras.Model, arch: Architecture) -
     Raises:
         ValueError: if a stand-alone layer has no namesake in the supernet.
     """
-    source = {layer.name: layer for layer in oneshot._flatten_layers(include_self=False, recursive=True)}
-    for layer in standalone.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in source:
-            raise ValueError(f"the one-shot model has no layer {layer.name!r}; is the stand-alone model of "
-                             f"{arch} built for the same space?")
-        values = []
-        for target, value in zip(layer.weights, source[layer.name].get_weights()):
-            values.append(value[tuple(slice(0, n) for n in target.shape)])
-        layer.set_weights(values)
+    copy_weights_by_name(oneshot, standalone, str(arch), sliced=True)
