@@ -336,13 +336,13 @@ def gt_tau_curve(summary: dict[str, Any], tuner: FineTuner, log: Callable[[str],
 def plot_gt_tau_against_steps(curve: dict[str, Any], path: str, title: str = "",
                               size: tuple[int, int] = (800, 600)) -> str:
     """GT-Tau (y) against fine-tuning mini-batches n (x), Figure 4c/d; writes the PNG atomically."""
-    from tf_oneshot.analysis.plots import _figure, _save
+    from tf_oneshot.analysis.plots import figure, save_figure
 
-    fig, ax = _figure(size)
+    fig, ax = figure(size)
     ax.plot(curve["steps"], curve["gt_tau"], "o-", color="tab:blue", label="accuracy, ties by loss")
     ax.plot(curve["steps"], curve["gt_tau_accuracy"], "s--", color="tab:orange", alpha=0.7, label="accuracy alone")
     ax.set_xlabel("fine-tuning mini-batches n (each child alone, from the shared weights)")
     ax.set_ylabel("GT-Tau (Kendall tau with the ground truth)")
     ax.set_title(title or f"Fine-tuning from the snapshot at step {curve.get('checkpoint_step')}")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

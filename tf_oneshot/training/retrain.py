@@ -36,7 +36,6 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis.records import (
@@ -99,74 +98,6 @@ class RetrainSummary:
     best_architecture: str | None
     exported: dict[str, str]
     preempted: bool = False
-
-
-# ------------------------------------------------------------------ choosing
-def parse_architectures(space: SearchSpace, texts: Sequence[str]) -> list[Candidate]:
-    """Candidates from architecture strings (UserError naming a bad one)."""
-    out = []
-    for text in texts:
-        try:
-            out.append(Candidate(space.parse(text)))
-        except UserError as e:
-            raise UserError(f"--architectures: {text!r} does not parse: {e}") from None
-    if not out:
-        raise UserError("--architectures is empty; give architecture strings, e.g. "
-                        f"--architectures={space.example()}")
-    return out
-
-
-def select_candidates(
-    space: SearchSpace,
-    search_records: Sequence[dict],
-    how: str = "stratified",
-    k: int = 10,
-    num_buckets: int = 10,
-    per_bucket: int = 4,
-    pool: int | None = 100,
-    percentile: float = 90.0,
-    seed: int = 0,
-) -> list[Candidate]:
-    """Chooses architectures from scored ones with tf_oneshot.search.selection.
-
-    Args:
-        space: parses the architecture strings of the records.
-        search_records: lines of search results (several searches may hold the
-            same architecture: its one-shot accuracies are averaged).
-        how: "stratified" (§4.1, Figure 5: `per_bucket` from each of
-            `num_buckets` accuracy buckets), "top" (One-Shot Top, §4.1: "from
-            the top 100 architectures, we took a stratified sample of 10",
-            i.e. a stratified `k` from the best `pool`; `pool` None or <= `k`:
-            the best `k`) or "small" (One-Shot Small: the `k` smallest at or
-            above the `percentile`).
-
-    Raises:
-        UserError: an unknown rule, or no records.
-    """
-    from tf_oneshot.search import selection  # no TensorFlow there; imported on use
-
-    merged: dict[str, list[dict]] = {}
-    for r in search_records:
-        merged.setdefault(r["architecture"], []).append(r)
-    if not merged:
-        raise UserError("the search results hold no architecture to retrain.")
-    records = [
-        {
-            "architecture": arch,
-            "oneshot_accuracy": float(np.mean([r["oneshot_accuracy"] for r in rs])),
-            "params": int(rs[0].get("params") or space.count(space.parse(arch)).params),
-        }
-        for arch, rs in sorted(merged.items())
-    ]
-    if how == "stratified":
-        chosen = selection.stratified_sample(records, num_buckets, per_bucket, seed=seed)
-    elif how == "top":
-        chosen = selection.oneshot_top(records, k, pool=pool, seed=seed)
-    elif how == "small":
-        chosen = selection.oneshot_small(records, k, percentile=percentile)
-    else:
-        raise UserError(f"--select={how} is unknown; choose stratified, top or small.")
-    return [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in chosen]
 
 
 # ------------------------------------------------------------------ training
