@@ -50,9 +50,9 @@ from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces import SearchSpace
 from tf_oneshot.training import data, strategy_loop
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.optimizers import decay_schedule
 from tf_oneshot.training.preemption import Preempted
 from tf_oneshot.training.tasks import StandaloneTask, evaluation_sums
-from tf_oneshot.training.trainer import decay_schedule
 
 RECORD_KIND = "tf_oneshot.retrain"
 # Settings that must agree between the lines of one results file: a rerun
