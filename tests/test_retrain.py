@@ -13,6 +13,7 @@ from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search.selection import select_candidates
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.training import data
+from tf_oneshot.training.child import evaluate
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.retrain import Candidate, export_model, retrain, train_standalone
 
@@ -58,8 +59,6 @@ def test_retrain_records_resumes_and_exports(tmp_path):
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
     best = json.load(open(os.path.join(export, "best.json")))
     recorded = [r for r in read_jsonl(results) if (r["architecture"], r["seed"]) == (best["architecture"], best["seed"])]
-    from tf_oneshot.training.retrain import evaluate
-
     assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded[0]["validation_accuracy"])
 
 
@@ -107,8 +106,6 @@ def test_a_resumed_run_still_exports_the_best_trained_before_it(tmp_path):
     assert any("trained in an earlier run; training seed 0 again to export it" in line for line in lines)
     recorded = next(r for r in read_jsonl(results) if r["architecture"] == best["architecture"])
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
-    from tf_oneshot.training.retrain import evaluate
-
     assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded["validation_accuracy"], abs=0.02)
 
 
