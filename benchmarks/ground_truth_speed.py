@@ -6,12 +6,15 @@ This runs `groundtruth.run_ground_truth` itself, into a temporary directory,
 over 8 of the children (or all 64) and a few seeds, once per
 method:
 
-  standalone: one child at a time through `retrain.train_standalone`, a new
-              Keras model and new traces of its train, recalibration and
-              evaluation functions for every (child, seed);
+  standalone: one child at a time as its own Keras model
+              (`groundtruth.StandaloneTrainer`), a new model and new traces
+              of its train, recalibration and evaluation functions for
+              every (child, seed);
   masked:     one child at a time inside the one-shot model under fixed
               masks (`groundtruth.MaskedTrainer`): the same steps, traced
               once for all children.
+
+Both are the one child trainer of `tf_oneshot.training.child`.
 
 It prints wall-clock and process CPU seconds per run (CPU time is the less
 noisy on a shared machine), the first run apart (it carries the masked

@@ -436,9 +436,9 @@ def plot_finetune(curves: Sequence[dict], ceiling: float | None, oneshot: float 
     """Figure 4c/d over instances: GT-Tau against fine-tuning steps n, each instance and their mean."""
     import numpy as np
 
-    from tf_oneshot.analysis.plots import _figure, _save
+    from tf_oneshot.analysis.plots import figure, save_figure
 
-    fig, ax = _figure((800, 500))
+    fig, ax = figure((800, 500))
     for i, curve in enumerate(curves):
         ax.plot(curve["steps"], curve["gt_tau"], "o-", alpha=0.35, label=f"instance seed {i}")
     ax.plot(curves[0]["steps"], np.mean([c["gt_tau"] for c in curves], axis=0), "o-", color="black", linewidth=2,
@@ -451,7 +451,7 @@ def plot_finetune(curves: Sequence[dict], ceiling: float | None, oneshot: float 
     ax.set_ylabel("GT-Tau")
     ax.set_title("Few-step fine-tuning from the last snapshot (Deeper insights, Figure 4)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def figures(args: argparse.Namespace, rows: Sequence[dict], ceiling: float | None) -> list[str]:

@@ -141,7 +141,7 @@ def test_rerank_stopped_and_resumed_fine_tunes_each_candidate_once(tuner, tmp_pa
     other = finetune.FineTuner.__new__(finetune.FineTuner)  # the same file, another setting: refused
     other.identity = lambda: {**tuner.identity(), "finetune_seed": 9}
     other.steps = tuner.steps
-    with pytest.raises(UserError, match="fine-tuned with another setting, finetune_seed=3"):
+    with pytest.raises(UserError, match="another setting, finetune_seed=3 \\(this run: 9\\); use the same settings"):
         finetune.rerank(candidates, other, path, 3, log=lambda s: None)
 
 

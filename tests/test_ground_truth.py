@@ -11,9 +11,9 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search_spaces.darts64 import Darts64Space
 from tf_oneshot.training import data, groundtruth
+from tf_oneshot.training.child import build_model, evaluate_with_loss, train_standalone
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.groundtruth import MaskedTrainer, Shard, merge, run_ground_truth
-from tf_oneshot.training.retrain import build_model, evaluate_with_loss, train_standalone
 
 # One cell of 4 filters on the 8x8 digits, restricted to 4 children: 331, 334, 341, 344.
 BASE = Darts64Space(stem_filters=4, filters=4, num_cells=1, image_shape=(8, 8, 1), num_classes=10)
@@ -254,8 +254,9 @@ def test_masked_trainer_trains_exactly_the_stand_alone_child_with_one_trace():
     # one-shot model for seed 5), on the same data order.
     oneshot = BASE.build_oneshot(config.ghost_batch_size)
     oneshot.set_weights(trainer.initial_weights(5))
-    model, standalone = train_standalone(SPACE, arch, config, 5, log=lambda s: None, recalibration_images=64,
-                                         initialize=lambda m: BASE.inherit_weights(oneshot, m, arch))
+    # (The base space: a restricted one builds the base's networks but does not inherit weights.)
+    model, standalone = train_standalone(BASE, arch, config, 5, log=lambda s: None, recalibration_images=64,
+                                         snapshot=oneshot)
     for key in ("train_loss", "validation_loss", "test_loss"):
         assert masked[key] == pytest.approx(standalone[key], rel=1e-4), key
     assert masked["validation_accuracy"] == pytest.approx(standalone["validation_accuracy"])

@@ -51,6 +51,17 @@ def test_lines_of_another_kind_or_setting_are_refused_with_one_line(tmp_path):
         _file(path, kind="tf_oneshot.other").load()
 
 
+def test_a_line_of_another_search_space_is_named_so_before_other_settings(tmp_path):
+    path = tmp_path / "r.jsonl"
+    space = {"space": "darts64", "filters": 4, "num_cells": 1}
+    _file(path, identity={"space": space, "steps": 10}).append({"arch": "a", "seed": 0})
+    other = {"space": "darts64", "filters": 8, "num_cells": 1}
+    with pytest.raises(UserError) as info:
+        _file(path, identity={"space": other, "steps": 20}).load()
+    assert str(info.value) == (f"{path} line 1 is a test record of another search space, darts64 (filters=4) "
+                               "(this run: darts64 (filters=8)); pass a new --results file.")
+
+
 def test_normalize_reads_lines_of_an_older_version_and_check_validates_them(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"kind": "tf_oneshot.test", "arch": "a", "seed": 0, "space": "s"}) + "\n")

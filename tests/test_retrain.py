@@ -10,17 +10,12 @@ import tensorflow as tf
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
+from tf_oneshot.search.selection import select_candidates
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.training import data
+from tf_oneshot.training.child import evaluate
 from tf_oneshot.training.config import TrainConfig
-from tf_oneshot.training.retrain import (
-    Candidate,
-    export_model,
-    parse_architectures,
-    retrain,
-    select_candidates,
-    train_standalone,
-)
+from tf_oneshot.training.retrain import Candidate, export_model, retrain, train_standalone
 
 # F=4, one stack of 2 cells of 2 blocks on the embedded 8x8 digits: seconds to trace and train.
 SPACE = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
@@ -64,8 +59,6 @@ def test_retrain_records_resumes_and_exports(tmp_path):
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
     best = json.load(open(os.path.join(export, "best.json")))
     recorded = [r for r in read_jsonl(results) if (r["architecture"], r["seed"]) == (best["architecture"], best["seed"])]
-    from tf_oneshot.training.retrain import evaluate
-
     assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded[0]["validation_accuracy"])
 
 
@@ -113,8 +106,6 @@ def test_a_resumed_run_still_exports_the_best_trained_before_it(tmp_path):
     assert any("trained in an earlier run; training seed 0 again to export it" in line for line in lines)
     recorded = next(r for r in read_jsonl(results) if r["architecture"] == best["architecture"])
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)
-    from tf_oneshot.training.retrain import evaluate
-
     assert evaluate(model, CONFIG, "validation")[0] == pytest.approx(recorded["validation_accuracy"], abs=0.02)
 
 
@@ -186,8 +177,10 @@ def test_full_train_trains_on_train_and_validation_and_records_it(tmp_path):
 
 
 def test_bad_input_is_one_clear_error_and_loses_nothing(tmp_path):
+    from tf_oneshot.commands.common_flags import parse_architecture_strings
+
     with pytest.raises(UserError, match="'01:19/2:3' does not parse: block 0: op 9 out of range"):
-        parse_architectures(SPACE, ["01:19/2:3"])
+        parse_architecture_strings(SPACE, [("--architectures", "01:19/2:3")])
     results = tmp_path / "retrain.jsonl"
     line = {"kind": "tf_oneshot.retrain", "architecture": ARCHS[0], "seed": 0, "validation_accuracy": 0.5,
             "space": CellSpace(num_blocks=3, image_shape=(8, 8, 1)).to_config()}

@@ -177,22 +177,3 @@ def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(
     assert result["val_accuracy"] > 0.5 > all_on + 0.2
     assert result["val_accuracy"] == pytest.approx(
         trainer.evaluate_all_on(model, space, config, masks={k: v[0] for k, v in space.encode_batch([path]).items()}))
-
-
-@pytest.mark.parametrize("schedule,halfway", [("cosine", 0.5), ("linear", 0.5), ("constant", 1.0)])
-def test_learning_rate_schedules_decay_to_zero_at_the_last_step(schedule, halfway):
-    """Bender et al. §4.1 (cosine); ShuffleNetV2, whose settings SPOS §4 trains with (linear)."""
-    from tf_oneshot.training import retrain
-
-    config = TrainConfig(learning_rate=0.4, train_steps=100, lr_schedule=schedule)
-    rate = trainer.learning_rate_schedule(config)
-    got = [float(rate(tf.constant(s))) for s in (0, 25, 50, 100)]
-    end = 0.4 if schedule == "constant" else 0.0
-    assert got[0] == pytest.approx(0.4) and got[2] == pytest.approx(0.4 * halfway) and got[3] == pytest.approx(end)
-    if schedule == "linear":
-        assert got[1] == pytest.approx(0.3)  # a straight line, where cosine would give 0.341
-    retrained = retrain._learning_rate(config)  # the stand-alone runs decay the same way
-    assert (retrained if schedule == "constant" else float(retrained(50))) == pytest.approx(0.4 * halfway)
-    # An independent segment (NAO-V2 §4.3) restarts the decay at its own start.
-    segment = trainer.Segment(start=50, end=100, independent=True)
-    assert float(trainer.learning_rate_schedule(config, segment)(tf.constant(75))) == pytest.approx(0.4 * halfway)

@@ -7,7 +7,9 @@ what it finished in one of these files, and a rerun reads it back:
 - every line carries the file's `kind` (when it has one) and the `identity`
   fields that fix what its numbers mean (the space, the checkpoint step, the
   training setting ...); a line of another kind or identity is refused with
-  one line naming the field, so results of two settings are never mixed;
+  one line naming the field, so results of two settings are never mixed (a
+  line of another search space, the `space` field, is named as such first,
+  with the fields of the space that differ);
 - `key(record)` names the unit of work, and `done()` the finished ones, so a
   rerun skips them;
 - appends are flushed and fsync'd, so a finished line is never lost; a torn
@@ -87,6 +89,10 @@ class RecordFile:
         if self.kind is not None and record.get("kind") != self.kind:
             raise UserError(f"{where} is not {self.what}; {self.fix}.")
         seen = self.normalize(record)
+        if "space" in self.identity and seen.get("space") != self.identity["space"]:
+            theirs, ours = _space_difference(seen.get("space"), self.identity["space"])
+            raise UserError(f"{where} is {self.what} of another search space, {theirs} (this run: {ours}); "
+                            f"{self.fix}.")
         changed = [f"{field}={_short(seen.get(field))} (this run: {_short(value)})"
                    for field, value in self.identity.items() if seen.get(field) != value]
         if changed:
@@ -133,6 +139,18 @@ class RecordFile:
             append_jsonl_lines(self.path, self._pending)
             self._pending = []
         self._flushed = time.monotonic()
+
+
+def _space_difference(theirs: Any, ours: Any) -> tuple[str, str]:
+    """Short forms of two space configs ("darts64 (filters=4)"), naming only the fields that differ."""
+    if not (isinstance(theirs, dict) and isinstance(ours, dict)):
+        return _short(theirs), _short(ours)
+    fields = [f for f in dict.fromkeys([*theirs, *ours]) if f != "space" and theirs.get(f) != ours.get(f)]
+
+    def form(config: dict) -> str:
+        return f"{config.get('space')} ({', '.join(f'{f}={_short(config.get(f))}' for f in fields)})"
+
+    return form(theirs), form(ours)
 
 
 def _short(value: Any) -> str:

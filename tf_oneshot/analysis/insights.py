@@ -36,7 +36,7 @@ import numpy as np
 import scipy.stats
 
 from tf_oneshot.analysis import ground_truth as metrics
-from tf_oneshot.analysis.plots import _figure, _save
+from tf_oneshot.analysis.plots import figure, save_figure
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, atomic_write_text, read_json
 
@@ -337,7 +337,7 @@ def plot_rank_distribution(ranks: np.ndarray, children: Sequence[str], order: Se
     """Figure 3: each child's rank across rankings (boxes), children from ground-truth best to worst."""
     index = {c: i for i, c in enumerate(children)}
     columns = [np.asarray(ranks)[:, index[c]] for c in order]
-    fig, ax = _figure((max(800, 14 * len(order)), 500))
+    fig, ax = figure((max(800, 14 * len(order)), 500))
     ax.boxplot(columns, whis=(0, 100))
     ax.set_xticks(range(1, len(order) + 1))
     ax.set_xticklabels(order, rotation=90, fontsize=7)
@@ -345,13 +345,13 @@ def plot_rank_distribution(ranks: np.ndarray, children: Sequence[str], order: Se
     ax.set_ylabel("rank in the one-shot ranking (1 = best)")
     ax.invert_yaxis()
     ax.set_title(title or "Rank distribution of each child (Deeper insights, Figure 3)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gt_tau_progress(progress: Mapping[str, Mapping[str, Sequence]], path: str,
                          ceiling: float | None = None, s_tau: Mapping[str, Sequence] | None = None) -> str:
     """Figures 2/8: GT-Tau of each instance against its training step, S-Tau across them, the noise ceiling."""
-    fig, ax = _figure((800, 500))
+    fig, ax = figure((800, 500))
     for label, curve in progress.items():
         ax.plot(curve["steps"], curve["gt_tau"], marker="o", markersize=3, label=f"GT-Tau {label}")
     if s_tau and s_tau.get("steps"):
@@ -362,7 +362,7 @@ def plot_gt_tau_progress(progress: Mapping[str, Mapping[str, Sequence]], path: s
     ax.set_ylabel("Kendall tau")
     ax.set_title("Ranking against training progress (Deeper insights, Figures 2 and 8)")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_insights(result: dict[str, Any], output_dir: str, ceiling: float | None = None) -> dict[str, str]:

@@ -8,7 +8,9 @@
   notes random search "could be replaced by ... evolutionary algorithms").
 
 Each figure is drawn on its own `Figure` with an Agg canvas (no pyplot state,
-no display needed) and written atomically, at exactly `size` pixels.
+no display needed) and written atomically, at exactly `size` pixels:
+`figure` and `save_figure` do that for the other figures too (insights,
+fine-tuning, benchmarks).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ DPI = 100
 DEFAULT_SIZE = (800, 600)  # pixels: width, height
 
 
-def _figure(size: tuple[int, int]) -> tuple[Figure, object]:
+def figure(size: tuple[int, int]) -> tuple[Figure, object]:
+    """(figure, axes) of exactly `size` pixels with a light grid: every figure of the package starts here."""
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -35,7 +38,7 @@ def _figure(size: tuple[int, int]) -> tuple[Figure, object]:
     return fig, ax
 
 
-def _save(fig: Figure, path: str) -> str:
+def save_figure(fig: Figure, path: str) -> str:
     """Writes the PNG through a temp file and a rename: never half a file."""
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -72,7 +75,7 @@ def plot_oneshot_vs_standalone(
     Returns:
         `path`.
     """
-    fig, ax = _figure(size)
+    fig, ax = figure(size)
     ax.errorbar(
         oneshot, standalone, yerr=standalone_std, fmt="o", color="tab:blue",
         ecolor="tab:gray", capsize=3, markersize=5,
@@ -80,7 +83,7 @@ def plot_oneshot_vs_standalone(
     ax.set_xlabel("one-shot model accuracy (validation)")
     ax.set_ylabel(f"stand-alone model accuracy ({split}, mean over seeds)")
     ax.set_title(title or "One-shot vs stand-alone accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_oneshot_histogram(
@@ -90,13 +93,13 @@ def plot_oneshot_histogram(
     size: tuple[int, int] = DEFAULT_SIZE,
 ) -> str:
     """Distribution of one-shot accuracies of the scored architectures, Figure 5 bottom."""
-    fig, ax = _figure(size)
+    fig, ax = figure(size)
     values = np.asarray(accuracies, np.float64)
     ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
     ax.set_xlabel("one-shot model accuracy (validation)")
     ax.set_ylabel("number of architectures")
     ax.set_title(f"One-shot accuracies of {values.size} architectures")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_kl_vs_accuracy(
@@ -107,12 +110,12 @@ def plot_kl_vs_accuracy(
     size: tuple[int, int] = DEFAULT_SIZE,
 ) -> str:
     """Symmetrized KL to the reference (all-on) predictions vs one-shot accuracy, Figure 6."""
-    fig, ax = _figure(size)
+    fig, ax = figure(size)
     ax.scatter(kl, accuracies, s=12, color="tab:purple", alpha=0.7)
     ax.set_xlabel("symmetrized KL divergence to the reference model (training set)")
     ax.set_ylabel("one-shot model accuracy (validation)")
     ax.set_title(title or "Symmetrized KL divergence vs one-shot accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def best_so_far(scores: Sequence[float]) -> np.ndarray:
@@ -156,7 +159,7 @@ def plot_search_progress(
         path: PNG file to write.
         size: (width, height) in pixels.
     """
-    fig, ax = _figure(size)
+    fig, ax = figure(size)
     if len(random_scores):
         ax.plot(
             np.arange(1, len(random_scores) + 1), best_so_far(random_scores),
@@ -173,4 +176,4 @@ def plot_search_progress(
     ax.set_title("Search progress")
     if len(random_scores) or len(evolution_scores):
         ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)

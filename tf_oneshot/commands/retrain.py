@@ -68,11 +68,12 @@ def _space(FLAGS, search_space, model_dir):
 
 def run(FLAGS) -> int:
     from tf_oneshot.analysis.records import load_search_results
+    from tf_oneshot.search.selection import select_candidates
     from tf_oneshot.training import distribute
     from tf_oneshot.training.config import TrainConfig
     from tf_oneshot.training.model_dir import ModelDir
     from tf_oneshot.training.preemption import Preemption, stopped_message
-    from tf_oneshot.training.retrain import Candidate, retrain, select_candidates
+    from tf_oneshot.training.retrain import Candidate, retrain
 
     if not FLAGS.results:
         raise UserError("--results is required: the JSON-lines file for the retrain results.")

@@ -11,13 +11,22 @@
 
 Records are dicts as in a results file (`oneshot_accuracy`, `params`, ...).
 Ties are broken by the architecture string, so selections are deterministic.
+`select_candidates` applies a rule by name to search results and returns
+what `tf_oneshot.training.retrain` trains.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces import SearchSpace
+
+if TYPE_CHECKING:
+    from tf_oneshot.training.retrain import Candidate
 
 KEY = "oneshot_accuracy"
 
@@ -114,3 +123,56 @@ def oneshot_small(
     eligible = [r for r in records if r.get(key) is not None and float(r[key]) >= threshold]
     eligible.sort(key=lambda r: (int(r[size_key]), -float(r[key]), str(r["architecture"])))
     return eligible[:k]
+
+
+def select_candidates(
+    space: SearchSpace,
+    search_records: Sequence[dict],
+    how: str = "stratified",
+    k: int = 10,
+    num_buckets: int = 10,
+    per_bucket: int = 4,
+    pool: int | None = 100,
+    percentile: float = 90.0,
+    seed: int = 0,
+) -> list[Candidate]:
+    """The `retrain.Candidate`s chosen from scored architectures by the rule `how`.
+
+    Args:
+        space: the search space; parses the architecture strings of the records.
+        search_records: lines of search results (several searches may hold the
+            same architecture: its one-shot accuracies are averaged).
+        how: "stratified" (§4.1, Figure 5: `per_bucket` from each of
+            `num_buckets` accuracy buckets), "top" (One-Shot Top, §4.1: "from
+            the top 100 architectures, we took a stratified sample of 10",
+            i.e. a stratified `k` from the best `pool`; `pool` None or <= `k`:
+            the best `k`) or "small" (One-Shot Small: the `k` smallest at or
+            above the `percentile`).
+
+    Raises:
+        UserError: an unknown rule, or no records.
+    """
+    from tf_oneshot.training.retrain import Candidate  # TensorFlow: imported on use
+
+    merged: dict[str, list[dict]] = {}
+    for r in search_records:
+        merged.setdefault(r["architecture"], []).append(r)
+    if not merged:
+        raise UserError("the search results hold no architecture to retrain.")
+    records = [
+        {
+            "architecture": arch,
+            "oneshot_accuracy": float(np.mean([r["oneshot_accuracy"] for r in rs])),
+            "params": int(rs[0].get("params") or space.count(space.parse(arch)).params),
+        }
+        for arch, rs in sorted(merged.items())
+    ]
+    if how == "stratified":
+        chosen = stratified_sample(records, num_buckets, per_bucket, seed=seed)
+    elif how == "top":
+        chosen = oneshot_top(records, k, pool=pool, seed=seed)
+    elif how == "small":
+        chosen = oneshot_small(records, k, percentile=percentile)
+    else:
+        raise UserError(f"--select={how} is unknown; choose stratified, top or small.")
+    return [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in chosen]

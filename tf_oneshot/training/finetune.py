@@ -6,13 +6,14 @@ snapshot, then evaluates it: GT-Tau climbs from about 0.5 to 0.6-0.8 within
 5-10 mini-batches ("Weight sharing super-net could act as a good pretrained
 model").
 
-`FineTuner` fine-tunes inside the one-shot model under the child's fixed
-masks (`groundtruth.MaskedTrainer`): every child starts from a fresh copy of
-the snapshot's weights and a reset optimizer, and one traced train step
-serves every child. `finetune_standalone` does the same on the child's own
-Keras model (`retrain.train_standalone` with inherited weights), and
-`inherited_child` returns that Keras model for the user to keep training or
-export (`retrain.export_model`).
+Both ways go through the one child trainer (`tf_oneshot.training.child`)
+with the snapshot as every child's initial weights: `FineTuner` fine-tunes
+inside the one-shot model under the child's fixed masks (`MaskedChild`):
+every child starts from a fresh copy of the snapshot's weights and a reset
+optimizer, and one traced train step serves every child.
+`finetune_standalone` does the same on the child's own Keras model
+(`StandaloneChild`), and `inherited_child` returns that Keras model for the
+user to keep training or export (`retrain.export_model`).
 
 The setting: the one-shot run's dataset, batch, ghost batch, Nesterov
 momentum and masked weight decay; a constant learning rate (default: the
@@ -23,9 +24,10 @@ over `recalibration_images` training images before each evaluation, as the
 ground truth's children are (`tf_oneshot.training.groundtruth`).
 
 `rerank` fine-tunes the top candidates of a search and records each
-fine-tuned score beside its one-shot score in its own JSON-lines file
-(resumable; the search's results are never rewritten). `gt_tau_against_steps`
-and `plot_gt_tau_against_steps` give Figure 4c/d: GT-Tau against n.
+fine-tuned score beside its one-shot score in its own JSON-lines file (a
+`RecordFile`: resumable; the search's results are never rewritten).
+`gt_tau_against_steps` and `plot_gt_tau_against_steps` give Figure 4c/d:
+GT-Tau against n.
 """
 
 from __future__ import annotations
@@ -43,11 +45,17 @@ import tensorflow as tf
 
 from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.errors import UserError
-from tf_oneshot.io_utils import append_jsonl, read_jsonl
+from tf_oneshot.record_file import RecordFile
+from tf_oneshot.training.child import (
+    RECALIBRATION_IMAGES,
+    MaskedChild,
+    StandaloneChild,
+    build_model,
+    recalibrate_batch_norm,
+)
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir
 from tf_oneshot.training.preemption import Preempted
-from tf_oneshot.training.retrain import RECALIBRATION_IMAGES
 
 RECORD_KIND = "tf_oneshot.finetune"
 # Fields that fix what a fine-tuned score means: lines that differ in one are refused.
@@ -93,16 +101,15 @@ def inherited_child(model_dir: str | ModelDir, arch: Hashable | str,
                     recalibration_images: int = RECALIBRATION_IMAGES) -> keras.Model:
     """The stand-alone Keras model of `arch` holding the shared weights of `model_dir`'s latest checkpoint.
 
-    A plain Keras model: keep training it (`model.fit` or
-    `retrain.train_standalone(initialize=...)`), or export it
-    (`retrain.export_model`). Its batch-norm statistics are recomputed over
-    `recalibration_images` training images (0: the one-shot model's moving
-    statistics, shared by all children), so inference is meaningful at once.
+    A plain Keras model: keep training it (`model.fit`, or
+    `child.train_standalone(snapshot=...)` from the snapshot itself), or
+    export it (`retrain.export_model`). Its batch-norm statistics are
+    recomputed over `recalibration_images` training images (0: the one-shot
+    model's moving statistics, shared by all children), so inference is
+    meaningful at once.
     Before any training its outputs equal the one-shot model's under `arch`'s
     masks (tests/test_finetune.py).
     """
-    from tf_oneshot.training.retrain import build_model, recalibrate_batch_norm
-
     loaded = ModelDir.open(model_dir).load_oneshot()
     arch = _arch(loaded.space, arch)
     model = build_model(loaded.space, arch, loaded.config)
@@ -120,20 +127,14 @@ def finetune_standalone(model_dir: str | ModelDir | LoadedOneShot, arch: Hashabl
     One model and one trace per child: `FineTuner` is the faster way to
     score many children; this one returns the fine-tuned model itself.
     `model_dir` may also be a `ModelDir.load_oneshot` result, loaded once
-    for many children.
+    for many children. With 0 steps the child is the snapshot's, recalibrated.
     """
-    from tf_oneshot.training.retrain import train_standalone
-
     steps = check_steps(steps)[-1]
     loaded = model_dir if isinstance(model_dir, LoadedOneShot) else ModelDir.open(model_dir).load_oneshot()
-    arch = _arch(loaded.space, arch)
-    config = finetune_config(loaded.config, steps, learning_rate)
-    if steps == 0:
-        config = config.replace(learning_rate=1e-30)  # train_standalone takes at least one step
-    return train_standalone(
-        loaded.space, arch, config, seed, strategy, lambda _: None, recalibration_images,
-        initialize=lambda model: loaded.space.inherit_weights(loaded.model, model, arch),
-    )
+    trainer = StandaloneChild(loaded.space, finetune_config(loaded.config, steps, learning_rate), strategy,
+                              snapshot=loaded.model, recalibration_images=recalibration_images)
+    metrics = trainer.run(_arch(loaded.space, arch), seed, steps)
+    return trainer.model, metrics
 
 
 # ------------------------------------------------------------ masked, traced once
@@ -159,12 +160,9 @@ class FineTuner:
                  learning_rate: float | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
                  strategy: tf.distribute.Strategy | None = None, stop: Callable[[], bool] | None = None,
                  data_dir: str | None = None, jit_compile: bool | None = None) -> None:
-        from tf_oneshot.training.groundtruth import MaskedTrainer
-
         self.steps = check_steps(steps)
         loaded = ModelDir.open(model_dir).load_oneshot()
         self.space, self.checkpoint_step = loaded.space, loaded.step
-        self.snapshot = loaded.model.get_weights()
         self.seed = int(seed)
         self.config = finetune_config(loaded.config, self.steps[-1], learning_rate)
         if data_dir is not None:
@@ -172,10 +170,8 @@ class FineTuner:
         if jit_compile is not None:
             self.config = self.config.replace(jit_compile=bool(jit_compile))
         self.recalibration_images = int(recalibration_images)
-        self.trainer = MaskedTrainer(self.space, self.config, strategy, recalibration_images, stop)
-        if len(self.trainer.model.weights) != len(self.snapshot):
-            raise ValueError(f"the snapshot of {model_dir} holds {len(self.snapshot)} weights; the space's "
-                             f"one-shot model {len(self.trainer.model.weights)}.")
+        self.trainer = MaskedChild(self.space, self.config, strategy, snapshot=loaded.model,
+                                   recalibration_images=recalibration_images, stop=stop)
 
     def identity(self) -> dict[str, Any]:
         """What fixes a fine-tuned score (`IDENTITY_FIELDS`)."""
@@ -189,11 +185,11 @@ class FineTuner:
         """One dict per step count: finetune_steps, validation_accuracy/_loss/_examples, train_loss, seconds."""
         arch = _arch(self.space, arch)
         tic = time.perf_counter()
-        iterator = self.trainer.start(arch, self.seed, self.snapshot)
+        self.trainer.start(arch, self.seed)
         out, done, loss = [], 0, None
         for n in self.steps:
             if n > done:
-                loss = self.trainer.train(iterator, n - done, str(arch))
+                loss = self.trainer.train(n - done)
                 done = n
             out.append({"finetune_steps": n, "train_loss": loss, **self.trainer.measure(("validation",)),
                         "seconds": round(time.perf_counter() - tic, 3)})
@@ -207,20 +203,16 @@ def finetune_results_path(results_path: str) -> str:
     return f"{root}.finetune.jsonl"
 
 
+def _scores_file(path: str, identity: dict[str, Any]) -> RecordFile:
+    """One line per fine-tuned (architecture, finetune_steps), all of one setting (`IDENTITY_FIELDS`)."""
+    return RecordFile(path, RECORD_KIND, identity, key=lambda r: (r["architecture"], int(r["finetune_steps"])),
+                      what="a fine-tuning result", fix="use the same settings, or move the file aside to fine-tune anew",
+                      flush_seconds=0.0)  # seconds per line: each is written at once, remote files too
+
+
 def read_finetuned(path: str, identity: dict[str, Any]) -> dict[tuple[str, int], dict]:
     """{(architecture, finetune_steps): record} of a fine-tune file; UserError for lines of another setting."""
-    out: dict[tuple[str, int], dict] = {}
-    for number, record in enumerate(read_jsonl(path), start=1):
-        where = f"{path} line {number}"
-        if record.get("kind") != RECORD_KIND:
-            raise UserError(f"{where} is not a fine-tuning result; move the file aside or pick another path.")
-        changed = [f"{f}={record.get(f)!r} (this run: {identity[f]!r})" for f in IDENTITY_FIELDS
-                   if record.get(f) != identity[f]]
-        if changed:
-            raise UserError(f"{where} was fine-tuned with another setting, {changed[0]}; use the same settings, "
-                            "or move the file aside to fine-tune anew.")
-        out.setdefault((record["architecture"], int(record["finetune_steps"])), record)
-    return out
+    return _scores_file(path, identity).load()
 
 
 def rerank(candidates: Sequence[dict[str, Any]], finetuner: FineTuner, path: str, top: int,
@@ -245,7 +237,7 @@ def rerank(candidates: Sequence[dict[str, Any]], finetuner: FineTuner, path: str
     top = check_top(top)
     steps = finetuner.steps[-1]
     identity = finetuner.identity()
-    done = read_finetuned(path, identity)
+    done, scores = read_finetuned(path, identity), _scores_file(path, identity)
     best = sorted(candidates, key=lambda r: (-float(r["oneshot_accuracy"]), float(r.get("loss", 0.0))))[:top]
     records, todo = [], [c for c in best if (c["architecture"], steps) not in done]
     log(f"fine-tuning the best {len(best)} candidates for {steps} steps each: {len(best) - len(todo)} found in "
@@ -259,14 +251,12 @@ def rerank(candidates: Sequence[dict[str, Any]], finetuner: FineTuner, path: str
                 result = finetuner(key[0])[-1]
             except Preempted:
                 return [], True
-            record = {
-                "kind": RECORD_KIND, "architecture": key[0],
+            done[key] = scores.append({
+                "architecture": key[0],
                 "oneshot_accuracy": float(candidate["oneshot_accuracy"]), "oneshot_loss": candidate.get("loss"),
                 "finetuned_accuracy": result["validation_accuracy"], "finetuned_loss": result["validation_loss"],
-                **result, **identity,
-            }
-            append_jsonl(path, record)
-            done[key] = record
+                **result,
+            })
             log(f"  {key[0]}: one-shot {candidate['oneshot_accuracy']:.4f} -> fine-tuned "
                 f"{result['validation_accuracy']:.4f} (loss {result['validation_loss']:.4f})")
         records.append(done[key])
@@ -336,13 +326,13 @@ def gt_tau_curve(summary: dict[str, Any], tuner: FineTuner, log: Callable[[str],
 def plot_gt_tau_against_steps(curve: dict[str, Any], path: str, title: str = "",
                               size: tuple[int, int] = (800, 600)) -> str:
     """GT-Tau (y) against fine-tuning mini-batches n (x), Figure 4c/d; writes the PNG atomically."""
-    from tf_oneshot.analysis.plots import _figure, _save
+    from tf_oneshot.analysis.plots import figure, save_figure  # matplotlib: imported on use
 
-    fig, ax = _figure(size)
+    fig, ax = figure(size)
     ax.plot(curve["steps"], curve["gt_tau"], "o-", color="tab:blue", label="accuracy, ties by loss")
     ax.plot(curve["steps"], curve["gt_tau_accuracy"], "s--", color="tab:orange", alpha=0.7, label="accuracy alone")
     ax.set_xlabel("fine-tuning mini-batches n (each child alone, from the shared weights)")
     ax.set_ylabel("GT-Tau (Kendall tau with the ground truth)")
     ax.set_title(title or f"Fine-tuning from the snapshot at step {curve.get('checkpoint_step')}")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

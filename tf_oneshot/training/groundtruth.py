@@ -5,18 +5,18 @@ each child model is obtained by training each of them independently from
 scratch with the same setting as weight sharing, and averaging over 10 runs
 with different random seeds for initializations." Here every child of a
 space small enough to enumerate (the paper's: 64) is trained from scratch,
-alone, with `retrain.train_standalone`'s recipe: the one-shot training's
-dataset, steps, batch, ghost batch and optimizer flags, no path dropout,
-batch norm recalibrated before evaluation. Its validation accuracy,
-validation loss (which orders children whose accuracies tie) and test
-accuracy are recorded.
+alone, with the recipe of every child (`tf_oneshot.training.child`): the
+one-shot training's dataset, steps, batch, ghost batch and optimizer flags,
+no path dropout, batch norm recalibrated before evaluation. Its validation
+accuracy, validation loss (which orders children whose accuracies tie) and
+test accuracy are recorded.
 
-Two trainers do this (`--method`): "standalone" builds and traces each
+Two child trainers do this (`--method`): "standalone" builds and traces each
 child's Keras model anew for every (child, seed); "masked" (the default)
 trains the child inside the space's one-shot model under its fixed masks,
 from fresh weights, so one trace serves every child and seed, with the same
-steps (tests/test_ground_truth.py checks the weights against
-`train_standalone`'s). benchmarks/ground_truth_speed.py times both: at
+steps (tests/test_ground_truth.py checks the weights against the
+stand-alone child's). benchmarks/ground_truth_speed.py times both: at
 digits scale (F=8, 4 cells, 200 steps) on 2 shared cores, 7.4 against 5.0
 runs per minute over all 64 children. One process keeps about one core
 busy there; shards run at once (`--shard=0/2`, `--shard=1/2`) used the
@@ -24,7 +24,7 @@ second core, each as fast as a lone process after its first trace.
 
 Layout of the output directory:
 
-    results.jsonl             one line per finished (child, seed), fsync'd
+    results.jsonl             one line per finished (child, seed), fsync'd (a `RecordFile`)
     results-I-of-N.jsonl      the same for shard I of N (`--shard=I/N`)
     ground_truth.json         the summary: each child's mean and std over seeds
 
@@ -54,7 +54,8 @@ import tensorflow as tf
 
 from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.errors import UserError
-from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
+from tf_oneshot.io_utils import atomic_write_json, read_json
+from tf_oneshot.record_file import RecordFile
 from tf_oneshot.search_spaces import (
     ENUMERATION_LIMIT,
     SearchSpace,
@@ -63,9 +64,10 @@ from tf_oneshot.search_spaces import (
     space_from_config,
 )
 from tf_oneshot.training import data
+from tf_oneshot.training.child import RECALIBRATION_IMAGES, MaskedChild, StandaloneChild
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
-from tf_oneshot.training.retrain import RECALIBRATION_IMAGES, RUN_FIELDS, train_standalone
+from tf_oneshot.training.retrain import RUN_FIELDS
 
 RECORD_KIND = "tf_oneshot.groundtruth"
 SUMMARY_KIND = "tf_oneshot.ground_truth"
@@ -176,27 +178,8 @@ def run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: 
     return json.loads(json.dumps(settings))  # tuples -> lists, as read back from a file
 
 
-def _describe(settings: dict) -> str:
-    space = settings.get("space") or {}
-    fields = ", ".join(f"{k}={v}" for k, v in space.items() if k not in ("space", "class"))
-    return f"{space.get('space')} ({fields})"
-
-
-def _check_line(record: dict, settings: dict, where: str) -> None:
-    if record.get("kind") != RECORD_KIND:
-        raise UserError(f"{where} is not a `tf-oneshot groundtruth` result; pass another --output directory.")
-    if record.get("space") != settings["space"]:
-        raise UserError(
-            f"{where} is ground truth of another search space, {_describe(record)} (this run: "
-            f"{_describe(settings)}); pass another --output or the same space flags."
-        )
-    changed = [f"{f}={record.get(f)!r} (this run: {settings[f]!r})" for f in SETTINGS_FIELDS
-               if f != "space" and record.get(f) != settings[f]]
-    if changed:
-        raise UserError(
-            f"{where} was trained with another setting, {', '.join(changed[:3])}; pass another --output or "
-            "the same flags."
-        )
+def _check_numbers(record: dict, where: str) -> None:
+    """UserError for a line whose metrics are not finite numbers, or without its child and seed."""
     for key in ("validation_accuracy", "validation_loss", "test_accuracy"):
         value = record.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -214,22 +197,37 @@ def results_files(output: str) -> list[str]:
     return [os.path.join(output, n) for n in sorted(names)]
 
 
+def results_file(path: str, settings: dict[str, Any]) -> RecordFile:
+    """One results file: its lines are of `settings` (space first) with finite metrics.
+
+    A run takes seconds to minutes, so every line is written at once, remote files too.
+    """
+    return RecordFile(path, RECORD_KIND, settings, what="a `tf-oneshot groundtruth` result",
+                      fix="pass another --output or the same flags", check=_check_numbers, flush_seconds=0.0)
+
+
 def read_results(output: str, settings: dict | None = None) -> tuple[list[tuple[str, int, dict]], dict | None]:
     """(file, line number, record) of every line in the directory, checked against `settings`.
 
     Without `settings` the first line's setting is the reference, so files of
     two settings are still refused.
     """
+    paths = results_files(output)
+    if settings is None:
+        settings = _first_settings(paths)
     out = []
-    for path in results_files(output):
-        for number, record in enumerate(read_jsonl(path), start=1):
-            if settings is None:
-                if record.get("kind") != RECORD_KIND:
-                    raise UserError(f"{path} line {number} is not a `tf-oneshot groundtruth` result.")
-                settings = {f: record.get(f) for f in SETTINGS_FIELDS}
-            _check_line(record, settings, f"{path} line {number}")
-            out.append((path, number, record))
+    for path in paths:
+        out += [(path, number, r) for number, r in enumerate(results_file(path, settings).records(), start=1)]
     return out, settings
+
+
+def _first_settings(paths: Sequence[str]) -> dict | None:
+    """The setting of the first line of the first results file that has one (None: no line)."""
+    for path in paths:
+        lines = results_file(path, {}).records()  # of this kind, any setting
+        if lines:
+            return {f: lines[0].get(f) for f in SETTINGS_FIELDS}
+    return None
 
 
 def all_pairs(children: Sequence[Hashable], seeds: Sequence[int]) -> list[tuple[str, int]]:
@@ -374,172 +372,40 @@ def load_summary(path: str) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------- run
-def standalone_trainer(strategy: tf.distribute.Strategy | None = None,
-                       recalibration_images: int = RECALIBRATION_IMAGES,
-                       stop: Callable[[], bool] | None = None) -> TrainFn:
-    """One child at a time through `retrain.train_standalone` (each traced anew); `stop` as there."""
-
-    def train(space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
-        _, result = train_standalone(space, arch, config, seed, strategy, lambda _: None, recalibration_images,
-                                     stop=stop)
-        return result
-
-    train.method = "standalone"  # type: ignore[attr-defined]
-    return train
-
-
-class MaskedTrainer:
-    """Trains children one at a time inside the space's one-shot model under fixed masks, traced once.
-
-    `standalone_trainer` builds and traces a new network for every (child,
-    seed): at digits scale the traces of its train, recalibration and
-    evaluation functions cost more than the training itself. Here one
-    one-shot model holds every child's weights; a child is its masks
-    (`tasks.FixedChildTask`), each (child, seed) starts from the seed's fresh
-    initial weights and a reset optimizer, and the train, recalibration and
-    evaluation functions are traced once for all children (the evaluation
-pads a batch to whole ghost batches, harmless with moving statistics). Each step equals
-    the child's stand-alone step (tests/test_ground_truth.py checks the
-    weights against `train_standalone` after a few steps); the data order,
-    batch-norm recalibration and evaluation are `train_standalone`'s. The
-    space's one-shot model must compute its children exactly under their
-    masks, which the space contract tests require. `stop` is polled between
-    chunks of `config.log_every` steps (`Preempted` ends the pair unrecorded).
-    """
-
-    method = "masked"
-
-    def __init__(self, space: SearchSpace, config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
-                 recalibration_images: int = RECALIBRATION_IMAGES, stop: Callable[[], bool] | None = None) -> None:
-        import keras
-
-        from tf_oneshot.training import retrain, strategy_loop
-        from tf_oneshot.training.tasks import TOTALS, FixedChildTask, evaluation_sums
-
-        self.space, self.config = space, config
-        self.strategy = strategy = strategy or tf.distribute.get_strategy()
-        replicas = strategy.num_replicas_in_sync
-        per_replica, rest = divmod(config.batch_size, replicas)
-        if rest or per_replica % config.ghost_batch_size:
-            raise UserError(f"--batch_size={config.batch_size} over {replicas} replicas must give a multiple of "
-                            f"--ghost_batch_size={config.ghost_batch_size} per replica.")
-        self.recalibration_images = recalibration_images
-        self.stop = stop
-        with strategy.scope():
-            self.model = space.build_oneshot(config.ghost_batch_size)
-            self.optimizer = keras.optimizers.SGD(
-                learning_rate=retrain._learning_rate(config), momentum=config.momentum, nesterov=True)
-            self.optimizer.build(self.model.trainable_variables)
-            self.masks = {k: tf.Variable(np.zeros(shape, np.float32), trainable=False, name=f"child_{k}")
-                          for k, shape in space.mask_shapes().items()}
-        task = FixedChildTask(self.model, self.optimizer, self.masks, config.batch_size, replicas,
-                              config.weight_decay)
-        self._train = strategy_loop.train_loop(strategy, task.train_step, TOTALS, jit_compile=config.jit_compile)
-        self._recalibrate = strategy_loop.batch_runner(
-            strategy, lambda batch: self.model(task.inputs(batch[0]), training=False))
-        self._evaluate = strategy_loop.evaluator(
-            strategy, lambda batch: evaluation_sums(task.eval_logits(batch[0]), batch[1]))
-        info = data.dataset_info(config.dataset, config.data_dir)
-        self._info = info
-        self._eval_data = {}
-        for split in ("validation", "test"):
-            batch = retrain._eval_batch(info.num_examples[split], replicas)
-            dataset = data.make_dataset(config.dataset, split, batch, training=False, data_dir=config.data_dir)
-            self._eval_data[split] = strategy.experimental_distribute_dataset(dataset)
-        batches = max(1, min(recalibration_images, info.num_examples["train"]) // config.batch_size)
-        recal = data.make_dataset(config.dataset, "train", config.batch_size, training=False,
-                                  data_dir=config.data_dir, repeat=False).take(batches)
-        self._recal_data = strategy.experimental_distribute_dataset(recal) if recalibration_images > 0 else None
-        self._initial: dict[int, list[np.ndarray]] = {}
-
-    def initial_weights(self, seed: int) -> list[np.ndarray]:
-        """The one-shot model's fresh weights for `seed` (built once per seed)."""
-        import keras
-
-        if seed not in self._initial:
-            keras.utils.set_random_seed(seed)
-            # The pairs come seed-major: keep one seed's weights, not every seed's.
-            self._initial = {seed: self.space.build_oneshot(self.config.ghost_batch_size).get_weights()}
-        return self._initial[seed]
-
-    def tracing_count(self) -> int:
-        """Traces of the train loop so far (1 after the first child: it never retraces)."""
-        return self._train.experimental_get_tracing_count()
+class _PairTrainer:
+    """A child trainer (`tf_oneshot.training.child`) called as a `TrainFn`: one (child, seed) from fresh weights."""
 
     def __call__(self, space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
         if config != self.config or space.to_config() != self.space.to_config():
-            raise ValueError("a MaskedTrainer trains the space and config it was built for.")
-        tic = time.perf_counter()
-        iterator = self.start(arch, seed, self.initial_weights(seed))
-        loss = self.train(iterator, config.train_steps, f"{arch} seed {seed}")
-        metrics = {"train_loss": loss, **self.measure()}
-        metrics["seconds"] = round(time.perf_counter() - tic, 3)
-        return metrics
-
-    def start(self, arch: Hashable, seed: int, weights: list[np.ndarray]) -> Any:
-        """Sets the one-shot weights, a reset optimizer and `arch`'s masks; returns the seed's data iterator.
-
-        `weights` are fresh ones for the ground truth, or a trained one-shot
-        snapshot for fine-tuning (`tf_oneshot.training.finetune`, "Deeper insights" §3.3).
-        """
-        import keras
-
-        from tf_oneshot.training import retrain
-
-        self.model.set_weights(weights)
-        self.optimizer.iterations.assign(0)
-        for momentum in self.optimizer.momentums:
-            momentum.assign(tf.zeros_like(momentum))
-        for key, value in self.space.encode(arch).items():
-            self.masks[key].assign(value)
-        keras.utils.set_random_seed(seed)  # the data order (and augmentation) of train_standalone's seed
-        dataset = data.make_dataset(
-            self.config.dataset, "train", self.config.batch_size, training=True, data_dir=self.config.data_dir,
-            seed=seed, shuffle_buffer=min(retrain.SHUFFLE_BUFFER, self._info.num_examples["train"]),
-        )
-        return iter(self.strategy.experimental_distribute_dataset(dataset))
-
-    def train(self, iterator: Any, steps: int, what: str = "child") -> float:
-        """`steps` train steps of the child set by `start`, in chunks of log_every; the last chunk's mean loss."""
-        step, loss = 0, math.nan
-        every = max(1, min(self.config.log_every, steps))
-        while step < steps:
-            if self.stop is not None and self.stop():
-                raise Preempted(f"{what} stopped at step {step}")
-            n = min(every, steps - step)
-            loss = float(self._train(iterator, tf.constant(n), {}).numpy()[0]) / (n * self.config.batch_size)
-            step += n
-        return loss
-
-    def measure(self, splits: Sequence[str] = ("validation", "test")) -> dict[str, Any]:
-        """The child's accuracy, mean loss and examples on `splits`, batch norm recalibrated first."""
-        if self._recal_data is not None:
-            self.model.set_bn_mode("recalibrate")
-            self._recalibrate(self._recal_data)
-        self.model.set_bn_mode("moving")
-        metrics: dict[str, Any] = {}
-        for split in splits:
-            totals = self._evaluate(self._eval_data[split])
-            examples = max(float(totals[1]), 1.0)
-            metrics[f"{split}_accuracy"] = float(totals[0] / examples)
-            metrics[f"{split}_loss"] = float(totals[2] / examples)
-            metrics[f"{split}_examples"] = int(totals[1])
-        return metrics
+            raise ValueError(f"a {type(self).__name__} trains the space and config it was built for.")
+        return self.run(arch, seed)
 
 
-METHODS = ("masked", "standalone")
+class MaskedTrainer(_PairTrainer, MaskedChild):
+    """Trains each (child, seed) inside the space's one-shot model under fixed masks, traced once (`MaskedChild`).
+
+    At digits scale the traces of a new network's train, recalibration and
+    evaluation functions cost more than its training: one trace serves every
+    child and seed here, each step equal to the child's stand-alone step.
+    """
+
+
+class StandaloneTrainer(_PairTrainer, StandaloneChild):
+    """Trains each (child, seed) as its own Keras model, built and traced anew (`StandaloneChild`)."""
+
+
+TRAINERS = {"masked": MaskedTrainer, "standalone": StandaloneTrainer}
+METHODS = tuple(TRAINERS)
 
 
 def make_trainer(method: str, space: SearchSpace, config: TrainConfig,
                  strategy: tf.distribute.Strategy | None = None,
                  recalibration_images: int = RECALIBRATION_IMAGES,
                  stop: Callable[[], bool] | None = None) -> TrainFn:
-    """The pair trainer of `method`: "masked" (`MaskedTrainer`) or "standalone" (`standalone_trainer`)."""
-    if method == "masked":
-        return MaskedTrainer(space, config, strategy, recalibration_images, stop)
-    if method == "standalone":
-        return standalone_trainer(strategy, recalibration_images, stop)
-    raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
+    """The pair trainer of `method`: "masked" (`MaskedTrainer`) or "standalone" (`StandaloneTrainer`)."""
+    if method not in TRAINERS:
+        raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
+    return TRAINERS[method](space, config, strategy, recalibration_images=recalibration_images, stop=stop)
 
 
 def run_ground_truth(
@@ -567,13 +433,13 @@ def run_ground_truth(
         shard: which pairs this process trains.
         strategy: a tf.distribute strategy.
         log: progress lines.
-        recalibration_images: see `retrain.train_standalone`.
+        recalibration_images: see `child.ChildTrainer`.
         noise_ceiling: None: in the summary when there are 4 seeds; True:
             demanded (UserError before any training with fewer); False: skipped.
         train_fn: trains one pair and returns its metrics (default: the
             trainer of `method`).
         method: "masked" (`MaskedTrainer`: one trace for every child, the
-            default) or "standalone" (`standalone_trainer`: a new model and
+            default) or "standalone" (`StandaloneTrainer`: a new model and
             traces per pair); both train each child from scratch alone.
         stop: polled between pairs and between chunks of a pair's training
             (SIGTERM, `tf_oneshot.training.preemption`): the pair in hand is dropped,
@@ -594,6 +460,7 @@ def run_ground_truth(
     todo = [p for p in mine if p not in done]
     skipped = tuple(p for p in mine if p in done)
     path = os.path.join(output, shard.results_file())
+    results = results_file(path, settings)
     by_name = {str(c): c for c in children}
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
@@ -611,22 +478,25 @@ def run_ground_truth(
             log(f"groundtruth: stopped ({e}); {len(trained)} runs recorded now, a rerun resumes.")
             missing = sum(p not in done for p in pairs) - len(trained)
             return GroundTruthRun(tuple(trained), skipped, path, None, missing, preempted=True)
-        append_jsonl(path, _record(space, arch, seed, result, seeds, shard, getattr(train_fn, "method", "custom"),
-                                   settings))
+        results.append(_record(space, arch, seed, result, seeds, shard, getattr(train_fn, "method", "custom")))
         trained.append((child, seed))
-        elapsed = time.perf_counter() - tic
-        rate = index / elapsed * 60
-        eta = (len(todo) - index) / max(rate, 1e-9)
-        log(f"[{index}/{len(todo)}] {child} seed {seed}: validation {result['validation_accuracy']:.4f} "
-            f"loss {result['validation_loss']:.4f}, test {result['test_accuracy']:.4f} "
-            f"({result.get('seconds', math.nan):.1f}s; {rate:.1f} runs/min, {eta:.0f} min left)")
+        log(_progress(index, len(todo), child, seed, result, time.perf_counter() - tic))
     summary, missing = _merge_if_complete(output, space, settings, seeds, pairs, shard, noise_ceiling, log)
     return GroundTruthRun(tuple(trained), skipped, path, summary, missing)
 
 
+def _progress(index: int, count: int, child: str, seed: int, result: dict[str, Any], elapsed: float) -> str:
+    """The line logged after the `index`-th of `count` runs: its numbers, the rate and what is left."""
+    rate = index / elapsed * 60
+    eta = (count - index) / max(rate, 1e-9)
+    return (f"[{index}/{count}] {child} seed {seed}: validation {result['validation_accuracy']:.4f} "
+            f"loss {result['validation_loss']:.4f}, test {result['test_accuracy']:.4f} "
+            f"({result.get('seconds', math.nan):.1f}s; {rate:.1f} runs/min, {eta:.0f} min left)")
+
+
 def _record(space: SearchSpace, arch: Any, seed: int, result: dict[str, Any], seeds: Sequence[int], shard: Shard,
-            method: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The results line of one finished (child, seed) run; a diverged run is a UserError, not a line."""
+            method: str) -> dict[str, Any]:
+    """One finished (child, seed) run's line, less the file's kind and setting; a diverged run is a UserError."""
     child = str(arch)
     bad = [k for k in ("validation_accuracy", "validation_loss", "test_accuracy")
            if not math.isfinite(result.get(k, math.nan))]
@@ -635,7 +505,6 @@ def _record(space: SearchSpace, arch: Any, seed: int, result: dict[str, Any], se
                         "--learning_rate and use a new --output. Finished runs are kept.")
     cost = space.count(arch)
     return {
-        "kind": RECORD_KIND,
         "architecture": child,
         "seed": seed,
         "seeds": seeds,
@@ -644,7 +513,6 @@ def _record(space: SearchSpace, arch: Any, seed: int, result: dict[str, Any], se
         "flops": int(cost.flops),
         "params": int(cost.params),
         **result,
-        **settings,
     }
 
 

@@ -6,7 +6,8 @@ of §4.1 (Figure 5) a stratified sample is retrained briefly, "with a batch size
 of 64 and a ghost batch size of 32", and "stand-alone model accuracies were
 averaged across five runs". Training follows the one-shot recipe of §4.1: SGD
 with Nesterov momentum 0.9 and L2 on the kernels, the same strategies, ghost
-batches and schedules as `tf_oneshot.training.trainer`, but no path dropout.
+batches and schedules (`tf_oneshot.training.optimizers`) as the one-shot
+trainer, but no path dropout.
 
 The final models of §3.4 and §4.1 are "trained from scratch ... on the full
 training set, then evaluated on the test set": with `full_train` the runs
@@ -15,45 +16,40 @@ and no validation accuracy, and are ranked by test accuracy, the only
 held-out split left. The default keeps the validation split (Figure 5's
 brief retraining is measured on it).
 
-Each finished (architecture, seed) run is one JSON line in the results file,
-appended with fsync: a rerun skips finished pairs, and a torn last line (a kill
-mid-write) is dropped. `stop` (SIGTERM, `tf_oneshot.training.preemption`) is polled
-between training chunks; the pair in hand is dropped and trained again on
-the rerun. The best architecture (highest validation accuracy, or test
-accuracy with `full_train`, mean over seeds) is exported as a `.keras` file
-that loads in safe mode and as a SavedModel with a `serve` signature, both
-written to a temporary name first and renamed into place.
+Each architecture is trained as its own Keras model by the recipe every
+child shares (`tf_oneshot.training.child.train_standalone`). Each finished
+(architecture, seed) run is one line of the results file
+(`tf_oneshot.record_file.RecordFile`, fsync'd): a rerun skips finished
+pairs, and a torn last line (a kill mid-write) is dropped. `stop` (SIGTERM,
+`tf_oneshot.training.preemption`) is polled between training chunks; the
+pair in hand is dropped and trained again on the rerun. The best
+architecture (highest validation accuracy, or test accuracy with
+`full_train`, mean over seeds) is exported as a `.keras` file that loads in
+safe mode and as a SavedModel with a `serve` signature, both written to a
+temporary name first and renamed into place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tf_oneshot.analysis.records import (
-    best_standalone,
-    describe_space,
-    space_identity,
-    standalone_by_architecture,
-)
+from tf_oneshot.analysis.records import best_standalone, standalone_by_architecture
 from tf_oneshot.errors import UserError
-from tf_oneshot.io_utils import append_jsonl, atomic_write_json, read_json, read_jsonl
-from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
+from tf_oneshot.io_utils import atomic_write_json, read_json
+from tf_oneshot.record_file import RecordFile
 from tf_oneshot.search_spaces import SearchSpace
-from tf_oneshot.training import data, strategy_loop
+from tf_oneshot.training import data
+from tf_oneshot.training.child import RECALIBRATION_IMAGES, build_model, train_standalone
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
-from tf_oneshot.training.tasks import StandaloneTask, evaluation_sums
-from tf_oneshot.training.trainer import decay_schedule
 
 RECORD_KIND = "tf_oneshot.retrain"
 # Settings that must agree between the lines of one results file: a rerun
@@ -65,9 +61,6 @@ RUN_FIELDS = (
 KERAS_FILE = "best.keras"
 SAVED_MODEL_DIR = "best_saved_model"
 BEST_FILE = "best.json"
-EVAL_BATCH_CAP = 500
-RECALIBRATION_IMAGES = 2048
-SHUFFLE_BUFFER = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,287 +92,6 @@ class RetrainSummary:
     best_architecture: str | None
     exported: dict[str, str]
     preempted: bool = False
-
-
-# ------------------------------------------------------------------ choosing
-def parse_architectures(space: SearchSpace, texts: Sequence[str]) -> list[Candidate]:
-    """Candidates from architecture strings (UserError naming a bad one)."""
-    out = []
-    for text in texts:
-        try:
-            out.append(Candidate(space.parse(text)))
-        except UserError as e:
-            raise UserError(f"--architectures: {text!r} does not parse: {e}") from None
-    if not out:
-        raise UserError("--architectures is empty; give architecture strings, e.g. "
-                        f"--architectures={space.example()}")
-    return out
-
-
-def select_candidates(
-    space: SearchSpace,
-    search_records: Sequence[dict],
-    how: str = "stratified",
-    k: int = 10,
-    num_buckets: int = 10,
-    per_bucket: int = 4,
-    pool: int | None = 100,
-    percentile: float = 90.0,
-    seed: int = 0,
-) -> list[Candidate]:
-    """Chooses architectures from scored ones with tf_oneshot.search.selection.
-
-    Args:
-        space: parses the architecture strings of the records.
-        search_records: lines of search results (several searches may hold the
-            same architecture: its one-shot accuracies are averaged).
-        how: "stratified" (§4.1, Figure 5: `per_bucket` from each of
-            `num_buckets` accuracy buckets), "top" (One-Shot Top, §4.1: "from
-            the top 100 architectures, we took a stratified sample of 10",
-            i.e. a stratified `k` from the best `pool`; `pool` None or <= `k`:
-            the best `k`) or "small" (One-Shot Small: the `k` smallest at or
-            above the `percentile`).
-
-    Raises:
-        UserError: an unknown rule, or no records.
-    """
-    from tf_oneshot.search import selection  # no TensorFlow there; imported on use
-
-    merged: dict[str, list[dict]] = {}
-    for r in search_records:
-        merged.setdefault(r["architecture"], []).append(r)
-    if not merged:
-        raise UserError("the search results hold no architecture to retrain.")
-    records = [
-        {
-            "architecture": arch,
-            "oneshot_accuracy": float(np.mean([r["oneshot_accuracy"] for r in rs])),
-            "params": int(rs[0].get("params") or space.count(space.parse(arch)).params),
-        }
-        for arch, rs in sorted(merged.items())
-    ]
-    if how == "stratified":
-        chosen = selection.stratified_sample(records, num_buckets, per_bucket, seed=seed)
-    elif how == "top":
-        chosen = selection.oneshot_top(records, k, pool=pool, seed=seed)
-    elif how == "small":
-        chosen = selection.oneshot_small(records, k, percentile=percentile)
-    else:
-        raise UserError(f"--select={how} is unknown; choose stratified, top or small.")
-    return [Candidate(space.parse(r["architecture"]), r["oneshot_accuracy"]) for r in chosen]
-
-
-# ------------------------------------------------------------------ training
-def _learning_rate(config: TrainConfig) -> Any:
-    return decay_schedule(config.learning_rate, config.train_steps, config.lr_schedule) or config.learning_rate
-
-
-def _eval_batch(num_examples: int, multiple: int) -> int:
-    """Largest batch <= EVAL_BATCH_CAP dividing the split, so no example is dropped."""
-    for b in range(min(EVAL_BATCH_CAP, num_examples), 0, -1):
-        if num_examples % b == 0 and b % multiple == 0:
-            return b
-    return max(multiple, min(EVAL_BATCH_CAP, num_examples) // multiple * multiple)
-
-
-def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
-    """The stand-alone model of `arch`, its weights created."""
-    model = space.build_standalone(arch, ghost_batch_size=config.ghost_batch_size)
-    model(tf.zeros((config.ghost_batch_size, *space.image_shape)), training=False)
-    return model
-
-
-def train_standalone(
-    space: SearchSpace,
-    arch: Hashable,
-    config: TrainConfig,
-    seed: int,
-    strategy: tf.distribute.Strategy | None = None,
-    log: Callable[[str], None] = print,
-    recalibration_images: int = RECALIBRATION_IMAGES,
-    full_train: bool = False,
-    stop: Callable[[], bool] | None = None,
-    initialize: Callable[[keras.Model], None] | None = None,
-) -> tuple[keras.Model, dict[str, Any]]:
-    """Trains one architecture from scratch and measures it.
-
-    Args:
-        space: the network around the cell (F scaled as wished).
-        arch: the cell.
-        config: dataset, steps, batch and ghost batch, optimizer settings.
-        seed: seeds the weights and the data order.
-        strategy: a tf.distribute strategy (default: the default strategy).
-        log: progress lines.
-        recalibration_images: training images over which the batch-norm
-            statistics are recomputed before evaluation (0: keep the moving
-            averages); see `recalibrate_batch_norm`.
-        full_train: train (and recalibrate) on train + validation (§3.4);
-            validation_accuracy and validation_loss are then None.
-        stop: polled between chunks of `config.log_every` steps.
-        initialize: sets the built model's weights instead of the seed's
-            random ones (e.g. `space.inherit_weights` from a one-shot model,
-            "Deeper insights" §3.3); the seed still orders the data.
-
-    Returns:
-        (the model, metrics: validation_accuracy, test_accuracy, their mean
-        cross-entropies validation_loss and test_loss, the numbers of
-        examples they cover, train_loss of the last steps, seconds).
-
-    Raises:
-        Preempted: `stop` returned True before the training ended.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    per_replica, rest = divmod(config.batch_size, replicas)
-    if rest or per_replica % config.ghost_batch_size:
-        raise UserError(
-            f"--batch_size={config.batch_size} over {replicas} replicas must give a multiple of "
-            f"--ghost_batch_size={config.ghost_batch_size} per replica."
-        )
-    tic = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    with strategy.scope():
-        model = build_model(space, arch, config)
-        if initialize is not None:
-            initialize(model)
-        optimizer = keras.optimizers.SGD(
-            learning_rate=_learning_rate(config), momentum=config.momentum, nesterov=True
-        )
-        # DESIGN.md pitfall: build the optimizer eagerly inside the scope.
-        optimizer.build(model.trainable_variables)
-    task = StandaloneTask(model, optimizer, config.batch_size, replicas, config.weight_decay)
-    train_loop = strategy_loop.train_loop(strategy, task.train_step, 5, jit_compile=config.jit_compile)
-    train_split = data.FULL_TRAIN if full_train else "train"
-    iterator = _train_batches(config, train_split, seed, strategy)
-    step, loss = 0, math.nan
-    every = max(1, min(config.log_every, config.train_steps))
-    while step < config.train_steps:
-        if stop is not None and stop():
-            raise Preempted(f"{arch} seed {seed} stopped at step {step}")
-        n = min(every, config.train_steps - step)
-        loss = float(train_loop(iterator, tf.constant(n), {}).numpy()[0]) / (n * config.batch_size)
-        step += n
-        log(f"  {arch} seed {seed}: step {step}/{config.train_steps} loss {loss:.4f}")
-    metrics: dict[str, Any] = {"train_loss": loss}
-    if recalibration_images:
-        recalibrate_batch_norm(model, config, strategy, recalibration_images, split=train_split)
-    metrics.update(_held_out_metrics(model, config, strategy, full_train))
-    metrics["seconds"] = round(time.perf_counter() - tic, 3)
-    return model, metrics
-
-
-def _train_batches(config: TrainConfig, split: str, seed: int, strategy: tf.distribute.Strategy) -> Any:
-    """An iterator of per-replica training batches of `split`, shuffled by `seed`.
-
-    A shuffle buffer larger than the split would fill itself from several
-    epochs before the first batch (and keep filling after the last).
-    """
-    info = data.dataset_info(config.dataset, config.data_dir)
-    dataset = data.make_dataset(
-        config.dataset, split, config.batch_size, training=True, data_dir=config.data_dir,
-        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, split)),
-    )
-    return iter(strategy.experimental_distribute_dataset(dataset))
-
-
-def _held_out_metrics(model: keras.Model, config: TrainConfig, strategy: tf.distribute.Strategy,
-                      full_train: bool) -> dict[str, Any]:
-    """{split}_accuracy, _loss and _examples of validation and test; no validation after training on it (§3.4)."""
-    metrics: dict[str, Any] = {}
-    for split in ("validation", "test"):
-        if split == "validation" and full_train:
-            metrics.update(validation_accuracy=None, validation_loss=None, validation_examples=0)
-            continue
-        result = evaluate_with_loss(model, config, split, strategy)
-        metrics[f"{split}_accuracy"] = result["accuracy"]
-        metrics[f"{split}_loss"] = result["loss"]
-        metrics[f"{split}_examples"] = result["examples"]
-    return metrics
-
-
-def recalibrate_batch_norm(
-    model: keras.Model,
-    config: TrainConfig,
-    strategy: tf.distribute.Strategy | None = None,
-    num_images: int = RECALIBRATION_IMAGES,
-    split: str = "train",
-) -> int:
-    """Replaces the moving batch-norm statistics by exact averages over training images.
-
-    A brief retrain (Bender et al. 2018, §4.1: "around 28 epochs"; the demo:
-    a few hundred steps) leaves the moving averages (momentum 0.99) weighted
-    towards their initial values and the early weights, which costs the
-    evaluation more than the training has gained. As in SPOS (Guo et al.
-    2019, §3.3, BN recalibration), the statistics of the final weights are
-    recomputed on un-augmented training images, one ghost batch at a time.
-
-    Args:
-        split: the images trained on ("train", or `data.FULL_TRAIN`).
-
-    Returns:
-        The number of images used.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    layers = [layer for layer in model.layers if isinstance(layer, GhostBatchNormalization)]
-    if not layers or num_images <= 0:
-        return 0
-    info = data.dataset_info(config.dataset, config.data_dir)
-    batch = config.batch_size
-    batches = max(1, min(num_images, data.split_size(info, split)) // batch)
-    dataset = data.make_dataset(
-        config.dataset, split, batch, training=False, data_dir=config.data_dir, repeat=False
-    ).take(batches)
-    for layer in layers:
-        layer.set_mode("recalibrate")
-    # The layers read their mode when traced: the function is traced after set_mode.
-    strategy_loop.run_on_batches(
-        strategy, lambda batch: model(batch[0], training=False),
-        strategy.experimental_distribute_dataset(dataset),
-    )
-    for layer in layers:
-        layer.set_mode("moving")
-    return batches * batch
-
-
-def evaluate(
-    model: keras.Model,
-    config: TrainConfig,
-    split: str,
-    strategy: tf.distribute.Strategy | None = None,
-) -> tuple[float, int]:
-    """Accuracy of `model` on a whole split (inference mode); returns (accuracy, examples)."""
-    result = evaluate_with_loss(model, config, split, strategy)
-    return result["accuracy"], result["examples"]
-
-
-def evaluate_with_loss(
-    model: keras.Model,
-    config: TrainConfig,
-    split: str,
-    strategy: tf.distribute.Strategy | None = None,
-) -> dict[str, Any]:
-    """Accuracy and mean cross-entropy of `model` on a whole split (inference mode).
-
-    The loss separates models whose accuracies tie ("Deeper insights" §3.1:
-    the ground truth of a small space).
-
-    Returns:
-        {"accuracy": float, "loss": float (mean over examples), "examples": int}.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    info = data.dataset_info(config.dataset, config.data_dir)
-    batch = _eval_batch(info.num_examples[split], strategy.num_replicas_in_sync)
-    dataset = data.make_dataset(
-        config.dataset, split, batch, training=False, data_dir=config.data_dir
-    )
-
-    totals = strategy_loop.evaluate(
-        strategy, lambda batch: evaluation_sums(model(batch[0], training=False), batch[1]),
-        strategy.experimental_distribute_dataset(dataset),
-    )
-    examples = max(float(totals[1]), 1.0)
-    return {"accuracy": float(totals[0] / examples), "loss": float(totals[2] / examples),
-            "examples": int(totals[1])}
 
 
 # -------------------------------------------------------------------- export
@@ -434,39 +146,31 @@ def export_model(
 # ------------------------------------------------------------------- results
 def _run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int,
                   full_train: bool) -> dict[str, Any]:
-    return {
+    """What every line of one results file shares: the training setting and the whole space (F included)."""
+    settings = {
         **{f: getattr(config, f) for f in RUN_FIELDS if f != "full_train"},
         "full_train": bool(full_train),
         "bn_recalibration_images": int(recalibration_images),
         "space": space.to_config(),
     }
+    return json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
 
 
-def _check_results(records: list[dict], settings: dict[str, Any], path: str) -> None:
-    for number, r in enumerate(records, start=1):
-        if r.get("kind") != RECORD_KIND:
-            raise UserError(
-                f"{path} line {number} is not a `tf-oneshot retrain` result; pass a new --results file."
-            )
-        if space_identity(r.get("space")) != space_identity(settings["space"]):
-            raise UserError(
-                f"{path} holds retrain results of another search space ({describe_space(r.get('space'))}; "
-                f"this run: {describe_space(settings['space'])}); pass a new --results file."
-            )
-        def scale(x: dict) -> dict:
-            return {
-                **{f: x.get(f) for f in (*RUN_FIELDS, "bn_recalibration_images")},
-                "full_train": bool(x.get("full_train")),  # lines written before the flag: False
-                "filters": (x.get("space") or {}).get("filters"),
-            }
+def results_file(path: str, settings: dict[str, Any]) -> RecordFile:
+    """The results file: one line per finished (architecture, seed), all of one space and `settings`.
 
-        old, new = scale(r), scale(settings)
-        changed = [f"{f}={old[f]!r} (this run: {new[f]!r})" for f in new if old[f] != new[f]]
-        if changed:
-            raise UserError(
-                f"{path} line {number} was trained with {', '.join(changed[:3])}; rerun with the "
-                "same flags or pass a new --results file."
-            )
+    Each run takes minutes, so every line is written at once, remote files too.
+    """
+    return RecordFile(
+        path, RECORD_KIND, settings, key=lambda r: (r["architecture"], int(r["seed"])),
+        what="a `tf-oneshot retrain` result", fix="rerun with the same flags or pass a new --results file",
+        normalize=_as_written_now, flush_seconds=0.0,
+    )
+
+
+def _as_written_now(record: dict) -> dict:
+    """A line as this version writes it: lines from before --full_train trained on the train split."""
+    return {**record, "full_train": bool(record.get("full_train"))}
 
 
 def _best(records: Sequence[dict]) -> tuple[str, float] | None:
@@ -519,8 +223,8 @@ def retrain(
             dataset whose images do not fit the space, no candidates or seeds.
     """
     candidates = _checked_candidates(candidates, seeds, space, config)
-    settings = _run_settings(config, space, recalibration_images, full_train)
-    todo, skipped = _pending_runs(candidates, seeds, results_path, settings)
+    results = results_file(results_path, _run_settings(config, space, recalibration_images, full_train))
+    todo, skipped = _pending_runs(candidates, seeds, results)
     wanted = {str(c.architecture) for c in candidates}
     split = _ranking_split(full_train)
     log(
@@ -540,14 +244,13 @@ def retrain(
             model, metrics = train_standalone(space, arch, config, seed, **train)
         except Preempted as e:
             log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
-            return _summary(results_path, wanted, trained, skipped, None, {}, preempted=True)
-        _record_run(results_path, candidate, seed, model, metrics, space, settings, log,
-                    f"[{index}/{len(todo)}] {arch} seed {seed}: ")
+            return _summary(results, wanted, trained, skipped, None, {}, preempted=True)
+        _record_run(results, candidate, seed, model, metrics, space, log, f"[{index}/{len(todo)}] {arch} seed {seed}: ")
         trained.append((str(arch), seed))
         key, accuracy = str(arch), metrics[f"{split}_accuracy"]
         if key not in best_now or accuracy > best_now[key][0]:
             best_now[key] = (accuracy, model, seed)
-    all_records = [r for r in read_jsonl(results_path) if r["architecture"] in wanted]
+    all_records = [r for r in results.records() if r["architecture"] in wanted]
     best = _best(all_records)
     exported: dict[str, str] = {}
     if export_dir and best is not None:
@@ -555,8 +258,8 @@ def retrain(
             exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log)
         except Preempted as e:
             log(f"export: {e}; a rerun exports the best")
-            return _summary(results_path, wanted, trained, skipped, best[0], {}, preempted=True)
-    return _summary(results_path, wanted, trained, skipped, best[0] if best else None, exported)
+            return _summary(results, wanted, trained, skipped, best[0], {}, preempted=True)
+    return _summary(results, wanted, trained, skipped, best[0] if best else None, exported)
 
 
 def _checked_candidates(candidates: Sequence[Candidate], seeds: Sequence[int], space: SearchSpace,
@@ -573,40 +276,36 @@ def _checked_candidates(candidates: Sequence[Candidate], seeds: Sequence[int], s
     return list(unique.values())
 
 
-def _pending_runs(candidates: Sequence[Candidate], seeds: Sequence[int], results_path: str,
-                  settings: dict[str, Any]) -> tuple[list[tuple[Candidate, int]], tuple[tuple[str, int], ...]]:
-    """(the (candidate, seed) runs still to train, the (architecture, seed) runs `results_path` holds)."""
-    existing = read_jsonl(results_path)
-    _check_results(existing, settings, results_path)
-    done = {(r["architecture"], int(r["seed"])) for r in existing}
+def _pending_runs(candidates: Sequence[Candidate], seeds: Sequence[int],
+                  results: RecordFile) -> tuple[list[tuple[Candidate, int]], tuple[tuple[str, int], ...]]:
+    """(the (candidate, seed) runs still to train, the (architecture, seed) runs `results` holds)."""
+    done = results.done()
     pairs = [(c, int(s)) for c in candidates for s in seeds]
     todo = [(c, s) for c, s in pairs if (str(c.architecture), s) not in done]
     skipped = tuple((str(c.architecture), s) for c, s in pairs if (str(c.architecture), s) in done)
     return todo, skipped
 
 
-def _record_run(results_path: str, candidate: Candidate, seed: int, model: keras.Model, metrics: dict[str, Any],
-                space: SearchSpace, settings: dict[str, Any], log: Callable[[str], None], prefix: str) -> None:
-    """Appends one finished run's line to `results_path` and logs its accuracies after `prefix`."""
+def _record_run(results: RecordFile, candidate: Candidate, seed: int, model: keras.Model, metrics: dict[str, Any],
+                space: SearchSpace, log: Callable[[str], None], prefix: str) -> None:
+    """Appends one finished run's line (with the file's kind and settings) and logs its accuracies after `prefix`."""
     params = int(model.count_params())
-    append_jsonl(results_path, {
-        "kind": RECORD_KIND,
+    results.append({
         "architecture": str(candidate.architecture),
         "seed": seed,
         "oneshot_accuracy": candidate.oneshot_accuracy,
         "params": params,
         "flops": int(space.count(candidate.architecture).flops),
         **metrics,
-        **settings,
     })
     validation = metrics["validation_accuracy"]
     log(f"{prefix}{'' if validation is None else f'validation {validation:.4f} '}"
         f"test {metrics['test_accuracy']:.4f}, {params:,} params ({metrics['seconds']:.0f}s)")
 
 
-def _summary(results_path, wanted, trained, skipped, best, exported, preempted=False) -> RetrainSummary:
+def _summary(results, wanted, trained, skipped, best, exported, preempted=False) -> RetrainSummary:
     return RetrainSummary(
-        records=tuple(r for r in read_jsonl(results_path) if r["architecture"] in wanted),
+        records=tuple(r for r in results.records() if r["architecture"] in wanted),
         trained=tuple(trained),
         skipped=skipped,
         best_architecture=best,

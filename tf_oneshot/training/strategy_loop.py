@@ -14,7 +14,9 @@ host loop), so distribution, `--steps_per_loop` and XLA are decided here once:
 - `run_on_batches`: a replica function over a dataset for its side effects
   (batch-norm recalibration; `batch_runner`: compiled once);
 - `SplitFunction`: a replica function on each replica's slice of host arrays,
-  outputs gathered (scoring architectures on several devices).
+  outputs gathered (scoring architectures on several devices);
+- `per_replica_batch`: the one check that a global batch splits into whole
+  ghost batches on every replica.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tf_oneshot.errors import UserError
 from tf_oneshot.training.distribute import is_tpu
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -39,6 +42,22 @@ def _compile(fn: Callable, jit_compile: bool) -> Callable:
     partial (which has no code object) is counted alone.
     """
     return tf.function(functools.partial(fn), jit_compile=jit_compile)
+
+
+def per_replica_batch(strategy: tf.distribute.Strategy, batch_size: int, ghost_batch_size: int) -> int:
+    """Examples per replica of a global batch, a whole number of ghost batches (Bender et al. 2018, §3.2).
+
+    Raises:
+        UserError: the batch does not split so over the strategy's replicas.
+    """
+    replicas = strategy.num_replicas_in_sync
+    per_replica, rest = divmod(batch_size, replicas)
+    if rest or per_replica % ghost_batch_size:
+        raise UserError(
+            f"--batch_size={batch_size} over {replicas} replicas gives {batch_size / replicas:g} examples per "
+            f"replica, which must be a multiple of --ghost_batch_size={ghost_batch_size}."
+        )
+    return per_replica
 
 
 def train_loop(

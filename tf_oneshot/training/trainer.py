@@ -15,7 +15,6 @@ both resume in place, also when float16 loss scaling skipped steps.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shutil
 import tempfile
 import time
@@ -26,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.training import data, distribute, strategy_loop
+from tf_oneshot.training import data, distribute, optimizers, strategy_loop
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir, load_oneshot, restore, step_of
+from tf_oneshot.training.optimizers import Segment
 from tf_oneshot.training.preemption import Preemption
 from tf_oneshot.training.samplers import ArchitectureSampler, Sampler, make_sampler
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, accuracy_sums
@@ -41,74 +41,9 @@ __all__ = ["LoadedOneShot", "ModelDir", "Segment", "evaluate_all_on", "evaluate_
            "make_run_sampler", "train"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """Global steps [start, end) trained as one iteration of an iterated search (NAO-V2 §4.3).
-
-    `independent` (Fig. 2a): the cosine cycle spans exactly [start, end) and
-    restarts at `start`, and the optimizer's slots (momentum) are zeroed when
-    training enters the segment at `start`. Otherwise (Fig. 2b) one schedule
-    runs over `config.train_steps` and the slots carry over.
-    """
-
-    start: int
-    end: int
-    independent: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start < self.end:
-            raise ValueError(f"a segment needs 0 <= start < end. Received: start={self.start}, end={self.end}")
-
-
 # ------------------------------------------------------------------ building
-def decay_schedule(rate: float, steps: int, schedule: str) -> keras.optimizers.schedules.LearningRateSchedule | None:
-    """`rate` decayed to 0 over `steps`, or None for "constant".
-
-    "cosine": Bender et al. 2018, §4.1. "linear": ShuffleNetV2's schedule,
-    which SPOS (§4, "the same settings as [ShuffleNetV2]") trains with.
-    """
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(rate, steps)
-    if schedule == "linear":
-        return keras.optimizers.schedules.PolynomialDecay(rate, steps, end_learning_rate=0.0, power=1.0)
-    return None
-
-
-def learning_rate_schedule(config: TrainConfig, segment: Segment | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Learning rate as a function of the global step (§4.1: 0.1 to start).
-
-    With an independent `segment`, the decay is the segment's own (NAO-V2
-    §4.3, Fig. 2a): it starts at `segment.start` from the full rate.
-    """
-    independent = segment is not None and segment.independent
-    steps = segment.end - segment.start if independent else config.train_steps
-    decay = decay_schedule(config.learning_rate, steps, config.lr_schedule)
-    if decay is None:
-        return lambda step: tf.constant(config.learning_rate, tf.float32)
-    return (lambda step: decay(step - segment.start)) if independent else decay
-
-
-def reset_slots(optimizer: keras.optimizers.Optimizer) -> None:
-    """Zeroes the optimizer's slots (momentum), keeping a float16 loss scale (NAO-V2 §4.3)."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    for variable in inner.variables:
-        if variable is not inner.iterations:
-            variable.assign(tf.zeros_like(variable))
-
-
 def _tile(masks: dict[str, np.ndarray], count: int) -> dict[str, tf.Tensor]:
     return {k: tf.constant(np.repeat(v[None], count, axis=0)) for k, v in masks.items()}
-
-
-def _check_batch(config: TrainConfig, strategy: tf.distribute.Strategy) -> int:
-    replicas = strategy.num_replicas_in_sync
-    per_replica, rest = divmod(config.batch_size, replicas)
-    if rest or per_replica % config.ghost_batch_size:
-        raise UserError(
-            f"--batch_size={config.batch_size} over {replicas} replicas gives {config.batch_size / replicas:g} "
-            f"examples per replica, which must be a multiple of --ghost_batch_size={config.ghost_batch_size}."
-        )
-    return per_replica
 
 
 @contextlib.contextmanager
@@ -125,21 +60,6 @@ def _dtype_policy(mixed_precision: str) -> Iterator[None]:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def _make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None) -> keras.optimizers.Optimizer:
-    """SGD with Nesterov momentum (§4.1), its rate read from the global step.
-
-    The rate is a callable of our own step variable, not of the optimizer's
-    iteration count, which LossScaleOptimizer does not advance on a skipped step.
-    """
-    schedule = learning_rate_schedule(config, segment)
-    optimizer = keras.optimizers.SGD(
-        learning_rate=lambda: schedule(step), momentum=config.momentum, nesterov=True
-    )
-    if config.mixed_precision == "float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
 
 
 # ------------------------------------------------------------------ training
@@ -231,7 +151,7 @@ def train(
     space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
     sampler = sampler or make_run_sampler(config, space)
     model_dir = ModelDir.create(str(model_dir), config, space, write=chief)
-    per_replica = _check_batch(config, strategy)
+    per_replica = strategy_loop.per_replica_batch(strategy, config.batch_size, config.ghost_batch_size)
     # From here on, SIGTERM ends the run cleanly (PreemptionCheckpointHandler
     # does nothing on Cloud TPU VMs, DESIGN.md: the loop saves between host loops).
     with Preemption() as preemption:
@@ -252,7 +172,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     start = int(global_step.numpy())
     if segment is not None:
         if segment.independent and start == segment.start:
-            reset_slots(optimizer)  # NAO-V2 §4.3: "the optimizer is also reset and the momentum is cleared"
+            optimizers.reset_slots(optimizer)  # NAO-V2 §4.3: "the optimizer is also reset and the momentum is cleared"
         # The loop below stops at the segment's end (the schedule keeps its own length).
         config = config.replace(train_steps=segment.end)
     task = OneShotTask(
@@ -344,13 +264,11 @@ def _build_state(config, model_dir: ModelDir, strategy, per_replica: int, segmen
     """
     keras.utils.set_random_seed(config.seed)
     with _dtype_policy(config.mixed_precision), strategy.scope():
-        global_step = tf.Variable(
-            0, dtype=tf.int64, trainable=False, name="global_step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
+        global_step = optimizers.global_step()
         with tf.variable_creator_scope(distribute.replica_local_statistics):
             model = model_dir.build_oneshot(per_replica)
-        optimizer = _make_optimizer(config, global_step, segment)
+        optimizer = optimizers.make_optimizer(config, global_step, segment,
+                                              loss_scaling=config.mixed_precision == "float16")
         # Built eagerly inside the scope: a first build inside tf.function fails
         # under MirroredStrategy (DESIGN.md).
         optimizer.build(model.trainable_variables)

@@ -1,0 +1,434 @@
+"""One child network trained at a time, from given initial weights, then measured.
+
+Retraining (Bender et al. 2018, §3.4, §4.1), the ground truth of a small
+space ("Deeper insights into weight sharing" §3.1) and fine-tuning from the
+shared weights (§3.3) each train children one at a time. `ChildTrainer` is
+the one way they do it:
+
+- initial weights fresh from the seed, or inherited from a trained one-shot
+  model (`snapshot`, "Deeper insights" §3.3);
+- the seed's data order (shuffle and augmentation), SGD with Nesterov
+  momentum and the learning-rate schedule of `tf_oneshot.training.optimizers`
+  (reset for every child), L2 on the child's kernels (`tasks`), and one host
+  loop that polls `stop` (SIGTERM) between chunks of `config.log_every` steps;
+- batch norm recalibrated over training images (SPOS §3.3: the moving
+  averages of a brief training lag behind its final weights), then the
+  held-out splits evaluated with moving statistics.
+
+Two networks hold the child (`method`):
+
+- `StandaloneChild`: the child's own Keras model (`space.build_standalone`),
+  built and traced anew for every child; what retraining exports;
+- `MaskedChild`: the space's one-shot model under the child's fixed masks
+  (`tasks.FixedChildTask`), built and traced once for every child and seed.
+  With the masks fixed, the one-shot model computes exactly the child, so
+  each step equals the stand-alone step (tests/test_ground_truth.py checks
+  the weights).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
+from tf_oneshot.search_spaces import SearchSpace
+from tf_oneshot.training import data, optimizers, strategy_loop
+from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.preemption import Preempted
+from tf_oneshot.training.tasks import TOTALS, FixedChildTask, StandaloneTask, evaluation_sums
+
+EVAL_BATCH_CAP = 500
+RECALIBRATION_IMAGES = 2048
+SHUFFLE_BUFFER = 10_000
+HELD_OUT = ("validation", "test")
+
+
+# ------------------------------------------------------------------ pieces
+def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
+    """The stand-alone model of `arch`, its weights created."""
+    model = space.build_standalone(arch, ghost_batch_size=config.ghost_batch_size)
+    model(tf.zeros((config.ghost_batch_size, *space.image_shape)), training=False)
+    return model
+
+
+def _eval_batch(num_examples: int, multiple: int) -> int:
+    """Largest batch <= EVAL_BATCH_CAP dividing the split, so no example is dropped."""
+    for b in range(min(EVAL_BATCH_CAP, num_examples), 0, -1):
+        if num_examples % b == 0 and b % multiple == 0:
+            return b
+    return max(multiple, min(EVAL_BATCH_CAP, num_examples) // multiple * multiple)
+
+
+def _training_batches(config: TrainConfig, split: str, seed: int, strategy: tf.distribute.Strategy) -> Any:
+    """An iterator of per-replica training batches of `split`, shuffled and augmented by `seed`.
+
+    A shuffle buffer larger than the split would fill itself from several
+    epochs before the first batch (and keep filling after the last).
+    """
+    info = data.dataset_info(config.dataset, config.data_dir)
+    dataset = data.make_dataset(
+        config.dataset, split, config.batch_size, training=True, data_dir=config.data_dir,
+        seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, split)),
+    )
+    return iter(strategy.experimental_distribute_dataset(dataset))
+
+
+def _recalibration_batches(config: TrainConfig, split: str, num_images: int,
+                           strategy: tf.distribute.Strategy) -> tuple[Any, int]:
+    """(whole training batches of un-augmented `split` images covering `num_images`, their image count)."""
+    info = data.dataset_info(config.dataset, config.data_dir)
+    batches = max(1, min(num_images, data.split_size(info, split)) // config.batch_size)
+    dataset = data.make_dataset(config.dataset, split, config.batch_size, training=False,
+                                data_dir=config.data_dir, repeat=False).take(batches)
+    return strategy.experimental_distribute_dataset(dataset), batches * config.batch_size
+
+
+def _evaluation_batches(config: TrainConfig, split: str, strategy: tf.distribute.Strategy) -> Any:
+    """The whole `split` in batches that divide it (no example dropped)."""
+    info = data.dataset_info(config.dataset, config.data_dir)
+    batch = _eval_batch(info.num_examples[split], strategy.num_replicas_in_sync)
+    dataset = data.make_dataset(config.dataset, split, batch, training=False, data_dir=config.data_dir)
+    return strategy.experimental_distribute_dataset(dataset)
+
+
+def _held_out(totals: np.ndarray) -> dict[str, Any]:
+    """{"accuracy", "loss" (mean cross-entropy), "examples"} from `evaluation_sums` totals."""
+    examples = max(float(totals[1]), 1.0)
+    return {"accuracy": float(totals[0] / examples), "loss": float(totals[2] / examples),
+            "examples": int(totals[1])}
+
+
+def _ghost_batch_norms(model: keras.Model) -> list[GhostBatchNormalization]:
+    return [layer for layer in model.layers if isinstance(layer, GhostBatchNormalization)]
+
+
+def recalibrate_batch_norm(
+    model: keras.Model,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy | None = None,
+    num_images: int = RECALIBRATION_IMAGES,
+    split: str = "train",
+) -> int:
+    """Replaces a stand-alone model's moving batch-norm statistics by exact averages over training images.
+
+    A brief retrain (Bender et al. 2018, §4.1: "around 28 epochs"; the demo:
+    a few hundred steps) leaves the moving averages (momentum 0.99) weighted
+    towards their initial values and the early weights, which costs the
+    evaluation more than the training has gained. As in SPOS (Guo et al.
+    2019, §3.3, BN recalibration), the statistics of the final weights are
+    recomputed on un-augmented training images, one ghost batch at a time.
+
+    Args:
+        split: the images trained on ("train", or `data.FULL_TRAIN`).
+
+    Returns:
+        The number of images used.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    layers = _ghost_batch_norms(model)
+    if not layers or num_images <= 0:
+        return 0
+    batches, images = _recalibration_batches(config, split, num_images, strategy)
+    for layer in layers:
+        layer.set_mode("recalibrate")
+    # The layers read their mode when traced: the function is traced after set_mode.
+    strategy_loop.run_on_batches(strategy, lambda batch: model(batch[0], training=False), batches)
+    for layer in layers:
+        layer.set_mode("moving")
+    return images
+
+
+def evaluate_with_loss(
+    model: keras.Model,
+    config: TrainConfig,
+    split: str,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy of a stand-alone `model` on a whole split (inference mode).
+
+    The loss separates models whose accuracies tie ("Deeper insights" §3.1:
+    the ground truth of a small space).
+
+    Returns:
+        {"accuracy": float, "loss": float (mean over examples), "examples": int}.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    totals = strategy_loop.evaluate(
+        strategy, lambda batch: evaluation_sums(model(batch[0], training=False), batch[1]),
+        _evaluation_batches(config, split, strategy),
+    )
+    return _held_out(totals)
+
+
+def evaluate(
+    model: keras.Model,
+    config: TrainConfig,
+    split: str,
+    strategy: tf.distribute.Strategy | None = None,
+) -> tuple[float, int]:
+    """Accuracy of a stand-alone `model` on a whole split (inference mode); returns (accuracy, examples)."""
+    result = evaluate_with_loss(model, config, split, strategy)
+    return result["accuracy"], result["examples"]
+
+
+# ----------------------------------------------------------------- trainer
+class ChildTrainer:
+    """Trains one child at a time and measures it; `StandaloneChild` and `MaskedChild` hold the network.
+
+    Args:
+        space: the search space (its fields fix the network).
+        config: dataset, train_steps, batch and ghost batch, learning rate,
+            schedule, momentum, weight decay, log_every, jit_compile.
+        strategy: a tf.distribute strategy (default: the default strategy).
+        snapshot: a trained one-shot model of `space` whose weights every
+            child inherits ("Deeper insights" §3.3); None: fresh weights from
+            each child's seed.
+        recalibration_images: training images over which the batch-norm
+            statistics are recomputed before evaluation (0: keep the moving
+            averages).
+        full_train: train and recalibrate on train + validation (Bender et
+            al. 2018, §3.4); the validation metrics are then None.
+        stop: polled between chunks of `config.log_every` steps; True raises
+            `Preempted` (the child in hand is dropped).
+        log: one line per chunk (default: none).
+
+    Raises:
+        UserError: the batch does not split into ghost batches per replica.
+    """
+
+    method = ""
+
+    def __init__(self, space: SearchSpace, config: TrainConfig, strategy: tf.distribute.Strategy | None = None, *,
+                 snapshot: keras.Model | None = None, recalibration_images: int = RECALIBRATION_IMAGES,
+                 full_train: bool = False, stop: Callable[[], bool] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.space, self.config = space, config
+        self.strategy = strategy = strategy or tf.distribute.get_strategy()
+        strategy_loop.per_replica_batch(strategy, config.batch_size, config.ghost_batch_size)
+        self.full_train = bool(full_train)
+        self.train_split = data.FULL_TRAIN if full_train else "train"
+        self.stop = stop
+        self.log = log or (lambda line: None)
+        self._recalibration = (_recalibration_batches(config, self.train_split, recalibration_images, strategy)[0]
+                               if recalibration_images > 0 else None)
+        self._evaluation: dict[str, Any] = {}
+        self._iterator: Any = None
+        self._what = "child"
+        self._build(snapshot)
+
+    # Each network keeps what it needs of the snapshot and sets `model`, `optimizer`, `step` and the
+    # traced functions (`_compile`): once in `_build`, or for every child in `_prepare`, which also
+    # sets the child's initial weights.
+    def _build(self, snapshot: keras.Model | None) -> None:
+        raise NotImplementedError
+
+    def _prepare(self, arch: Hashable, seed: int) -> None:
+        raise NotImplementedError
+
+    def _set_bn_mode(self, mode: str) -> bool:
+        """Sets the evaluation mode of the child's batch norms; False if it has none."""
+        raise NotImplementedError
+
+    def _compile(self, task: Any, logits: Callable[[tf.Tensor], tf.Tensor]) -> None:
+        """The host loop of `task.train_step`, and recalibration and evaluation through `logits(images)`.
+
+        Traced on their first call: batch-norm layers read their mode when traced.
+        """
+        strategy = self.strategy
+        self._train_loop = strategy_loop.train_loop(strategy, task.train_step, TOTALS,
+                                                    jit_compile=self.config.jit_compile, counter=self.step)
+        self._recalibrate = strategy_loop.batch_runner(strategy, lambda batch: logits(batch[0]))
+        self._evaluate = strategy_loop.evaluator(strategy, lambda batch: evaluation_sums(logits(batch[0]), batch[1]))
+
+    def tracing_count(self) -> int:
+        """Traces of the current train loop (1 after the first child of a `MaskedChild`: it never retraces)."""
+        return self._train_loop.experimental_get_tracing_count()
+
+    def start(self, arch: Hashable, seed: int) -> None:
+        """Sets `arch`'s initial weights, a reset optimizer and `seed`'s data order."""
+        keras.utils.set_random_seed(seed)  # the weights of a fresh child
+        self._prepare(arch, seed)
+        self._iterator = _training_batches(self.config, self.train_split, seed, self.strategy)
+        self._what = f"{arch} seed {seed}"
+
+    def train(self, steps: int) -> float | None:
+        """`steps` steps of the started child; the mean training loss of the last chunk (None: no step).
+
+        Raises:
+            Preempted: `stop` returned True before the steps ended.
+        """
+        step, loss = 0, None
+        every = max(1, min(self.config.log_every, steps))
+        while step < steps:
+            if self.stop is not None and self.stop():
+                raise Preempted(f"{self._what} stopped at step {step}")
+            n = min(every, steps - step)
+            loss = float(self._train_loop(self._iterator, tf.constant(n), {}).numpy()[0]) / (n * self.config.batch_size)
+            step += n
+            self.log(f"  {self._what}: step {step}/{steps} loss {loss:.4f}")
+        return loss
+
+    def measure(self, splits: Sequence[str] = HELD_OUT) -> dict[str, Any]:
+        """{split}_accuracy, _loss and _examples of the child, batch norm recalibrated first.
+
+        No validation metrics after training on the validation split (`full_train`, §3.4).
+        """
+        if self._recalibration is not None and self._set_bn_mode("recalibrate"):
+            self._recalibrate(self._recalibration)
+        self._set_bn_mode("moving")
+        metrics: dict[str, Any] = {}
+        for split in splits:
+            if split == "validation" and self.full_train:
+                metrics.update(validation_accuracy=None, validation_loss=None, validation_examples=0)
+                continue
+            if split not in self._evaluation:
+                self._evaluation[split] = _evaluation_batches(self.config, split, self.strategy)
+            result = _held_out(self._evaluate(self._evaluation[split]))
+            metrics.update({f"{split}_{name}": value for name, value in result.items()})
+        return metrics
+
+    def run(self, arch: Hashable, seed: int, steps: int | None = None) -> dict[str, Any]:
+        """Trains `arch` from its initial weights for `steps` (default: `config.train_steps`) and measures it.
+
+        Returns:
+            train_loss, validation_ and test_ accuracy, loss and examples, seconds.
+        """
+        tic = time.perf_counter()
+        self.start(arch, seed)
+        metrics = {"train_loss": self.train(self.config.train_steps if steps is None else steps), **self.measure()}
+        metrics["seconds"] = round(time.perf_counter() - tic, 3)
+        return metrics
+
+
+class StandaloneChild(ChildTrainer):
+    """The child as its own Keras model, built and traced for every child (Bender et al. 2018, §3.4).
+
+    `model` is the last child's model: what retraining exports.
+    """
+
+    method = "standalone"
+
+    def _build(self, snapshot: keras.Model | None) -> None:
+        self._snapshot = snapshot
+
+    def _prepare(self, arch: Hashable, seed: int) -> None:
+        config = self.config
+        with self.strategy.scope():
+            self.model = build_model(self.space, arch, config)
+            if self._snapshot is not None:
+                self.space.inherit_weights(self._snapshot, self.model, arch)
+            self.step = optimizers.global_step()
+            self.optimizer = optimizers.make_optimizer(config, self.step)
+            self.optimizer.build(self.model.trainable_variables)
+        task = StandaloneTask(self.model, self.optimizer, config.batch_size, self.strategy.num_replicas_in_sync,
+                              config.weight_decay)
+        self._compile(task, lambda images: self.model(images, training=False))
+
+    def _set_bn_mode(self, mode: str) -> bool:
+        layers = _ghost_batch_norms(self.model)
+        for layer in layers:
+            layer.set_mode(mode)
+        return bool(layers)
+
+
+class MaskedChild(ChildTrainer):
+    """The child inside the space's one-shot model under fixed masks: one trace for every child and seed.
+
+    Building and tracing a stand-alone network per child costs more than a
+    brief training at digits scale (benchmarks/ground_truth_speed.py). Here
+    one one-shot model holds the child; each child starts from its initial
+    weights (the seed's fresh one-shot weights, or the snapshot's) and a reset
+    optimizer, and the evaluation pads a batch to whole ghost batches
+    (harmless with moving statistics). The space's one-shot model must
+    compute its children exactly under their masks, which the space contract
+    tests require. `model` is the one-shot model.
+    """
+
+    method = "masked"
+
+    def _build(self, snapshot: keras.Model | None) -> None:
+        space, config, strategy = self.space, self.config, self.strategy
+        with strategy.scope():
+            self.model = space.build_oneshot(config.ghost_batch_size)
+            self.step = optimizers.global_step()
+            self.optimizer = optimizers.make_optimizer(config, self.step)
+            self.optimizer.build(self.model.trainable_variables)
+            self.masks = {k: tf.Variable(np.zeros(shape, np.float32), trainable=False, name=f"child_{k}")
+                          for k, shape in space.mask_shapes().items()}
+        self._snapshot = None if snapshot is None else snapshot.get_weights()  # the weights, not the model
+        if self._snapshot is not None and len(self._snapshot) != len(self.model.weights):
+            raise ValueError(f"the snapshot holds {len(self._snapshot)} weights; the one-shot model of "
+                             f"{space.name} {len(self.model.weights)}.")
+        task = FixedChildTask(self.model, self.optimizer, self.masks, config.batch_size,
+                              strategy.num_replicas_in_sync, config.weight_decay)
+        self._compile(task, task.eval_logits)
+        self._initial: dict[int, list[np.ndarray]] = {}
+
+    def initial_weights(self, seed: int) -> list[np.ndarray]:
+        """The one-shot model's fresh weights for `seed` (built once per seed)."""
+        if seed not in self._initial:
+            keras.utils.set_random_seed(seed)
+            # Ground-truth pairs come seed-major: keep one seed's weights, not every seed's.
+            self._initial = {seed: self.space.build_oneshot(self.config.ghost_batch_size).get_weights()}
+        return self._initial[seed]
+
+    def _prepare(self, arch: Hashable, seed: int) -> None:
+        self.model.set_weights(self.initial_weights(seed) if self._snapshot is None else self._snapshot)
+        self.step.assign(0)
+        self.optimizer.iterations.assign(0)
+        optimizers.reset_slots(self.optimizer)
+        for key, value in self.space.encode(arch).items():
+            self.masks[key].assign(value)
+
+    def _set_bn_mode(self, mode: str) -> bool:
+        self.model.set_bn_mode(mode)
+        return True
+
+
+def train_standalone(
+    space: SearchSpace,
+    arch: Hashable,
+    config: TrainConfig,
+    seed: int,
+    strategy: tf.distribute.Strategy | None = None,
+    log: Callable[[str], None] = print,
+    recalibration_images: int = RECALIBRATION_IMAGES,
+    full_train: bool = False,
+    stop: Callable[[], bool] | None = None,
+    snapshot: keras.Model | None = None,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Trains one architecture as its own Keras model and measures it (`StandaloneChild`).
+
+    Args:
+        space: the network around the cell (F scaled as wished).
+        arch: the child.
+        config: dataset, steps, batch and ghost batch, optimizer settings.
+        seed: seeds the weights and the data order.
+        strategy: a tf.distribute strategy (default: the default strategy).
+        log: progress lines.
+        recalibration_images: see `ChildTrainer`.
+        full_train: train (and recalibrate) on train + validation (§3.4);
+            validation_accuracy and validation_loss are then None.
+        stop: polled between chunks of `config.log_every` steps.
+        snapshot: a trained one-shot model whose weights the child inherits
+            ("Deeper insights" §3.3) instead of the seed's random ones; the
+            seed still orders the data.
+
+    Returns:
+        (the model, metrics: validation_accuracy, test_accuracy, their mean
+        cross-entropies validation_loss and test_loss, the numbers of
+        examples they cover, train_loss of the last steps, seconds).
+
+    Raises:
+        Preempted: `stop` returned True before the training ended.
+    """
+    trainer = StandaloneChild(space, config, strategy, snapshot=snapshot, recalibration_images=recalibration_images,
+                              full_train=full_train, stop=stop, log=log)
+    metrics = trainer.run(arch, seed)
+    return trainer.model, metrics

@@ -1,0 +1,104 @@
+"""The training recipe's optimizer, written once for the supernet and for every child.
+
+Bender et al. 2018, §4.1: SGD with Nesterov momentum 0.9, a learning rate
+decayed to 0 by a cosine schedule. SPOS (§4) trains with ShuffleNetV2's
+linear decay. NAO-V2 (§4.3, Fig. 2a) trains each iteration of an iterated
+search as an independent segment: its own cosine cycle, momentum cleared.
+
+The rate is a function of a global step variable of our own (`global_step`),
+not of the optimizer's iteration count, which LossScaleOptimizer does not
+advance on a skipped step: the one-shot trainer checkpoints that step, and a
+child trainer (`tf_oneshot.training.child`) sets it back to 0 for each child.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from tf_oneshot.training.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Global steps [start, end) trained as one iteration of an iterated search (NAO-V2 §4.3).
+
+    `independent` (Fig. 2a): the cosine cycle spans exactly [start, end) and
+    restarts at `start`, and the optimizer's slots (momentum) are zeroed when
+    training enters the segment at `start`. Otherwise (Fig. 2b) one schedule
+    runs over `config.train_steps` and the slots carry over.
+    """
+
+    start: int
+    end: int
+    independent: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"a segment needs 0 <= start < end. Received: start={self.start}, end={self.end}")
+
+
+def decay_schedule(rate: float, steps: int, schedule: str) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """`rate` decayed to 0 over `steps`, or None for "constant".
+
+    "cosine": Bender et al. 2018, §4.1. "linear": ShuffleNetV2's schedule,
+    which SPOS (§4, "the same settings as [ShuffleNetV2]") trains with.
+    """
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, steps)
+    if schedule == "linear":
+        return keras.optimizers.schedules.PolynomialDecay(rate, steps, end_learning_rate=0.0, power=1.0)
+    return None
+
+
+def learning_rate_schedule(config: TrainConfig, segment: Segment | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Learning rate as a function of the global step (§4.1: 0.1 to start).
+
+    With an independent `segment`, the decay is the segment's own (NAO-V2
+    §4.3, Fig. 2a): it starts at `segment.start` from the full rate.
+    """
+    independent = segment is not None and segment.independent
+    steps = segment.end - segment.start if independent else config.train_steps
+    decay = decay_schedule(config.learning_rate, steps, config.lr_schedule)
+    if decay is None:
+        return lambda step: tf.constant(config.learning_rate, tf.float32)
+    return (lambda step: decay(step - segment.start)) if independent else decay
+
+
+def global_step() -> tf.Variable:
+    """The step variable the learning rate is read from; create it inside `strategy.scope()`.
+
+    The host loop (`strategy_loop.train_loop(counter=...)`) adds 1 per step,
+    once for all replicas.
+    """
+    return tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None,
+                   loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+    """SGD with Nesterov momentum `config.momentum` (§4.1), its rate read from `step`.
+
+    Build it eagerly inside `strategy.scope()` (`optimizer.build(variables)`):
+    a first build inside a tf.function fails under MirroredStrategy (DESIGN.md).
+
+    Args:
+        config: learning_rate, lr_schedule, train_steps and momentum.
+        step: the `global_step` variable.
+        segment: an iteration of NAO-V2's iterated search (`learning_rate_schedule`).
+        loss_scaling: wrap it in a LossScaleOptimizer (float16 training).
+    """
+    schedule = learning_rate_schedule(config, segment)
+    optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(step), momentum=config.momentum, nesterov=True)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+def reset_slots(optimizer: keras.optimizers.Optimizer) -> None:
+    """Zeroes the optimizer's slots (momentum), keeping a float16 loss scale (NAO-V2 §4.3)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    for variable in inner.variables:
+        if variable is not inner.iterations:
+            variable.assign(tf.zeros_like(variable))
