@@ -167,7 +167,7 @@ def _check_flags(FLAGS) -> tuple[list[str], int | None]:
     A bad flag fails in a second rather than after loading a checkpoint.
     """
     from tf_oneshot.search import ALGORITHMS
-    from tf_oneshot.search.scorer import BN_MODES
+    from tf_oneshot.search.bn_modes import check_bn_mode
 
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
@@ -177,8 +177,8 @@ def _check_flags(FLAGS) -> tuple[list[str], int | None]:
     if given and FLAGS.algorithm != "random":
         raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
                         "--architectures scores exactly the architectures given.")
-    if FLAGS.bn_mode is not None and FLAGS.bn_mode not in BN_MODES:
-        raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+    if FLAGS.bn_mode is not None:
+        check_bn_mode(FLAGS.bn_mode)
     finetune_top = _finetune_options(FLAGS)
     if FLAGS.num_architectures < 1:
         raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")

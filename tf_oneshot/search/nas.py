@@ -45,6 +45,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search.bn_modes import check_bn_mode
 from tf_oneshot.training.config import TrainConfig
 
 if TYPE_CHECKING:  # imports TensorFlow
@@ -52,7 +53,6 @@ if TYPE_CHECKING:  # imports TensorFlow
 
 ITERATION_MODES = ("independent", "dependent")
 POOL_SAMPLERS = ("proportional", "uniform")
-BN_MODES = ("batch", "recalibrate")  # search.scorer.BN_MODES, without importing TensorFlow
 SETTINGS_FILE = os.path.join("nas", "settings.json")
 LOG_FILE = os.path.join("nas", "iterations.jsonl")
 # The last pool's scores as `tf-oneshot search` results, for `retrain` / `analyze --search_results`.
@@ -95,8 +95,7 @@ class NasSettings:
         if self.sampler not in POOL_SAMPLERS:
             raise UserError(f"--sampler={self.sampler} cannot sample a candidate pool; choose one of "
                             f"{', '.join(POOL_SAMPLERS)} (NAO-V2 §4.2: proportional).")
-        if self.bn_mode not in BN_MODES:
-            raise UserError(f"--bn_mode={self.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+        check_bn_mode(self.bn_mode)
         if self.iteration_mode not in ITERATION_MODES:
             raise UserError(f"--iteration_mode={self.iteration_mode} is unknown; choose one of "
                             f"{', '.join(ITERATION_MODES)}.")

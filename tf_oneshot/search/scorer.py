@@ -40,10 +40,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search.bn_modes import check_bn_mode
 from tf_oneshot.training.model_dir import ModelDir
 from tf_oneshot.training.strategy_loop import SplitFunction
 
-BN_MODES = ("batch", "recalibrate")
 KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the training set"
 # §5's references: "almost all the operations ... enabled (base dropout rate r = 10^-8)".
 KL_REFERENCES = ("all_on", "sampled")
@@ -129,8 +129,7 @@ class OneShotScorer:
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
     ):
-        if bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        check_bn_mode(bn_mode)
         if archs_per_pass is not None and archs_per_pass < 1:
             raise UserError(f"archs_per_pass={archs_per_pass} is invalid; expected a positive integer.")
         self.model = model
@@ -201,8 +200,7 @@ class OneShotScorer:
         """
         from tf_oneshot.training import data
 
-        if bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        check_bn_mode(bn_mode)
         loaded = ModelDir.open(model_dir).load_oneshot(strategy=strategy)
         config = loaded.config
         data_dir = data_dir or config.data_dir

@@ -21,7 +21,8 @@ from typing import Any
 import keras_tuner
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, OneShotOracle, recorded_space, values_to_architecture
+from tf_oneshot.search.bn_modes import check_bn_mode
+from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, OneShotOracle, recorded_space
 
 
 class OneShotTuner(keras_tuner.Tuner):
@@ -56,7 +57,6 @@ class OneShotTuner(keras_tuner.Tuner):
         finetune_top: int = 10,
         **tuner_kwargs: Any,
     ):
-        from tf_oneshot.search.scorer import BN_MODES
         from tf_oneshot.training import finetune
 
         if finetune_steps is not None:
@@ -64,8 +64,8 @@ class OneShotTuner(keras_tuner.Tuner):
             finetune.check_top(finetune_top)
         self.finetune_steps, self.finetune_top = finetune_steps, finetune_top
 
-        if bn_mode is not None and bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        if bn_mode is not None:
+            check_bn_mode(bn_mode)
         if not isinstance(oracle, OneShotOracle):
             raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
         # Kept: on a distributed worker `self.oracle` becomes a client of the
@@ -180,7 +180,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         """Scores the trial's architecture with the shared weights; no training."""
-        arch = values_to_architecture(self.space, trial.hyperparameters.values)
+        arch = self.space.from_hyperparameter_values(trial.hyperparameters.values)
         step = trial.hyperparameters.values.get(CHECKPOINT_STEP)
         scorer = self.scorer_at(step)
         tic = time.perf_counter()
@@ -214,7 +214,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The stand-alone Keras model of the trial's architecture (untrained)."""
-        return self.space.build_standalone(values_to_architecture(self.space, trial.hyperparameters.values))
+        return self.space.build_standalone(self.space.from_hyperparameter_values(trial.hyperparameters.values))
 
     def rerank(self) -> list[dict[str, Any]]:
         """The best `finetune_top` trials fine-tuned for `finetune_steps` steps, best fine-tuned first.
@@ -227,7 +227,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
         if self.finetune_steps is None:
             raise UserError("rerank() needs OneShotTuner(finetune_steps=n): the mini-batches per candidate.")
-        candidates = [{"architecture": str(values_to_architecture(self.space, t.hyperparameters.values)),
+        candidates = [{"architecture": str(self.space.from_hyperparameter_values(t.hyperparameters.values)),
                        "oneshot_accuracy": float(t.score)} for t in self.oracle.get_best_trials(self.finetune_top)]
         tuner = finetune.FineTuner(self.opened_model_dir, self.finetune_steps, seed=self.oneshot_oracle.algorithm.seed)
         path = os.path.join(self.project_dir, f"finetune_{self.tuner_id}.jsonl")
@@ -239,6 +239,6 @@ class OneShotTuner(keras_tuner.Tuner):
         if self.finetune_steps is not None:
             return [self.space.parse(r["architecture"]) for r in self.rerank()[:num_trials]]
         return [
-            values_to_architecture(self.space, t.hyperparameters.values)
+            self.space.from_hyperparameter_values(t.hyperparameters.values)
             for t in self.oracle.get_best_trials(num_trials)
         ]
