@@ -226,7 +226,7 @@ def test_tuner_killed_and_built_again_continues(tmp_path):
 
 
 def test_bad_input_is_one_clear_error(tmp_path):
-    with pytest.raises(UserError, match="unknown algorithm 'annealing'; choose one of random, evolution"):
+    with pytest.raises(UserError, match="--algorithm=annealing is unknown; choose one of random, evolution"):
         OneShotOracle(space=SPACE, algorithm="annealing")
     with pytest.raises(UserError, match="does not exist"):
         OneShotOracle(model_dir=str(tmp_path / "missing"))

@@ -260,7 +260,7 @@ def run_demo(
 
 
 def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None], preemption) -> dict[str, Any]:
-    from tf_oneshot.search import Evolution, RandomSearch
+    from tf_oneshot.search import make_algorithm
     from tf_oneshot.training import trainer
     from tf_oneshot.training.retrain import Candidate, retrain
 
@@ -291,7 +291,7 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     scorer, options = _scorer(config, path("oneshot"))
     space = scorer.space
     random_path = path("search", "random.jsonl")
-    random_run = _search(scorer, space, RandomSearch(space, config.num_random, cons, seed=config.seed),
+    random_run = _search(scorer, space, make_algorithm("random", space, config.num_random, cons, seed=config.seed),
                          random_path, options, config.seed, log, preemption, cons)
     seconds["random_search"] = time.perf_counter() - tic
     if random_run["stopped"]:
@@ -299,10 +299,10 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
 
     tic = stage(3, f"evolution: {config.num_evolution} architectures, population "
                                 f"{config.population_size}, {config.num_parents} parents{where}")
-    evo_settings = {"population_size": config.population_size, "num_parents": config.num_parents,
-                    "mutation_prob": config.mutation_prob}
-    evolution = Evolution(space, config.num_evolution, cons, seed=config.seed, **evo_settings)
-    evo_options = {**evo_settings, **options}
+    evolution = make_algorithm("evolution", space, config.num_evolution, cons, seed=config.seed,
+                               population_size=config.population_size, num_parents=config.num_parents,
+                               mutation_prob=config.mutation_prob)
+    evo_options = {**evolution.options, **options}
     evolution_path = path("search", "evolution.jsonl")
     evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log, preemption,
                             cons)

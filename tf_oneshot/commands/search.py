@@ -192,34 +192,18 @@ def _check_flags(FLAGS) -> tuple[list[str], int | None]:
 
 def _algorithm(FLAGS, space, constraints, seed: int, given: list[str]) -> tuple[Any, dict[str, Any], int | None]:
     """(the search algorithm, its options for the results lines, architectures per pass)."""
-    from tf_oneshot.search import ALGORITHMS, Evolution, GivenArchitectures, RandomSearch
+    from tf_oneshot.search import GivenArchitectures, make_algorithm
 
     archs_per_pass = FLAGS.archs_per_pass
     if given:
         if constraints.active:
             raise UserError("--min/max_params, _flops, _bitops and _latency_ms do not apply with --architectures: "
                             "the architectures given are scored as they are.")
-        options = {}
-        algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
+        algorithm = GivenArchitectures(space, common_flags.parse_architecture_strings(space, given))
         if archs_per_pass is None:
             archs_per_pass = 1  # as OneShotTuner scores a trial: the same number for the same architecture
-    elif FLAGS.algorithm == "evolution":
-        options = {"population_size": FLAGS.population_size, "num_parents": FLAGS.num_parents,
-                   "mutation_prob": FLAGS.mutation_prob}
-        try:
-            algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
-        except ValueError as e:
-            raise UserError(str(e).replace("Received: ", "got --")) from None
-    elif FLAGS.algorithm == "nao":
-        options = {"initial_size": FLAGS.population_size, "new_size": FLAGS.population_size,
-                   "top_k": FLAGS.num_parents}
-        try:
-            algorithm = ALGORITHMS["nao"](space, FLAGS.num_architectures, constraints, seed=seed, **options)
-        except ValueError as e:  # UserError is one: it passes unchanged
-            if isinstance(e, UserError):
-                raise
-            raise UserError(f"--algorithm=nao: {e}".replace("Received: ", "got ")) from None
     else:
-        options = {}
-        algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
-    return algorithm, options, archs_per_pass
+        algorithm = make_algorithm(FLAGS.algorithm, space, FLAGS.num_architectures, constraints, seed,
+                                   population_size=FLAGS.population_size, num_parents=FLAGS.num_parents,
+                                   mutation_prob=FLAGS.mutation_prob)
+    return algorithm, dict(algorithm.options), archs_per_pass

@@ -5,8 +5,8 @@ Each iteration (Luo et al., NAO-V2, §3.2 and §4):
    candidate pool (`--sampler=proportional`: Eq. 1, in proportion to model
    size, §4.2; `uniform`: NAO-WS);
 2. scores the pool with the shared weights (`search.scorer.OneShotScorer`);
-3. tells the search algorithm (any ask/tell algorithm of
-   `tf_oneshot.search.ALGORITHMS`, "nao" too once `tf_oneshot.search.nao` registers it);
+3. tells the search algorithm (any algorithm of `tf_oneshot.search.ALGORITHMS`,
+   built by `tf_oneshot.search.make_algorithm`);
 4. adds the algorithm's new candidates to the pool.
 
 Iterations are independent by default (§4.3, Fig. 2a): the cosine cycle is
@@ -38,13 +38,14 @@ with KerasTuner's workers scoring the pools.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import os
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search.algorithms import ALGORITHMS
+from tf_oneshot.search.algorithms import make_algorithm as make_search_algorithm
+from tf_oneshot.search.base import SearchAlgorithm
 from tf_oneshot.search.bn_modes import check_bn_mode
 from tf_oneshot.training.config import TrainConfig
 
@@ -120,52 +121,23 @@ class NasSettings:
 
 
 # ------------------------------------------------------------------ algorithm
-def algorithm_class(name: str) -> type:
-    """The ask/tell class registered as `name`; "nao" is imported on first use (it needs Keras).
-
-    Raises:
-        UserError: an unknown name, naming the known ones.
-    """
-    from tf_oneshot.search import ALGORITHMS
-
-    if name in ALGORITHMS:
-        return ALGORITHMS[name]
-    if name == "nao":  # a tf_oneshot.search.nao that ALGORITHMS does not list yet
-        try:
-            module = importlib.import_module("tf_oneshot.search.nao")
-        except ImportError:
-            module = None
-        for value in vars(module).values() if module else ():
-            if inspect.isclass(value) and getattr(value, "name", None) == name:
-                return value
-    raise UserError(f"--algorithm={name} is unknown; choose one of {', '.join(ALGORITHMS)}.")
-
-
-def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> Any:
+def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> SearchAlgorithm:
     """A fresh algorithm with a budget of P * K architectures (P to start, P per later iteration).
 
+    One generation per iteration: evolution's population and NAO's initial
+    pool and new candidates are P (`population_size`).
+
     Raises:
-        UserError: an algorithm that cannot work on `space`: it has too few
-            architectures for the budget, the algorithm refuses the space, or
-            it lacks `get_state`/`set_state` (a run must survive a kill).
+        UserError: an unknown algorithm, a space with too few architectures
+            for the budget, or one the algorithm refuses.
     """
-    cls = algorithm_class(settings.algorithm)
     budget = settings.pool_size * settings.iterations
-    where = f"--algorithm={settings.algorithm} cannot work on --space={space.name}"
-    if space.size() < budget:
-        raise UserError(f"{where}: it proposes --pool_size x --iterations = {budget} distinct architectures "
-                        f"and the space has {space.size()}; lower --pool_size or --iterations.")
-    if not all(callable(getattr(cls, m, None)) for m in ("ask", "tell", "get_state", "set_state")):
-        raise UserError(f"{where}: it lacks ask/tell/get_state/set_state, which a resumable loop needs.")
-    # One generation per iteration: evolution's population, NAO's initial pool and new candidates.
-    options = {"population_size": settings.pool_size, "initial_size": settings.pool_size,
-               "new_size": settings.pool_size}
-    accepted = inspect.signature(cls).parameters
-    options = {k: v for k, v in options.items() if k in accepted}
-    try:
-        return cls(space, budget, constraints, seed=seed, **options)
-    except (ValueError, TypeError, NotImplementedError, KeyError) as e:
-        raise UserError(f"{where}: {e}") from None
+    if settings.algorithm in ALGORITHMS and space.size() < budget:  # an unknown name: make_algorithm's error
+        raise UserError(f"--algorithm={settings.algorithm} cannot work on --space={space.name}: it proposes "
+                        f"--pool_size x --iterations = {budget} distinct architectures and the space has "
+                        f"{space.size()}; lower --pool_size or --iterations.")
+    return make_search_algorithm(settings.algorithm, space, budget, constraints, seed,
+                                 population_size=settings.pool_size)
 
 
 def _state_round_trip(algorithm: Any, state: dict, proposals: Sequence[Hashable],

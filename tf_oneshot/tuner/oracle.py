@@ -1,7 +1,8 @@
 """KerasTuner integration: each trial is an architecture scored with shared weights.
 
-`OneShotOracle` runs the same `RandomSearch` / `Evolution` / `NAO` code as
-`tf-oneshot search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
+`OneShotOracle` runs the same algorithms as `tf-oneshot search`, built the
+same way (`tf_oneshot.search.make_algorithm`: random, evolution or NAO),
+behind KerasTuner's `Oracle` contract: the architecture is exposed as
 hyperparameters (per choice block, one `Choice` of input subset and one of op
 combination), `populate_space` proposes only architectures that meet the
 constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
@@ -26,7 +27,7 @@ from typing import Any
 import keras_tuner
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
+from tf_oneshot.search import Constraints, SearchAlgorithm, make_algorithm
 from tf_oneshot.search.evolution import GENERATIONS
 from tf_oneshot.search.nao import NAO_ROUNDS
 from tf_oneshot.search_spaces import SearchSpace
@@ -112,8 +113,6 @@ class OneShotOracle(keras_tuner.Oracle):
         mutation_prob: float = 0.1,
         **oracle_kwargs: Any,
     ):
-        if algorithm not in ALGORITHMS:
-            raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         if max_trials is None:
             generations = {"evolution": GENERATIONS, "nao": 1 + NAO_ROUNDS}
             max_trials = population_size * generations[algorithm] if algorithm in generations else RANDOM_TRIALS
@@ -142,21 +141,12 @@ class OneShotOracle(keras_tuner.Oracle):
         algo_seed = self.seed if seed is None else seed
         # A distributed worker's own oracle only knows the seed if it was given.
         self.seed_given = seed is not None
+        self.algorithm: SearchAlgorithm = make_algorithm(
+            algorithm, space, max_trials, self.constraints, seed=algo_seed, population_size=population_size,
+            num_parents=num_parents, mutation_prob=mutation_prob,
+        )
         # The settings reload checks (and a results line's `options`).
-        self.algorithm_options: dict[str, Any] = {}
-        if algorithm == "evolution":
-            self.algorithm_options = {"population_size": population_size, "num_parents": num_parents,
-                                      "mutation_prob": mutation_prob}
-            self.algorithm: RandomSearch | Evolution = Evolution(
-                space, max_trials, self.constraints, seed=algo_seed, **self.algorithm_options
-            )
-        elif algorithm == "nao":
-            self.algorithm_options = {"initial_size": population_size, "new_size": population_size,
-                                      "top_k": num_parents}
-            self.algorithm = ALGORITHMS["nao"](space, max_trials, self.constraints, seed=algo_seed,
-                                               **self.algorithm_options)
-        else:
-            self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
+        self.algorithm_options: dict[str, Any] = self.algorithm.options
         # Trials told to the algorithm; rebuilt from the trials on reload, not saved.
         self._told: set[str] = set()
 
@@ -213,7 +203,6 @@ class OneShotOracle(keras_tuner.Oracle):
             "space": self.space.to_config(),
             "constraints": self.constraints.to_json(),
             "options": self.algorithm_options,
-            "seed": self.algorithm.seed,
             "algorithm_state": self.algorithm.get_state(),
         }
         return state
@@ -255,7 +244,6 @@ class OneShotOracle(keras_tuner.Oracle):
             self.algorithm.set_state(mine["algorithm_state"], proposals, scores)
         except (ValueError, KeyError) as e:
             raise UserError(f"the tuner project's trials do not match its oracle.json: {e}") from None
-        self.algorithm.seed = int(mine["seed"])
         self._told = {t.trial_id for t in trials if _finished(t)}
 
     def architecture(self, trial) -> Hashable:
