@@ -22,7 +22,9 @@ training").
 Everything lives in the model_dir: the trainer's checkpoints (a kill during
 training resumes from the last one) and `nas/settings.json` (written once;
 a rerun with other settings is refused) and `nas/iterations.jsonl`, an
-append-only log of fsync'd lines: the initial pool, each score (with the
+append-only log (a `tf_oneshot.record_file.RecordFile`: fsync'd lines, a torn
+last line dropped; on GCS the scores are written in batches, and the pool and
+each iteration's end at once): the initial pool, each score (with the
 checkpoint step it was scored at) and each iteration's end (new candidates
 and the algorithm's `get_state`). A rerun replays that log: finished scores
 are not computed again, and the algorithm is rebuilt by `set_state`, so a
@@ -151,48 +153,63 @@ def _state_round_trip(algorithm: Any, state: dict, proposals: Sequence[Hashable]
 
 # ------------------------------------------------------------------- the log
 class IterationLog:
-    """`nas/iterations.jsonl`: append-only, one fsync'd JSON line per event; replayed on resume.
+    """`nas/iterations.jsonl`: one JSON line per event, a `RecordFile` replayed on resume.
 
     Lines: {"kind": "pool", "iteration": 0, "pool": [...], "state": ...}
     (the initial pool), {"kind": "score", "iteration": i, "architecture",
     "oneshot_accuracy", "loss", "params", "flops", "step"} and {"kind":
-    "end", "iteration": i, "new": [...], "state": ..., "best": ...}.
+    "end", "iteration": i, "new": [...], "state": ..., "best": ...}. Each
+    line names its own kind (the file holds three), and the run's settings
+    are in `nas/settings.json`, so the file checks neither a kind nor an
+    identity: only that each line is one of these, its architectures parsed.
     """
 
     def __init__(self, model_dir: ModelDir, space: Any) -> None:
+        from tf_oneshot.record_file import RecordFile
+
         self.path = model_dir.file(LOG_FILE)
         self.space = space
+        self.file = RecordFile(self.path, kind=None, identity={}, what="a nas record",
+                               fix="move the file aside or use a new --model_dir", check=self._parse)
         self.initial: dict | None = None
         self.ends: list[dict] = []
         self.scores: list[dict] = []
 
     def load(self) -> IterationLog:
-        from tf_oneshot.io_utils import read_jsonl
-
-        for number, record in enumerate(read_jsonl(self.path), start=1):
-            kind = record.get("kind")
-            try:
-                if kind == "score":
-                    record["arch"] = self.space.parse(record["architecture"])
-                    self.scores.append(record)
-                elif kind == "end":
-                    record["new_archs"] = [self.space.parse(a) for a in record["new"]]
-                    self.ends.append(record)
-                elif kind == "pool":
-                    record["archs"] = [self.space.parse(a) for a in record["pool"]]
-                    self.initial = record
-                else:
-                    raise KeyError("kind")
-            except (KeyError, TypeError, UserError) as e:
-                raise UserError(f"{self.path} line {number} is not a nas record ({e}); move the file "
-                                "aside or use a new --model_dir.") from None
+        for record in self.file.records():
+            if record["kind"] == "score":
+                self.scores.append(record)
+            elif record["kind"] == "end":
+                self.ends.append(record)
+            else:
+                self.initial = record
         return self
 
-    def append(self, record: dict) -> dict:
-        from tf_oneshot.io_utils import append_jsonl
+    def _parse(self, record: dict, where: str) -> None:
+        """Adds the architectures of a line read back (`arch`, `archs` or `new_archs`); UserError if it is not one."""
+        kind = record.get("kind")
+        try:
+            if kind == "score":
+                record["arch"] = self.space.parse(record["architecture"])
+            elif kind == "end":
+                record["new_archs"] = [self.space.parse(a) for a in record["new"]]
+            elif kind == "pool":
+                record["archs"] = [self.space.parse(a) for a in record["pool"]]
+            else:
+                raise KeyError("kind")
+        except (KeyError, TypeError, UserError) as e:
+            raise UserError(f"{where} is not {self.file.what} ({e}); {self.file.fix}.") from None
 
-        append_jsonl(self.path, record)
+    def append(self, record: dict) -> dict:
+        """Appends one line; a pool or an iteration's end is written at once, scores may wait for `flush`."""
+        self.file.append(record)
+        if record["kind"] != "score":
+            self.file.flush()
         return record
+
+    def flush(self) -> None:
+        """Writes the score lines still buffered for a remote log."""
+        self.file.flush()
 
     @property
     def done(self) -> int:
@@ -474,12 +491,15 @@ class Loop:
             self.log(f"iteration {i + 1}: scoring {len(todo)} of {len(pool)} pool architectures at step "
                      f"{scorer.step}" + ("" if self.settings.independent else f" ({len(cached)} cached)"))
         size = scorer.archs_per_call
-        for begin in range(0, len(todo), size):
-            if self.stop():
-                return None
-            part = todo[begin:begin + size]
-            for arch, score in zip(part, scorer.score(part)):
-                done[arch] = self.record_score(i, arch, score, scorer.step)
+        try:
+            for begin in range(0, len(todo), size):
+                if self.stop():
+                    return None
+                part = todo[begin:begin + size]
+                for arch, score in zip(part, scorer.score(part)):
+                    done[arch] = self.record_score(i, arch, score, scorer.step)
+        finally:
+            self.history.flush()  # a remote log writes its score lines in batches
         merged = {**cached, **done}
         return {a: float(merged[a]["oneshot_accuracy"]) for a in pool}
 
