@@ -52,8 +52,9 @@ def drive(algorithm, batch=7, order=None):
 
 def test_algorithms_import_without_tensorflow():
     code = (
-        "import sys; import tf_oneshot.search as s; "
+        "import sys; import tf_oneshot, tf_oneshot.search as s; "
         "assert s.Evolution and s.RandomSearch and s.oneshot_small and s.make_algorithm; "
+        "assert callable(tf_oneshot.search) and tf_oneshot.search is s; "
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

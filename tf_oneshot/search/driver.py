@@ -81,7 +81,8 @@ def run_search(
     Returns:
         {"scored": newly scored, "cached": reused lines, "best": [(arch
         string, accuracy), ...] (top 5), "total": lines for this search,
-        "stopped": whether `stop` ended it before the budget}.
+        "stopped": whether `stop` ended it before the budget, "records":
+        every line of the file, the first per architecture, in file order}.
     """
     count = count or results.space.count
     cache = results.load()
@@ -103,6 +104,7 @@ def run_search(
         "total": done,
         "best": [(str(a), f) for a, f in best],
         "stopped": stopped,
+        "records": list(cache.values()),
     }
 
 

@@ -100,21 +100,15 @@ class OneShotTuner(keras_tuner.Tuner):
         Read from the local oracle, which a distributed worker builds with the
         chief's arguments: the algorithm, constraints and options are the
         chief's, and so is the seed when one was given (else the chief drew
-        it, and a worker writes None).
+        it, and a worker writes None). The scoring options are the scorer's
+        own (`scoring_options`), as `tf-oneshot search` records them.
         """
-        from tf_oneshot.search.scorer import recalibration_images_for
-
         oracle = self.oneshot_oracle
-        options = {**oracle.algorithm_options, "kl": self.kl,
-                   "validation_examples": self._scorer_kwargs.get("validation_examples")}
-        if self.bn_mode == "recalibrate":
-            options["recalibration_images"] = recalibration_images_for(
-                self.opened_model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
         return {
             "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
             "algorithm": oracle.algorithm_name,
             "seed": oracle.algorithm.seed if oracle.seed_given or not self.on_worker else None,
-            "constraints": oracle.constraints.to_json(), "options": options,
+            "constraints": oracle.constraints.to_json(), "options": {**oracle.algorithm_options, **self.scorer.options},
         }
 
     @property
