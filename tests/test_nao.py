@@ -16,7 +16,7 @@ from scipy import stats
 from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
-from tf_oneshot.search import ALGORITHMS, Constraints, RandomSearch
+from tf_oneshot.search import ALGORITHMS, Constraints, RandomSearch, make_algorithm
 from tf_oneshot.search.nao import NAO, TokenCodec, fit_nao, predictor_gradient
 from tf_oneshot.search_spaces import Cost, OneOf, SearchSpace, SubsetOf
 
@@ -215,6 +215,9 @@ def test_spaces_and_budgets_nao_cannot_work_with():
         NAO(SPACE, 50, initial_size=50)
     with pytest.raises(ValueError, match="trade_off must be in"):
         NAO(SPACE, 50, initial_size=10, trade_off=1.5)
+    # Built from its name, the flag --population_size sets the initial pool (and the generations).
+    with pytest.raises(UserError, match="--population_size=1 is invalid for --algorithm=nao: initial_size must be"):
+        make_algorithm("nao", SPACE, 50, population_size=1)
 
 
 def test_registry_stays_tensorflow_free_and_oracle_takes_nao():

@@ -261,3 +261,43 @@ def test_cli_runs_an_ablation_row_with_flags_alone(capsys, tmp_path):
     assert [r["kind"] for r in settings] == ["pool", "score", "score", "end"]
     recorded = json.load(open(tmp_path / "run" / nas.SETTINGS_FILE))
     assert recorded["sampler"] == "uniform" and recorded["iteration_mode"] == "dependent"
+
+
+# ------------------------------------------------------------- the log file
+class _Dir:
+    """Where a ModelDir puts its files: all the log needs of one."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def file(self, *parts):
+        return os.path.join(self.root, *parts)
+
+
+def test_the_log_is_a_record_file_whose_remote_scores_wait_for_the_iterations_end(tmp_path, monkeypatch):
+    from tf_oneshot import record_file
+    from tf_oneshot.search_spaces import CellSpace
+
+    space = CellSpace(filters=8, num_cells=2, num_stacks=2, num_blocks=3, image_shape=(8, 8, 1))
+    archs = [space.sample(np.random.default_rng(0)) for _ in range(3)]
+    writes = []
+    real = record_file.append_jsonl_lines
+    monkeypatch.setattr(record_file, "append_jsonl_lines", lambda path, lines: (writes.append(len(lines)),
+                                                                                 real(path, lines)))
+    for root in (str(tmp_path), "ram://nas_log"):
+        writes.clear()
+        log = nas.IterationLog(_Dir(root), space)
+        log.append({"kind": "pool", "iteration": 0, "pool": [str(a) for a in archs], "state": {}})
+        for a in archs:
+            log.append({"kind": "score", "iteration": 0, "architecture": str(a), "oneshot_accuracy": 0.5})
+        log.append({"kind": "end", "iteration": 0, "new": [str(archs[0])], "state": {}, "best": [str(a), 0.5]})
+        # Locally every line is fsync'd on its own; on GCS (ram:// here) the
+        # scores wait for the end of the iteration, written with it.
+        assert writes == ([1] * 5 if root == str(tmp_path) else [1, 4])
+        again = nas.IterationLog(_Dir(root), space).load()
+        assert again.initial["archs"] == archs and again.done == 1 and again.pool(1) == [*archs, archs[0]]
+        assert [r["arch"] for r in again.scores] == archs
+    path = tmp_path / nas.LOG_FILE
+    path.write_text(path.read_text() + '{"kind": "score", "architecture": "9:9"}\n')
+    with pytest.raises(UserError, match=r"iterations.jsonl line 6 is not a nas record \(.*\); move the file aside"):
+        nas.IterationLog(_Dir(str(tmp_path)), space).load()

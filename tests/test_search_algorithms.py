@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tf_oneshot.search import ConstrainedSampler, Constraints, Evolution, RandomSearch, cost_bounds
+from tf_oneshot.errors import UserError
+from tf_oneshot.search import (
+    ConstrainedSampler,
+    Constraints,
+    Evolution,
+    GivenArchitectures,
+    RandomSearch,
+    SearchAlgorithm,
+    cost_bounds,
+    make_algorithm,
+)
 from tf_oneshot.search_spaces import CellSpace
 
 SPACE = CellSpace(filters=16, num_cells=6, num_stacks=3)
@@ -42,8 +52,9 @@ def drive(algorithm, batch=7, order=None):
 
 def test_algorithms_import_without_tensorflow():
     code = (
-        "import sys; import tf_oneshot.search as s; "
-        "assert s.Evolution and s.RandomSearch and s.oneshot_small; "
+        "import sys; import tf_oneshot, tf_oneshot.search as s; "
+        "assert s.Evolution and s.RandomSearch and s.oneshot_small and s.make_algorithm; "
+        "assert callable(tf_oneshot.search) and tf_oneshot.search is s; "
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -190,6 +201,66 @@ def test_evolution_failed_scores_are_not_parents():
         evo.tell(arch, None if i % 2 else fake_accuracy(arch))
     evo.ask(1)
     assert {a for a, _ in evo.topk} <= set(gen0[::2])
+
+
+def test_every_algorithm_is_the_base_with_its_own_proposals_only():
+    # PyGlove's DNAGenerator: the bookkeeping and the replay are the base's;
+    # an algorithm writes `propose` and `generation_size`, nothing of ask/tell/state.
+    own = {"propose", "generation_size"}
+    for cls in (RandomSearch, Evolution, GivenArchitectures):
+        assert issubclass(cls, SearchAlgorithm)
+        for method in ("ask", "tell", "best", "generation_of", "get_state", "set_state", "done", "exhausted"):
+            assert method not in vars(cls), (cls.__name__, method)
+        assert own <= set(vars(cls))
+
+
+def test_given_architectures_are_handed_out_in_order_and_their_state_round_trips():
+    rng = np.random.default_rng(0)
+    archs = [SPACE.sample(rng) for _ in range(5)]
+    given = GivenArchitectures(SPACE, [*archs, archs[1]])  # a repeat is dropped
+    assert given.num_architectures == 5 and given.ask(3) == archs[:3]
+    given.tell(archs[0], 0.5)
+    with pytest.raises(KeyError, match="was not proposed"):
+        given.tell(archs[4], 0.1)  # not handed out yet
+    clone = GivenArchitectures(SPACE, archs)
+    clone.set_state(json.loads(json.dumps(given.get_state())), archs[:3], {archs[0]: 0.5})
+    assert clone.ask(10) == given.ask(10) == archs[3:]
+    assert given.generation_of(archs[0]) is None and clone.best() == [(archs[0], 0.5)]
+    with pytest.raises(ValueError, match="the state is of algorithm given, not random"):
+        RandomSearch(SPACE, 5).set_state(given.get_state(), archs, {})
+
+
+def test_make_algorithm_builds_every_algorithm_from_its_name_and_the_flags():
+    evo = make_algorithm("evolution", SPACE, 40, seed=3, population_size=8, num_parents=2, mutation_prob=0.2)
+    assert isinstance(evo, Evolution) and (evo.population_size, evo.num_parents, evo.mutation_prob) == (8, 2, 0.2)
+    assert evo.options == {"population_size": 8, "num_parents": 2, "mutation_prob": 0.2}  # results lines' options
+    assert drive(evo) == drive(Evolution(SPACE, 40, seed=3, population_size=8, num_parents=2, mutation_prob=0.2))
+    # Options of other algorithms are ignored (the command passes every flag), None too.
+    rnd = make_algorithm("random", SPACE, 10, Constraints(max_params=400_000), seed=1, population_size=8,
+                         num_parents=None)
+    assert isinstance(rnd, RandomSearch) and rnd.options == {} and rnd.seed == 1
+    # The options recorded are the values in effect, defaults included.
+    assert make_algorithm("evolution", SPACE, 10).options == {"population_size": 50, "num_parents": 10,
+                                                              "mutation_prob": 0.1}
+    assert all(SPACE.count(a).params <= 400_000 for a in drive(rnd))
+
+
+@pytest.mark.parametrize("call, message", [
+    (dict(name="annealing"), "--algorithm=annealing is unknown; choose one of random, evolution, nao."),
+    (dict(name="evolution", population_size=1),
+     "--population_size=1 is invalid for --algorithm=evolution: population_size must be >= 2."),
+    (dict(name="evolution", mutation_prob=1.5),
+     "--mutation_prob=1.5 is invalid for --algorithm=evolution: mutation_prob must be in (0, 1]."),
+    (dict(name="random", num_architectures=0),
+     "--num_architectures=0 is invalid for --algorithm=random: num_architectures must be >= 1."),
+    (dict(name="evolution", populaton_size=5),
+     "--populaton_size is not a search option; the options are --mutation_prob, --num_parents, --population_size."),
+])
+def test_make_algorithm_errors_are_one_line_naming_the_flag(call, message):
+    call = {"num_architectures": 10, **call}
+    with pytest.raises(UserError) as info:
+        make_algorithm(call.pop("name"), SPACE, call.pop("num_architectures"), **call)
+    assert str(info.value) == message
 
 
 def test_bad_arguments_are_value_errors():

@@ -171,3 +171,32 @@ def test_bad_given_architecture_is_one_line_naming_it(model_dir, tmp_path, capsy
     assert "exclude one another" in error(f"--architectures={good}", "--algorithm=evolution")
     assert "do not apply with --architectures" in error(f"--architectures={good}", "--max_params=10")
     assert not os.path.exists(os.path.join(model_dir, "search", "given.jsonl"))
+
+
+def test_the_library_entry_writes_the_lines_the_command_writes(model_dir, tmp_path, capsys):
+    """`tf_oneshot.search(...)` is the search the command runs; a scorer can be shared between searches."""
+    import tf_oneshot
+    from tf_oneshot.search.scorer import OneShotScorer
+
+    def lines(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(path)]
+
+    command = str(tmp_path / "command.jsonl")
+    assert search(f"--model_dir={model_dir}", f"--results={command}", "--algorithm=evolution", "--seed=2",
+                  "--num_architectures=6", "--population_size=3", "--num_parents=2", "--archs_per_pass=3", "--kl") == 0
+    library = str(tmp_path / "library.jsonl")
+    logged = []
+    summary = tf_oneshot.search(model_dir, "evolution", 6, results=library, seed=2, archs_per_pass=3, kl=True,
+                                population_size=3, num_parents=2, log=logged.append)
+    assert summary["total"] == summary["scored"] == 6 and summary["results"] == library
+    assert [r["architecture"] for r in summary["records"]] == [r["architecture"] for r in read_jsonl(library)]
+    assert lines(library) == lines(command)
+    assert "evolution search over bender_cell (checkpoint step 2)" in logged[0]
+    # A scorer built once serves several searches with the lines each would write alone.
+    scorer = OneShotScorer.from_model_dir(model_dir, kl=True, archs_per_pass=3, seed=2)
+    shared = str(tmp_path / "shared.jsonl")
+    tf_oneshot.search.run(model_dir, "evolution", 6, results=shared, seed=2, scorer=scorer, population_size=3,
+                          num_parents=2, log=logged.append)
+    assert lines(shared) == lines(command)
+    with pytest.raises(tf_oneshot.UserError, match="--mutation_prob=2.0 is invalid for --algorithm=evolution"):
+        tf_oneshot.search(model_dir, "evolution", 6, results=shared, scorer=scorer, mutation_prob=2.0)

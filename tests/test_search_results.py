@@ -124,7 +124,8 @@ def test_lines_of_another_search_are_refused(tmp_path):
     path = tmp_path / "r.jsonl"
     run(path, "random", 3, Scorer())
     results = ResultsFile(str(path), SPACE, identity("random", seed=1))
-    with pytest.raises(UserError, match="line 1 was written by another search \\(seed=0, this run has 1\\)"):
+    with pytest.raises(UserError, match="line 1 was written with another setting, seed=0 \\(this run: 1\\); rerun "
+                                        "with the same flags or pass a new --results file"):
         results.load()
     path.write_text('{"architecture": "0:1/0:1/0:1", "oneshot_accuracy": "high"}\n')
     with pytest.raises(UserError, match="line 1 has oneshot_accuracy='high'"):
@@ -134,11 +135,11 @@ def test_lines_of_another_search_are_refused(tmp_path):
 def test_remote_results_are_written_in_batches_and_at_the_end(monkeypatch):
     # A GCS object cannot be appended to: each write rewrites it. TF's ram://
     # file system stands in for GCS (any path with a scheme is treated so).
-    from tf_oneshot.search import results as results_module
+    from tf_oneshot import record_file
 
     writes = []
-    real = results_module.append_jsonl_lines
-    monkeypatch.setattr(results_module, "append_jsonl_lines",
+    real = record_file.append_jsonl_lines
+    monkeypatch.setattr(record_file, "append_jsonl_lines",
                         lambda path, lines: (writes.append(len(lines)), real(path, lines)))
     path = "ram://search_results/remote.jsonl"
     results = ResultsFile(path, SPACE, identity())
@@ -146,8 +147,7 @@ def test_remote_results_are_written_in_batches_and_at_the_end(monkeypatch):
     with pytest.raises(KeyboardInterrupt):  # killed mid-search: the buffered lines still land
         run_search(RandomSearch(SPACE, 40, seed=0), scorer, results, batch_size=5, log=lambda s: None)
     assert writes == [20] and len(read_jsonl(path)) == 20
-    monkeypatch.setattr(results_module, "REMOTE_FLUSH_SECONDS", 0.0)  # every line is due at once
-    results = ResultsFile(path, SPACE, identity())
+    results = ResultsFile(path, SPACE, identity(), flush_seconds=0.0)  # every line is due at once
     summary = run_search(RandomSearch(SPACE, 40, seed=0), Scorer(), results, batch_size=5, log=lambda s: None)
     assert summary["cached"] == 20 and summary["scored"] == 20
     assert writes[1:] == [1] * 20

@@ -16,7 +16,7 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.search import Constraints, Evolution, RandomSearch
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.search_spaces.constraints import cost_bounds
-from tf_oneshot.tuner import OneShotOracle, architecture_to_values, values_to_architecture
+from tf_oneshot.tuner import OneShotOracle
 
 oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
 SPACE = CellSpace(filters=8, num_cells=2, num_stacks=2, num_blocks=3, image_shape=(8, 8, 1))
@@ -35,7 +35,7 @@ class FakeTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         if self.die_after is not None and len(self.oracle.end_order) >= self.die_after:
             raise KeyboardInterrupt
-        arch = values_to_architecture(SPACE, trial.hyperparameters.values)
+        arch = SPACE.from_hyperparameter_values(trial.hyperparameters.values)
         return {"oneshot_accuracy": fake_accuracy(arch)}
 
 
@@ -59,7 +59,7 @@ def finished(oracle):
 
 
 def archs_of(trials):
-    return [values_to_architecture(SPACE, t.hyperparameters.values) for t in trials]
+    return [SPACE.from_hyperparameter_values(t.hyperparameters.values) for t in trials]
 
 
 def test_hyperparameters_cover_the_space_and_round_trip():
@@ -73,7 +73,7 @@ def test_hyperparameters_cover_the_space_and_round_trip():
     rng = np.random.default_rng(0)
     for _ in range(50):
         arch = SPACE.sample(rng)
-        assert values_to_architecture(SPACE, architecture_to_values(SPACE, arch)) == arch
+        assert SPACE.from_hyperparameter_values(SPACE.hyperparameter_values(arch)) == arch
 
 
 def test_oracle_with_fake_scores_saves_and_reloads(tmp_path):
@@ -180,6 +180,21 @@ def test_random_oracle_reloads_from_its_trials(tmp_path):
     assert [again.architecture(again.trials[t]) for t in again.start_order] == ref
 
 
+def test_a_spent_budget_idles_tuners_while_others_still_score(tmp_path):
+    # A tuner asking once the budget is spent waits (IDLE) while another
+    # still scores: a failed trial would be retried, and every worker stops together.
+    oracle = new_oracle(str(tmp_path), "idle", max_trials=2, seed=0, population_size=2)
+    first, second = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+    for trial in (first, second):
+        oracle.update_trial(trial.trial_id, {"oneshot_accuracy": fake_accuracy(oracle.architecture(trial))})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    assert oracle.create_trial("tuner0").status == "IDLE" and "tuner0" in oracle.tuner_ids
+    second.status = "COMPLETED"
+    oracle.end_trial(second)
+    assert [oracle.create_trial(t).status for t in ("tuner1", "tuner0")] == ["STOPPED", "STOPPED"]
+
+
 def test_constraints_hold_in_populate_space(tmp_path):
     b = cost_bounds(SPACE)["params"]
     limit = int(b[0] + 0.3 * (b[1] - b[0]))
@@ -189,7 +204,7 @@ def test_constraints_hold_in_populate_space(tmp_path):
     archs = archs_of(finished(oracle))
     assert len(archs) == 15 and all(SPACE.count(a).params <= limit for a in archs)
     best = tuner.get_best_hyperparameters(1)[0]
-    assert fake_accuracy(values_to_architecture(SPACE, best.values)) == max(fake_accuracy(a) for a in archs)
+    assert fake_accuracy(SPACE.from_hyperparameter_values(best.values)) == max(fake_accuracy(a) for a in archs)
 
 
 def test_tuner_killed_and_built_again_continues(tmp_path):
@@ -211,7 +226,7 @@ def test_tuner_killed_and_built_again_continues(tmp_path):
 
 
 def test_bad_input_is_one_clear_error(tmp_path):
-    with pytest.raises(UserError, match="unknown algorithm 'annealing'; choose one of random, evolution"):
+    with pytest.raises(UserError, match="--algorithm=annealing is unknown; choose one of random, evolution"):
         OneShotOracle(space=SPACE, algorithm="annealing")
     with pytest.raises(UserError, match="does not exist"):
         OneShotOracle(model_dir=str(tmp_path / "missing"))
@@ -240,7 +255,7 @@ def test_tuner_scores_trials_with_the_shared_weights(oneshot_model_dir, tmp_path
     assert len(trials) == 4
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best = tuner.get_best_architectures(1)[0]
-    assert best == values_to_architecture(oracle.space, best_hp.values)
+    assert best == oracle.space.from_hyperparameter_values(best_hp.values)
     assert oracle.get_best_trials(1)[0].score == max(t.score for t in trials)
     # Trial scores are the scorer's one-shot accuracies: scoring again agrees.
     scorer = tuner.scorer

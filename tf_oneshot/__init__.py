@@ -7,6 +7,7 @@ followed it. The public API, used by the tests as a user would:
     space = tf_oneshot.CellSpace(filters=16, num_cells=6)
     arch = space.parse("01:25/2:0/013:46/04:3")
     tf_oneshot.train(tf_oneshot.TrainConfig(dataset="digits"), "runs/x")
+    summary = tf_oneshot.search("runs/x", algorithm="evolution", num_architectures=1000)
     oracle = tf_oneshot.OneShotOracle("runs/x", algorithm="evolution", max_trials=100)
 
 Names that need TensorFlow load on first use, so `import tf_oneshot` and the
@@ -55,6 +56,7 @@ _LAZY = {
     "OneShotOracle": "tf_oneshot.tuner",
     "OneShotTuner": "tf_oneshot.tuner",
     "IteratedOneShotOracle": "tf_oneshot.tuner.iterated",
+    "search": "tf_oneshot.search",  # the subpackage, callable: runs a search (tf_oneshot.search.run)
     "run_search": "tf_oneshot.search.driver",
     "retrain": "tf_oneshot.training.retrain",
     "analyze": "tf_oneshot.analysis.report",
@@ -114,8 +116,8 @@ if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
 
 
 def __getattr__(name: str) -> Any:
-    if name == "layers":
-        return importlib.import_module("tf_oneshot.layers")
+    if name in ("layers", "search"):  # subpackages
+        return importlib.import_module(f"tf_oneshot.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tf_oneshot' has no attribute {name!r}")

@@ -135,20 +135,6 @@ def _stratified(records: list[dict], n: int, seed: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["oneshot_accuracy"])
 
 
-def _search(scorer, space, algorithm, path: str, options: dict, seed: int, log, stop,
-            constraints: Constraints | None = None) -> dict:
-    """One search as `tf-oneshot search` runs it, with the same results-file identity."""
-    from tf_oneshot.search import ResultsFile, run_search
-
-    results = ResultsFile(path, space, {
-        "space": space.to_config(), "checkpoint_step": scorer.step, "bn_mode": scorer.bn_mode,
-        "algorithm": algorithm.name, "seed": seed, "constraints": (constraints or Constraints()).to_json(),
-        "options": options,
-    })
-    return run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, log=log,
-                      progress_every=5.0, stop=stop)
-
-
 def _best(paths: list[str], n: int) -> list[dict]:
     """The `n` architectures of highest one-shot accuracy over the searches (SPOS §3.4 retrains the best)."""
     from tf_oneshot.analysis.records import load_search_results
@@ -260,8 +246,9 @@ def run_demo(
 
 
 def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None], preemption) -> dict[str, Any]:
-    from tf_oneshot.search import Evolution, RandomSearch
+    from tf_oneshot import search
     from tf_oneshot.training import trainer
+    from tf_oneshot.training.model_dir import ModelDir
     from tf_oneshot.training.retrain import Candidate, retrain
 
     path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
@@ -288,27 +275,26 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     cons = config.constraints
     where = f" under {cons.describe()}" if cons.active else ""
     tic = stage(2, f"random search: scoring {config.num_random} architectures with the shared weights{where}")
-    scorer, options = _scorer(config, path("oneshot"))
-    space = scorer.space
+    model_dir = ModelDir.open(path("oneshot"))
+    space = model_dir.space
+    # One scorer (one trace) for both searches, each run as `tf-oneshot search` runs it.
+    shared = dict(constraints=cons, seed=config.seed, scorer=_scorer(config, model_dir), stop=preemption, log=log,
+                  progress_every=5.0)
     random_path = path("search", "random.jsonl")
-    random_run = _search(scorer, space, RandomSearch(space, config.num_random, cons, seed=config.seed),
-                         random_path, options, config.seed, log, preemption, cons)
+    random_run = search.run(model_dir, "random", config.num_random, results=random_path, **shared)
     seconds["random_search"] = time.perf_counter() - tic
     if random_run["stopped"]:
         return stopped("random search")
 
     tic = stage(3, f"evolution: {config.num_evolution} architectures, population "
                                 f"{config.population_size}, {config.num_parents} parents{where}")
-    evo_settings = {"population_size": config.population_size, "num_parents": config.num_parents,
-                    "mutation_prob": config.mutation_prob}
-    evolution = Evolution(space, config.num_evolution, cons, seed=config.seed, **evo_settings)
-    evo_options = {**evo_settings, **options}
     evolution_path = path("search", "evolution.jsonl")
-    evolution_run = _search(scorer, space, evolution, evolution_path, evo_options, config.seed, log, preemption,
-                            cons)
+    evolution_run = search.run(model_dir, "evolution", config.num_evolution, results=evolution_path,
+                               population_size=config.population_size, num_parents=config.num_parents,
+                               mutation_prob=config.mutation_prob, **shared)
     seconds["evolution"] = time.perf_counter() - tic
-    bn_mode = scorer.bn_mode
-    del scorer
+    bn_mode = shared["scorer"].bn_mode
+    del shared  # the scorer's model and images, before retraining
     if evolution_run["stopped"]:
         return stopped("evolution")
 
@@ -339,21 +325,15 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     return summary
 
 
-def _scorer(config: DemoConfig, path: str) -> tuple[Any, dict[str, Any]]:
-    """The one-shot scorer of both searches, and the options their results lines record."""
+def _scorer(config: DemoConfig, model_dir: Any) -> Any:
+    """The one-shot scorer both searches share (its `options` go into their results lines)."""
     from tf_oneshot.search.scorer import OneShotScorer
-    from tf_oneshot.training.model_dir import ModelDir
 
-    model_dir = ModelDir.open(path)
-    scorer = OneShotScorer.from_model_dir(
+    return OneShotScorer.from_model_dir(
         model_dir, kl=config.kl, seed=config.seed, archs_per_pass=config.archs_per_pass,
         bn_mode=config.bn_mode or model_dir.space.default_bn_mode,
         recalibration_images=config.recalibration_images,
     )
-    options = {"kl": config.kl, "validation_examples": None}
-    if scorer.bn_mode == "recalibrate":
-        options["recalibration_images"] = scorer.recalibration_count
-    return scorer, options
 
 
 def _retrain_sample(config: DemoConfig, random_path: str, evolution_path: str) -> tuple[str, list[dict]]:

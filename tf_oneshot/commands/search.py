@@ -17,7 +17,7 @@ rewritten), and a rerun fine-tunes only the candidates not found there.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 from tf_oneshot.commands import flags as common_flags
 from tf_oneshot.errors import UserError
@@ -49,14 +49,14 @@ def _finetune_options(FLAGS) -> int | None:
     return finetune.check_top(FINETUNE_TOP if FLAGS.finetune_top is None else FLAGS.finetune_top)
 
 
-def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
+def _rerank(FLAGS, model_dir, summary: dict, top: int, seed: int, strategy, stop) -> bool:
     """Fine-tunes the best `top` results and prints the re-ranked list; True if `stop` ended it."""
     from tf_oneshot.training import finetune
 
-    tuner = finetune.FineTuner(FLAGS.model_dir, FLAGS.finetune_steps, seed=seed, strategy=strategy, stop=stop,
+    tuner = finetune.FineTuner(model_dir, FLAGS.finetune_steps, seed=seed, strategy=strategy, stop=stop,
                                data_dir=FLAGS.data_dir)
-    path = finetune.finetune_results_path(results.path)
-    records, stopped = finetune.rerank(list(results.load().values()), tuner, path, top, stop=stop)
+    path = finetune.finetune_results_path(summary["results"])
+    records, stopped = finetune.rerank(summary["records"], tuner, path, top, stop=stop)
     if not stopped:
         print(f"re-ranked after {FLAGS.finetune_steps} fine-tuning steps ({path}): fine-tuned, one-shot accuracy:")
         for r in records:
@@ -65,133 +65,55 @@ def _rerank(FLAGS, results, top: int, seed: int, strategy, stop) -> bool:
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot.search import ResultsFile, run_search
-    from tf_oneshot.search.scorer import OneShotScorer
+    from tf_oneshot import search
+    from tf_oneshot.training import distribute
+    from tf_oneshot.training.model_dir import ModelDir
     from tf_oneshot.training.preemption import Preemption, stopped_message
 
     given, finetune_top = _check_flags(FLAGS)
-    from tf_oneshot.training.model_dir import ModelDir
-
     model_dir = ModelDir.open(FLAGS.model_dir)
     if FLAGS.space is not None and FLAGS.space != model_dir.config.space:
         raise UserError(f"--space={FLAGS.space} differs from the model_dir's space {model_dir.config.space}; "
                         "drop --space.")
-    space = model_dir.space
-    step = model_dir.checkpoint_step()
-    constraints = _constraints(FLAGS)
-    bn_mode = FLAGS.bn_mode or space.default_bn_mode
+    architectures = common_flags.parse_architecture_strings(model_dir.space, given) if given else None
     seed = 0 if FLAGS.seed is None else FLAGS.seed
-    algorithm, options, archs_per_pass = _algorithm(FLAGS, space, constraints, seed, given)
-    options.update(kl=FLAGS.kl, validation_examples=FLAGS.validation_examples)
-    if FLAGS.kl:
-        options["kl_reference"] = FLAGS.kl_reference
-    recalibration_images = FLAGS.recalibration_images
-    if bn_mode == "recalibrate":
-        from tf_oneshot.search.scorer import recalibration_images_for
-
-        recalibration_images = recalibration_images_for(model_dir, recalibration_images, FLAGS.data_dir)
-        options["recalibration_images"] = recalibration_images
-    path = FLAGS.results or model_dir.file("search", f"{algorithm.name}.jsonl")
-    results = ResultsFile(path, space, {
-        "space": space.to_config(), "checkpoint_step": step, "bn_mode": bn_mode,
-        "algorithm": algorithm.name, "seed": seed, "constraints": constraints.to_json(), "options": options,
-    })
-    results.load()  # a malformed or foreign file fails here, before the model loads
-
-    from tf_oneshot.training import distribute
-
     # SIGTERM (preemption) from here on ends the search between two batches:
     # every finished line is written (a gs:// file is flushed) and exit is 143.
     with Preemption() as preemption:
         strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
-        scorer = OneShotScorer.from_model_dir(
-            FLAGS.model_dir, bn_mode=bn_mode, kl=FLAGS.kl, kl_reference=FLAGS.kl_reference,
-            archs_per_pass=archs_per_pass,
-            recalibration_images=recalibration_images, validation_examples=FLAGS.validation_examples,
-            data_dir=FLAGS.data_dir, seed=seed, strategy=strategy,
+        summary = search.run(
+            model_dir, FLAGS.algorithm, FLAGS.num_architectures, architectures=architectures,
+            constraints=_constraints(FLAGS), results=FLAGS.results, seed=seed, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl,
+            kl_reference=FLAGS.kl_reference, archs_per_pass=FLAGS.archs_per_pass,
+            recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
+            data_dir=FLAGS.data_dir, strategy=strategy, stop=preemption, log=functools.partial(print, flush=True),
+            population_size=FLAGS.population_size, num_parents=FLAGS.num_parents, mutation_prob=FLAGS.mutation_prob,
         )
-        if scorer.step != step:
-            raise UserError(f"{FLAGS.model_dir} gained a checkpoint while starting; run again.")
-        what = (f"{algorithm.num_architectures} given architecture(s)" if given
-                else f"{FLAGS.algorithm} search over {space.name}")
-        print(
-            f"{what} (checkpoint step {step}), bn_mode={bn_mode}"
-            f"{f' on {scorer.recalibration_count} training images' if bn_mode == 'recalibrate' else ''}, "
-            f"constraints: {constraints.describe()}; {scorer.archs_per_pass} architecture(s) per pass on each of "
-            f"{scorer.replicas} replica(s) ({distribute.describe(strategy)}), {scorer.num_examples} validation "
-            f"images; results: {path}", flush=True,
-        )
-        summary = run_search(algorithm, scorer.score, results, batch_size=scorer.archs_per_call, stop=preemption)
         if summary["stopped"]:
             return stopped_message("search")
         print(f"done: {summary['total']} architectures ({summary['scored']} scored now, "
-              f"{summary['cached']} from {path}); best:")
+              f"{summary['cached']} from {summary['results']}); best:")
         for arch, accuracy in summary["best"]:
             print(f"  {accuracy:.4f}  {arch}")
-        if finetune_top is not None and _rerank(FLAGS, results, finetune_top, seed, strategy, preemption):
+        if finetune_top is not None and _rerank(FLAGS, model_dir, summary, finetune_top, seed, strategy, preemption):
             return stopped_message("search", "fine-tuning")
     return 0
 
 
 def _check_flags(FLAGS) -> tuple[list[str], int | None]:
-    """(the --architectures given, --finetune_top or None), after every check that needs no model.
+    """(the --architectures given, --finetune_top or None), after the checks that need no model_dir.
 
-    A bad flag fails in a second rather than after loading a checkpoint.
+    A bad flag fails in a second rather than after loading a checkpoint; the
+    algorithm, its options and --bn_mode are checked by `tf_oneshot.search.run`,
+    before the checkpoint loads.
     """
-    from tf_oneshot.search import ALGORITHMS
-    from tf_oneshot.search.scorer import BN_MODES
-
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
     given = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
-    if FLAGS.algorithm not in ALGORITHMS:
-        raise UserError(f"--algorithm={FLAGS.algorithm} is unknown; choose one of {', '.join(ALGORITHMS)}.")
-    if given and FLAGS.algorithm != "random":
-        raise UserError(f"--algorithm={FLAGS.algorithm} and --architectures exclude one another; "
-                        "--architectures scores exactly the architectures given.")
-    if FLAGS.bn_mode is not None and FLAGS.bn_mode not in BN_MODES:
-        raise UserError(f"--bn_mode={FLAGS.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
     finetune_top = _finetune_options(FLAGS)
-    if FLAGS.num_architectures < 1:
-        raise UserError(f"--num_architectures={FLAGS.num_architectures} is invalid; expected a positive integer.")
     if FLAGS.strategy == "multi_worker_mirrored":
         raise UserError(
             "--strategy=multi_worker_mirrored is for training; search on one host with --strategy=mirrored "
             "or --tpu, or run one KerasTuner worker per host (tf_oneshot.OneShotTuner)."
         )
     return given, finetune_top
-
-
-def _algorithm(FLAGS, space, constraints, seed: int, given: list[str]) -> tuple[Any, dict[str, Any], int | None]:
-    """(the search algorithm, its options for the results lines, architectures per pass)."""
-    from tf_oneshot.search import ALGORITHMS, Evolution, GivenArchitectures, RandomSearch
-
-    archs_per_pass = FLAGS.archs_per_pass
-    if given:
-        if constraints.active:
-            raise UserError("--min/max_params, _flops, _bitops and _latency_ms do not apply with --architectures: "
-                            "the architectures given are scored as they are.")
-        options = {}
-        algorithm = GivenArchitectures(common_flags.parse_architecture_strings(space, given))
-        if archs_per_pass is None:
-            archs_per_pass = 1  # as OneShotTuner scores a trial: the same number for the same architecture
-    elif FLAGS.algorithm == "evolution":
-        options = {"population_size": FLAGS.population_size, "num_parents": FLAGS.num_parents,
-                   "mutation_prob": FLAGS.mutation_prob}
-        try:
-            algorithm = Evolution(space, FLAGS.num_architectures, constraints, seed=seed, **options)
-        except ValueError as e:
-            raise UserError(str(e).replace("Received: ", "got --")) from None
-    elif FLAGS.algorithm == "nao":
-        options = {"initial_size": FLAGS.population_size, "new_size": FLAGS.population_size,
-                   "top_k": FLAGS.num_parents}
-        try:
-            algorithm = ALGORITHMS["nao"](space, FLAGS.num_architectures, constraints, seed=seed, **options)
-        except ValueError as e:  # UserError is one: it passes unchanged
-            if isinstance(e, UserError):
-                raise
-            raise UserError(f"--algorithm=nao: {e}".replace("Received: ", "got ")) from None
-    else:
-        options = {}
-        algorithm = RandomSearch(space, FLAGS.num_architectures, constraints, seed=seed)
-    return algorithm, options, archs_per_pass

@@ -1,47 +1,29 @@
 """Search with a trained one-shot model (Bender et al. 2018, §3.3-3.4, §4.1; SPOS §3.4).
 
-Algorithms (`RandomSearch`, `Evolution`), constraints, selection rules, the
-results file and the driver know no TensorFlow; `tf_oneshot.search.scorer`
-(imported on its own) holds the compiled scoring of architectures. NAO (Luo et
-al. 2018) trains a Keras network, so it lives in `tf_oneshot.search.nao` and
-`ALGORITHMS["nao"]` imports it only when looked up.
+`tf_oneshot.search(model_dir, algorithm="evolution", ...)` runs (or resumes)
+a search: it is `tf_oneshot.search.run`. The algorithms (`SearchAlgorithm`
+and its `RandomSearch`, `Evolution`, `GivenArchitectures`), the one way to
+build one from its name (`make_algorithm`), constraints, selection rules and
+the driver know no TensorFlow; `tf_oneshot.search.scorer` (imported on its
+own) holds the compiled scoring of architectures, and the results file goes
+through `tf.io.gfile`. NAO (Luo et al. 2018) trains a Keras network, so it
+lives in `tf_oneshot.search.nao` and `ALGORITHMS["nao"]` imports it only when
+looked up.
 """
 
-import importlib
-from collections.abc import Iterator, Mapping
+import sys
+import types
 from typing import Any
 
+from tf_oneshot.search.algorithms import ALGORITHMS, make_algorithm
+from tf_oneshot.search.base import SearchAlgorithm
+from tf_oneshot.search.bn_modes import BN_MODES
 from tf_oneshot.search.evolution import Evolution
 from tf_oneshot.search.given import GivenArchitectures
 from tf_oneshot.search.random_search import RandomSearch
+from tf_oneshot.search.runner import run
 from tf_oneshot.search.selection import oneshot_small, oneshot_top, stratified_sample
 from tf_oneshot.search_spaces.constraints import ConstrainedSampler, Constraints, cost_bounds
-
-
-class _Algorithms(Mapping):
-    """Algorithm name -> class; classes that need TensorFlow are imported on lookup."""
-
-    def __init__(self, eager: dict[str, type], lazy: dict[str, str]):
-        self._eager, self._lazy = eager, lazy
-
-    def __getitem__(self, name: str) -> type:
-        if name in self._eager:
-            return self._eager[name]
-        module, attr = self._lazy[name].split(":")
-        return getattr(importlib.import_module(module), attr)
-
-    def __contains__(self, name: object) -> bool:  # Mapping's would import a lazy class
-        return name in self._eager or name in self._lazy
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([*self._eager, *self._lazy])
-
-    def __len__(self) -> int:
-        return len(self._eager) + len(self._lazy)
-
-
-ALGORITHMS = _Algorithms({RandomSearch.name: RandomSearch, Evolution.name: Evolution},
-                         {"nao": "tf_oneshot.search.nao:NAO"})
 
 
 def __getattr__(name: str) -> Any:
@@ -57,17 +39,39 @@ def __getattr__(name: str) -> Any:
         return run_search
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
+class _SearchPackage(types.ModuleType):
+    """`tf_oneshot.search` is both this package and the call that runs a search.
+
+    The issue asks for `tf_oneshot.search(...)`, and `tf_oneshot.search` is
+    already the name of this subpackage: Python binds a package's name to the
+    module as soon as anything imports `tf_oneshot.search.<module>`, so a
+    function of that name in `tf_oneshot` would be shadowed at the first such
+    import. Making the module itself callable keeps one name for both, and
+    `tf_oneshot.search.run` stays the plain function to read and document.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SearchPackage
+
 __all__ = [
     "ALGORITHMS",
+    "BN_MODES",
     "ConstrainedSampler",
     "Constraints",
     "Evolution",
     "GivenArchitectures",
     "RandomSearch",
     "ResultsFile",
+    "SearchAlgorithm",
     "cost_bounds",
+    "make_algorithm",
     "oneshot_small",
     "oneshot_top",
+    "run",
     "run_search",
     "stratified_sample",
 ]

@@ -11,27 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from tf_oneshot.search.base import SearchAlgorithm
 
 if TYPE_CHECKING:  # the results file imports TensorFlow (tf.io.gfile)
     from tf_oneshot.search.results import ResultsFile
 
 ScoreFn = Callable[[Sequence[Hashable]], list[dict[str, float]]]
-
-
-class Algorithm(Protocol):
-    """What the driver and the KerasTuner oracle need from a search algorithm."""
-
-    name: str
-    num_architectures: int
-
-    def ask(self, n: int) -> list[Hashable]: ...
-    def tell(self, arch: Hashable, fitness: float | None) -> None: ...
-    def generation_of(self, arch: Hashable) -> int | None: ...
-    def best(self, k: int = 1) -> list[tuple[Hashable, float]]: ...
-
-    @property
-    def done(self) -> bool: ...
 
 
 class Progress:
@@ -69,7 +56,7 @@ def _duration(seconds: float) -> str:
 
 
 def run_search(
-    algorithm: Algorithm,
+    algorithm: SearchAlgorithm,
     score_fn: ScoreFn,
     results: ResultsFile,
     batch_size: int = 1,
@@ -81,7 +68,7 @@ def run_search(
     """Drives `algorithm` to its budget, resuming from `results`.
 
     Args:
-        algorithm: a `RandomSearch` or `Evolution` (ask/tell).
+        algorithm: any `SearchAlgorithm` (ask/tell).
         score_fn: scores a list of architectures (at most `batch_size`).
         results: the results file; its finished lines are a cache.
         batch_size: architectures per `score_fn` call (the scorer's ghosts).
@@ -94,7 +81,8 @@ def run_search(
     Returns:
         {"scored": newly scored, "cached": reused lines, "best": [(arch
         string, accuracy), ...] (top 5), "total": lines for this search,
-        "stopped": whether `stop` ended it before the budget}.
+        "stopped": whether `stop` ended it before the budget, "records":
+        every line of the file, the first per architecture, in file order}.
     """
     count = count or results.space.count
     cache = results.load()
@@ -116,6 +104,7 @@ def run_search(
         "total": done,
         "best": [(str(a), f) for a, f in best],
         "stopped": stopped,
+        "records": list(cache.values()),
     }
 
 

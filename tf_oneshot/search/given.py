@@ -11,52 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+from tf_oneshot.search.base import SearchAlgorithm
+from tf_oneshot.search_spaces import SearchSpace
 
-class GivenArchitectures:
-    """Proposes a fixed list of architectures (duplicates dropped), then stops.
+
+class GivenArchitectures(SearchAlgorithm):
+    """Proposes a fixed list of architectures (duplicates dropped) as one generation, then stops.
 
     Args:
-        architectures: parsed architectures of one search space.
+        space: the search space they belong to.
+        architectures: parsed architectures of `space`.
     """
 
     name = "given"
+    generational = False
 
-    def __init__(self, architectures: Sequence[Hashable]):
-        self._archs = list(dict.fromkeys(architectures))
-        if not self._archs:
+    def __init__(self, space: SearchSpace, architectures: Sequence[Hashable]):
+        self.architectures = list(dict.fromkeys(architectures))
+        if not self.architectures:
             raise ValueError("GivenArchitectures needs at least one architecture.")
-        self.num_architectures = len(self._archs)
-        self._next = 0
-        self._scores: dict[Hashable, float | None] = {}
+        super().__init__(space, len(self.architectures))
 
-    def ask(self, n: int) -> list[Hashable]:
-        """The next `n` architectures of the list (fewer at its end)."""
-        out = self._archs[self._next : self._next + n]
-        self._next += len(out)
-        return out
+    def propose(self) -> list[Hashable]:
+        """The whole list, in order."""
+        return list(self.architectures)
 
-    def tell(self, arch: Hashable, fitness: float | None) -> None:
-        """Records the score of a proposed architecture (None: it failed)."""
-        if arch not in self._archs[: self._next]:
-            raise KeyError(f"architecture {arch} was not proposed by this search.")
-        self._scores[arch] = fitness
-
-    def generation_of(self, arch: Hashable) -> int | None:
-        """Given architectures have no generations."""
-        return None
-
-    @property
-    def done(self) -> bool:
-        """True when every architecture has been told."""
-        return len(self._scores) >= self.num_architectures
-
-    @property
-    def exhausted(self) -> bool:
-        """True when every architecture has been proposed."""
-        return self._next >= self.num_architectures
-
-    def best(self, k: int = 1) -> list[tuple[Hashable, float]]:
-        """The `k` best told architectures, best first."""
-        scored = [(a, f) for a, f in self._scores.items() if f is not None]
-        scored.sort(key=lambda af: (-af[1], str(af[0])))
-        return scored[:k]
+    def generation_size(self, generation: int) -> int:
+        return len(self.architectures)

@@ -45,7 +45,7 @@ results file proposes the same architectures.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import keras
@@ -54,8 +54,9 @@ import tensorflow as tf
 from scipy import stats
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search.base import SearchAlgorithm, check_options
 from tf_oneshot.search_spaces import SearchSpace, SubsetOf
-from tf_oneshot.search_spaces.constraints import ConstrainedSampler, Constraints
+from tf_oneshot.search_spaces.constraints import Constraints
 
 # A SubsetOf with more values than this is encoded one in/out token per member.
 CATEGORICAL_LIMIT = 64
@@ -297,12 +298,15 @@ def predictor_gradient(model: EncoderPredictorDecoder, tokens: np.ndarray) -> tu
 
 
 # ------------------------------------------------------------------ algorithm
-class NAO:
+class NAO(SearchAlgorithm):
     """NAO's search (Luo et al. 2018, §3) as ask/tell, generation by generation.
 
     Generation 0 is `initial_size` architectures drawn uniformly under the
     constraints (NAO's random seed pool); each later generation is `new_size`
-    new architectures from the gradient steps of the `top_k` best told so far.
+    new architectures from the gradient steps of the `top_k` best told so far
+    (the latest score of an architecture told twice: NAO-V2 §4.3 re-evaluates
+    its pool). The network is not part of the state: each generation trains
+    its own, seeded from (seed, generation).
 
     Args:
         space: the search space.
@@ -350,7 +354,7 @@ class NAO:
         mlp_hidden_size: int = 200,
         mlp_dropout: float = 0.1,
     ):
-        checks = [
+        check_options(
             (num_architectures >= 1, "num_architectures", num_architectures, ">= 1"),
             (initial_size >= 2, "initial_size", initial_size, ">= 2"),
             (new_size >= 1, "new_size", new_size, ">= 1"),
@@ -361,10 +365,7 @@ class NAO:
             (step_size > 0, "step_size", step_size, "> 0"),
             (max_steps >= 1, "max_steps", max_steps, ">= 1"),
             (0.0 <= mlp_dropout < 1.0, "mlp_dropout", mlp_dropout, "in [0, 1)"),
-        ]
-        for ok, name, value, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}. Received: {name}={value}")
+        )
         self.codec = TokenCodec(space)
         if space.size() < num_architectures:
             raise UserError(
@@ -377,8 +378,7 @@ class NAO:
                 f"initial pool alone is {initial_size} random architectures (--population_size); raise "
                 "--num_architectures above it or lower --population_size."
             )
-        self.space = space
-        self.num_architectures = int(num_architectures)
+        super().__init__(space, num_architectures, constraints, seed)
         self.initial_size, self.new_size, self.top_k = int(initial_size), int(new_size), int(top_k)
         self.step_size, self.max_steps = float(step_size), int(max_steps)
         self.training = {"trade_off": float(trade_off), "epochs": int(epochs), "batch_size": int(batch_size),
@@ -386,91 +386,20 @@ class NAO:
         self.network = {"embedding_size": int(embedding_size), "hidden_size": int(hidden_size),
                         "mlp_layers": int(mlp_layers), "mlp_hidden_size": int(mlp_hidden_size),
                         "mlp_dropout": float(mlp_dropout)}
-        self.sampler = ConstrainedSampler(space, constraints)
-        self.seed = int(seed)
-        self._rng = np.random.default_rng(self.seed)
-        self.generation = -1
-        self._population: list[Hashable] = []
-        self._handed = 0
-        self._proposed = 0
-        self._seen: set[Hashable] = set()
-        self._generation_of: dict[Hashable, int] = {}
-        self._scores: dict[Hashable, float | None] = {}
-        self.fresh_fills = 0  # places the decoder left empty, filled by mutation or a draw
         # Each network's fit and how many proposals its decoder gave, by generation
         # (reports and tests; not part of the state).
         self.history: list[dict[str, float]] = []
-        self._next_generation()
 
-    # ------------------------------------------------------------- ask / tell
-    def ask(self, n: int) -> list[Hashable]:
-        """Up to `n` architectures of the current generation not yet handed out.
+    def generation_size(self, generation: int) -> int:
+        return self.initial_size if generation == 0 else self.new_size
 
-        Returns fewer (possibly none) while the current generation awaits
-        scores, or once the budget is spent. The next generation is made (the
-        network trained) when the current one has been told in full.
-        """
-        out = []
-        while len(out) < n and self._proposed < self.num_architectures:
-            if self._handed == len(self._population):
-                if not all(a in self._scores for a in self._population):
-                    break
-                self._next_generation()
-                continue
-            out.append(self._population[self._handed])
-            self._handed += 1
-            self._proposed += 1
-        return out
-
-    def tell(self, arch: Hashable, fitness: float | None) -> None:
-        """Records `arch`'s score (None: scoring failed); a later tell replaces an earlier one.
-
-        NAO-V2 re-evaluates the pool each iteration (§4.3): the latest score is
-        the one the network trains on.
-        """
-        if arch not in self._generation_of:
-            raise KeyError(f"architecture {arch} was not proposed by this search.")
-        self._scores[arch] = None if fitness is None else float(fitness)
-
-    def generation_of(self, arch: Hashable) -> int | None:
-        """The generation that proposed `arch` (0: the random initial pool)."""
-        return self._generation_of.get(arch)
-
-    @property
-    def exhausted(self) -> bool:
-        return self._proposed >= self.num_architectures
-
-    @property
-    def done(self) -> bool:
-        return self.exhausted and all(a in self._scores for a in self._population[: self._handed])
-
-    def best(self, k: int = 1) -> list[tuple[Hashable, float]]:
-        """The `k` best architectures told so far, best first."""
-        scored = [(a, f) for a, f in self._scores.items() if f is not None]
-        return sorted(scored, key=_rank)[:k]
-
-    # -------------------------------------------------------------- internals
-    def _generation_start(self, generation: int) -> int:
-        return 0 if generation == 0 else self.initial_size + (generation - 1) * self.new_size
-
-    def _next_generation(self) -> None:
-        self.generation += 1
-        self._handed = 0
-        left = self.num_architectures - self._generation_start(self.generation)
-        size = min(self.initial_size if self.generation == 0 else self.new_size, left)
-        told = self.best(len(self._scores))
+    def propose(self) -> list[Hashable]:
+        """Generation 0: random under the constraints; later ones: NAO §3.3 on every score told so far."""
+        size = min(self.generation_size(self.generation), self.num_architectures - self.proposed)
+        told = self.best(None)
         if self.generation == 0 or len(told) < 2:
-            population = [self._fresh() for _ in range(size)]
-        else:
-            population = self._propose(told, size)
-        for arch in population:
-            self._generation_of[arch] = self.generation
-        self._population = population
-
-    def _fresh(self) -> Hashable:
-        arch = self.sampler.sample(self._rng, exclude=self._seen)
-        self._seen.add(arch)
-        return arch
+            return [self.draw() for _ in range(size)]
+        return self._propose(told, size)
 
     def _propose(self, told: list[tuple[Hashable, float]], size: int) -> list[Hashable]:
         """NAO §3.3: train E, f, D on the told scores; move the top-k embeddings up f's gradient."""
@@ -486,12 +415,11 @@ class NAO:
             for arch in self.codec.decode(np.asarray(model.decode_log_probs(moved))):
                 if len(out) == size:
                     break
-                if arch is None or arch in self._seen:
+                if arch is None or not self.is_new(arch):
                     continue
-                if not self.sampler.accepts(arch):
+                if not self.take(arch):
                     rejected.add(arch)  # never proposed: it breaks the constraints
                     continue
-                self._seen.add(arch)
                 out.append(arch)
             if len(out) == size:
                 break
@@ -505,67 +433,8 @@ class NAO:
         """A new architecture when the decoder gives no more: a mutant of the top-k, else a draw."""
         self.fresh_fills += 1
         for _ in range(FILL_ATTEMPTS):
-            parent = parents[int(self._rng.integers(len(parents)))]
-            child = self.space.mutate(parent, self._rng, float(self._rng.uniform(0.05, 0.3)))
-            if child not in self._seen and self.sampler.accepts(child):
-                self._seen.add(child)
+            parent = parents[int(self.rng.integers(len(parents)))]
+            child = self.space.mutate(parent, self.rng, float(self.rng.uniform(0.05, 0.3)))
+            if self.take(child):
                 return child
-        return self._fresh()
-
-    # ------------------------------------------------------------------ state
-    def get_state(self) -> dict[str, Any]:
-        """JSON-able state, O(generation size) whatever the number of generations.
-
-        The generator, the current generation and how far it was handed out;
-        the proposals and scores come back through `set_state` (KerasTuner's
-        oracles rebuild them from the trials). The network is not saved: the
-        next generation trains its own, seeded from (seed, generation).
-        """
-        return {
-            "algorithm": self.name,
-            "seed": self.seed,  # seeds every later generation's network
-            "rng": self._rng.bit_generator.state,
-            "generation": self.generation,
-            "population": [str(a) for a in self._population],
-            "handed": self._handed,
-            "proposed": self._proposed,
-            "fresh_fills": self.fresh_fills,
-        }
-
-    def set_state(
-        self,
-        state: dict[str, Any],
-        proposals: Sequence[Hashable],
-        scores: Mapping[Hashable, float | None],
-    ) -> None:
-        """Inverse of `get_state`, given what the search proposed and was told.
-
-        Raises:
-            ValueError: if `proposals` are not the ones `state` handed out.
-        """
-        parse = self.space.parse
-        generation, handed = int(state["generation"]), int(state["handed"])
-        population = [parse(a) for a in state["population"]]
-        start = self._generation_start(generation)
-        proposals = list(proposals)
-        if len(proposals) != int(state["proposed"]) or proposals[start:] != population[:handed]:
-            raise ValueError(
-                f"the state handed out {state['proposed']} architectures, the last {handed} of generation "
-                f"{generation}; the {len(proposals)} proposals given do not match."
-            )
-        self.seed = int(state["seed"])
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng"]
-        self.generation, self._handed, self._proposed = generation, handed, len(proposals)
-        self._population = population
-        self.fresh_fills = int(state["fresh_fills"])
-        self._generation_of = {}
-        for i, arch in enumerate(proposals):
-            self._generation_of[arch] = 0 if i < self.initial_size else 1 + (i - self.initial_size) // self.new_size
-        self._generation_of.update((a, generation) for a in population)
-        self._seen = set(proposals) | set(population)
-        self._scores = {a: None if scores[a] is None else float(scores[a]) for a in proposals if a in scores}
-
-
-def _rank(item: tuple[Hashable, float]) -> tuple[float, str]:
-    return (-item[1], str(item[0]))
+        return self.draw()

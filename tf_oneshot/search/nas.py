@@ -5,8 +5,8 @@ Each iteration (Luo et al., NAO-V2, §3.2 and §4):
    candidate pool (`--sampler=proportional`: Eq. 1, in proportion to model
    size, §4.2; `uniform`: NAO-WS);
 2. scores the pool with the shared weights (`search.scorer.OneShotScorer`);
-3. tells the search algorithm (any ask/tell algorithm of
-   `tf_oneshot.search.ALGORITHMS`, "nao" too once `tf_oneshot.search.nao` registers it);
+3. tells the search algorithm (any algorithm of `tf_oneshot.search.ALGORITHMS`,
+   built by `tf_oneshot.search.make_algorithm`);
 4. adds the algorithm's new candidates to the pool.
 
 Iterations are independent by default (§4.3, Fig. 2a): the cosine cycle is
@@ -22,7 +22,9 @@ training").
 Everything lives in the model_dir: the trainer's checkpoints (a kill during
 training resumes from the last one) and `nas/settings.json` (written once;
 a rerun with other settings is refused) and `nas/iterations.jsonl`, an
-append-only log of fsync'd lines: the initial pool, each score (with the
+append-only log (a `tf_oneshot.record_file.RecordFile`: fsync'd lines, a torn
+last line dropped; on GCS the scores are written in batches, and the pool and
+each iteration's end at once): the initial pool, each score (with the
 checkpoint step it was scored at) and each iteration's end (new candidates
 and the algorithm's `get_state`). A rerun replays that log: finished scores
 are not computed again, and the algorithm is rebuilt by `set_state`, so a
@@ -38,13 +40,15 @@ with KerasTuner's workers scoring the pools.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import os
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search.algorithms import ALGORITHMS
+from tf_oneshot.search.algorithms import make_algorithm as make_search_algorithm
+from tf_oneshot.search.base import SearchAlgorithm
+from tf_oneshot.search.bn_modes import check_bn_mode
 from tf_oneshot.training.config import TrainConfig
 
 if TYPE_CHECKING:  # imports TensorFlow
@@ -52,7 +56,6 @@ if TYPE_CHECKING:  # imports TensorFlow
 
 ITERATION_MODES = ("independent", "dependent")
 POOL_SAMPLERS = ("proportional", "uniform")
-BN_MODES = ("batch", "recalibrate")  # search.scorer.BN_MODES, without importing TensorFlow
 SETTINGS_FILE = os.path.join("nas", "settings.json")
 LOG_FILE = os.path.join("nas", "iterations.jsonl")
 # The last pool's scores as `tf-oneshot search` results, for `retrain` / `analyze --search_results`.
@@ -95,8 +98,7 @@ class NasSettings:
         if self.sampler not in POOL_SAMPLERS:
             raise UserError(f"--sampler={self.sampler} cannot sample a candidate pool; choose one of "
                             f"{', '.join(POOL_SAMPLERS)} (NAO-V2 §4.2: proportional).")
-        if self.bn_mode not in BN_MODES:
-            raise UserError(f"--bn_mode={self.bn_mode} is unknown; choose one of {', '.join(BN_MODES)}.")
+        check_bn_mode(self.bn_mode)
         if self.iteration_mode not in ITERATION_MODES:
             raise UserError(f"--iteration_mode={self.iteration_mode} is unknown; choose one of "
                             f"{', '.join(ITERATION_MODES)}.")
@@ -121,52 +123,23 @@ class NasSettings:
 
 
 # ------------------------------------------------------------------ algorithm
-def algorithm_class(name: str) -> type:
-    """The ask/tell class registered as `name`; "nao" is imported on first use (it needs Keras).
-
-    Raises:
-        UserError: an unknown name, naming the known ones.
-    """
-    from tf_oneshot.search import ALGORITHMS
-
-    if name in ALGORITHMS:
-        return ALGORITHMS[name]
-    if name == "nao":  # a tf_oneshot.search.nao that ALGORITHMS does not list yet
-        try:
-            module = importlib.import_module("tf_oneshot.search.nao")
-        except ImportError:
-            module = None
-        for value in vars(module).values() if module else ():
-            if inspect.isclass(value) and getattr(value, "name", None) == name:
-                return value
-    raise UserError(f"--algorithm={name} is unknown; choose one of {', '.join(ALGORITHMS)}.")
-
-
-def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> Any:
+def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> SearchAlgorithm:
     """A fresh algorithm with a budget of P * K architectures (P to start, P per later iteration).
 
+    One generation per iteration: evolution's population and NAO's initial
+    pool and new candidates are P (`population_size`).
+
     Raises:
-        UserError: an algorithm that cannot work on `space`: it has too few
-            architectures for the budget, the algorithm refuses the space, or
-            it lacks `get_state`/`set_state` (a run must survive a kill).
+        UserError: an unknown algorithm, a space with too few architectures
+            for the budget, or one the algorithm refuses.
     """
-    cls = algorithm_class(settings.algorithm)
     budget = settings.pool_size * settings.iterations
-    where = f"--algorithm={settings.algorithm} cannot work on --space={space.name}"
-    if space.size() < budget:
-        raise UserError(f"{where}: it proposes --pool_size x --iterations = {budget} distinct architectures "
-                        f"and the space has {space.size()}; lower --pool_size or --iterations.")
-    if not all(callable(getattr(cls, m, None)) for m in ("ask", "tell", "get_state", "set_state")):
-        raise UserError(f"{where}: it lacks ask/tell/get_state/set_state, which a resumable loop needs.")
-    # One generation per iteration: evolution's population, NAO's initial pool and new candidates.
-    options = {"population_size": settings.pool_size, "initial_size": settings.pool_size,
-               "new_size": settings.pool_size}
-    accepted = inspect.signature(cls).parameters
-    options = {k: v for k, v in options.items() if k in accepted}
-    try:
-        return cls(space, budget, constraints, seed=seed, **options)
-    except (ValueError, TypeError, NotImplementedError, KeyError) as e:
-        raise UserError(f"{where}: {e}") from None
+    if settings.algorithm in ALGORITHMS and space.size() < budget:  # an unknown name: make_algorithm's error
+        raise UserError(f"--algorithm={settings.algorithm} cannot work on --space={space.name}: it proposes "
+                        f"--pool_size x --iterations = {budget} distinct architectures and the space has "
+                        f"{space.size()}; lower --pool_size or --iterations.")
+    return make_search_algorithm(settings.algorithm, space, budget, constraints, seed,
+                                 population_size=settings.pool_size)
 
 
 def _state_round_trip(algorithm: Any, state: dict, proposals: Sequence[Hashable],
@@ -180,48 +153,63 @@ def _state_round_trip(algorithm: Any, state: dict, proposals: Sequence[Hashable]
 
 # ------------------------------------------------------------------- the log
 class IterationLog:
-    """`nas/iterations.jsonl`: append-only, one fsync'd JSON line per event; replayed on resume.
+    """`nas/iterations.jsonl`: one JSON line per event, a `RecordFile` replayed on resume.
 
     Lines: {"kind": "pool", "iteration": 0, "pool": [...], "state": ...}
     (the initial pool), {"kind": "score", "iteration": i, "architecture",
     "oneshot_accuracy", "loss", "params", "flops", "step"} and {"kind":
-    "end", "iteration": i, "new": [...], "state": ..., "best": ...}.
+    "end", "iteration": i, "new": [...], "state": ..., "best": ...}. Each
+    line names its own kind (the file holds three), and the run's settings
+    are in `nas/settings.json`, so the file checks neither a kind nor an
+    identity: only that each line is one of these, its architectures parsed.
     """
 
     def __init__(self, model_dir: ModelDir, space: Any) -> None:
+        from tf_oneshot.record_file import RecordFile
+
         self.path = model_dir.file(LOG_FILE)
         self.space = space
+        self.file = RecordFile(self.path, kind=None, identity={}, what="a nas record",
+                               fix="move the file aside or use a new --model_dir", check=self._parse)
         self.initial: dict | None = None
         self.ends: list[dict] = []
         self.scores: list[dict] = []
 
     def load(self) -> IterationLog:
-        from tf_oneshot.io_utils import read_jsonl
-
-        for number, record in enumerate(read_jsonl(self.path), start=1):
-            kind = record.get("kind")
-            try:
-                if kind == "score":
-                    record["arch"] = self.space.parse(record["architecture"])
-                    self.scores.append(record)
-                elif kind == "end":
-                    record["new_archs"] = [self.space.parse(a) for a in record["new"]]
-                    self.ends.append(record)
-                elif kind == "pool":
-                    record["archs"] = [self.space.parse(a) for a in record["pool"]]
-                    self.initial = record
-                else:
-                    raise KeyError("kind")
-            except (KeyError, TypeError, UserError) as e:
-                raise UserError(f"{self.path} line {number} is not a nas record ({e}); move the file "
-                                "aside or use a new --model_dir.") from None
+        for record in self.file.records():
+            if record["kind"] == "score":
+                self.scores.append(record)
+            elif record["kind"] == "end":
+                self.ends.append(record)
+            else:
+                self.initial = record
         return self
 
-    def append(self, record: dict) -> dict:
-        from tf_oneshot.io_utils import append_jsonl
+    def _parse(self, record: dict, where: str) -> None:
+        """Adds the architectures of a line read back (`arch`, `archs` or `new_archs`); UserError if it is not one."""
+        kind = record.get("kind")
+        try:
+            if kind == "score":
+                record["arch"] = self.space.parse(record["architecture"])
+            elif kind == "end":
+                record["new_archs"] = [self.space.parse(a) for a in record["new"]]
+            elif kind == "pool":
+                record["archs"] = [self.space.parse(a) for a in record["pool"]]
+            else:
+                raise KeyError("kind")
+        except (KeyError, TypeError, UserError) as e:
+            raise UserError(f"{where} is not {self.file.what} ({e}); {self.file.fix}.") from None
 
-        append_jsonl(self.path, record)
+    def append(self, record: dict) -> dict:
+        """Appends one line; a pool or an iteration's end is written at once, scores may wait for `flush`."""
+        self.file.append(record)
+        if record["kind"] != "score":
+            self.file.flush()
         return record
+
+    def flush(self) -> None:
+        """Writes the score lines still buffered for a remote log."""
+        self.file.flush()
 
     @property
     def done(self) -> int:
@@ -503,12 +491,15 @@ class Loop:
             self.log(f"iteration {i + 1}: scoring {len(todo)} of {len(pool)} pool architectures at step "
                      f"{scorer.step}" + ("" if self.settings.independent else f" ({len(cached)} cached)"))
         size = scorer.archs_per_call
-        for begin in range(0, len(todo), size):
-            if self.stop():
-                return None
-            part = todo[begin:begin + size]
-            for arch, score in zip(part, scorer.score(part)):
-                done[arch] = self.record_score(i, arch, score, scorer.step)
+        try:
+            for begin in range(0, len(todo), size):
+                if self.stop():
+                    return None
+                part = todo[begin:begin + size]
+                for arch, score in zip(part, scorer.score(part)):
+                    done[arch] = self.record_score(i, arch, score, scorer.step)
+        finally:
+            self.history.flush()  # a remote log writes its score lines in batches
         merged = {**cached, **done}
         return {a: float(merged[a]["oneshot_accuracy"]) for a in pool}
 

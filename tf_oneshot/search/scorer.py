@@ -40,10 +40,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search.bn_modes import check_bn_mode
 from tf_oneshot.training.model_dir import ModelDir
 from tf_oneshot.training.strategy_loop import SplitFunction
 
-BN_MODES = ("batch", "recalibrate")
 KL_EXAMPLES = 64  # Bender et al. 2018, §5: "64 random examples from the training set"
 # §5's references: "almost all the operations ... enabled (base dropout rate r = 10^-8)".
 KL_REFERENCES = ("all_on", "sampled")
@@ -80,6 +80,32 @@ def recalibration_images_for(model_dir: str | ModelDir, requested: int | None = 
                                         .num_examples["train"])
 
 
+def scoring_options(
+    model_dir: str | ModelDir,
+    bn_mode: str,
+    kl: bool = False,
+    kl_reference: str = "all_on",
+    recalibration_images: int | None = None,
+    validation_examples: int | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """How a search's scores are taken, as its results lines record it (`options`, beside the algorithm's).
+
+    The KL divergence (§5) is stored with each score; the validation subset
+    and the recalibration images (SPOS §3.4) change the scores: a rerun with
+    other values must not reuse the lines, so they are part of the identity.
+
+    Raises:
+        UserError: an unknown bn_mode or a bad recalibration image count.
+    """
+    options: dict[str, Any] = {"kl": kl, "validation_examples": validation_examples}
+    if kl:
+        options["kl_reference"] = kl_reference
+    if check_bn_mode(bn_mode) == "recalibrate":
+        options["recalibration_images"] = recalibration_images_for(model_dir, recalibration_images, data_dir)
+    return options
+
+
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
 
@@ -103,6 +129,8 @@ class OneShotScorer:
             "sampled" (§5 as published: one reference per ghost batch of the
             KL images, sampled by path dropout at r = 1e-8).
         step: the checkpoint step, for records.
+        options: how the scores are taken, as results lines record it
+            (`scoring_options`; set by `from_model_dir`).
         pass_examples: examples per forward pass to aim for (all copies).
         jit_compile: compile with XLA (TPU; slow for depthwise convs on CPU).
         strategy: the strategy `model` was built under (default: the current
@@ -125,12 +153,12 @@ class OneShotScorer:
         kl_images: np.ndarray | None = None,
         kl_reference: str = "all_on",
         step: int = 0,
+        options: dict[str, Any] | None = None,
         pass_examples: int = 512,
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
     ):
-        if bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        check_bn_mode(bn_mode)
         if archs_per_pass is not None and archs_per_pass < 1:
             raise UserError(f"archs_per_pass={archs_per_pass} is invalid; expected a positive integer.")
         self.model = model
@@ -139,6 +167,7 @@ class OneShotScorer:
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.bn_mode = bn_mode
         self.step = step
+        self.options = options
         self.ghost = int(model.ghost_batch_size)
         self.pass_examples = pass_examples
         self.jit_compile = jit_compile
@@ -195,15 +224,19 @@ class OneShotScorer:
     ) -> OneShotScorer:
         """Loads the latest checkpoint of `model_dir` and its dataset's splits.
 
+        The scorer's `options` record these settings (`scoring_options`), so a
+        search given this scorer writes the lines a search building its own would.
+
         Raises:
             UserError: a missing or foreign model_dir, no checkpoint, or data
                 that is not prepared.
         """
         from tf_oneshot.training import data
 
-        if bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
-        loaded = ModelDir.open(model_dir).load_oneshot(strategy=strategy)
+        model_dir = ModelDir.open(model_dir)
+        options = scoring_options(model_dir, bn_mode, kl, kl_reference, recalibration_images, validation_examples,
+                                  data_dir)
+        loaded = model_dir.load_oneshot(strategy=strategy)
         config = loaded.config
         data_dir = data_dir or config.data_dir
         info = data.dataset_info(config.dataset, data_dir)
@@ -221,7 +254,7 @@ class OneShotScorer:
         images, labels = (t.numpy() for t in next(iter(dataset)))
         recal = kl_images = None
         if bn_mode == "recalibrate":
-            wanted = recalibration_images or default_recalibration_images(info.num_examples["train"])
+            wanted = options["recalibration_images"]
             count = max(ghost, min(wanted, info.num_examples["train"]) // ghost * ghost)
             recal = data.take_images(config.dataset, "train", count, data_dir=data_dir, seed=seed)
         if kl:
@@ -231,7 +264,7 @@ class OneShotScorer:
         return cls(
             loaded.model, loaded.space, images, labels, bn_mode=bn_mode, archs_per_pass=archs_per_pass,
             recalibration_images=recal, kl_images=kl_images, kl_reference=kl_reference, step=loaded.step,
-            strategy=strategy, **kwargs,
+            options=options, strategy=strategy, **kwargs,
         )
 
     def _masks(self, archs: Sequence[Hashable], size: int) -> dict[str, np.ndarray]:

@@ -13,9 +13,7 @@ from tf_oneshot.tuner.oracle import (
     CHECKPOINT_STEP,
     OBJECTIVE,
     OneShotOracle,
-    architecture_to_values,
     declare_hyperparameters,
-    values_to_architecture,
 )
 from tf_oneshot.tuner.tuner import OneShotTuner
 
@@ -25,7 +23,5 @@ __all__ = [
     "IteratedOneShotOracle",
     "OneShotOracle",
     "OneShotTuner",
-    "architecture_to_values",
     "declare_hyperparameters",
-    "values_to_architecture",
 ]

@@ -37,9 +37,8 @@ import keras_tuner
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import nas
 from tf_oneshot.training.config import TrainConfig
-from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, OneShotOracle, architecture_to_values
+from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, COMPLETED, IDLE, RUNNING, STOPPED, OneShotOracle
 
-_Status = keras_tuner.engine.trial.TrialStatus
 _RESERVED = ("max_trials", "space", "population_size")
 
 
@@ -161,11 +160,11 @@ class IteratedOneShotOracle(OneShotOracle):
     def _unassigned(self, i: int) -> list[Hashable]:
         """Needed members without a completed or running trial (a failed one is handed out again)."""
         taken = {self.architecture(t) for t in self._trials_of(i)
-                 if t.status in (_Status.COMPLETED, _Status.RUNNING)}
+                 if t.status in (COMPLETED, RUNNING)}
         return [a for a in self._needed(i) if a not in taken]
 
     def _pending(self, i: int) -> bool:
-        return any(t.status == _Status.RUNNING for t in self._trials_of(i))
+        return any(t.status == RUNNING for t in self._trials_of(i))
 
     def _busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -225,7 +224,7 @@ class IteratedOneShotOracle(OneShotOracle):
         step = self.step_of_iteration(i)
         latest = {}
         for trial in sorted(self._trials_of(i), key=lambda t: t.trial_id):
-            if trial.status == _Status.COMPLETED:
+            if trial.status == COMPLETED:
                 latest[self.architecture(trial)] = trial
         for arch in self._needed(i):
             trial = latest[arch]
@@ -245,13 +244,13 @@ class IteratedOneShotOracle(OneShotOracle):
         self._progress()
         loop = self.loop
         if self.failure is not None or loop.history.done >= self.settings.iterations:
-            return {"status": _Status.STOPPED, "values": None}
+            return {"status": STOPPED, "values": None}
         i = loop.history.done
         unassigned = [] if self._busy() else self._unassigned(i)
         if not unassigned:
-            return {"status": _Status.IDLE, "values": None}
-        values = {**architecture_to_values(self.space, unassigned[0]), CHECKPOINT_STEP: self.step_of_iteration(i)}
-        return {"status": _Status.RUNNING, "values": values}
+            return {"status": IDLE, "values": None}
+        values = {**self.space.hyperparameter_values(unassigned[0]), CHECKPOINT_STEP: self.step_of_iteration(i)}
+        return {"status": RUNNING, "values": values}
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
@@ -265,10 +264,8 @@ class IteratedOneShotOracle(OneShotOracle):
                                 "constraints": self.constraints.to_json()}
         return state
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        # The pools, scores and algorithm state are in the model_dir's nas log;
-        # the trials are KerasTuner's. Only the settings are checked here.
-        keras_tuner.Oracle.set_state(self, state)
+    def restore_search(self, state: dict[str, Any]) -> None:
+        """Checks the saved settings: the pools, scores and algorithm state are in the model_dir's nas log."""
         mine = {"settings": dataclasses.asdict(self.settings), "constraints": self.constraints.to_json()}
         saved = state.get("oneshot_nas")
         if saved != mine:

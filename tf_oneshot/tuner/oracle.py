@@ -1,7 +1,8 @@
 """KerasTuner integration: each trial is an architecture scored with shared weights.
 
-`OneShotOracle` runs the same `RandomSearch` / `Evolution` / `NAO` code as
-`tf-oneshot search` behind KerasTuner's `Oracle` contract: the architecture is exposed as
+`OneShotOracle` runs the same algorithms as `tf-oneshot search`, built the
+same way (`tf_oneshot.search.make_algorithm`: random, evolution or NAO),
+behind KerasTuner's `Oracle` contract: the architecture is exposed as
 hyperparameters (per choice block, one `Choice` of input subset and one of op
 combination), `populate_space` proposes only architectures that meet the
 constraints (SPOS §3.4: never scored and discarded, and KerasTuner aborts
@@ -26,7 +27,7 @@ from typing import Any
 import keras_tuner
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search import ALGORITHMS, Constraints, Evolution, RandomSearch
+from tf_oneshot.search import Constraints, SearchAlgorithm, make_algorithm
 from tf_oneshot.search.evolution import GENERATIONS
 from tf_oneshot.search.nao import NAO_ROUNDS
 from tf_oneshot.search_spaces import SearchSpace
@@ -37,8 +38,9 @@ OBJECTIVE = "oneshot_accuracy"
 RANDOM_TRIALS = 100
 # The trial hyperparameter (and metric) naming the checkpoint a trial is scored at (iterated oracle).
 CHECKPOINT_STEP = "checkpoint_step"
-_Trial = keras_tuner.engine.trial.Trial
-_Status = keras_tuner.engine.trial.TrialStatus
+# A trial's status: the strings `Oracle.populate_space` documents (KerasTuner's
+# public names stop short of the class that lists them).
+RUNNING, IDLE, STOPPED, COMPLETED, FAILED = "RUNNING", "IDLE", "STOPPED", "COMPLETED", "FAILED"
 
 
 # ------------------------------------------------------ architecture <-> hps
@@ -46,16 +48,6 @@ def declare_hyperparameters(space: SearchSpace, hp: keras_tuner.HyperParameters)
     """Registers one `Choice` per decision of `space` in `hp` (the space's string values)."""
     for d in space.decisions():
         hp.Choice(d.name, [d.format(v) for v in d.values()], ordered=False)
-
-
-def architecture_to_values(space: SearchSpace, arch: Hashable) -> dict[str, str]:
-    """The hyperparameter values of `arch` (inverse of `values_to_architecture`)."""
-    return space.hyperparameter_values(arch)
-
-
-def values_to_architecture(space: SearchSpace, values: dict[str, Any]) -> Hashable:
-    """Parses a trial's hyperparameter values; UserError naming a bad value."""
-    return space.from_hyperparameter_values(values)
 
 
 def recorded_space(model_dir: str) -> SearchSpace:
@@ -121,8 +113,6 @@ class OneShotOracle(keras_tuner.Oracle):
         mutation_prob: float = 0.1,
         **oracle_kwargs: Any,
     ):
-        if algorithm not in ALGORITHMS:
-            raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         if max_trials is None:
             generations = {"evolution": GENERATIONS, "nao": 1 + NAO_ROUNDS}
             max_trials = population_size * generations[algorithm] if algorithm in generations else RANDOM_TRIALS
@@ -151,21 +141,12 @@ class OneShotOracle(keras_tuner.Oracle):
         algo_seed = self.seed if seed is None else seed
         # A distributed worker's own oracle only knows the seed if it was given.
         self.seed_given = seed is not None
+        self.algorithm: SearchAlgorithm = make_algorithm(
+            algorithm, space, max_trials, self.constraints, seed=algo_seed, population_size=population_size,
+            num_parents=num_parents, mutation_prob=mutation_prob,
+        )
         # The settings reload checks (and a results line's `options`).
-        self.algorithm_options: dict[str, Any] = {}
-        if algorithm == "evolution":
-            self.algorithm_options = {"population_size": population_size, "num_parents": num_parents,
-                                      "mutation_prob": mutation_prob}
-            self.algorithm: RandomSearch | Evolution = Evolution(
-                space, max_trials, self.constraints, seed=algo_seed, **self.algorithm_options
-            )
-        elif algorithm == "nao":
-            self.algorithm_options = {"initial_size": population_size, "new_size": population_size,
-                                      "top_k": num_parents}
-            self.algorithm = ALGORITHMS["nao"](space, max_trials, self.constraints, seed=algo_seed,
-                                               **self.algorithm_options)
-        else:
-            self.algorithm = RandomSearch(space, max_trials, self.constraints, seed=algo_seed)
+        self.algorithm_options: dict[str, Any] = self.algorithm.options
         # Trials told to the algorithm; rebuilt from the trials on reload, not saved.
         self._told: set[str] = set()
 
@@ -175,27 +156,29 @@ class OneShotOracle(keras_tuner.Oracle):
         archs = self.algorithm.ask(1)
         if not archs:
             if self.algorithm.exhausted:
-                return {"status": _Status.STOPPED, "values": None}
+                return {"status": STOPPED, "values": None}
             # Evolution: the generation's last members are still being scored
             # by other workers; the tuner asks again.
-            return {"status": _Status.IDLE, "values": None}
+            return {"status": IDLE, "values": None}
         arch = archs[0]
         if not self.constraints.satisfied(cost_model(self.space, self.constraints.latency_table).count(arch)):
             raise AssertionError(f"proposal {arch} breaks {self.constraints.describe()}")
-        return {"status": _Status.RUNNING,
-                "values": architecture_to_values(self.space, arch)}
+        return {"status": RUNNING, "values": self.space.hyperparameter_values(arch)}
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str):
         # Budget spent but trials still running elsewhere: answer IDLE rather
         # than STOPPED, so a retried trial still finds a worker and every
         # worker stops together (the stock chief, once a worker stops, polls
-        # only every 20 s for the others to finish).
+        # only every 20 s for the others to finish). KerasTuner answers a
+        # retry or the asking tuner's own trial first, so a STOPPED here means
+        # the budget is spent.
         others_running = any(t != tuner_id for t in self.ongoing_trials)
-        if (self.max_trials and len(self.trials) >= self.max_trials and not self._retry_queue
-                and tuner_id not in self.ongoing_trials and others_running):
-            return _Trial(self.get_space(), status=_Status.IDLE)
-        return super().create_trial(tuner_id)
+        trial = super().create_trial(tuner_id)
+        if trial.status == STOPPED and self.max_trials and others_running:
+            self.tuner_ids.add(tuner_id)  # KerasTuner let the tuner go with its STOPPED
+            trial.status = IDLE
+        return trial
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
@@ -208,7 +191,7 @@ class OneShotOracle(keras_tuner.Oracle):
         """Passes a finished trial's score to the algorithm once; True if new."""
         if trial.trial_id in self._told or not _finished(trial):
             return False
-        self.algorithm.tell(values_to_architecture(self.space, trial.hyperparameters.values), _score(trial))
+        self.algorithm.tell(self.architecture(trial), _score(trial))
         self._told.add(trial.trial_id)
         return True
 
@@ -220,13 +203,30 @@ class OneShotOracle(keras_tuner.Oracle):
             "space": self.space.to_config(),
             "constraints": self.constraints.to_json(),
             "options": self.algorithm_options,
-            "seed": self.algorithm.seed,
             "algorithm_state": self.algorithm.get_state(),
         }
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
+        """KerasTuner's state, less the finished trials it names as running; then the search's (`restore_search`).
+
+        `Oracle.end_trial` saves before it drops the trial from
+        `ongoing_trials`, so oracle.json names the last finished trial as
+        still running and `reload` would queue it for a retry. A trial whose
+        own file says it finished is done (KerasTuner loads the trial files
+        before `set_state`): it is dropped from the running ones, and ended
+        if the kill came between its file and oracle.json.
+        """
+        running = state["ongoing_trials"]
+        ended = [t for t in running.values() if _finished(self.trials[t])]
+        super().set_state({
+            **state, "ongoing_trials": {k: t for k, t in running.items() if t not in ended},
+            "end_order": state["end_order"] + [t for t in ended if t not in state["end_order"]],
+        })
+        self.restore_search(state)
+
+    def restore_search(self, state: dict[str, Any]) -> None:
+        """Checks the saved settings and rebuilds the algorithm from its state and the trials."""
         mine = state["oneshot"]
         saved = (mine["algorithm"], mine["constraints"], mine["options"])
         if saved != (self.algorithm_name, self.constraints.to_json(), self.algorithm_options):
@@ -238,32 +238,17 @@ class OneShotOracle(keras_tuner.Oracle):
         # finished ones are told: KerasTuner loads the trials before
         # set_state, and saved `start_order` with this very state.
         trials = [self.trials[t] for t in dict.fromkeys(self.start_order)]
-        proposals = [values_to_architecture(self.space, t.hyperparameters.values) for t in trials]
+        proposals = [self.architecture(t) for t in trials]
         scores = {a: _score(t) for a, t in zip(proposals, trials) if _finished(t)}
         try:
             self.algorithm.set_state(mine["algorithm_state"], proposals, scores)
-        except ValueError as e:
+        except (ValueError, KeyError) as e:
             raise UserError(f"the tuner project's trials do not match its oracle.json: {e}") from None
-        self.algorithm.seed = int(mine["seed"])
         self._told = {t.trial_id for t in trials if _finished(t)}
-
-    def reload(self) -> None:
-        """KerasTuner's reload, without running finished trials again.
-
-        `Oracle.end_trial` saves before it drops the trial from
-        `ongoing_trials`, so oracle.json names the last finished trial as
-        still running and `reload` queues it for a retry. A trial whose own
-        file says it finished is done: it leaves the queue.
-        """
-        super().reload()
-        for trial_id in [t for t in self._retry_queue if _finished(self.trials[t])]:
-            self._retry_queue.remove(trial_id)
-            if trial_id not in self.end_order:  # killed between its file and oracle.json
-                self.end_order.append(trial_id)
 
     def architecture(self, trial) -> Hashable:
         """The architecture of a trial."""
-        return values_to_architecture(self.space, trial.hyperparameters.values)
+        return self.space.from_hyperparameter_values(trial.hyperparameters.values)
 
     def generation_of(self, arch: Hashable) -> int | None:
         """The generation of the algorithm that proposed `arch` (results lines' `generation`)."""
@@ -271,9 +256,9 @@ class OneShotOracle(keras_tuner.Oracle):
 
 
 def _finished(trial) -> bool:
-    return trial.status in (_Status.COMPLETED, _Status.FAILED)
+    return trial.status in (COMPLETED, FAILED)
 
 
 def _score(trial) -> float | None:
     """The one-shot accuracy of a finished trial; None if it failed."""
-    return float(trial.score) if trial.status == _Status.COMPLETED else None
+    return float(trial.score) if trial.status == COMPLETED else None

@@ -21,7 +21,8 @@ from typing import Any
 import keras_tuner
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, OneShotOracle, recorded_space, values_to_architecture
+from tf_oneshot.search.bn_modes import check_bn_mode
+from tf_oneshot.tuner.oracle import CHECKPOINT_STEP, OneShotOracle, recorded_space
 
 
 class OneShotTuner(keras_tuner.Tuner):
@@ -56,7 +57,6 @@ class OneShotTuner(keras_tuner.Tuner):
         finetune_top: int = 10,
         **tuner_kwargs: Any,
     ):
-        from tf_oneshot.search.scorer import BN_MODES
         from tf_oneshot.training import finetune
 
         if finetune_steps is not None:
@@ -64,8 +64,8 @@ class OneShotTuner(keras_tuner.Tuner):
             finetune.check_top(finetune_top)
         self.finetune_steps, self.finetune_top = finetune_steps, finetune_top
 
-        if bn_mode is not None and bn_mode not in BN_MODES:
-            raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}.")
+        if bn_mode is not None:
+            check_bn_mode(bn_mode)
         if not isinstance(oracle, OneShotOracle):
             raise UserError(f"OneShotTuner needs a OneShotOracle; got {type(oracle).__name__}.")
         # Kept: on a distributed worker `self.oracle` becomes a client of the
@@ -100,21 +100,15 @@ class OneShotTuner(keras_tuner.Tuner):
         Read from the local oracle, which a distributed worker builds with the
         chief's arguments: the algorithm, constraints and options are the
         chief's, and so is the seed when one was given (else the chief drew
-        it, and a worker writes None).
+        it, and a worker writes None). The scoring options are the scorer's
+        own (`scoring_options`), as `tf-oneshot search` records them.
         """
-        from tf_oneshot.search.scorer import recalibration_images_for
-
         oracle = self.oneshot_oracle
-        options = {**oracle.algorithm_options, "kl": self.kl,
-                   "validation_examples": self._scorer_kwargs.get("validation_examples")}
-        if self.bn_mode == "recalibrate":
-            options["recalibration_images"] = recalibration_images_for(
-                self.opened_model_dir, self._scorer_kwargs.get("recalibration_images"), self._scorer_kwargs.get("data_dir"))
         return {
             "space": self.space.to_config(), "checkpoint_step": self.scorer.step, "bn_mode": self.bn_mode,
             "algorithm": oracle.algorithm_name,
             "seed": oracle.algorithm.seed if oracle.seed_given or not self.on_worker else None,
-            "constraints": oracle.constraints.to_json(), "options": options,
+            "constraints": oracle.constraints.to_json(), "options": {**oracle.algorithm_options, **self.scorer.options},
         }
 
     @property
@@ -180,7 +174,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         """Scores the trial's architecture with the shared weights; no training."""
-        arch = values_to_architecture(self.space, trial.hyperparameters.values)
+        arch = self.space.from_hyperparameter_values(trial.hyperparameters.values)
         step = trial.hyperparameters.values.get(CHECKPOINT_STEP)
         scorer = self.scorer_at(step)
         tic = time.perf_counter()
@@ -214,7 +208,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The stand-alone Keras model of the trial's architecture (untrained)."""
-        return self.space.build_standalone(values_to_architecture(self.space, trial.hyperparameters.values))
+        return self.space.build_standalone(self.space.from_hyperparameter_values(trial.hyperparameters.values))
 
     def rerank(self) -> list[dict[str, Any]]:
         """The best `finetune_top` trials fine-tuned for `finetune_steps` steps, best fine-tuned first.
@@ -227,7 +221,7 @@ class OneShotTuner(keras_tuner.Tuner):
 
         if self.finetune_steps is None:
             raise UserError("rerank() needs OneShotTuner(finetune_steps=n): the mini-batches per candidate.")
-        candidates = [{"architecture": str(values_to_architecture(self.space, t.hyperparameters.values)),
+        candidates = [{"architecture": str(self.space.from_hyperparameter_values(t.hyperparameters.values)),
                        "oneshot_accuracy": float(t.score)} for t in self.oracle.get_best_trials(self.finetune_top)]
         tuner = finetune.FineTuner(self.opened_model_dir, self.finetune_steps, seed=self.oneshot_oracle.algorithm.seed)
         path = os.path.join(self.project_dir, f"finetune_{self.tuner_id}.jsonl")
@@ -239,6 +233,6 @@ class OneShotTuner(keras_tuner.Tuner):
         if self.finetune_steps is not None:
             return [self.space.parse(r["architecture"]) for r in self.rerank()[:num_trials]]
         return [
-            values_to_architecture(self.space, t.hyperparameters.values)
+            self.space.from_hyperparameter_values(t.hyperparameters.values)
             for t in self.oracle.get_best_trials(num_trials)
         ]
