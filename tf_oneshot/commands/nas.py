@@ -13,19 +13,19 @@ the same flags resumes; SIGTERM stops it cleanly with exit code 143.
 
 from __future__ import annotations
 
-from tf_oneshot.commands import flags as common_flags
+from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
 
 # Training flags of `tf-oneshot train`, less --train_steps (K x T here).
 NAS_TRAIN_FLAGS = (
-    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *common_flags.SPACE_FLAGS,
+    "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *flags.SPACE_FLAGS,
     "learning_rate", "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every",
     "log_every", "jit_compile", "skip_threshold", "mixed_precision",
 )
 FLAG_NAMES = (
     *NAS_TRAIN_FLAGS, "model_dir", "strategy", "tpu", "iterations", "steps_per_iteration", "pool_size",
     "algorithm", "sampler", "iteration_mode", "bn_mode", "validation_examples", "archs_per_pass",
-    *common_flags.CONSTRAINT_FLAGS,
+    *flags.CONSTRAINT_FLAGS,
 )
 NOT_APPLICABLE = {"train_steps": "does not apply to `tf-oneshot nas`: it trains --iterations x "
                                  "--steps_per_iteration steps"}
@@ -47,8 +47,8 @@ def run(FLAGS) -> int:
         # shared weights, unless --bn_mode asks for SPOS's recalibration.
         bn_mode=FLAGS.bn_mode or "batch", validation_examples=FLAGS.validation_examples,
     )
-    config = TrainConfig(**common_flags.given(FLAGS, NAS_TRAIN_FLAGS))
-    constraints = Constraints(**common_flags.given(FLAGS, common_flags.CONSTRAINT_FLAGS))
+    config = TrainConfig(**flags.given(FLAGS, NAS_TRAIN_FLAGS))
+    constraints = Constraints(**flags.given(FLAGS, flags.CONSTRAINT_FLAGS))
     if FLAGS.strategy == "multi_worker_mirrored":
         raise UserError("`tf-oneshot nas` scores on one host: use --strategy=mirrored or --tpu.")
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)

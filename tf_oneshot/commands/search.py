@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import functools
 
-from tf_oneshot.commands import flags as common_flags
+from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
 
 FLAG_NAMES = (
     "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",
     "bn_mode", "recalibration_images", "kl", "kl_reference", "population_size", "num_parents", "mutation_prob",
     "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu",
-    "finetune_steps", "finetune_top", *common_flags.CONSTRAINT_FLAGS,
+    "finetune_steps", "finetune_top", *flags.CONSTRAINT_FLAGS,
 )
 FINETUNE_TOP = 10
 
@@ -34,7 +34,7 @@ FINETUNE_TOP = 10
 def _constraints(FLAGS):
     from tf_oneshot.search import Constraints
 
-    return Constraints(**{name: getattr(FLAGS, name) for name in common_flags.CONSTRAINT_FLAGS})
+    return Constraints(**{name: getattr(FLAGS, name) for name in flags.CONSTRAINT_FLAGS})
 
 
 def _finetune_options(FLAGS) -> int | None:
@@ -75,7 +75,7 @@ def run(FLAGS) -> int:
     if FLAGS.space is not None and FLAGS.space != model_dir.config.space:
         raise UserError(f"--space={FLAGS.space} differs from the model_dir's space {model_dir.config.space}; "
                         "drop --space.")
-    architectures = common_flags.parse_architecture_strings(model_dir.space, given) if given else None
+    architectures = flags.parse_architecture_strings(model_dir.space, given) if given else None
     seed = 0 if FLAGS.seed is None else FLAGS.seed
     # SIGTERM (preemption) from here on ends the search between two batches:
     # every finished line is written (a gs:// file is flushed) and exit is 143.
@@ -109,7 +109,7 @@ def _check_flags(FLAGS) -> tuple[list[str], int | None]:
     """
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
-    given = common_flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
+    given = flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
     finetune_top = _finetune_options(FLAGS)
     if FLAGS.strategy == "multi_worker_mirrored":
         raise UserError(
