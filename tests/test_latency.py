@@ -6,14 +6,12 @@ import time
 
 import numpy as np
 import pytest
-import search_fixtures
 
 from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import ConstrainedSampler, Constraints, Evolution
 from tf_oneshot.search_spaces import get_space, latency
 
-oneshot_model_dir = search_fixtures.oneshot_model_dir  # the tiny cell-space model the search tests share
 # One stage of 2 blocks at 8x8: a stage's first block (both branches) and a split block.
 TINY = get_space("spos_blocks", image_shape=(8, 8, 1), num_classes=3, stem_stride=1, stage_blocks=(2,),
                  channels=(4, 8, 16))

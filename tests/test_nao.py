@@ -10,7 +10,6 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-import search_fixtures
 from scipy import stats
 
 from tf_oneshot.commands import cli
@@ -19,8 +18,6 @@ from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search import ALGORITHMS, Constraints, RandomSearch, make_algorithm
 from tf_oneshot.search.nao import NAO, TokenCodec, fit_nao, predictor_gradient
 from tf_oneshot.search_spaces import Cost, OneOf, SearchSpace, SubsetOf
-
-oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
 
 # Small networks and few epochs: each fit is a few seconds on a loaded 2-core box.
 FAST = {"epochs": 150, "batch_size": 50, "hidden_size": 32, "embedding_size": 16}

@@ -8,12 +8,10 @@ import time
 
 import numpy as np
 import pytest
-import search_fixtures
 
 from tf_oneshot.commands import cli
 from tf_oneshot.io_utils import read_jsonl
 
-oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

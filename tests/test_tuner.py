@@ -10,7 +10,6 @@ import textwrap
 import keras_tuner
 import numpy as np
 import pytest
-import search_fixtures
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search import Constraints, Evolution, RandomSearch
@@ -18,7 +17,6 @@ from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.search_spaces.constraints import cost_bounds
 from tf_oneshot.tuner import OneShotOracle
 
-oneshot_model_dir = search_fixtures.oneshot_model_dir  # the session fixture
 SPACE = CellSpace(filters=8, num_cells=2, num_stacks=2, num_blocks=3, image_shape=(8, 8, 1))
 
 

@@ -1,6 +1,4 @@
-"""A tiny trained one-shot model_dir shared by the search, CLI and tuner tests (trained once per session)."""
-
-import os
+"""Fixtures shared across test modules: a tiny trained one-shot model_dir (trained once per session per worker) for the search, CLI, tuner, NAO and latency tests."""
 
 import pytest
 
@@ -17,9 +15,9 @@ TINY = TrainConfig(
 
 @pytest.fixture(scope="session")
 def oneshot_model_dir(tmp_path_factory):
-    # Test modules bind this fixture each on their own; the fixed path makes
-    # them share one training per session (per xdist worker).
+    # A fixed path: every module that asks shares one training per session (per xdist worker).
     path = str(tmp_path_factory.getbasetemp() / "search_oneshot_model")
-    if ModelDir.read(path) is None or not os.path.isdir(os.path.join(path, "checkpoints")):
+    model_dir = ModelDir.read(path)
+    if model_dir is None or model_dir.latest_checkpoint() is None:
         trainer.train(TINY, path, log=lambda s: None)
     return path
