@@ -177,7 +177,7 @@ def test_full_train_trains_on_train_and_validation_and_records_it(tmp_path):
 
 
 def test_bad_input_is_one_clear_error_and_loses_nothing(tmp_path):
-    from tf_oneshot.commands.common_flags import parse_architecture_strings
+    from tf_oneshot.commands.flags import parse_architecture_strings
 
     with pytest.raises(UserError, match="'01:19/2:3' does not parse: block 0: op 9 out of range"):
         parse_architecture_strings(SPACE, [("--architectures", "01:19/2:3")])

@@ -142,7 +142,7 @@ class RecordFile:
 
 
 def _space_difference(theirs: Any, ours: Any) -> tuple[str, str]:
-    """Short forms of two space configs ("darts64 (filters=4)"), naming only the fields that differ."""
+    """Short forms of two space configs ("cell (filters=4)"), naming only the fields that differ."""
     if not (isinstance(theirs, dict) and isinstance(ours, dict)):
         return _short(theirs), _short(ours)
     fields = [f for f in dict.fromkeys([*theirs, *ours]) if f != "space" and theirs.get(f) != ours.get(f)]
