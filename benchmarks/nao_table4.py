@@ -89,7 +89,7 @@ def _oneshot(space, archs, config, steps, dependent_factor, independent, out_dir
     tic = time.perf_counter()
     trainer.train(run, model_dir, log=lambda s: None, sampler=sampler,
                   segment=trainer.Segment(0, steps, independent=independent))
-    scorer = OneShotScorer.from_model_dir(model_dir, archs_per_pass=run.num_ghosts)
+    scorer = OneShotScorer.from_model_dir(model_dir, archs_per_pass=run.data.num_ghosts)
     scores = [s["oneshot_accuracy"] for s in scorer.score(archs)]
     log(f"one-shot {steps} steps {mode}: done in {time.perf_counter() - tic:.0f} s")
     return scores
@@ -99,6 +99,7 @@ def main() -> None:
     import numpy as np
 
     from tf_oneshot.analysis.rank_metrics import pairwise_accuracy, spearman_rho
+    from tf_oneshot.search_spaces.space_config import build_space
     from tf_oneshot.training import data
     from tf_oneshot.training.config import TrainConfig
 
@@ -108,7 +109,7 @@ def main() -> None:
                          ghost_batch_size=args.ghost_batch_size, learning_rate=args.learning_rate, seed=args.seed,
                          eval_batches=1)
     info = data.dataset_info("digits")
-    space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+    space = build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
     rng = np.random.default_rng(args.seed)
     archs: list = []
     while len(archs) < args.architectures:

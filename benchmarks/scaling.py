@@ -38,7 +38,7 @@ def _rate(strategy, config, window: int) -> float:
     ends = [t for t, line in stamps if line.startswith("step ") and "/" in line.split(":")[0]]
     # ends[0] closes the window that includes tracing; later windows are steady.
     spans = [b - a for a, b in zip(ends[:-1], ends[1:])]
-    return window * config.batch_size / min(spans)
+    return window * config.data.batch_size / min(spans)
 
 
 def main() -> None:

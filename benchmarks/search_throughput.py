@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_oneshot.search.scorer import OneShotScorer  # noqa: E402
+from tf_oneshot.search_spaces.space_config import build_space, for_space  # noqa: E402
 from tf_oneshot.training import data  # noqa: E402
 from tf_oneshot.training.config import TrainConfig  # noqa: E402
 from tf_oneshot.training.model_dir import ModelDir  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     config = TrainConfig(filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,
                          batch_size=args.ghost_batch_size, ghost_batch_size=args.ghost_batch_size)
-    config = config.for_space(args.space).replace(space_args=args.space_args)
+    config = config.replace(space=for_space(config.space, args.space)).replace(space_args=args.space_args)
     n = args.validation_examples // args.ghost_batch_size * args.ghost_batch_size
     if args.image_size == 8:
         shape = data.dataset_info("digits").image_shape
@@ -91,11 +92,11 @@ def main() -> None:
         x, y = rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 10, n).astype(np.int32)
     r = args.recalibration_images // args.ghost_batch_size * args.ghost_batch_size
     recal = np.random.default_rng(2).normal(size=(r, *shape)).astype(np.float32) if args.bn_mode == "recalibrate" else None
-    space = config.make_space(shape, 10, 1)
-    model = ModelDir("", config, space).build_oneshot(config.batch_size)
+    space = build_space(config.space, shape, 10, 1)
+    model = ModelDir("", config, space).build_oneshot(config.data.batch_size)
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(args.num_archs)]
-    print(f"space: {space.name} {config.space_options()}, images {'x'.join(map(str, shape))}; "
+    print(f"space: {space.name} {config.space.options}, images {'x'.join(map(str, shape))}; "
           f"{n} validation images, ghost batch {args.ghost_batch_size}, bn_mode {args.bn_mode}"
           f"{f' on {r} images' if recal is not None else ''}; "
           f"one-shot params {space.count_oneshot().params:,}; {os.cpu_count()} CPU(s)")

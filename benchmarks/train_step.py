@@ -36,6 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tf_oneshot.search_spaces.space_config import build_space  # noqa: E402
 from tf_oneshot.training import strategy_loop, trainer  # noqa: E402
 from tf_oneshot.training.config import TrainConfig  # noqa: E402
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, StandaloneTask  # noqa: E402
@@ -53,14 +54,14 @@ def _loop_over(step_fn, images, labels, per_step):
 
 
 def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip: bool, sampler=None):
-    model = space.build_oneshot(config.ghost_batch_size)
-    model(model.dummy_inputs(config.batch_size), training=False)
+    model = space.build_oneshot(config.data.ghost_batch_size)
+    model(model.dummy_inputs(config.data.batch_size), training=False)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
     optimizer.build(model.trainable_variables)
     sampler = sampler or trainer.make_run_sampler(config, space)
     step = tf.Variable(at_step, dtype=tf.int64, trainable=False)  # stays at one point of the ramp
-    ghosts = config.batch_size // config.ghost_batch_size
-    task = OneShotTask(model, sampler, optimizer, step, 0, config.batch_size, 1, ghosts, 1e-4)
+    ghosts = config.data.batch_size // config.data.ghost_batch_size
+    task = OneShotTask(model, sampler, optimizer, step, 0, config.data.batch_size, 1, ghosts, 1e-4)
 
     def per_step(steps):
         masks = [sampler.host_masks(at_step + i, ghosts) for i in range(steps)]
@@ -72,7 +73,7 @@ def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip:
 def plain_loop(config: TrainConfig, model, images, labels):
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
     optimizer.build(model.trainable_variables)
-    task = StandaloneTask(model, optimizer, config.batch_size, 1, 1e-4)
+    task = StandaloneTask(model, optimizer, config.data.batch_size, 1, 1e-4)
     return _loop_over(task.train_step, images, labels, lambda steps: {})
 
 
@@ -80,9 +81,9 @@ def single_path(config: TrainConfig, space, arch, images, labels, loops: dict) -
     """SPOS's one path per step: the ghost batch is the batch; also the baseline's own path alone."""
     from tf_oneshot.training.samplers import UniformSampler
 
-    one = config.replace(ghost_batch_size=config.batch_size)
+    one = config.replace(ghost_batch_size=config.data.batch_size)
     sampler = trainer.make_run_sampler(one, space)
-    if config.num_ghosts > 1:
+    if config.data.num_ghosts > 1:
         loops[f"one-shot, {sampler.name}, 1 path per step, tf.cond skip"] = oneshot_loop(
             one, space, images, labels, TOTAL_STEPS // 2, True, sampler)
     same = UniformSampler(space, seed=0, total_steps=TOTAL_STEPS, pool=[arch])
@@ -113,7 +114,7 @@ def main() -> None:
         options = dict(filters=16, num_cells=6) if args.paper else dict(filters=8, num_cells=3)
     config = TrainConfig(space=args.space, train_steps=TOTAL_STEPS, batch_size=args.batch,
                          ghost_batch_size=args.ghost, space_args=args.space_args, **options)
-    space = config.make_space((args.image_size, args.image_size, 3), 10)
+    space = build_space(config.space, (args.image_size, args.image_size, 3), 10)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(args.batch, args.image_size, args.image_size, 3)).astype(np.float32))

@@ -33,7 +33,7 @@ def test_demo_training_matches_the_demo_flagfile():
             name, value = line[2:].strip().split("=", 1)
             values[name] = value
     for name, value in values.items():
-        expected = getattr(DEMO_TRAIN, name)
+        expected = DEMO_TRAIN.to_flat()[name]
         assert type(expected)(value) == expected, name
 
 

@@ -186,8 +186,9 @@ def test_trains_in_a_tf_function_leaving_unused_paths_untouched(space):
 
 
 def test_space_args_cannot_set_what_the_dataset_sets():
+    from tf_oneshot.search_spaces.space_config import build_space
     from tf_oneshot.training.config import TrainConfig
 
     config = TrainConfig(dataset="digits", space=SPEC, space_args="image_shape=8:8:1")
     with pytest.raises(UserError, match=r"image_shape=\.\.\. is set by the dataset"):
-        config.make_space((8, 8, 1), 10)
+        build_space(config.space, (8, 8, 1), 10)

@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from tf_oneshot.commands import flags as registry
+from tf_oneshot.search_spaces.space_config import build_space, for_space
 from tf_oneshot.training import distribute
 
 FLAGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "flags"
@@ -64,14 +65,16 @@ def test_spos_headers_name_the_command_and_cite_their_sections(name, sections):
 def test_spos_imagenet_setups_are_section_4(name, space):
     _, config = parse(name)
     # §4 "Training": batch 1,024, 120 epochs of the 1,231,121 training images left after validation.
-    assert (config.space, config.dataset, config.batch_size) == (space, "imagenet2012", 1024)
+    assert (config.space.spec, config.data.dataset, config.data.batch_size) == (space, "imagenet2012", 1024)
     assert config.train_steps == -(-120 * 1_231_121 // 1024)
     # ShuffleNetV2's SGD settings, which SPOS follows.
-    assert (config.learning_rate, config.momentum, config.weight_decay) == (0.5, 0.9, 4e-5)
+    optimizer = config.optimizer
+    assert (optimizer.learning_rate, optimizer.momentum, optimizer.weight_decay) == (0.5, 0.9, 4e-5)
     # One path per replica and step on 8 replicas.
-    assert config.batch_size // config.ghost_batch_size == 8
+    assert config.data.batch_size // config.data.ghost_batch_size == 8
     if space != "spos_quant_resnet18":  # Table 3-4's FLOPs <= 330M, uniform constraint sampling (§3.2)
-        assert (config.sampler, config.max_flops) == ("uniform_constraint", 330_000_000)
+        assert config.sampler.name == "uniform_constraint"
+        assert config.sampler.constraints.max_flops == 330_000_000
 
 
 def test_spos_search_recalibrates_on_20000_imagenet_images_and_a_share_elsewhere():
@@ -83,9 +86,9 @@ def test_spos_search_recalibrates_on_20000_imagenet_images_and_a_share_elsewhere
     assert default_recalibration_images(1_197) == 512  # digits: at least 512
     assert default_recalibration_images(300) == 300  # never more than the split
     _, config = parse("spos_imagenet.flags")
-    space = config.make_space((224, 224, 3), 1000, stem_stride=4)
+    space = build_space(config.space, (224, 224, 3), 1000, stem_stride=4)
     assert space.default_bn_mode == "recalibrate"
-    cell = config.for_space("bender_cell").make_space((32, 32, 3), 10)
+    cell = build_space(for_space(config.space, "bender_cell"), (32, 32, 3), 10)
     assert cell.default_bn_mode == "batch"  # path dropout: batch statistics (Bender et al. §3.2)
 
 
@@ -93,9 +96,10 @@ def test_spos_imagenet_flops_limit_lies_inside_the_table_2_space():
     from tf_oneshot.search_spaces.constraints import ConstrainedSampler
 
     _, config = parse("spos_imagenet.flags")
-    space = config.make_space((224, 224, 3), 1000, stem_stride=4)
-    ConstrainedSampler(space, config.constraints())  # raises if no architecture fits
-    assert space.count(space.uniform("3")).flops <= config.max_flops  # Table 3's "all choice_3" fits
+    space = build_space(config.space, (224, 224, 3), 1000, stem_stride=4)
+    ConstrainedSampler(space, config.sampler.constraints)  # raises if no architecture fits
+    # Table 3's "all choice_3" fits.
+    assert space.count(space.uniform("3")).flops <= config.sampler.constraints.max_flops
 
 
 def test_spos_demo_runs_spos_pipeline_on_digits():
@@ -103,12 +107,13 @@ def test_spos_demo_runs_spos_pipeline_on_digits():
 
     demo = parse_demo("spos_demo.flags")
     train = demo.train
-    assert (train.space, train.dataset, train.sampler) == ("spos_blocks", "digits", None)  # the space's uniform
-    assert train.num_ghosts == 1  # one path per step (SPOS §3.2)
-    assert train.train_steps * train.batch_size <= 200_000  # minutes on a laptop CPU (about 1,000 images/s)
-    assert demo.constraints.max_flops == train.max_flops and demo.constraints.active
+    # None: the space's own sampler, uniform.
+    assert (train.space.spec, train.data.dataset, train.sampler.name) == ("spos_blocks", "digits", None)
+    assert train.data.num_ghosts == 1  # one path per step (SPOS §3.2)
+    assert train.train_steps * train.data.batch_size <= 200_000  # minutes on a laptop CPU (~1,000 images/s)
+    assert demo.constraints.max_flops == train.sampler.constraints.max_flops and demo.constraints.active
     assert demo.retrain_select == "best" and demo.num_evolution > 0
-    space = train.make_space((8, 8, 1), 10)
+    space = build_space(train.space, (8, 8, 1), 10)
     assert space.name == "spos_blocks" and space.default_bn_mode == "recalibrate"
     ConstrainedSampler(space, demo.constraints)  # the FLOPs limit lies inside the space's range
     low, high = space.cost_bounds()["flops"]
@@ -125,10 +130,11 @@ def test_spos_demo_runs_spos_pipeline_on_digits():
 def test_cifar10_is_section_4_1():
     values, config = parse("cifar10.flags")
     # §4.1: 16 workers x 64 = 1,024, two ghost batches of 32 per worker.
-    assert (config.dataset, config.batch_size, config.ghost_batch_size) == ("cifar10", 1024, 32)
-    assert config.num_ghosts == 32
-    assert (config.learning_rate, config.momentum, config.train_steps) == (0.1, 0.9, 10_000)
-    assert (config.dropout_rate, config.dropout_schedule, config.num_cells) == (0.1, "linear", 6)
+    data, optimizer = config.data, config.optimizer
+    assert (data.dataset, data.batch_size, data.ghost_batch_size, data.num_ghosts) == ("cifar10", 1024, 32, 32)
+    assert (optimizer.learning_rate, optimizer.momentum, config.train_steps) == (0.1, 0.9, 10_000)
+    assert (config.sampler.dropout_rate, config.sampler.dropout_schedule) == (0.1, "linear")
+    assert config.space.options["num_cells"] == 6
     assert config.mixed_precision == "bfloat16" and values.strategy == "default"  # --tpu picks TPU
 
 
@@ -138,30 +144,30 @@ def test_cifar10_gpu_splits_the_same_batch_over_mirrored_gpus():
     assert values.strategy == "mirrored" and config.mixed_precision == "float16"
     same = ("batch_size", "ghost_batch_size", "learning_rate", "momentum", "train_steps",
             "dropout_rate", "dropout_schedule", "num_cells", "filters", "weight_decay")
-    assert {k: getattr(config, k) for k in same} == {k: getattr(tpu_config, k) for k in same}
+    assert {k: config.to_flat()[k] for k in same} == {k: tpu_config.to_flat()[k] for k in same}
     for gpus in (1, 2, 4, 8, 16):  # any power-of-two GPU count keeps whole ghost batches
-        assert (config.batch_size // gpus) % config.ghost_batch_size == 0
+        assert (config.data.batch_size // gpus) % config.data.ghost_batch_size == 0
 
 
 def test_imagenet_is_section_4_2():
     _, config = parse("imagenet.flags")
-    assert (config.dataset, config.batch_size, config.train_steps, config.num_cells) == (
-        "imagenet2012", 4096, 15_000, 8)
-    assert config.stem_stride == 4 and config.mixed_precision == "bfloat16"
+    assert (config.data.dataset, config.data.batch_size, config.train_steps) == ("imagenet2012", 4096, 15_000)
+    assert config.space.options["num_cells"] == 8 and config.space.options["stem_stride"] == 4
+    assert config.mixed_precision == "bfloat16"
     # 224x224 inputs, as the paper's ImageNet models.
     from tf_oneshot.training.data import TFDS_SOURCES
 
-    assert TFDS_SOURCES[config.dataset].image_shape == (224, 224, 3)
+    assert TFDS_SOURCES[config.data.dataset].image_shape == (224, 224, 3)
     # 16 chips (the paper's four Cloud TPUs) with 1 or 2 cores each: whole ghost batches.
     for replicas in (16, 32):
-        assert (config.batch_size // replicas) % config.ghost_batch_size == 0
+        assert (config.data.batch_size // replicas) % config.data.ghost_batch_size == 0
 
 
 def test_demo_runs_on_the_embedded_dataset():
     values, config = parse("demo.flags")
-    assert config.dataset == "digits" and config.mixed_precision == "none"
+    assert config.data.dataset == "digits" and config.mixed_precision == "none"
     assert values.strategy == "default" and values.tpu is None
-    assert config.train_steps * config.batch_size <= 50_000  # minutes on a laptop CPU
+    assert config.train_steps * config.data.batch_size <= 50_000  # minutes on a laptop CPU
 
 
 @pytest.mark.parametrize("name", TRAIN_FLAGFILES)
@@ -183,4 +189,4 @@ def test_the_learning_rate_schedule_is_explicit_and_its_choice_explained(name):
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     assert "silent" in header and schedule in header
     config = parse_demo(name).train if name == "spos_demo.flags" else parse(name)[1]
-    assert config.lr_schedule == schedule
+    assert config.optimizer.lr_schedule == schedule

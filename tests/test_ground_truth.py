@@ -252,7 +252,7 @@ def test_masked_trainer_trains_exactly_the_stand_alone_child_with_one_trace():
     masked = trainer(SPACE, arch, config, seed=5)
     # The same child stand-alone, from the same initial weights (those of the
     # one-shot model for seed 5), on the same data order.
-    oneshot = BASE.build_oneshot(config.ghost_batch_size)
+    oneshot = BASE.build_oneshot(config.data.ghost_batch_size)
     oneshot.set_weights(trainer.initial_weights(5))
     # (The base space: a restricted one builds the base's networks but does not inherit weights.)
     model, standalone = train_standalone(BASE, arch, config, 5, log=lambda s: None, recalibration_images=64,

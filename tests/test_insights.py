@@ -10,6 +10,7 @@ from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.analysis import insights
 from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
@@ -48,7 +49,7 @@ def runs(tmp_path_factory):
         model_dir = str(root / name)
         trainer.train(TrainConfig(**TINY, **extra), model_dir, log=lambda line: None)
         dirs.append(model_dir)
-    space = TrainConfig(**TINY).make_space((8, 8, 1), 10)
+    space = build_space(TrainConfig(**TINY).space, (8, 8, 1), 10)
     accuracy, loss = _fake_ground_truth(str(root / "gt"), space)
     return root, dirs, accuracy, loss
 
@@ -102,7 +103,7 @@ def test_insights_command_writes_the_tables_and_figures(runs, capsys):
 @pytest.mark.slow
 def test_a_ground_truth_of_another_network_is_refused(runs, capsys, tmp_path):
     root, dirs, _, _ = runs
-    other = TrainConfig(**{**TINY, "filters": 8}).make_space((8, 8, 1), 10)
+    other = build_space(TrainConfig(**{**TINY, "filters": 8}).space, (8, 8, 1), 10)
     _fake_ground_truth(str(tmp_path / "gt"), other)
     code = cli.main(["tf-oneshot", "insights", f"--ground_truth={tmp_path / 'gt'}", f"--model_dirs={dirs[0]}",
                      f"--output_dir={tmp_path / 'out'}"])

@@ -28,6 +28,7 @@ from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search import nas
+from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
@@ -231,15 +232,15 @@ def test_pool_sampling_frequencies_follow_model_size(rule):
     from tf_oneshot.training import data
 
     info = data.dataset_info("digits")
-    space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+    space = build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
     archs = sorted(space.enumerate(), key=lambda a: space.count(a).params)
     pool = [archs[0], archs[len(archs) // 2], archs[-1], archs[-2]]  # diverse sizes
     sampler = trainer.make_run_sampler(config, space, pool=pool)
     encoded = [space.encode(a) for a in pool]
     counts = np.zeros(len(pool))
     for step in range(1500):
-        masks = sampler.host_masks(step, config.num_ghosts)
-        for g in range(config.num_ghosts):
+        masks = sampler.host_masks(step, config.data.num_ghosts)
+        for g in range(config.data.num_ghosts):
             hits = [i for i, e in enumerate(encoded) if all(np.array_equal(masks[k][g], v) for k, v in e.items())]
             counts[hits[0]] += 1 / len(hits)  # architectures with equal masks share the count
     params = np.array([space.count(a).params for a in pool], float)

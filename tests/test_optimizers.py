@@ -25,7 +25,7 @@ def test_learning_rate_schedules_decay_to_zero_at_the_last_step(schedule, halfwa
     optimizer = optimizers.make_optimizer(config, step)
     step.assign(50)
     assert float(optimizer.learning_rate) == pytest.approx(0.4 * halfway)
-    assert optimizer.nesterov and optimizer.momentum == config.momentum
+    assert optimizer.nesterov and optimizer.momentum == config.optimizer.momentum
     # An independent segment (NAO-V2 §4.3) restarts the decay at its own start.
     segment = optimizers.Segment(start=50, end=100, independent=True)
     assert float(optimizers.learning_rate_schedule(config, segment)(tf.constant(75))) == pytest.approx(0.4 * halfway)

@@ -190,7 +190,7 @@ def test_bad_input_is_one_clear_error_and_loses_nothing(tmp_path):
     with pytest.raises(UserError, match="another search space.*new --results"):
         retrain(candidates, SPACE, CONFIG, [0], str(results), None, **QUIET)
     line["space"] = SPACE.to_config()
-    line.update({k: getattr(CONFIG, k) for k in ("dataset", "batch_size", "ghost_batch_size", "learning_rate",
+    line.update({k: CONFIG.to_flat()[k] for k in ("dataset", "batch_size", "ghost_batch_size", "learning_rate",
                                                  "lr_schedule", "momentum", "weight_decay")})
     line.update(train_steps=99, bn_recalibration_images=64)
     results.write_text(json.dumps(line) + "\n")

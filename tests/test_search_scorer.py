@@ -8,20 +8,21 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 from tf_oneshot.search.scorer import OneShotScorer
 from tf_oneshot.search_spaces.bender_cell.standalone import build_standalone_model, copy_oneshot_weights
+from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training import data, trainer
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
 
 CONFIG = TrainConfig(dataset="digits", filters=4, num_cells=2, num_stacks=2, batch_size=32, ghost_batch_size=16)
-GHOST = CONFIG.ghost_batch_size
+GHOST = CONFIG.data.ghost_batch_size
 
 
 @pytest.fixture(scope="module")
 def setup():
     keras.utils.set_random_seed(0)
     info = data.dataset_info("digits")
-    space = CONFIG.make_space(info.image_shape, info.num_classes, info.stem_stride)
-    model = ModelDir("", CONFIG, space).build_oneshot(CONFIG.batch_size)
+    space = build_space(CONFIG.space, info.image_shape, info.num_classes, info.stem_stride)
+    model = ModelDir("", CONFIG, space).build_oneshot(CONFIG.data.batch_size)
     # Give the batch norms non-trivial moving statistics, as training would.
     train = data.make_dataset("digits", "train", 64, training=False)
     images, _ = next(iter(train))

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces import get_space
 from tf_oneshot.search_spaces.sharing import COPY_KEY, SharedSpace, apply_sharing, group_assignment, make_plan
+from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
 from tf_oneshot.training.samplers import make_sampler
@@ -154,15 +155,15 @@ def test_a_space_without_copies_is_refused_in_one_line():
 
 def test_the_model_dir_records_the_sharing(tmp_path):
     config = TrainConfig(space="darts64", sharing="group", sharing_groups=4, sharing_grouping="similarity")
-    space = config.make_space((8, 8, 1), 10)
+    space = build_space(config.space, (8, 8, 1), 10)
     assert isinstance(space, SharedSpace) and space.plan.copies == 4
     ModelDir.create(str(tmp_path), config, space)
     recorded = ModelDir.read(str(tmp_path))
     recorded_config, recorded_space = recorded.config, recorded.space
-    assert recorded_space == space and recorded_config.sharing_groups == 4
+    assert recorded_space == space and recorded_config.space.sharing_groups == 4
     with pytest.raises(UserError, match=r"sharing_groups=4 \(this run asks for 2\)"):
         ModelDir.create(str(tmp_path), config.replace(sharing_groups=2),
-                        config.replace(sharing_groups=2).make_space((8, 8, 1), 10))
+                        build_space(config.replace(sharing_groups=2).space, (8, 8, 1), 10))
     with pytest.raises(UserError, match="--sharing=most"):
         TrainConfig(sharing="most")
 
@@ -171,9 +172,10 @@ def test_sharing_needs_a_sampler_of_whole_children():
     from tf_oneshot.training.trainer import make_run_sampler
 
     config = TrainConfig(space="darts64", sharing="group", sharing_groups=2, sampler="path_dropout")
+    space = build_space(config.space, (8, 8, 1), 10)
     with pytest.raises(UserError, match="needs a sampler that draws whole children"):
-        make_run_sampler(config, config.make_space((8, 8, 1), 10))
-    assert make_run_sampler(config.replace(sampler="cyclic"), config.make_space((8, 8, 1), 10)).name == "cyclic"
+        make_run_sampler(config, space)
+    assert make_run_sampler(config.replace(sampler="cyclic"), space).name == "cyclic"
 
 
 @pytest.mark.parametrize("name, reshuffles", [("cyclic", False), ("shuffled", True)])

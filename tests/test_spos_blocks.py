@@ -276,6 +276,7 @@ def test_uniform_supernet_learns(tmp_path):
     supernet at 0.39 after 3,000): every block's candidates start as unrelated
     functions, and the shared layers after them learn only once they agree.
     """
+    from tf_oneshot.search_spaces.space_config import build_space
     from tf_oneshot.training import samplers, trainer
     from tf_oneshot.training.config import TrainConfig
 
@@ -284,7 +285,7 @@ def test_uniform_supernet_learns(tmp_path):
                          dataset="digits", batch_size=64, ghost_batch_size=64, train_steps=steps,
                          learning_rate=0.05, momentum=0.9, weight_decay=4e-5, log_every=100,
                          checkpoint_every=steps)
-    space = config.make_space((8, 8, 1), 10)
+    space = build_space(config.space, (8, 8, 1), 10)
     sampler = samplers.UniformSampler(space, seed=0, total_steps=steps)
     result = trainer.train(config, str(tmp_path / "run"), sampler=sampler, log=lambda s: None)
     # Chance: loss ln(10) = 2.30, accuracy 0.1. Measured: loss 1.64, sampled paths 0.41.

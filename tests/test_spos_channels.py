@@ -14,13 +14,13 @@ from test_spos_blocks import _multiply_adds, _randomize
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces import get_space, space_from_config
+from tf_oneshot.search_spaces.space_config import parse_space_args
 from tf_oneshot.search_spaces.spos_blocks.channels import (
     MULTIPLIERS,
     SposBlocksChannelsSpace,
     SposChannelsSpace,
 )
 from tf_oneshot.search_spaces.spos_blocks.masked_bn import MaskedGhostBatchNormalization
-from tf_oneshot.training.config import parse_space_args
 
 # Two stages (1 + 2 blocks) at 8x8, mid widths 5 and 6: the smallest that give 8 distinct widths.
 SMALL = {"image_shape": (8, 8, 1), "num_classes": 3, "stem_stride": 1, "stage_blocks": (1, 2),

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tf_oneshot.commands import cli
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces.bender_cell import CellSpace
+from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
 
@@ -36,7 +37,7 @@ def test_train_writes_config_checkpoints_and_summaries(tmp_path):
     assert result["step"] == 6 and not result["preempted"]
     assert 0.0 <= result["val_accuracy"] <= 1.0
     record = json.load(open(os.path.join(model_dir, "config.json")))
-    assert record["kind"] == "tf_oneshot.oneshot" and record["config"]["filters"] == 4
+    assert record["kind"] == "tf_oneshot.oneshot" and record["config"]["space"]["args"]["filters"] == 4
     assert record["space"]["image_shape"] == [8, 8, 1]
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-6")
     tags = scalars(model_dir)
@@ -164,7 +165,7 @@ def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(
     config = TrainConfig(space="spos_blocks", space_args="width_multiplier=0.5,stage_blocks=1:1:1:1",
                          dataset="digits", batch_size=64, ghost_batch_size=64, train_steps=80,
                          checkpoint_every=80, log_every=40, learning_rate=0.05, eval_batches=4)
-    space = config.make_space((8, 8, 1), 10)
+    space = build_space(config.space, (8, 8, 1), 10)
     path = space.parse("7/7/7/7")
     sampler = samplers.UniformSampler(space, seed=0, total_steps=80, pool=[path])
     logs = []

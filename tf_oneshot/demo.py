@@ -159,7 +159,7 @@ def _winner(space: Any, run: dict) -> dict[str, Any] | None:
 def config_json(config: DemoConfig) -> dict[str, Any]:
     """The demo's settings as JSON (recorded in demo.json and summary.json)."""
     return {**{k: v for k, v in dataclasses.asdict(config).items() if k not in ("train", "constraints")},
-            "seeds": list(config.seeds), "train": config.train.to_json(),
+            "seeds": list(config.seeds), "train": config.train.to_flat(),
             "constraints": config.constraints.to_json()}
 
 
@@ -264,8 +264,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
             f"{output_dir}; run the same command again to resume.")
         return {"preempted": True, "stage": name, "total_seconds": round(time.perf_counter() - start, 1)}
 
-    options = ", ".join(f"{k}={v}" for k, v in config.train.space_options().items())
-    tic = stage(1, f"training the one-shot model of {config.train.space} on digits: "
+    options = ", ".join(f"{k}={v}" for k, v in config.train.space.options.items())
+    tic = stage(1, f"training the one-shot model of {config.train.space.spec} on digits: "
                    f"{config.train.train_steps} steps{', ' + options if options else ''}")
     trained = trainer.train(config.train, path("oneshot"), log=log)
     seconds["train"] = time.perf_counter() - tic

@@ -29,11 +29,12 @@ FLAG_NAMES = ("output_dir", "overwrite", *flags.TRAIN_FLAGS, *STAGE_FLAGS)
 def demo_config(FLAGS):
     """The default `DemoConfig` with the flags the user set (a flagfile's included)."""
     from tf_oneshot import demo
+    from tf_oneshot.search_spaces.space_config import for_space
 
     config = demo.DEFAULT_CONFIG
     train = config.train
     if FLAGS.space is not None:  # the same pipeline on another (or the user's own) space
-        train = train.for_space(FLAGS.space)
+        train = train.replace(space=for_space(train.space, FLAGS.space))
     given = flags.given(FLAGS, flags.TRAIN_FLAGS)
     if given:
         train = train.replace(**given)
@@ -45,7 +46,7 @@ def demo_config(FLAGS):
             continue
         if value is not None:
             stages[STAGE_FLAGS[flag]] = value
-    return dataclasses.replace(config, train=train, constraints=train.constraints(), **stages)
+    return dataclasses.replace(config, train=train, constraints=train.sampler.constraints, **stages)
 
 
 def run(FLAGS) -> int:

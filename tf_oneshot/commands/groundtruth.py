@@ -25,6 +25,7 @@ NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
 
 def _config_and_space(FLAGS, log=print):
     """The training setting and space: the flags, over the one-shot run of --model_dir if given."""
+    from tf_oneshot.search_spaces.space_config import build_space
     from tf_oneshot.training import data
     from tf_oneshot.training.config import TrainConfig
     from tf_oneshot.training.model_dir import ModelDir
@@ -33,8 +34,8 @@ def _config_and_space(FLAGS, log=print):
     if FLAGS.model_dir:
         model_dir = ModelDir.open(FLAGS.model_dir)
         recorded, space = model_dir.config, model_dir.space
-        differs = [f"--{k}={v} (one-shot run: {getattr(recorded, k)})" for k, v in given.items()
-                   if getattr(recorded, k) != v]
+        flat = recorded.to_flat()
+        differs = [f"--{k}={v} (one-shot run: {flat[k]})" for k, v in given.items() if flat[k] != v]
         if differs:
             log(f"groundtruth: not the one-shot run's setting in {FLAGS.model_dir}: {', '.join(differs)}")
         config = recorded.replace(**given)
@@ -42,8 +43,8 @@ def _config_and_space(FLAGS, log=print):
             return config, space
     else:
         config = TrainConfig(**given)
-    info = data.dataset_info(config.dataset, config.data_dir)
-    return config, config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
+    return config, build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
 
 
 def _finetune_curve(FLAGS) -> int:

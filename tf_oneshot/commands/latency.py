@@ -27,10 +27,10 @@ def _space(FLAGS):
         if set_here:
             raise UserError(f"--{set_here[0]} and --model_dir exclude one another: the model_dir records its space.")
         return ModelDir.open(FLAGS.model_dir).space
-    from tf_oneshot.training.config import TrainConfig
+    from tf_oneshot.search_spaces.space_config import SpaceConfig, build_space
 
-    config = TrainConfig(**flags.given(FLAGS, flags.SPACE_FLAGS))
-    return config.make_space((FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
+    config = SpaceConfig.from_flat(flags.given(FLAGS, flags.SPACE_FLAGS))
+    return build_space(config, (FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
 
 
 def run(FLAGS) -> int:

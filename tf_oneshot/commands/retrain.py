@@ -35,6 +35,7 @@ def _space(FLAGS, search_space, model_dir):
     """The search space: from the search results, the model_dir, or the flags; F from --filters."""
     from tf_oneshot.analysis.records import check_same_space, describe_space
     from tf_oneshot.search_spaces import space_fields, space_from_config
+    from tf_oneshot.search_spaces.space_config import build_space
     from tf_oneshot.training import data
     from tf_oneshot.training.config import TrainConfig
 
@@ -49,8 +50,8 @@ def _space(FLAGS, search_space, model_dir):
             check_same_space(recorded.to_config(), space.to_config(), FLAGS.model_dir, ",".join(FLAGS.search_results))
     if space is None:
         config = TrainConfig(**flags.given(FLAGS, ("dataset", *flags.SPACE_FLAGS)))
-        info = data.dataset_info(config.dataset, FLAGS.data_dir)
-        return config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+        info = data.dataset_info(config.data.dataset, FLAGS.data_dir)
+        return build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
     # Only F may change (Bender et al. 2018, §3.4): depth and cells are the searched network's.
     for name in ("num_cells", "num_blocks", "num_stacks", "stem_stride"):
         value = getattr(FLAGS, name)
@@ -88,7 +89,7 @@ def run(FLAGS) -> int:
     space = _space(FLAGS, search_space, model_dir)
     overrides = flags.given(FLAGS, flags.STANDALONE_TRAIN_FLAGS)
     if "dataset" not in overrides and model_dir is not None:
-        overrides["dataset"] = model_dir.config.dataset
+        overrides["dataset"] = model_dir.config.data.dataset
     config = TrainConfig(**overrides)
 
     if given_architectures:

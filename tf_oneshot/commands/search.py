@@ -72,9 +72,9 @@ def run(FLAGS) -> int:
 
     given, finetune_top = _check_flags(FLAGS)
     model_dir = ModelDir.open(FLAGS.model_dir)
-    if FLAGS.space is not None and FLAGS.space != model_dir.config.space:
-        raise UserError(f"--space={FLAGS.space} differs from the model_dir's space {model_dir.config.space}; "
-                        "drop --space.")
+    if FLAGS.space is not None and FLAGS.space != model_dir.config.space.spec:
+        raise UserError(f"--space={FLAGS.space} differs from the model_dir's space "
+                        f"{model_dir.config.space.spec}; drop --space.")
     architectures = flags.parse_architecture_strings(model_dir.space, given) if given else None
     seed = 0 if FLAGS.seed is None else FLAGS.seed
     # SIGTERM (preemption) from here on ends the search between two batches:

@@ -8,10 +8,10 @@ FLAG_NAMES = (*flags.SPACE_FLAGS, "json", *flags.INPUT_FLAGS)
 
 
 def run(FLAGS) -> int:
-    from tf_oneshot.training.config import TrainConfig
+    from tf_oneshot.search_spaces.space_config import SpaceConfig, build_space
 
-    config = TrainConfig(**flags.given(FLAGS, flags.SPACE_FLAGS))
-    space = config.make_space((FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
+    config = SpaceConfig.from_flat(flags.given(FLAGS, flags.SPACE_FLAGS))
+    space = build_space(config, (FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
     cost = space.count_oneshot()
     example = space.example()
     example_cost = space.count(space.parse(example))

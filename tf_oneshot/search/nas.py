@@ -113,11 +113,12 @@ class NasSettings:
 
     def train_config(self, config: TrainConfig) -> TrainConfig:
         """The trainer's config: K*T steps (the dependent mode's cosine cycle), the pool's sampler."""
-        if config.num_ghosts > self.pool_size:
+        if config.data.num_ghosts > self.pool_size:
             raise UserError(
                 f"--pool_size={self.pool_size} is smaller than one batch of ghost batches "
-                f"(--batch_size={config.batch_size} / --ghost_batch_size={config.ghost_batch_size} = "
-                f"{config.num_ghosts} architectures per step); use --pool_size >= {config.num_ghosts}."
+                f"(--batch_size={config.data.batch_size} / --ghost_batch_size={config.data.ghost_batch_size}"
+                f" = {config.data.num_ghosts} architectures per step); use --pool_size >= "
+                f"{config.data.num_ghosts}."
             )
         return config.replace(train_steps=self.total_steps, sampler=self.sampler)
 
@@ -246,7 +247,7 @@ def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: 
 
     from tf_oneshot.io_utils import atomic_write_json, read_json
 
-    train = {k: v for k, v in config.to_json().items() if k not in BOOKKEEPING_FIELDS}
+    train = {k: v for k, v in config.to_flat().items() if k not in BOOKKEEPING_FIELDS}
     record = {**dataclasses.asdict(settings), "constraints": constraints.to_json(), "train": train}
     path = model_dir.file(SETTINGS_FILE)
     if not tf.io.gfile.exists(path):
@@ -328,6 +329,7 @@ def open_loop(
     import tensorflow as tf
 
     from tf_oneshot.search import Constraints
+    from tf_oneshot.search_spaces.space_config import build_space
     from tf_oneshot.training import data
     from tf_oneshot.training.model_dir import ModelDir
 
@@ -337,8 +339,8 @@ def open_loop(
                         "(multi_worker_mirrored is for `tf-oneshot train`).")
     constraints = constraints or Constraints()
     config = settings.train_config(config)
-    info = data.dataset_info(config.dataset, config.data_dir)
-    space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
+    space = build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
     algorithm = make_algorithm(settings, space, constraints, config.seed)  # fails fast, before any write
     model_dir = ModelDir.create(str(model_dir), config, space)
     _recorded_settings(settings, config, constraints, model_dir)
@@ -349,7 +351,7 @@ def open_loop(
                                           "state": algorithm.get_state()})
         history.initial["archs"] = pool
     return Loop(config, settings, space, model_dir, strategy, log, history, algorithm,
-                archs_per_pass or config.num_ghosts, constraints)
+                archs_per_pass or config.data.num_ghosts, constraints)
 
 
 class Loop:
@@ -460,7 +462,7 @@ class Loop:
         if self.scorer is None:
             self.scorer = OneShotScorer.from_model_dir(
                 self.model_dir, bn_mode=self.settings.bn_mode, archs_per_pass=self.archs_per_pass,
-                validation_examples=self.settings.validation_examples, data_dir=self.config.data_dir,
+                validation_examples=self.settings.validation_examples, data_dir=self.config.data.data_dir,
                 seed=self.config.seed, strategy=self.strategy,
             )
         else:

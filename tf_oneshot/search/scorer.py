@@ -76,8 +76,8 @@ def recalibration_images_for(model_dir: str | ModelDir, requested: int | None = 
     from tf_oneshot.training import data
 
     config = ModelDir.open(model_dir).config
-    return default_recalibration_images(data.dataset_info(config.dataset, data_dir or config.data_dir)
-                                        .num_examples["train"])
+    info = data.dataset_info(config.data.dataset, data_dir or config.data.data_dir)
+    return default_recalibration_images(info.num_examples["train"])
 
 
 def scoring_options(
@@ -238,9 +238,9 @@ class OneShotScorer:
                                   data_dir)
         loaded = model_dir.load_oneshot(strategy=strategy)
         config = loaded.config
-        data_dir = data_dir or config.data_dir
-        info = data.dataset_info(config.dataset, data_dir)
-        ghost = config.ghost_batch_size
+        data_dir = data_dir or config.data.data_dir
+        info = data.dataset_info(config.data.dataset, data_dir)
+        ghost = config.data.ghost_batch_size
         available = info.num_examples["validation"]
         n = min(available, validation_examples or available) // ghost * ghost
         if n == 0:
@@ -250,16 +250,17 @@ class OneShotScorer:
                 f"{n} validation images of {info.image_shape} exceed {MAX_VALIDATION_BYTES >> 30} GiB in memory; "
                 "pass --validation_examples to score on a subset."
             )
-        dataset = data.make_dataset(config.dataset, "validation", n, training=False, data_dir=data_dir)
+        dataset = data.make_dataset(config.data.dataset, "validation", n, training=False, data_dir=data_dir)
         images, labels = (t.numpy() for t in next(iter(dataset)))
         recal = kl_images = None
         if bn_mode == "recalibrate":
             wanted = options["recalibration_images"]
             count = max(ghost, min(wanted, info.num_examples["train"]) // ghost * ghost)
-            recal = data.take_images(config.dataset, "train", count, data_dir=data_dir, seed=seed)
+            recal = data.take_images(config.data.dataset, "train", count, data_dir=data_dir, seed=seed)
         if kl:
             count = max(ghost, -(-KL_EXAMPLES // ghost) * ghost)
-            kl_images = data.take_images(config.dataset, "train", count, data_dir=data_dir, seed=seed + 1)
+            kl_images = data.take_images(config.data.dataset, "train", count, data_dir=data_dir,
+                                         seed=seed + 1)
         kwargs.setdefault("jit_compile", bool(config.jit_compile))
         return cls(
             loaded.model, loaded.space, images, labels, bn_mode=bn_mode, archs_per_pass=archs_per_pass,

@@ -52,8 +52,8 @@ HELD_OUT = ("validation", "test")
 # ------------------------------------------------------------------ pieces
 def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
     """The stand-alone model of `arch`, its weights created."""
-    model = space.build_standalone(arch, ghost_batch_size=config.ghost_batch_size)
-    model(tf.zeros((config.ghost_batch_size, *space.image_shape)), training=False)
+    model = space.build_standalone(arch, ghost_batch_size=config.data.ghost_batch_size)
+    model(tf.zeros((config.data.ghost_batch_size, *space.image_shape)), training=False)
     return model
 
 
@@ -71,9 +71,9 @@ def _training_batches(config: TrainConfig, split: str, seed: int, strategy: tf.d
     A shuffle buffer larger than the split would fill itself from several
     epochs before the first batch (and keep filling after the last).
     """
-    info = data.dataset_info(config.dataset, config.data_dir)
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
     dataset = data.make_dataset(
-        config.dataset, split, config.batch_size, training=True, data_dir=config.data_dir,
+        config.data.dataset, split, config.data.batch_size, training=True, data_dir=config.data.data_dir,
         seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, split)),
     )
     return iter(strategy.experimental_distribute_dataset(dataset))
@@ -82,18 +82,19 @@ def _training_batches(config: TrainConfig, split: str, seed: int, strategy: tf.d
 def _recalibration_batches(config: TrainConfig, split: str, num_images: int,
                            strategy: tf.distribute.Strategy) -> tuple[Any, int]:
     """(whole training batches of un-augmented `split` images covering `num_images`, their image count)."""
-    info = data.dataset_info(config.dataset, config.data_dir)
-    batches = max(1, min(num_images, data.split_size(info, split)) // config.batch_size)
-    dataset = data.make_dataset(config.dataset, split, config.batch_size, training=False,
-                                data_dir=config.data_dir, repeat=False).take(batches)
-    return strategy.experimental_distribute_dataset(dataset), batches * config.batch_size
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
+    batches = max(1, min(num_images, data.split_size(info, split)) // config.data.batch_size)
+    dataset = data.make_dataset(config.data.dataset, split, config.data.batch_size, training=False,
+                                data_dir=config.data.data_dir, repeat=False).take(batches)
+    return strategy.experimental_distribute_dataset(dataset), batches * config.data.batch_size
 
 
 def _evaluation_batches(config: TrainConfig, split: str, strategy: tf.distribute.Strategy) -> Any:
     """The whole `split` in batches that divide it (no example dropped)."""
-    info = data.dataset_info(config.dataset, config.data_dir)
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
     batch = _eval_batch(info.num_examples[split], strategy.num_replicas_in_sync)
-    dataset = data.make_dataset(config.dataset, split, batch, training=False, data_dir=config.data_dir)
+    dataset = data.make_dataset(config.data.dataset, split, batch, training=False,
+                                data_dir=config.data.data_dir)
     return strategy.experimental_distribute_dataset(dataset)
 
 
@@ -210,7 +211,7 @@ class ChildTrainer:
                  log: Callable[[str], None] | None = None) -> None:
         self.space, self.config = space, config
         self.strategy = strategy = strategy or tf.distribute.get_strategy()
-        strategy_loop.per_replica_batch(strategy, config.batch_size, config.ghost_batch_size)
+        strategy_loop.per_replica_batch(strategy, config.data.batch_size, config.data.ghost_batch_size)
         self.full_train = bool(full_train)
         self.train_split = data.FULL_TRAIN if full_train else "train"
         self.stop = stop
@@ -269,7 +270,8 @@ class ChildTrainer:
             if self.stop is not None and self.stop():
                 raise Preempted(f"{self._what} stopped at step {step}")
             n = min(every, steps - step)
-            loss = float(self._train_loop(self._iterator, tf.constant(n), {}).numpy()[0]) / (n * self.config.batch_size)
+            loss = float(self._train_loop(self._iterator, tf.constant(n), {}).numpy()[0])
+            loss /= n * self.config.data.batch_size
             step += n
             self.log(f"  {self._what}: step {step}/{steps} loss {loss:.4f}")
         return loss
@@ -326,8 +328,8 @@ class StandaloneChild(ChildTrainer):
             self.step = optimizers.global_step()
             self.optimizer = optimizers.make_optimizer(config, self.step)
             self.optimizer.build(self.model.trainable_variables)
-        task = StandaloneTask(self.model, self.optimizer, config.batch_size, self.strategy.num_replicas_in_sync,
-                              config.weight_decay)
+        task = StandaloneTask(self.model, self.optimizer, config.data.batch_size,
+                              self.strategy.num_replicas_in_sync, config.optimizer.weight_decay)
         self._compile(task, lambda images: self.model(images, training=False))
 
     def _set_bn_mode(self, mode: str) -> bool:
@@ -355,7 +357,7 @@ class MaskedChild(ChildTrainer):
     def _build(self, snapshot: keras.Model | None) -> None:
         space, config, strategy = self.space, self.config, self.strategy
         with strategy.scope():
-            self.model = space.build_oneshot(config.ghost_batch_size)
+            self.model = space.build_oneshot(config.data.ghost_batch_size)
             self.step = optimizers.global_step()
             self.optimizer = optimizers.make_optimizer(config, self.step)
             self.optimizer.build(self.model.trainable_variables)
@@ -365,8 +367,8 @@ class MaskedChild(ChildTrainer):
         if self._snapshot is not None and len(self._snapshot) != len(self.model.weights):
             raise ValueError(f"the snapshot holds {len(self._snapshot)} weights; the one-shot model of "
                              f"{space.name} {len(self.model.weights)}.")
-        task = FixedChildTask(self.model, self.optimizer, self.masks, config.batch_size,
-                              strategy.num_replicas_in_sync, config.weight_decay)
+        task = FixedChildTask(self.model, self.optimizer, self.masks, config.data.batch_size,
+                              strategy.num_replicas_in_sync, config.optimizer.weight_decay)
         self._compile(task, task.eval_logits)
         self._initial: dict[int, list[np.ndarray]] = {}
 
@@ -375,7 +377,7 @@ class MaskedChild(ChildTrainer):
         if seed not in self._initial:
             keras.utils.set_random_seed(seed)
             # Ground-truth pairs come seed-major: keep one seed's weights, not every seed's.
-            self._initial = {seed: self.space.build_oneshot(self.config.ghost_batch_size).get_weights()}
+            self._initial = {seed: self.space.build_oneshot(self.config.data.ghost_batch_size).get_weights()}
         return self._initial[seed]
 
     def _prepare(self, arch: Hashable, seed: int) -> None:

@@ -86,7 +86,7 @@ def check_top(top: int) -> int:
 
 def finetune_config(config: TrainConfig, steps: int, learning_rate: float | None = None) -> TrainConfig:
     """The one-shot run's setting for `steps` fine-tuning steps at a constant learning rate."""
-    rate = config.learning_rate if learning_rate is None else float(learning_rate)
+    rate = config.optimizer.learning_rate if learning_rate is None else float(learning_rate)
     if not rate > 0 or not math.isfinite(rate):
         raise UserError(f"the fine-tuning learning rate {rate!r} is invalid; expected a positive number.")
     return config.replace(train_steps=max(1, int(steps)), lr_schedule="constant", learning_rate=rate)
@@ -175,10 +175,10 @@ class FineTuner:
 
     def identity(self) -> dict[str, Any]:
         """What fixes a fine-tuned score (`IDENTITY_FIELDS`)."""
-        c = self.config
+        c = self.config.to_flat()
         return json.loads(json.dumps({"space": self.space.to_config(), "checkpoint_step": self.checkpoint_step,
-                "finetune_seed": self.seed, "finetune_learning_rate": c.learning_rate, "batch_size": c.batch_size,
-                "ghost_batch_size": c.ghost_batch_size, "momentum": c.momentum, "weight_decay": c.weight_decay,
+                "finetune_seed": self.seed, "finetune_learning_rate": c["learning_rate"],
+                **{k: c[k] for k in ("batch_size", "ghost_batch_size", "momentum", "weight_decay")},
                 "bn_recalibration_images": self.recalibration_images}))  # as read back from a file
 
     def __call__(self, arch: Hashable | str) -> list[dict[str, Any]]:

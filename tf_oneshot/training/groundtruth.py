@@ -172,7 +172,8 @@ def check_seeds(seeds: Sequence[int], noise_ceiling: bool | None = None) -> list
 
 def run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int) -> dict[str, Any]:
     """What every line of one ground truth shares: the training setting and the whole space (F included)."""
-    settings = {f: getattr(config, f) for f in TRAIN_FIELDS}
+    flat = config.to_flat()
+    settings = {f: flat[f] for f in TRAIN_FIELDS}
     settings["bn_recalibration_images"] = int(recalibration_images)
     settings["space"] = space.to_config()
     return json.loads(json.dumps(settings))  # tuples -> lists, as read back from a file
@@ -451,7 +452,7 @@ def run_ground_truth(
     """
     children = check_enumerable(space)
     seeds = check_seeds(seeds, noise_ceiling)
-    data.check_fits(config.dataset, config.data_dir, space.image_shape, space.num_classes)
+    data.check_fits(config.data.dataset, config.data.data_dir, space.image_shape, space.num_classes)
     settings = run_settings(config, space, recalibration_images)
     lines, _ = read_results(output, settings)
     done = {(str(r["architecture"]), int(r["seed"])) for _, _, r in lines}

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, read_json
 from tf_oneshot.search_spaces import SearchSpace, space_from_config
+from tf_oneshot.search_spaces.space_config import with_sharing
 from tf_oneshot.training.config import TrainConfig
 
 KIND = "tf_oneshot.oneshot"
@@ -89,9 +90,9 @@ class ModelDir:
                 f"{path} is not a tf_oneshot one-shot model_dir ({CONFIG_FILE} has another kind); "
                 "pass the --model_dir that `tf-oneshot train` wrote."
             )
-        config = TrainConfig.from_json(record["config"])
+        config = TrainConfig.from_json(record["config"])  # version 2 records it flat, 3 by concern
         # The space is recorded without its sharing; the config's sharing flags rebuild it.
-        return cls(path, config, config.shared(space_from_config(record["space"])))
+        return cls(path, config, with_sharing(space_from_config(record["space"]), config.space))
 
     @classmethod
     def open(cls, path: str | ModelDir | None) -> ModelDir:
@@ -131,7 +132,7 @@ class ModelDir:
                     raise UserError(f"{path} has checkpoints but no {CONFIG_FILE}; use a new --model_dir.")
                 atomic_write_json(
                     os.path.join(path, CONFIG_FILE),
-                    {"kind": KIND, "version": 2, "config": config.to_json(), "space": space.to_config()},
+                    {"kind": KIND, "version": 3, "config": config.to_json(), "space": space.to_config()},
                 )
             return cls(path, config, space)
         differences = config.architecture_differences(existing.config)
@@ -193,7 +194,7 @@ class ModelDir:
     # -------------------------------------------------------------- models
     def build_oneshot(self, per_replica_batch: int | None = None) -> Any:
         """The space's one-shot model with its weights created (the trainer's ghost batch size)."""
-        model = self.space.build_oneshot(self.config.ghost_batch_size)
+        model = self.space.build_oneshot(self.config.data.ghost_batch_size)
         if per_replica_batch:
             model(model.dummy_inputs(per_replica_batch), training=False)
         return model
@@ -220,7 +221,7 @@ class ModelDir:
             raise UserError(f"{self.path} has no checkpoint{'' if step is None else f' at step {step}'} yet; "
                             "run `tf-oneshot train` first.")
         with strategy.scope(), tf.variable_creator_scope(replica_local_statistics):
-            model = self.build_oneshot(batch_size or self.config.batch_size)
+            model = self.build_oneshot(batch_size or self.config.data.batch_size)
         restore(tf.train.Checkpoint(model=model), path, partial=True)
         return LoadedOneShot(config=self.config, space=self.space, model=model, step=step_of(path))
 

@@ -62,9 +62,9 @@ def learning_rate_schedule(config: TrainConfig, segment: Segment | None = None) 
     """
     independent = segment is not None and segment.independent
     steps = segment.end - segment.start if independent else config.train_steps
-    decay = decay_schedule(config.learning_rate, steps, config.lr_schedule)
+    decay = decay_schedule(config.optimizer.learning_rate, steps, config.optimizer.lr_schedule)
     if decay is None:
-        return lambda step: tf.constant(config.learning_rate, tf.float32)
+        return lambda step: tf.constant(config.optimizer.learning_rate, tf.float32)
     return (lambda step: decay(step - segment.start)) if independent else decay
 
 
@@ -80,7 +80,7 @@ def global_step() -> tf.Variable:
 
 def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-    """SGD with Nesterov momentum `config.momentum` (§4.1), its rate read from `step`.
+    """SGD with Nesterov momentum `config.optimizer.momentum` (§4.1), its rate read from `step`.
 
     Build it eagerly inside `strategy.scope()` (`optimizer.build(variables)`):
     a first build inside a tf.function fails under MirroredStrategy (DESIGN.md).
@@ -92,7 +92,8 @@ def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | No
         loss_scaling: wrap it in a LossScaleOptimizer (float16 training).
     """
     schedule = learning_rate_schedule(config, segment)
-    optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(step), momentum=config.momentum, nesterov=True)
+    optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(step), momentum=config.optimizer.momentum,
+                                     nesterov=True)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 

@@ -147,8 +147,9 @@ def export_model(
 def _run_settings(config: TrainConfig, space: SearchSpace, recalibration_images: int,
                   full_train: bool) -> dict[str, Any]:
     """What every line of one results file shares: the training setting and the whole space (F included)."""
+    flat = config.to_flat()
     settings = {
-        **{f: getattr(config, f) for f in RUN_FIELDS if f != "full_train"},
+        **{f: flat[f] for f in RUN_FIELDS if f != "full_train"},
         "full_train": bool(full_train),
         "bn_recalibration_images": int(recalibration_images),
         "space": space.to_config(),
@@ -269,7 +270,7 @@ def _checked_candidates(candidates: Sequence[Candidate], seeds: Sequence[int], s
         raise UserError("no architectures to retrain.")
     if not seeds:
         raise UserError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2.")
-    data.check_fits(config.dataset, config.data_dir, space.image_shape, space.num_classes)
+    data.check_fits(config.data.dataset, config.data.data_dir, space.image_shape, space.num_classes)
     unique: dict[str, Candidate] = {}
     for c in candidates:
         unique.setdefault(str(space.validate(c.architecture)), c)
@@ -345,7 +346,7 @@ def _export_best(best, best_now, records, space, config, export_dir, split, trai
         "full_train": bool(train.get("full_train")),
         "seeds": sorted(int(r["seed"]) for r in records if r["architecture"] == arch),
         "space": space.to_config(),
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
     }
     exported = export_model(_plain_copy(space, space.parse(arch), model, config), space, export_dir, metadata)
     log(f"export: best {arch} ({split} {mean:.4f} mean over seeds) -> {exported['keras']}, "

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training import data, distribute, optimizers, strategy_loop
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir, load_oneshot, restore, step_of
@@ -98,13 +99,14 @@ def make_run_sampler(config: TrainConfig, space, pool=None) -> Sampler:
             child per ghost batch (each child must read its own copy).
     """
     sampler = make_sampler(
-        config.sampler, space, seed=config.sampler_seed, total_steps=config.train_steps,
-        dropout_rate=config.dropout_rate, dropout_schedule=config.dropout_schedule,
-        all_dropped=config.all_dropped, constraints=config.constraints(), pool=pool,
+        config.sampler.name, space, seed=config.sampler_seed, total_steps=config.train_steps,
+        dropout_rate=config.sampler.dropout_rate, dropout_schedule=config.sampler.dropout_schedule,
+        all_dropped=config.sampler.all_dropped, constraints=config.sampler.constraints, pool=pool,
     )
-    if config.sharing != "full" and not isinstance(sampler, ArchitectureSampler):
-        raise UserError(f"--sharing={config.sharing} trains each child on its own copy of the weights, so it needs a "
-                        f"sampler that draws whole children (uniform, cyclic, shuffled, ...), not {sampler.name}.")
+    if config.space.sharing != "full" and not isinstance(sampler, ArchitectureSampler):
+        raise UserError(f"--sharing={config.space.sharing} trains each child on its own copy of the weights, so "
+                        "it needs a sampler that draws whole children (uniform, cyclic, shuffled, ...), not "
+                        f"{sampler.name}.")
     return sampler
 
 
@@ -147,11 +149,12 @@ def train(
     chief = distribute.is_chief(strategy)
     if not chief:
         log = _prefixed(log, f"[worker {distribute.task_id(strategy)}] ")
-    info = data.dataset_info(config.dataset, config.data_dir)
-    space = config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
+    space = build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
     sampler = sampler or make_run_sampler(config, space)
     model_dir = ModelDir.create(str(model_dir), config, space, write=chief)
-    per_replica = strategy_loop.per_replica_batch(strategy, config.batch_size, config.ghost_batch_size)
+    per_replica = strategy_loop.per_replica_batch(strategy, config.data.batch_size,
+                                                  config.data.ghost_batch_size)
     # From here on, SIGTERM ends the run cleanly (PreemptionCheckpointHandler
     # does nothing on Cloud TPU VMs, DESIGN.md: the loop saves between host loops).
     with Preemption() as preemption:
@@ -164,7 +167,7 @@ def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
 
 def _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log, segment) -> dict:
     replicas = strategy.num_replicas_in_sync
-    local_ghosts = per_replica // config.ghost_batch_size
+    local_ghosts = per_replica // config.data.ghost_batch_size
     global_ghosts = local_ghosts * replicas
     model, optimizer, global_step, checkpoint = _build_state(config, model_dir, strategy, per_replica, segment)
     checkpoints = _Checkpoints(checkpoint, model_dir, global_step, config.keep_checkpoints, chief)
@@ -176,8 +179,8 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
         # The loop below stops at the segment's end (the schedule keeps its own length).
         config = config.replace(train_steps=segment.end)
     task = OneShotTask(
-        model, sampler, optimizer, global_step, config.seed, config.batch_size, replicas, local_ghosts,
-        config.weight_decay, loss_scaling=config.mixed_precision == "float16",
+        model, sampler, optimizer, global_step, config.seed, config.data.batch_size, replicas, local_ghosts,
+        config.optimizer.weight_decay, loss_scaling=config.mixed_precision == "float16",
     )
     # Two compiled loops at most: without op skipping while few candidates are
     # off, with it once the sampler makes it pay (`skips_pay`).
@@ -199,7 +202,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     else:
         log(f"training {space.name} one-shot model ({sampler.name} sampling) from step {start} to "
             f"{config.train_steps} ({distribute.describe(strategy)}, {local_ghosts} ghost batch(es) of "
-            f"{config.ghost_batch_size} per replica, {config.steps_per_loop} step(s) per host loop)")
+            f"{config.data.ghost_batch_size} per replica, {config.steps_per_loop} step(s) per host loop)")
     step = start
     window = np.zeros(TOTALS)
     window_steps = 0
@@ -249,8 +252,8 @@ def _train_iterator(config: TrainConfig, strategy, start: int) -> Iterator:
     """
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return data.make_dataset(
-            config.dataset, "train", config.batch_size, training=True, data_dir=config.data_dir,
-            seed=config.seed * 1_000_003 + start, input_context=context,
+            config.data.dataset, "train", config.data.batch_size, training=True,
+            data_dir=config.data.data_dir, seed=config.seed * 1_000_003 + start, input_context=context,
         )
 
     return iter(strategy_loop.distribute_dataset(strategy, dataset_fn))
@@ -322,12 +325,12 @@ def skips_pay(sampler: Sampler, config: TrainConfig, step: int, ghosts: int) -> 
 
     A tf.cond around every op costs ~30% of a step on CPU when nothing is
     skipped, so skipping starts once the sampler's expected share of skipped
-    candidates reaches `config.skip_threshold`. Skipped or masked, an off
+    candidates reaches `config.sampler.skip_threshold`. Skipped or masked, an off
     candidate gets no gradient and no decay: only its batch-norm moving
     statistics differ (they follow the data when it runs masked), and search
     recalibrates or ignores them.
     """
-    return sampler.skipped_share(step, ghosts) >= config.skip_threshold
+    return sampler.skipped_share(step, ghosts) >= config.sampler.skip_threshold
 
 
 def _log_window(result, window, steps, step, tic, eta, config, sampler, optimizer, log) -> dict:
@@ -341,7 +344,7 @@ def _log_window(result, window, steps, step, tic, eta, config, sampler, optimize
         scalars["skipped_steps"] = skipped
     for name, value in scalars.items():
         tf.summary.scalar(f"train/{name}", value, step=step)
-    rate = steps * config.batch_size / max(time.perf_counter() - tic, 1e-9)
+    rate = steps * config.data.batch_size / max(time.perf_counter() - tic, 1e-9)
     extra = f" skipped {skipped}" if skipped else ""
     log(f"step {step}/{config.train_steps}: loss {loss:.4f} acc {accuracy:.4f} l2 {l2:.4f} "
         f"lr {lr:.4g} {sampler.describe(step)}{extra} ({rate:.0f} img/s, ETA {_duration(eta)})")
@@ -371,19 +374,19 @@ def evaluate_all_on(
     architecture instead.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    info = data.dataset_info(config.dataset, config.data_dir)
-    unit = config.ghost_batch_size * strategy.num_replicas_in_sync
-    batch = min(config.batch_size, info.num_examples["validation"] // unit * unit)
+    info = data.dataset_info(config.data.dataset, config.data.data_dir)
+    unit = config.data.ghost_batch_size * strategy.num_replicas_in_sync
+    batch = min(config.data.batch_size, info.num_examples["validation"] // unit * unit)
     if batch == 0:
         raise UserError(
-            f"the {info.num_examples['validation']} validation examples of {config.dataset} are fewer "
+            f"the {info.num_examples['validation']} validation examples of {config.data.dataset} are fewer "
             f"than one ghost batch per replica ({unit}); use a smaller --ghost_batch_size."
         )
     masks = _tile(space.all_on_masks() if masks is None else masks, batch // unit)
 
     def dataset_fn(context):
-        return data.make_dataset(config.dataset, "validation", batch, training=False,
-                                 data_dir=config.data_dir, input_context=context)
+        return data.make_dataset(config.data.dataset, "validation", batch, training=False,
+                                 data_dir=config.data.data_dir, input_context=context)
 
     def replica_eval(batch):
         images, labels = batch

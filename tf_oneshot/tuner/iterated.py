@@ -90,6 +90,7 @@ class IteratedOneShotOracle(OneShotOracle):
         log: Callable[[str], None] = print,
         **kwargs: Any,
     ):
+        from tf_oneshot.search_spaces.space_config import build_space
         from tf_oneshot.training import data
         from tf_oneshot.training.model_dir import ModelDir
 
@@ -106,8 +107,8 @@ class IteratedOneShotOracle(OneShotOracle):
         if seed is not None:
             config = config.replace(seed=seed)
         self.config = self.settings.train_config(config)
-        info = data.dataset_info(config.dataset, config.data_dir)
-        space = self.config.make_space(info.image_shape, info.num_classes, info.stem_stride)
+        info = data.dataset_info(config.data.dataset, config.data.data_dir)
+        space = build_space(self.config.space, info.image_shape, info.num_classes, info.stem_stride)
         # The base oracle's own algorithm is replaced below: "random" with one
         # trial never refuses a space, whatever `algorithm` is.
         super().__init__(model_dir, algorithm="random", max_trials=1, seed=self.config.seed, space=space, **kwargs)
