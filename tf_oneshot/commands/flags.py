@@ -220,6 +220,11 @@ flags.DEFINE_bool(
     "overwrite", False, "Replace the outputs of an earlier run in --output_dir instead of refusing."
 )
 flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
+flags.DEFINE_bool(
+    "check", False,
+    "Also run the space contract on it: checkpoint reach, counts against Keras, one-shot equals stand-alone, "
+    "round trips, one trace (tf_oneshot.search_spaces.check); exit 2 naming the first failure.",
+)
 
 # ------------------------------------------------------------------ the groups
 # Which space, and its fields (a space's own fields come through --space_args).

@@ -1,10 +1,10 @@
-"""`tf-oneshot space`: size, all-on counts, decisions and an example architecture of any space."""
+"""`tf-oneshot space`: size, all-on counts, decisions and an example architecture of any space; `--check` runs its contract."""
 
 import json
 
 from tf_oneshot.commands import flags
 
-FLAG_NAMES = (*flags.SPACE_FLAGS, "json", *flags.INPUT_FLAGS)
+FLAG_NAMES = (*flags.SPACE_FLAGS, "json", "check", *flags.INPUT_FLAGS)
 
 
 def run(FLAGS) -> int:
@@ -29,14 +29,30 @@ def run(FLAGS) -> int:
         "default_sampler": space.default_sampler,
         "config": space.to_config(),
     }
+    report = None
+    if FLAGS.check:
+        from tf_oneshot.search_spaces.check import check_space
+
+        report = check_space(space)
+        summary["check"] = {r.name: r.problem or "ok" for r in report.results}
     if FLAGS.json:
         print(json.dumps(summary))
-        return 0
+    else:
+        _print(space, summary, cost, example_cost)
+    if report is not None:
+        for r in report.results if not FLAGS.json else ():
+            print(f"check  {r.name:<28} {'ok' if r.ok else 'FAILED'}  ({r.seconds:.1f} s)")
+        report.raise_first()
+    return 0
+
+
+def _print(space, summary: dict, cost, example_cost) -> None:
+    decisions = summary["decisions"]
     print(f"search space   {space.name}: {len(decisions)} decisions, default sampler {space.default_sampler}")
     print(f"size           {summary['size']:,} architectures")
     print(f"all-on model   {cost.params:,} params, {cost.flops:,} multiply-adds")
-    print(f"example        {example}  ({example_cost.params:,} params, {example_cost.flops:,} multiply-adds)")
+    print(f"example        {summary['example']}  ({example_cost.params:,} params, "
+          f"{example_cost.flops:,} multiply-adds)")
     for d in decisions:
         shown = ", ".join(d["options"][:8]) + (", ..." if d["size"] > 8 else "")
         print(f"  {d['name']:<16} {d['size']:>4} choices: {shown}")
-    return 0

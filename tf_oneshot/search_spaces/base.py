@@ -486,7 +486,8 @@ class SearchSpace(abc.ABC):
     def to_config(self) -> dict:
         """JSON-able dict that `space_from_config` turns back into an equal space."""
         config = {"space": self.name, **_jsonable(dataclasses.asdict(self))}
-        spec = getattr(type(self), "_tf_oneshot_spec", None)
+        # The class's own spec, not one inherited from the loaded space it subclasses.
+        spec = vars(type(self)).get("_tf_oneshot_spec")
         if spec:
             config["class"] = spec
         return config
