@@ -61,7 +61,11 @@ def _import_spec(spec: str) -> Any:
                 loader_spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(loader_spec)
                 sys.modules[name] = module
-                loader_spec.loader.exec_module(module)
+                try:
+                    loader_spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]  # a fixed file loads afresh
+                    raise
             spec = f"{path}:{attr}"
         else:
             module = importlib.import_module(where)
@@ -69,13 +73,22 @@ def _import_spec(spec: str) -> Any:
         raise
     except ImportError as e:
         raise UserError(f"--space={spec}: cannot import {where!r} ({e}).") from None
+    except SyntaxError as e:
+        raise UserError(f"--space={spec}: {e.filename} line {e.lineno} is not Python ({e.msg}); fix the file.") from None
+    except Exception as e:  # the user's module failed while loading: its first line, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"--space={spec}: importing {where!r} raised {type(e).__name__}: {first}") from None
     if not hasattr(module, attr):
         raise UserError(f"--space={spec}: {where!r} has no attribute {attr!r}.")
     cls = getattr(module, attr)
     if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
         raise UserError(f"--space={spec}: {attr} is not a tf_oneshot.SearchSpace subclass.")
     if not cls.name:
-        raise UserError(f"--space={spec}: {attr} has no `name`.")
+        raise UserError(f"--space={spec}: {attr} has no `name`; give it the class variable "
+                        "`name: ClassVar[str] = \"my_space\"`.")
+    if "__dataclass_fields__" not in vars(cls):
+        raise UserError(f"--space={spec}: {attr} is not a dataclass; decorate it with "
+                        "@dataclasses.dataclass(frozen=True) (its fields are the space's arguments).")
     if cls.name not in BUILTIN:
         cls._tf_oneshot_spec = spec  # recorded in configs, so later commands find it
     return cls
@@ -111,10 +124,39 @@ def get_space(name: str = DEFAULT_SPACE, **kwargs: Any) -> SearchSpace:
         raise UserError(
             f"search space {cls.name!r} takes no {unknown[0]!r}; it takes {', '.join(fields) or 'nothing'}."
         )
+    kwargs = {k: _typed(cls, k, v) for k, v in kwargs.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"search space {cls.name!r}: {e}") from None
+
+
+def _typed(cls: type, name: str, value: Any) -> Any:
+    """`value` (from --space_args: an int, float or string) as the type of field `name`'s default.
+
+    Only fields whose default is an int, float or bool are converted.
+
+    Raises:
+        UserError: naming the field and its type when the value is not one.
+    """
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    kind = type(default)
+    if kind not in (int, float, bool):
+        return value
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        if kind is bool:
+            return text if isinstance(text, bool) else {"true": True, "false": False}[str(text).lower()]
+        if isinstance(text, bool):
+            raise ValueError(text)
+        converted = kind(text)
+        if float(text) != converted:  # 2.5 is no int
+            raise ValueError(text)
+        return converted
+    except (KeyError, ValueError, TypeError):
+        article = "an" if kind is int else "a"
+        raise UserError(f"search space {cls.name!r}: {name}={value!r} is not {article} {kind.__name__}; "
+                        f"give e.g. --space_args={name}={default}.") from None
 
 
 def space_from_config(config: Mapping) -> SearchSpace:
