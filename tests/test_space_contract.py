@@ -16,12 +16,13 @@ import pytest
 import tf_oneshot
 from tf_oneshot.search import Evolution, RandomSearch, ResultsFile, run_search
 from tf_oneshot.search.scorer import OneShotScorer
-from tf_oneshot.search_spaces import get_space
+from tf_oneshot.search_spaces import check, get_space
 from tf_oneshot.training import trainer
 from tf_oneshot.training.config import TrainConfig
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "examples", "mobile_chain.py") + ":MobileChainSpace"
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLE = os.path.join(EXAMPLES, "mobile_chain.py") + ":MobileChainSpace"
+RESIDUAL = os.path.join(EXAMPLES, "residual_chain.py") + ":ResidualChainSpace"
 # name or spec -> space options small enough for seconds on the embedded 8x8 digits.
 SPACES = {
     "bender_cell": {"filters": 4, "num_cells": 2, "num_stacks": 2, "num_blocks": 2},
@@ -38,8 +39,10 @@ SPACES = {
     "spos_channels": {"stage_blocks": "1", "channels": "4:10:16", "stem_stride": 1},
     "spos_blocks_channels": {"stage_blocks": "1", "channels": "4:10:16", "stem_stride": 1},
     EXAMPLE: {},
+    RESIDUAL: {"num_blocks": 2, "width": 4},  # the worked example of docs/spaces.md
 }
-IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "spos_channels", "spos_blocks_channels", "example"]
+IDS = ["bender_cell", "darts64", "spos_blocks", "spos_quant_resnet18", "spos_channels", "spos_blocks_channels", "example",
+       "residual_chain"]
 SAMPLERS = ("path_dropout", "uniform", "proportional", "uniform_constraint")
 
 
@@ -68,23 +71,20 @@ def trained(request, tmp_path_factory):
 # ----------------------------------------------------------- TF-free parts
 @pytest.mark.parametrize("spec", list(SPACES), ids=IDS)
 def test_round_trips_size_and_counts(spec):
+    # The same checks a user runs on their own space (`tf-oneshot space --check`).
     space = tiny_space(spec)
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        arch = space.sample(rng)
-        assert space.parse(str(arch)) == arch
-        assert space.from_json(space.to_json(arch)) == arch
-        assert space.from_hyperparameter_values(space.hyperparameter_values(arch)) == arch
+    archs = [space.sample(rng) for _ in range(20)]
+    assert check.check_round_trips(space, archs) is None
+    for arch in archs:
         assert space.mutate(arch, rng, 1.0) != arch
-    assert tf_oneshot.space_from_config(space.to_config()) == space
     sizes = np.prod([d.size() for d in space.decisions()])
     assert space.size() == sizes
     if space.size() <= 5000:
         assert len(set(space.enumerate())) == space.size()
     oneshot = space.build_oneshot(16)
-    assert oneshot.count_params() == space.count_oneshot().params
-    for arch in [space.sample(rng) for _ in range(3)]:
-        assert space.build_standalone(arch, 16).count_params() == space.count(arch).params
+    assert check.check_checkpoint(oneshot) is None
+    assert check.check_counts(space, oneshot, archs[:3], 16) is None
 
 
 # ------------------------------------------------------------ the pipeline

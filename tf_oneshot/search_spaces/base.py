@@ -40,6 +40,10 @@ A space written in one file (examples/mobile_chain.py) may instead override
 `build_oneshot`, `build_standalone` and `inherit_weights` directly. The
 latency pieces (SPOS §3.4) are found the same way, through `latency`.
 
+A user's guide to this contract is docs/spaces.md, and
+`tf_oneshot.search_spaces.check` runs it on any space (`tf-oneshot space
+--check`; the quick part when `tf-oneshot train` starts on a user's space).
+
 Optional capabilities are declared here with defaults, never probed:
 `sharing_segments()` (None: the one-shot model cannot hold copies of its
 weights, "Deeper insights" §4.2-4.3), `latency_units()` (None: no latency
@@ -125,8 +129,9 @@ class Architecture:
 class SearchSpace(abc.ABC):
     """Interface shared by every search space (the built-in ones and yours).
 
-    Subclasses are frozen dataclasses with at least the fields `image_shape`
-    and `num_classes`, and the class attribute `name`. A space with a
+    Subclasses are frozen dataclasses (decorated themselves: their fields are
+    the space's arguments) with at least the fields `image_shape` and
+    `num_classes`, and the class attribute `name`. A space with a
     `stem_stride` field receives the dataset's suggestion (4 for 224-pixel
     ImageNet images, 1 otherwise) unless the user sets it. Other fields are
     set with the generic flag `--space_args=name=value,...` (or the named
