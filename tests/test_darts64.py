@@ -181,19 +181,6 @@ def test_inactive_ops_are_skipped_and_skipping_changes_nothing():
     assert np.isfinite(traced({"images": images, **masks})).all()
 
 
-def test_one_path_switch_case_equals_skipping_under_xla():
-    # "Deeper insights" §3.1: one child per mini-batch, one tf.switch_case per edge; XLA compiles it.
-    oneshot = TINY.build_oneshot(GBS)
-    _randomize(oneshot, seed=4)
-    images = _images(GBS, seed=5)
-    step = tf.function(lambda inputs: oneshot(inputs, training=False, one_path=True), jit_compile=True)
-    for text in ("114", "342"):
-        masks = TINY.encode_batch([TINY.parse(text)])
-        expected = oneshot({"images": images, **masks}, training=False, skip_inactive=True)
-        np.testing.assert_allclose(step({"images": images, **masks}), expected, atol=1e-4)
-    assert step.experimental_get_tracing_count() == 1
-
-
 def test_masked_l2_decays_only_ops_in_use():
     oneshot = TINY.build_oneshot(GBS)
     masks = {k: tf.constant(v) for k, v in TINY.encode_batch([TINY.parse("114"), TINY.parse("134")]).items()}

@@ -230,29 +230,6 @@ def test_inactive_candidates_are_skipped_and_skipping_changes_nothing():
     assert unused and all(by_path[p] is None for p in unused)
 
 
-def test_one_path_switch_case_equals_skipping_and_traces_once():
-    # SPOS §3.2, one path per step: one tf.switch_case per block computes what the tf.conds do.
-    oneshot = TINY.build_oneshot(GBS)
-    _randomize(oneshot, seed=4)
-    images = _images(GBS, seed=5)
-    step = tf.function(lambda inputs: oneshot(inputs, training=True, one_path=True))
-    for text in ("3/5/x", "x/7/3"):
-        masks = _masks(TINY, [TINY.parse(text)])
-        expected = oneshot({"images": images, **masks}, training=True, skip_inactive=True)
-        np.testing.assert_allclose(step({"images": images, **masks}), expected, atol=1e-5)
-    assert step.experimental_get_tracing_count() == 1
-    # Off candidates get a zero gradient (or none); the chosen ones a finite, nonzero one.
-    masks = _masks(TINY, [TINY.parse("3/5/x")])
-    variables = oneshot.trainable_variables
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(oneshot({"images": images, **masks}, training=True, one_path=True)))
-    by_path = {v.path: g for v, g in zip(variables, tape.gradient(loss, variables))}
-    unused = [p for p in by_path if "block1_choice_x" in p]
-    used = [p for p in by_path if "block1_choice_5" in p and "kernel" in p]
-    assert unused and all(by_path[p] is None or not np.any(by_path[p]) for p in unused)
-    assert used and all(np.isfinite(by_path[p]).all() and np.any(by_path[p]) for p in used)
-
-
 def test_masked_l2_decays_only_candidates_in_use():
     oneshot = TINY.build_oneshot(GBS)
     masks = _masks(TINY, [TINY.parse("3/5/x"), TINY.parse("5/5/3")])

@@ -128,17 +128,12 @@ class OneShotModel(keras.Model):
                  for k, v in self.space.all_on_masks().items()}
         return {"images": tf.zeros((ghosts * self.ghost_batch_size, *self.space.image_shape)), **masks}
 
-    def call(self, inputs, training=None, skip_inactive=None, one_path=False):
+    def call(self, inputs, training=None, skip_inactive=None):
         """Logits for `inputs` ({"images", **masks}).
 
         `skip_inactive` (a Python bool) overrides the constructor's choice for
         this call: with nothing dropped, the tf.cond around every candidate
-        costs more than it saves (benchmarks/train_step.py). `one_path` (a
-        Python bool) is the caller's promise that every example of the call
-        carries the same architecture of the space (SPOS §3.2: one path per
-        step): a space whose decisions pick one candidate each then runs each
-        with one `tf.switch_case` (`choice.choose_one`) instead of a tf.cond
-        per candidate, fewer branches to trace and differentiate.
+        costs more than it saves (benchmarks/train_step.py).
         """
         images = inputs["images"]
         gbs = self.ghost_batch_size
@@ -153,15 +148,10 @@ class OneShotModel(keras.Model):
         if not training:
             self._mode_check.assert_current(self.bn_mode)
         skip = self.skip_inactive if skip_inactive is None else bool(skip_inactive)
-        return self.forward(images, masks, training=training, skip_inactive=skip, one_path=bool(one_path))
+        return self.forward(images, masks, training=training, skip_inactive=skip)
 
-    def forward(self, images, masks: dict[str, tf.Tensor], training=None, skip_inactive: bool = True,
-                one_path: bool = False):
-        """Logits from images and [G, ...] masks (a space's model implements this).
-
-        `one_path`: every example carries one architecture (`call`); a space
-        may ignore it.
-        """
+    def forward(self, images, masks: dict[str, tf.Tensor], training=None, skip_inactive: bool = True):
+        """Logits from images and [G, ...] masks (a space's model implements this)."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward().")
 
     def masked_l2(self, masks: dict[str, tf.Tensor]) -> tf.Tensor:

@@ -17,7 +17,6 @@ import keras
 import tensorflow as tf
 
 from tf_oneshot.layers.common import conv_kernels, nested_layers
-from tf_oneshot.training.samplers import ArchitectureSampler
 
 TOTALS = 5  # data loss, correct, examples, L2, skipped steps
 
@@ -123,9 +122,6 @@ class OneShotTask(_Task):
         self.step = step
         self.seed = tf.constant([int(seed), 0], tf.int64)
         self.local_ghosts = int(local_ghosts)
-        # A replica's call carries one architecture (SPOS §3.2's single path):
-        # the model may then pick each candidate with one switch_case.
-        self.one_path = self.local_ghosts == 1 and isinstance(sampler, ArchitectureSampler)
 
     def train_step(self, batch, masks: dict[str, tf.Tensor], skip: bool) -> tf.Tensor:
         """One step on this replica's examples; `masks` are the global [G, ...] host masks."""
@@ -136,8 +132,7 @@ class OneShotTask(_Task):
                 for k, v in masks.items()}
         return self._update(
             labels,
-            lambda: self.model({"images": images, **mine}, training=True, skip_inactive=skip,
-                               one_path=skip and self.one_path),
+            lambda: self.model({"images": images, **mine}, training=True, skip_inactive=skip),
             lambda: self.model.masked_l2(masks),
         )
 

@@ -121,11 +121,8 @@ class CellOneShotModel(OneShotModel):
         self.classifier.build((None, shape[-1]))
         self.built = True
 
-    def forward(self, images, masks, training=None, skip_inactive=True, one_path=False):
-        """Logits from images and [G, B, B+1] input / [G, B, O] op masks.
-
-        `one_path` changes nothing: a choice block may keep several inputs and ops (§3.1).
-        """
+    def forward(self, images, masks, training=None, skip_inactive=True):
+        """Logits from images and [G, B, B+1] input / [G, B, O] op masks."""
         gbs = self.ghost_batch_size
         input_mask, op_mask, alive = effective_masks(masks["input_mask"], masks["op_mask"])
         with tf.device(_host_device()):

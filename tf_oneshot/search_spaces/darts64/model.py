@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.choice import choose, choose_one, per_example
+from tf_oneshot.layers.choice import choose, per_example
 from tf_oneshot.layers.common import (
     KERNEL_INITIALIZER,
     apply_layers,
@@ -199,11 +199,8 @@ class Darts64OneShotModel(OneShotModel):
             dense.build((None, shape[-1]))
         self.built = True
 
-    def forward(self, images, masks, training=None, skip_inactive=True, one_path=False):
-        """Logits from images, the [G, 4] masks of the three edges and (partial sharing) the copy mask.
-
-        With `one_path` each edge runs its one op with a tf.switch_case (`choose_one`).
-        """
+    def forward(self, images, masks, training=None, skip_inactive=True):
+        """Logits from images, the [G, 4] masks of the three edges and (partial sharing) the copy mask."""
         gbs = self.ghost_batch_size
         rows = [per_example(masks[key], gbs) for key in EDGE_KEYS]  # [N, 4] each
         copy_rows = per_example(masks[COPY_KEY], gbs) if self.shared_segments is not None else None
@@ -222,8 +219,6 @@ class Darts64OneShotModel(OneShotModel):
 
             def edge(e: int, h):
                 branches = [lambda layers=layers: apply_layers(layers, h, training) for layers in edges[e]]
-                if one_path:
-                    return choose_one(branches, rows[e])
                 return choose(branches, rows[e], skip_inactive, lambda: tf.zeros_like(h))
 
             x1 = edge(0, x0)

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_oneshot.layers.choice import choose, choose_one, per_example
+from tf_oneshot.layers.choice import choose, per_example
 from tf_oneshot.layers.common import (
     apply_layers,
     build_layers,
@@ -250,8 +250,8 @@ class SposBlocksOneShotModel(OneShotModel):
         table = tf.constant(width_table(self.space.mid_widths(block)))
         return tf.minimum(tf.matmul(_ghost_rows(masks[f"channels{block.index}"]), table), 1.0)
 
-    def forward(self, images, masks, training=None, skip_inactive=True, one_path=False):
-        """Logits from images and the [G, ...] masks of every block (one switch_case per block with `one_path`)."""
+    def forward(self, images, masks, training=None, skip_inactive=True):
+        """Logits from images and the [G, ...] masks of every block."""
         gbs = self.ghost_batch_size
         x = apply_layers(self.stem, images, training)
         for block, units in zip(self.space.layout(), self.candidates):
@@ -266,7 +266,7 @@ class SposBlocksOneShotModel(OneShotModel):
             if self.space.searches_blocks:
                 # Per-example masks outside the tf.cond branches (XLA differentiates them there).
                 rows = per_example(masks[f"block{block.index}"], gbs)  # [N, 4]
-                out = choose_one(branches, rows) if one_path else choose(branches, rows, skip_inactive, zeros)
+                out = choose(branches, rows, skip_inactive, zeros)
             else:
                 out = branches[0]()  # the one candidate of every architecture
             x = channel_shuffle(out if block.first else tf.concat([kept, out], -1))

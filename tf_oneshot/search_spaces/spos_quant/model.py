@@ -180,7 +180,7 @@ class SposQuantOneShotModel(OneShotModel):
         self.classifier.build((None, shape[-1]))
         self.built = True
 
-    def forward(self, images, masks, training=None, skip_inactive=True, one_path=False):
+    def forward(self, images, masks, training=None, skip_inactive=True):
         """Logits from images and the [G, 6] bits and [G, 3] channel masks of every block."""
         x = apply_layers(self.stem, images, training)
         for block, layers in zip(self.space.layout(), self.blocks):
