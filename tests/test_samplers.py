@@ -212,26 +212,23 @@ def test_proportional_over_a_pool_follows_params():
 
 
 def test_uniform_constraint_meets_constraints_and_fills_flops_bins_equally():
+    # SPOS §3.2: the ten ranges span the FLOPs feasible architectures occupy
+    # (here all of them, enumerated), not the bounds of the constraint.
     constraints = Constraints(min_flops=20, max_flops=400)
     sampler = UniformConstraintSampler(TINY, seed=15, constraints=constraints)
-    edges = np.linspace(20, 400, 11)
-    bins = [(math.ceil(edges[b]), math.floor(edges[b + 1])) for b in range(10)]
-
-    def bin_of(flops):
-        inside = [b for b, (lo, hi) in enumerate(bins) if lo <= flops <= hi]
-        assert len(inside) == 1
-        return inside[0]
-
+    ranges = sampler.sampler.occupied_ranges("flops")
     feasible = [a for a in ARCHS if constraints.satisfied(TINY.count(a))]
-    per_bin = np.bincount([bin_of(TINY.count(a).flops) for a in feasible], minlength=10)
+    flops = [TINY.count(a).flops for a in feasible]
+    assert ranges.edges[0] == min(flops) and ranges.edges[-1] == max(flops)
+    per_bin = np.bincount([ranges.slice_of(f) for f in flops], minlength=len(ranges.slices))
     assert per_bin.min() >= 1 and per_bin.max() > per_bin.min()  # uniform draws would favour crowded bins
     archs = _draw(sampler, ghosts=50, steps=40)  # 2000 draws
     assert all(constraints.satisfied(TINY.count(a)) for a in archs)
-    counts = np.bincount([bin_of(TINY.count(a).flops) for a in archs], minlength=10)
-    p = _chisquare(counts, np.ones(10))
+    counts = np.bincount([ranges.slice_of(TINY.count(a).flops) for a in archs], minlength=len(ranges.slices))
+    p = _chisquare(counts, np.ones(len(ranges.slices)))
     p_uniform = _chisquare(counts, per_bin)
-    print(f"uniform_constraint: chi-square p={p:.3g} over 10 FLOPs bins (vs feasible-uniform p={p_uniform:.3g}), "
-          f"architectures per bin {per_bin.tolist()}")
+    print(f"uniform_constraint: chi-square p={p:.3g} over {len(ranges.slices)} occupied FLOPs ranges (vs "
+          f"feasible-uniform p={p_uniform:.3g}), architectures per range {per_bin.tolist()}")
     assert p > P_MIN and p_uniform < 1e-6
 
 
