@@ -68,7 +68,7 @@ def test_sizes_widths_and_defaults():
 
 def test_strings_json_mutation_and_off_grid_input():
     arch = JOINT.parse("x/0.2/3/1.6/7/1.0")
-    assert JOINT.block_parts(arch) == (("x", 1), ("3", 10), ("7", 6))
+    assert JOINT.block_parts(arch) == (("x", 1), ("3", 9), ("7", 6))  # int(6 * 1.6), as SPOS's code
     assert JOINT.from_json(json.loads(json.dumps(JOINT.to_json(arch)))) == arch
     assert JOINT.from_hyperparameter_values(JOINT.hyperparameter_values(arch)) == arch
     assert JOINT.parse("x/0.20/3/1.6/7/1") == arch  # the same numbers written otherwise
