@@ -34,7 +34,7 @@ def test_to_flat_gives_back_every_flat_name_and_from_json_reads_either_form():
     config = TrainConfig(**FLAT)
     flat = config.to_flat()
     assert {k: flat[k] for k in FLAT} == FLAT
-    assert len(flat) == 44 and flat["stem_stride"] is None and flat["min_params"] is None
+    assert len(flat) == 48 and flat["stem_stride"] is None and flat["min_params"] is None
     assert TrainConfig(**flat) == config
     assert TrainConfig.from_json(flat) == config  # config.json of runs written before concerns
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config

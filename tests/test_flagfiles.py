@@ -23,7 +23,7 @@ def parse(name: str, *extra: str):
 
 BENDER = ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"]
 SPOS_TRAIN = ["spos_imagenet.flags", "spos_channels.flags", "spos_quant_resnet18.flags"]
-TRAIN_FLAGFILES = BENDER + SPOS_TRAIN
+TRAIN_FLAGFILES = BENDER + SPOS_TRAIN + ["insights_darts64.flags"]
 
 
 def parse_demo(name: str, *extra: str):
@@ -187,6 +187,27 @@ def test_the_learning_rate_schedule_is_explicit_and_its_choice_explained(name):
     schedule = "linear" if name.startswith("spos_") else "cosine"
     assert f"\n--lr_schedule={schedule}\n" in text
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
-    assert "silent" in header and schedule in header
+    # "Deeper insights" states its schedule (App. A.1); the others explain their choice.
+    explained = "cosine schedule without restart" if name == "insights_darts64.flags" else "silent"
+    assert explained in header and schedule in header
     config = parse_demo(name).train if name == "spos_demo.flags" else parse(name)[1]
     assert config.optimizer.lr_schedule == schedule
+
+
+def test_deeper_insights_flagfile_trains_as_appendix_a1():
+    """"Deeper insights" App. A.1: plain momentum 0.9, wd 1e-3, cosine 0.025 -> 0.001, a child per mini-batch."""
+    values, config = parse("insights_darts64.flags")
+    opt = config.optimizer
+    assert (opt.momentum, opt.nesterov, opt.weight_decay) == (0.9, False, 1e-3)
+    assert (opt.lr_schedule, opt.learning_rate, opt.end_learning_rate) == ("cosine", 0.025, 0.001)
+    assert opt.bn_momentum == pytest.approx(1 - 0.4)  # PyTorch's 0.4, footnote 3
+    assert config.sampler.path_per == "step" and config.data.num_ghosts == 1
+    assert config.data.batch_size == 256 and config.train_steps == 200 * 196
+    assert config.space.spec == "darts64"
+
+
+@pytest.mark.parametrize("name", [*SPOS_TRAIN, "spos_demo.flags"])
+def test_spos_flagfiles_draw_one_path_per_step(name):
+    """SPOS §3.2, Eq. 8: one architecture per step, shared by every replica and ghost batch."""
+    text = (FLAGS_DIR / name).read_text()
+    assert "--path_per=step" in text.splitlines()

@@ -51,3 +51,42 @@ def test_a_batch_that_does_not_split_into_ghost_batches_per_replica_is_one_line(
     with pytest.raises(UserError, match="--batch_size=48 over 1 replicas gives 48 examples per replica, which must "
                                         "be a multiple of --ghost_batch_size=32"):
         strategy_loop.per_replica_batch(strategy, 48, 32)
+
+
+def test_deeper_insights_recipe_plain_momentum_cosine_to_its_end_rate_and_bn_momentum():
+    """"Deeper insights" App. A.1: SGD with plain momentum 0.9, cosine 0.025 -> 0.001, its BN momentum."""
+    config = TrainConfig(learning_rate=0.025, end_learning_rate=0.001, train_steps=100, nesterov=False,
+                         bn_momentum=0.9, dataset="digits", space="darts64")
+    step = optimizers.global_step()
+    optimizer = optimizers.make_optimizer(config, step)
+    assert not optimizer.nesterov
+    rate = optimizers.learning_rate_schedule(config)
+    assert float(rate(tf.constant(0))) == pytest.approx(0.025)
+    assert float(rate(tf.constant(50))) == pytest.approx(0.013)  # halfway between 0.025 and 0.001
+    assert float(rate(tf.constant(100))) == pytest.approx(0.001)
+    linear = optimizers.learning_rate_schedule(config.replace(lr_schedule="linear"))
+    assert float(linear(tf.constant(100))) == pytest.approx(0.001)
+    with pytest.raises(UserError, match="--end_learning_rate=0.5 is invalid"):
+        TrainConfig(learning_rate=0.1, end_learning_rate=0.5)
+    with pytest.raises(UserError, match="--bn_momentum=1.0 is invalid"):
+        TrainConfig(bn_momentum=1.0)
+
+
+def test_bn_momentum_reaches_the_supernet_and_the_stand_alone_child(tmp_path):
+    """Every batch norm of the supernet and of a child's model reads --bn_momentum; Keras' 0.99 by default."""
+    from tf_oneshot.layers.common import nested_layers
+    from tf_oneshot.search_spaces.space_config import build_space
+    from tf_oneshot.training import child, data
+    from tf_oneshot.training.model_dir import ModelDir
+
+    def momenta(model):
+        return {layer.momentum for layer in nested_layers(model) if hasattr(layer, "moving_mean")}
+
+    info = data.dataset_info("digits")
+    for value in (0.9, None):
+        config = TrainConfig(dataset="digits", space="darts64", **({} if value is None else {"bn_momentum": value}))
+        space = build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
+        expected = {0.99 if value is None else value}
+        assert momenta(child.build_model(space, space.parse(space.example()), config)) == expected
+        run = ModelDir.create(str(tmp_path / f"run{value}"), config, space, write=True)
+        assert momenta(run.build_oneshot()) == expected

@@ -25,7 +25,9 @@ from tf_oneshot.training.samplers import (
     ProportionalSampler,
     UniformConstraintSampler,
     UniformSampler,
+    global_masks,
     make_sampler,
+    resolve_path_per,
 )
 
 P_MIN = 1e-3
@@ -212,26 +214,23 @@ def test_proportional_over_a_pool_follows_params():
 
 
 def test_uniform_constraint_meets_constraints_and_fills_flops_bins_equally():
+    # SPOS §3.2: the ten ranges span the FLOPs feasible architectures occupy
+    # (here all of them, enumerated), not the bounds of the constraint.
     constraints = Constraints(min_flops=20, max_flops=400)
     sampler = UniformConstraintSampler(TINY, seed=15, constraints=constraints)
-    edges = np.linspace(20, 400, 11)
-    bins = [(math.ceil(edges[b]), math.floor(edges[b + 1])) for b in range(10)]
-
-    def bin_of(flops):
-        inside = [b for b, (lo, hi) in enumerate(bins) if lo <= flops <= hi]
-        assert len(inside) == 1
-        return inside[0]
-
+    ranges = sampler.sampler.occupied_ranges("flops")
     feasible = [a for a in ARCHS if constraints.satisfied(TINY.count(a))]
-    per_bin = np.bincount([bin_of(TINY.count(a).flops) for a in feasible], minlength=10)
+    flops = [TINY.count(a).flops for a in feasible]
+    assert ranges.edges[0] == min(flops) and ranges.edges[-1] == max(flops)
+    per_bin = np.bincount([ranges.slice_of(f) for f in flops], minlength=len(ranges.slices))
     assert per_bin.min() >= 1 and per_bin.max() > per_bin.min()  # uniform draws would favour crowded bins
     archs = _draw(sampler, ghosts=50, steps=40)  # 2000 draws
     assert all(constraints.satisfied(TINY.count(a)) for a in archs)
-    counts = np.bincount([bin_of(TINY.count(a).flops) for a in archs], minlength=10)
-    p = _chisquare(counts, np.ones(10))
+    counts = np.bincount([ranges.slice_of(TINY.count(a).flops) for a in archs], minlength=len(ranges.slices))
+    p = _chisquare(counts, np.ones(len(ranges.slices)))
     p_uniform = _chisquare(counts, per_bin)
-    print(f"uniform_constraint: chi-square p={p:.3g} over 10 FLOPs bins (vs feasible-uniform p={p_uniform:.3g}), "
-          f"architectures per bin {per_bin.tolist()}")
+    print(f"uniform_constraint: chi-square p={p:.3g} over {len(ranges.slices)} occupied FLOPs ranges (vs "
+          f"feasible-uniform p={p_uniform:.3g}), architectures per range {per_bin.tolist()}")
     assert p > P_MIN and p_uniform < 1e-6
 
 
@@ -315,3 +314,33 @@ def test_skipped_share_uniform_on_bender_is_estimated():
     f = 7 / 28
     share = UniformSampler(BENDER).skipped_share(0, 2)
     assert abs(share - (1 - f) ** 2) < 0.02
+
+
+def test_spos_trains_one_path_per_step_shared_by_every_replica_and_ghost_batch():
+    # SPOS §3.2, Eq. 8: "in each step of optimization, an architecture is
+    # randomly sampled". 2 replicas x 4 ghost batches: one architecture for all
+    # 8 (the default of uniform sampling), one per replica, or one per ghost batch.
+    sampler = make_sampler("uniform", TINY, seed=3)
+    path_per = resolve_path_per(sampler, None)
+    assert path_per == "step"
+
+    def rows(masks):
+        count = len(next(iter(masks.values())))
+        return [tuple(np.concatenate([masks[k][g].ravel() for k in sorted(masks)])) for g in range(count)]
+
+    distinct = {len(set(rows(global_masks(sampler, s, "step", 2, 4)))) for s in range(20)}
+    assert distinct == {1}
+    per_replica = [rows(global_masks(sampler, s, "replica", 2, 4)) for s in range(20)]
+    assert all(len(set(r[:4])) == 1 and len(set(r[4:])) == 1 for r in per_replica)
+    assert any(r[0] != r[4] for r in per_replica)
+    assert max(len(set(rows(global_masks(sampler, s, "ghost_batch", 2, 4)))) for s in range(20)) > 4
+    assert [rows(global_masks(sampler, s, "step", 2, 4))[0] for s in range(20)] == \
+        [rows(global_masks(sampler, s, "step", 1, 1))[0] for s in range(20)]  # the same path on 1 or 8 ghosts
+    # Constrained SPOS sampling too; over a pool (NAO's loop) and path dropout, one per ghost batch as before.
+    constrained = make_sampler("uniform_constraint", TINY, constraints=Constraints(max_flops=400))
+    assert resolve_path_per(constrained, None) == "step"
+    assert resolve_path_per(make_sampler("uniform", TINY, pool=ARCHS[:4]), None) == "ghost_batch"
+    dropout = make_sampler("path_dropout", CellSpace(filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1)))
+    assert resolve_path_per(dropout, None) == "ghost_batch"
+    with pytest.raises(UserError, match="--path_per=step needs a sampler that draws whole architectures"):
+        resolve_path_per(dropout, "step")

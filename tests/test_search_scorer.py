@@ -144,6 +144,25 @@ def test_recalibration_is_the_exact_average_then_moving_statistics(setup):
     assert batch_mode["loss"] != pytest.approx(first[0]["loss"], rel=1e-3)
 
 
+def test_running_statistics_score_with_the_moving_averages_as_trained(setup):
+    # "Deeper insights" App. A.2.2: scoring with the BN running statistics the
+    # shared weights hold, the same for every candidate (several per pass).
+    space, model, archs = setup["space"], setup["model"], setup["archs"]
+    scorer = OneShotScorer(model, space, setup["x"], setup["y"], bn_mode="running", archs_per_pass=4,
+                           kl_images=setup["kl"])
+    records = scorer.score(archs[:5])
+    model.set_bn_mode("moving")
+    for arch, record in zip(archs[:5], records):
+        logits = model({"images": setup["x"], **trainer._tile(space.encode(arch), 288 // GHOST)}, training=False)
+        assert record["oneshot_accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == setup["y"]), abs=1e-6)
+    model.set_bn_mode("batch")
+    assert records[0]["kl"] == pytest.approx(setup["scorer"].score([archs[0]])[0]["kl"], rel=1e-5)  # §5: batch
+    assert scorer.score(archs[:1])[0] == pytest.approx(records[0], rel=1e-6)  # after the KL's batch statistics
+    assert records[0]["loss"] != pytest.approx(setup["scorer"].score([archs[0]])[0]["loss"], rel=1e-3)
+    with pytest.raises(UserError, match="--bn_mode=batch or --bn_mode=recalibrate or --bn_mode=running"):
+        OneShotScorer(model, space, setup["x"], setup["y"], bn_mode="moving")
+
+
 def test_bad_scorer_input_is_a_user_error(setup, tmp_path):
     with pytest.raises(UserError, match="unknown bn_mode 'global'"):
         OneShotScorer(setup["model"], setup["space"], setup["x"], setup["y"], bn_mode="global")

@@ -200,3 +200,27 @@ def test_child_orders(name, reshuffles):
     assert [str(again.child(i)) for i in range(24)] == [c for p in passes for c in p]
     other = make_sampler(name, space, seed=6)
     assert [str(other.child(i)) for i in range(24)] != [c for p in passes for c in p]
+
+
+def test_group_sharing_trains_every_group_for_the_full_budget():
+    # "Deeper insights" §4.2: each group "trained independently ... for 200
+    # epochs". One run trains the m copies in turn, m x --train_steps steps,
+    # and a child per step in a shuffled order gives every group exactly
+    # --train_steps updates (full and prefix sharing keep --train_steps).
+    from tf_oneshot.training.samplers import global_masks, resolve_path_per
+    from tf_oneshot.training.trainer import make_run_sampler, training_steps
+
+    steps = 32
+    config = TrainConfig(dataset="digits", space="darts64", filters=4, num_cells=1, sharing="group",
+                         sharing_groups=4, sharing_grouping="similarity", sampler="shuffled", path_per="step",
+                         batch_size=GBS, ghost_batch_size=GBS, train_steps=steps)
+    space = build_space(config.space, (8, 8, 1), 3, 1)
+    total = training_steps(config, space)
+    assert total == 4 * steps
+    sampler = make_run_sampler(config.replace(train_steps=total), space)
+    path_per = resolve_path_per(sampler, config.sampler.path_per)
+    updates = sum(global_masks(sampler, s, path_per, 1, 1)[COPY_KEY][0] for s in range(total))
+    assert updates.tolist() == [steps] * 4
+    for sharing in ({"sharing": "full"}, {"sharing": "prefix", "sharing_prefix": 0}):
+        other = config.replace(**sharing)
+        assert training_steps(other, build_space(other.space, (8, 8, 1), 3, 1)) == steps

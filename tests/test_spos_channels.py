@@ -52,9 +52,9 @@ def test_sizes_widths_and_defaults():
     assert [d.name for d in channels.decisions()][:2] == ["channels0", "channels1"]
     assert [d.name for d in joint.decisions()][:3] == ["block0", "channels0", "block1"]
     assert channels.default_sampler == joint.default_sampler == "uniform"
-    # Table 2's mid widths (half a block's output) times 0.2 ... 1.6, rounded half up: 8 distinct widths.
+    # Table 2's mid widths (half a block's output) times 0.2 ... 1.6, truncated as SPOS's code: 8 distinct widths.
     widths = [channels.mid_widths(b) for b in channels.layout() if b.first]
-    assert widths[0] == (6, 13, 19, 26, 32, 38, 45, 51)
+    assert widths[0] == (6, 12, 19, 25, 32, 38, 44, 51)
     assert widths[3] == tuple(64 * k for k in range(1, 9))
     # Only candidate masks can be skipped; a width is a mask inside the one graph.
     assert channels.skip_masks() == () and joint.skip_masks() == tuple(f"block{i}" for i in range(20))
@@ -68,7 +68,7 @@ def test_sizes_widths_and_defaults():
 
 def test_strings_json_mutation_and_off_grid_input():
     arch = JOINT.parse("x/0.2/3/1.6/7/1.0")
-    assert JOINT.block_parts(arch) == (("x", 1), ("3", 10), ("7", 6))
+    assert JOINT.block_parts(arch) == (("x", 1), ("3", 9), ("7", 6))  # int(6 * 1.6), as SPOS's code
     assert JOINT.from_json(json.loads(json.dumps(JOINT.to_json(arch)))) == arch
     assert JOINT.from_hyperparameter_values(JOINT.hyperparameter_values(arch)) == arch
     assert JOINT.parse("x/0.20/3/1.6/7/1") == arch  # the same numbers written otherwise

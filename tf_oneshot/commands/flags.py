@@ -84,6 +84,18 @@ flags.DEFINE_integer("order_seed", None, "Seed of the child order (the sampler; 
                      "--seed for Table 1's \"different seeds\", vary it with --sampler=cyclic or shuffled for "
                      "\"different orders\".")
 
+# ------------- the papers' training settings (issue 18: "Deeper insights" App. A, SPOS Eq. 8)
+flags.DEFINE_bool("nesterov", None, "Nesterov momentum (Bender et al. 2018, §4.1; the default) or, with "
+                  "--nonesterov, plain momentum (\"Deeper insights\" App. A.1).")
+flags.DEFINE_float("end_learning_rate", None, "The rate the cosine or linear decay ends at (default 0; "
+                   "\"Deeper insights\" App. A.1: 0.025 -> 0.001).")
+flags.DEFINE_float("bn_momentum", None, "Momentum of the batch-norm moving statistics in every layer, one-shot "
+                   "and stand-alone (default: Keras' 0.99).")
+flags.DEFINE_string("path_per", None, "Where the architectures of a training step differ: step (one for every "
+                    "replica and ghost batch, SPOS §3.2 Eq. 8; the default of uniform and uniform_constraint), "
+                    "replica, or ghost_batch (Bender et al. 2018, §3.2; the default of the other samplers).")
+RECIPE_FLAGS = ("nesterov", "end_learning_rate", "bn_momentum")
+
 # ---------------------------------------------------------------- constraints
 flags.DEFINE_integer("max_params", None, "Only architectures with at most this many parameters.")
 flags.DEFINE_integer("min_params", None, "Only architectures with at least this many parameters.")
@@ -109,8 +121,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string("architectures_file", None, "A file of architecture strings, one per line (as --architectures).")
 flags.DEFINE_string("bn_mode", None, "batch: batch statistics on the fly (Bender et al. §3.2); recalibrate: each "
-                    "candidate's statistics recomputed on training images (SPOS §3.4). Default: the space's "
-                    "(recalibrate for single-path spaces).")
+                    "candidate's statistics recomputed on training images (SPOS §3.4); running: the moving statistics "
+                    "training left (\"Deeper insights\" App. A.2.2). Default: the space's (recalibrate for "
+                    "single-path spaces; batch for insights).")
 flags.DEFINE_integer("recalibration_images", None, "Training images per candidate for --bn_mode=recalibrate "
                      "(SPOS §3.4: 20,000 on ImageNet; default: the same share of any training split, at least 512).")
 flags.DEFINE_bool("kl", False, "Also store the symmetrized KL divergence to the all-on network (§5).")
@@ -241,17 +254,19 @@ TRAIN_FLAGS = (
     "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every",
     "jit_compile", "skip_threshold", "mixed_precision", "keep_checkpoints",
     "sharing", "sharing_groups", "sharing_grouping", "sharing_prefix", "sharing_seed", "order_seed",
+    "path_per", *RECIPE_FLAGS,
 )
 # The train flags that set a stand-alone training (retrain, and the ground
 # truth "with the same setting as weight sharing", "Deeper insights" §3.1).
 STANDALONE_TRAIN_FLAGS = (
     "dataset", "data_dir", "batch_size", "ghost_batch_size", "train_steps", "learning_rate",
-    "lr_schedule", "momentum", "weight_decay", "log_every", "jit_compile",
+    "lr_schedule", "momentum", "weight_decay", "log_every", "jit_compile", *RECIPE_FLAGS,
 )
 # Train flags that mean nothing for stand-alone training, refused with this reason.
 STANDALONE_NOT_APPLICABLE = {
     name: "only affects one-shot training; stand-alone models have no path dropout"
-    for name in ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every")
+    for name in ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every",
+                 "path_per")
 }
 
 

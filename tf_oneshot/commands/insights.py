@@ -18,7 +18,7 @@ from tf_oneshot.analysis.report import check_output_dir
 from tf_oneshot.errors import UserError
 
 FLAG_NAMES = ("ground_truth", "model_dirs", "snapshots", "prune_fraction", "top_n", "rank_by", "output_dir",
-              "overwrite", "validation_examples")
+              "overwrite", "validation_examples", "bn_mode")
 
 
 def _top_n(values) -> list[int]:
@@ -56,8 +56,10 @@ def run(FLAGS) -> int:
     for path in FLAGS.model_dirs:
         model_dir = ModelDir.open(path)
         _check_space(gt, path, model_dir.space)
-        scores = score_snapshots(model_dir, gt.children, FLAGS.snapshots, FLAGS.validation_examples)
-        label = os.path.basename(os.path.normpath(path)) or path
+        scores = score_snapshots(model_dir, gt.children, FLAGS.snapshots, FLAGS.validation_examples,
+                                 bn_mode=FLAGS.bn_mode or "batch")
+        # Each row names how batch norm was evaluated ("Deeper insights" App. A.2.2 involves running statistics).
+        label = f"{os.path.basename(os.path.normpath(path)) or path} (bn {scores.bn_mode})"
         instances.append(insights.Instance(
             label, scores.steps, insights.snapshot_scores(scores.accuracy, scores.loss, FLAGS.rank_by)))
     result = insights.build_insights(gt, instances, FLAGS.rank_by, FLAGS.prune_fraction, top_n)

@@ -2,7 +2,10 @@
 
 - "batch" (Bender et al. 2018, §3.2): each ghost batch's own statistics, on the fly;
 - "recalibrate" (SPOS §3.4): each candidate's statistics recomputed on training
-  images before it is evaluated.
+  images before it is evaluated;
+- "running": the moving statistics training left in the shared weights, as
+  they are ("Deeper insights" App. A.2.2, Figure 8: their instability involves
+  them).
 
 The scorer compiles them (`tf_oneshot.search.scorer`); the search entry, NAO-V2's
 iterated loop and the KerasTuner tuner check a mode here, before any model loads.
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from tf_oneshot.errors import UserError
 
-BN_MODES = ("batch", "recalibrate")
+BN_MODES = ("batch", "recalibrate", "running")
 
 
 def check_bn_mode(mode: str) -> str:

@@ -18,6 +18,9 @@ Batch norm at evaluation is a mode:
   20,000 training images on ImageNet; other datasets default to the same
   share of their training split, at least 512 (`default_recalibration_images`).
   It is the default for single-path spaces (`SearchSpace.default_bn_mode`).
+- "running" ("Deeper insights" App. A.2.2, Figure 8): the moving statistics
+  as training left them in the shared weights, the same for every candidate,
+  so G architectures still share one pass.
 
 Under a strategy with several replicas (GPUs, TPU cores), each replica scores
 its own `archs_per_pass` architectures over the same images: architectures,
@@ -118,7 +121,7 @@ class OneShotScorer:
         space: its search space.
         images, labels: the validation examples (numpy); the first multiple of
             the ghost batch size of them are used.
-        bn_mode: "batch" or "recalibrate".
+        bn_mode: "batch", "recalibrate" or "running" (`tf_oneshot.search.bn_modes`).
         archs_per_pass: architectures per forward pass in "batch" mode (one
             per ghost batch); None picks the fastest of a few by timing.
             Always 1 in "recalibrate" mode.
@@ -281,7 +284,8 @@ class OneShotScorer:
 
     def _call(self, kind: str, masks: dict[str, np.ndarray]) -> Any:
         """Runs body `kind` on masks for `archs_per_call` architectures, replica r taking the r-th slice."""
-        key = (kind, masks[next(iter(masks))].shape[0] // self.replicas)
+        # A function traces one bn mode (`OneShotModel` checks it): the mode is part of the key.
+        key = (kind, masks[next(iter(masks))].shape[0] // self.replicas, self.model.bn_mode)
         if key not in self._functions:
             body = {"evaluate": self._evaluate, "recalibrated": self._recalibrated, "kl": self._kl_divergence}[kind]
             self._functions[key] = SplitFunction(self.strategy, body, self.jit_compile)
@@ -364,8 +368,8 @@ class OneShotScorer:
         for start in range(0, len(archs), size):
             part = list(archs[start : start + size])
             masks = self._masks(part, size)
-            if self.bn_mode == "batch":
-                self._batch_statistics()
+            if self.bn_mode in ("batch", "running"):
+                self._statistics("batch" if self.bn_mode == "batch" else "moving")
                 accuracy, loss = self._call("evaluate", masks)
             else:
                 accuracy, loss = self._call("recalibrated", masks)
@@ -378,13 +382,13 @@ class OneShotScorer:
                 out.append(record)
         return out
 
-    def _batch_statistics(self) -> None:
+    def _statistics(self, mode: str) -> None:
         # One variable read; switching writes to every batch norm layer.
-        if self.model.bn_mode != "batch":
-            self.model.set_bn_mode("batch")
+        if self.model.bn_mode != mode:
+            self.model.set_bn_mode(mode)
 
     def _kl_batch(self, masks: dict[str, np.ndarray]) -> np.ndarray:
-        self._batch_statistics()
+        self._statistics("batch")  # §5: batch statistics, whatever the accuracy's mode
         if self._reference_logp is None:
             ghosts = self._kl_images.shape[0] // self.ghost
             reference = self._reference_masks(ghosts)

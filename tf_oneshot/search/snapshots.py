@@ -31,6 +31,7 @@ class SnapshotScores:
         children: the children's string forms (the columns).
         steps: the step of each snapshot (the rows).
         accuracy, loss: [snapshots, children].
+        bn_mode: how batch norm was evaluated (`tf_oneshot.search.bn_modes`).
     """
 
     model_dir: str
@@ -38,6 +39,7 @@ class SnapshotScores:
     steps: tuple[int, ...]
     accuracy: np.ndarray
     loss: np.ndarray
+    bn_mode: str = "batch"
 
 
 def last_checkpoints(model_dir: ModelDir, count: int) -> list[str]:
@@ -57,11 +59,13 @@ def last_checkpoints(model_dir: ModelDir, count: int) -> list[str]:
 
 def score_snapshots(model_dir: str | ModelDir, children: Sequence[Hashable] | None = None, snapshots: int = 1,
                     validation_examples: int | None = None, archs_per_pass: int | None = None,
-                    log: Callable[[str], None] = print) -> SnapshotScores:
+                    log: Callable[[str], None] = print, bn_mode: str = "batch") -> SnapshotScores:
     """Scores `children` (default: every child of the run's space) at the last `snapshots` checkpoints.
 
-    Batch norm uses batch statistics on the fly (Bender et al. 2018, §3.2);
-    under partial sharing each child is scored on its own copy of the weights.
+    Batch norm uses batch statistics on the fly by default (Bender et al.
+    2018, §3.2); `bn_mode="running"` the moving statistics of each snapshot
+    ("Deeper insights" App. A.2.2), "recalibrate" each child's own (SPOS
+    §3.4). Under partial sharing each child is scored on its own copy of the weights.
 
     Raises:
         UserError: a missing or foreign model_dir, too few checkpoints, or
@@ -72,7 +76,7 @@ def score_snapshots(model_dir: str | ModelDir, children: Sequence[Hashable] | No
     paths = last_checkpoints(model_dir, snapshots)
     children = (list(space.enumerate()) if children is None
                 else [space.parse(c) if isinstance(c, str) else space.validate(c) for c in children])
-    scorer = OneShotScorer.from_model_dir(model_dir, validation_examples=validation_examples,
+    scorer = OneShotScorer.from_model_dir(model_dir, bn_mode=bn_mode, validation_examples=validation_examples,
                                           archs_per_pass=archs_per_pass)
     checkpoint = tf.train.Checkpoint(model=scorer.model)
     accuracy, loss, steps = [], [], []
@@ -82,7 +86,7 @@ def score_snapshots(model_dir: str | ModelDir, children: Sequence[Hashable] | No
         accuracy.append([r["oneshot_accuracy"] for r in records])
         loss.append([r["loss"] for r in records])
         steps.append(step_of(path))
-        log(f"{model_dir} step {steps[-1]}: scored {len(children)} children, best one-shot accuracy "
+        log(f"{model_dir} step {steps[-1]}: scored {len(children)} children (bn_mode={bn_mode}), best one-shot accuracy "
             f"{max(accuracy[-1]):.4f}")
     return SnapshotScores(model_dir.path, tuple(str(c) for c in children), tuple(steps),
-                          np.array(accuracy, np.float64), np.array(loss, np.float64))
+                          np.array(accuracy, np.float64), np.array(loss, np.float64), bn_mode)

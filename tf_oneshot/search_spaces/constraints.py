@@ -6,7 +6,8 @@ mutation are repeated to generate enough new candidates that meet the given
 architecture constraints". A candidate that breaks a constraint is therefore
 never scored: samplers draw until one fits (rejection sampling, which keeps
 the draw uniform over the feasible set) and, when fits are too rare for
-that, repair a draw by cost-directed mutations.
+that, search algorithms repair a draw by cost-directed mutations (never the
+training prior, `ConstrainedSampler.uniform_constraint_sample`).
 
 Each metric is a maximum, a minimum or a range. Params, multiply-adds and
 BitOps come from arithmetic (`space.count`); latency from a lookup table
@@ -47,6 +48,17 @@ REPAIR_CANDIDATES = 32
 RESTARTS = 4
 # Spaces up to this size draw SPOS's uniform-constraint prior exactly, by enumeration.
 ENUMERABLE = 4096
+# Uniform-constraint sampling (SPOS §3.2) estimates the cost ranges feasible
+# architectures occupy from this many uniform feasible draws at a fixed seed,
+# within at most CALIBRATION_ATTEMPTS uniform draws; a range holding under
+# MIN_OCCUPANCY of them is treated as empty (drawing into it would take over
+# 1 / MIN_OCCUPANCY rejections per draw); a range gives up after
+# SLICE_PATIENCE times its expected number of uniform draws.
+CALIBRATION_FEASIBLE = 4000
+CALIBRATION_ATTEMPTS = 400_000
+CALIBRATION_SEED = 20_190_406
+MIN_OCCUPANCY = 0.002
+SLICE_PATIENCE = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,16 +145,6 @@ class Constraints:
             value = getattr(cost, metric)
             total += (max(0.0, lo - value) + max(0.0, value - hi)) / scale[metric]
         return total
-
-    def narrowed(self, metric: str, lo: float, hi: float) -> Constraints:
-        """These constraints with `metric` further limited to [lo, hi]."""
-        old_lo, old_hi = self.range(metric)
-        if metric in INTEGER_METRICS:
-            new_lo, new_hi = max(old_lo, math.ceil(lo)), min(old_hi, math.floor(hi))
-            low, high = int(new_lo), None if math.isinf(new_hi) else int(new_hi)
-        else:
-            low, high = float(max(old_lo, lo)), None if math.isinf(min(old_hi, hi)) else float(min(old_hi, hi))
-        return dataclasses.replace(self, **{f"min_{metric}": low, f"max_{metric}": high})
 
     def describe(self) -> str:
         """Human form, e.g. 'params <= 400000, 10000000 <= flops'."""
@@ -379,21 +381,54 @@ class ConstrainedSampler:
             "widen them."
         )
 
-    def _enumerated_bins(self, metric: str, edges: np.ndarray) -> list[list[Hashable]] | None:
-        """The feasible architectures of an enumerable space in each cost slice (cached)."""
-        if self.space.size() > ENUMERABLE:
-            return None
-        key = (metric, tuple(edges))
+    def _metric_of(self, metric: str | None) -> str:
+        if metric is not None:
+            return metric
+        bounded = [m for m in ("flops", "bitops", "latency_ms", "params") if self.constraints.bounded(m)]
+        return bounded[0] if bounded else "flops"
+
+    def occupied_ranges(self, metric: str, num_bins: int = 10) -> OccupiedRanges:
+        """The cost ranges feasible architectures occupy, estimated once and cached (SPOS §3.2).
+
+        `num_bins` equal slices of [least, greatest] `metric` among the
+        feasible architectures: all of them for a space of at most ENUMERABLE,
+        else CALIBRATION_FEASIBLE uniform feasible draws at a fixed seed (so
+        every host gets the same ranges).
+
+        Raises:
+            UserError: no architecture, or too few uniform draws, meet the constraints.
+        """
+        key = (metric, num_bins)
         if key not in self._bins:
-            bins = [[] for _ in range(len(edges) - 1)]
-            for arch in self.space.enumerate():
-                cost = self.costs.count(arch)
-                if self.constraints.satisfied(cost):
-                    value = getattr(cost, metric)
-                    b = min(int(np.searchsorted(edges, value, side="right")) - 1, len(bins) - 1)
-                    bins[max(b, 0)].append(arch)
-            self._bins[key] = bins
+            exact = self.space.size() <= ENUMERABLE
+            if exact:
+                archs = [a for a in self.space.enumerate() if self.accepts(a)]
+                rate = len(archs) / max(self.space.size(), 1)
+            else:
+                archs, rate = self._feasible_draws()
+            if not archs:
+                raise UserError(self._unmet_message(self.constraints))
+            values = [getattr(self.count(a), metric) for a in archs]
+            self._bins[key] = OccupiedRanges.of(metric, archs, values, num_bins, rate, exact)
         return self._bins[key]
+
+    def _feasible_draws(self) -> tuple[list[Hashable], float]:
+        """CALIBRATION_FEASIBLE uniform draws meeting the constraints (rejection, fixed seed), and their rate."""
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        out = []
+        attempts = 0
+        while attempts < CALIBRATION_ATTEMPTS and len(out) < CALIBRATION_FEASIBLE:
+            attempts += 1
+            arch = self.space.sample(rng)
+            if self.accepts(arch):
+                out.append(arch)
+        if len(out) < CALIBRATION_FEASIBLE // 10:
+            raise UserError(
+                f"uniform constraint sampling needs uniform draws to meet {self.constraints.describe()} at least "
+                f"sometimes; {len(out)} of {attempts} did: widen the bounds, or train with --sampler=uniform and "
+                "search under the constraint."
+            )
+        return out, len(out) / attempts
 
     def uniform_constraint_sample(
         self,
@@ -402,39 +437,91 @@ class ConstrainedSampler:
         num_bins: int = 10,
         metric: str | None = None,
     ) -> Hashable:
-        """SPOS §3.2 "uniform constraint sampling": a random cost range, then a fit.
+        """SPOS §3.2 "uniform constraint sampling": a random occupied cost range, then a fit.
 
-        Picks one of `num_bins` equal slices of the feasible range of `metric`
-        (SPOS's FLOPs if bounded, else the first bounded of BitOps, latency and
-        params) and draws until an architecture falls in it, so small and large
-        architectures are equally represented rather than crowded at the
-        typical size.
+        Picks one of the occupied slices of the feasible range of `metric`
+        (`occupied_ranges`; SPOS's FLOPs if bounded, else the first bounded of
+        BitOps, latency and params) uniformly, then draws architectures
+        uniformly until one meets the constraints inside it. Within a slice
+        the draw is thus distributed as rejection sampling distributes it, and
+        small and large architectures train equally often rather than crowded
+        at the typical size. No repair: cost-directed mutations would pile
+        draws up at a slice's edge.
+
+        Raises:
+            UserError: no architecture outside `exclude` turned up in any slice.
         """
-        if metric is None:
-            bounded = [m for m in ("flops", "bitops", "latency_ms", "params") if self.constraints.bounded(m)]
-            metric = bounded[0] if bounded else "flops"
-        least, greatest = self.costs.bounds(metric)
-        lo, hi = self.constraints.range(metric)
-        lo, hi = max(lo, least), min(hi, greatest)
-        edges = np.linspace(lo, hi, num_bins + 1)
-        bins = self._enumerated_bins(metric, edges)
-        if bins is not None:  # a small space: exact, a bin among the non-empty ones, then uniform in it
-            fitting = [[a for a in members if a not in exclude] for members in bins]
-            fitting = [members for members in fitting if members]
-            if not fitting:
-                raise UserError(self._unmet_message(self.constraints))
-            members = fitting[int(rng.integers(len(fitting)))]
-            return members[int(rng.integers(len(members)))]
-        for b in rng.permutation(num_bins):
-            if metric in INTEGER_METRICS and math.ceil(edges[b]) > math.floor(edges[b + 1]):
-                continue  # a slice narrower than one unit holds no integer cost
-            narrowed = self.constraints.narrowed(metric, edges[b], edges[b + 1])
-            for _ in range(REJECTION_ATTEMPTS):
+        ranges = self.occupied_ranges(self._metric_of(metric), num_bins)
+        for b in rng.permutation(len(ranges.slices)):
+            if ranges.members is not None:  # a small space: uniform over the slice's members
+                members = [a for a in ranges.members[b] if a not in exclude]
+                if members:
+                    return members[int(rng.integers(len(members)))]
+                continue
+            for _ in range(ranges.attempts(b)):
                 arch = self.space.sample(rng)
-                if arch not in exclude and self.accepts(arch, narrowed):
+                if arch in exclude:
+                    continue
+                cost = self.count(arch)
+                if self.constraints.satisfied(cost) and ranges.slice_of(getattr(cost, ranges.metric)) == b:
                     return arch
-            arch = self.repair(self.space.sample(rng), rng, narrowed, exclude)
-            if arch is not None:
-                self.repaired += 1
-                return arch
-        return self.sample(rng, exclude)
+        raise UserError(self._unmet_message(self.constraints))
+
+
+@dataclasses.dataclass(frozen=True)
+class OccupiedRanges:
+    """The cost slices that feasible architectures occupy (SPOS §3.2's ranges), from an estimate.
+
+    Args:
+        metric: the cost the slices divide.
+        edges: num_bins + 1 equal-width edges from the least to the greatest feasible cost.
+        slices: the indices of the occupied slices: those holding at least
+            MIN_OCCUPANCY of the feasible architectures (a rarer slice would
+            cost over 1 / MIN_OCCUPANCY rejected draws per training draw).
+        shares: the share of feasible architectures in each occupied slice.
+        feasible_rate: the share of uniform draws that meet the constraints.
+        members: per occupied slice, its architectures, when the space was enumerated.
+    """
+
+    metric: str
+    edges: tuple[float, ...]
+    slices: tuple[int, ...]
+    shares: tuple[float, ...]
+    feasible_rate: float
+    members: tuple[tuple[Hashable, ...], ...] | None = None
+
+    @classmethod
+    def of(cls, metric: str, archs: list[Hashable], values: list[float], num_bins: int, feasible_rate: float,
+           exact: bool) -> OccupiedRanges:
+        """The ranges of feasible `archs` whose `metric` costs are `values` (all of them if `exact`)."""
+        edges = tuple(float(e) for e in np.linspace(min(values), max(values), num_bins + 1))
+        index = [_slice_of(edges, v) for v in values]
+        counts = np.bincount(index, minlength=num_bins)
+        floor = 1 if exact else MIN_OCCUPANCY * len(values)
+        slices = tuple(int(b) for b in np.flatnonzero(counts >= floor))
+        members = (tuple(tuple(a for a, i in zip(archs, index) if i == b) for b in slices) if exact else None)
+        return cls(metric, edges, slices, tuple(float(counts[b] / len(values)) for b in slices), feasible_rate,
+                   members)
+
+    def slice_of(self, value: float) -> int | None:
+        """The position in `slices` of the occupied slice holding `value`; None outside them."""
+        if not self.edges[0] <= value <= self.edges[-1]:
+            return None
+        b = _slice_of(self.edges, value)
+        return self.slices.index(b) if b in self.slices else None
+
+    def bounds(self, position: int) -> tuple[float, float]:
+        """(low, high) cost of the occupied slice at `position`."""
+        b = self.slices[position]
+        return self.edges[b], self.edges[b + 1]
+
+    def attempts(self, position: int) -> int:
+        """Uniform draws allowed for the slice at `position`: SLICE_PATIENCE times the expected number."""
+        expected = 1.0 / max(self.shares[position] * self.feasible_rate, 1e-12)
+        return int(min(max(SLICE_PATIENCE * expected, 1000), CALIBRATION_ATTEMPTS))
+
+
+def _slice_of(edges: tuple[float, ...], value: float) -> int:
+    """The equal-width slice of `edges` holding `value` (the last slice holds its upper edge)."""
+    b = int(np.searchsorted(edges, value, side="right")) - 1
+    return min(max(b, 0), len(edges) - 2)

@@ -189,6 +189,21 @@ def apply_sharing(space: SearchSpace, mode: str, groups: int = 1, grouping: str 
     return space if plan is None else SharedSpace(space, plan)
 
 
+def budget_factor(space: SearchSpace) -> int:
+    """How many times --train_steps a supernet of `space` trains, so that each group gets them all.
+
+    "Deeper insights" §4.2: each group is "trained independently ... for 200
+    epochs", the budget of full sharing. One graph (TPU-shaped) holds the m
+    copies, so one run trains them in turn: m x train_steps steps, of which
+    each group, drawing one child per step, receives train_steps (exactly
+    with --sampler=cyclic|shuffled and --path_per=step, in expectation with
+    uniform draws). Prefix sharing (§4.3) keeps the run's steps: the paper
+    sets its longer budget (2,000 epochs) itself.
+    """
+    plan = getattr(space, "plan", None)
+    return plan.copies if isinstance(plan, SharingPlan) and plan.mode == "group" else 1
+
+
 def describe(plan: SharingPlan | None) -> str:
     """A few words for logs and tables."""
     if plan is None:

@@ -52,7 +52,8 @@ HELD_OUT = ("validation", "test")
 # ------------------------------------------------------------------ pieces
 def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
     """The stand-alone model of `arch`, its weights created."""
-    model = space.build_standalone(arch, ghost_batch_size=config.data.ghost_batch_size)
+    model = optimizers.set_bn_momentum(space.build_standalone(arch, ghost_batch_size=config.data.ghost_batch_size),
+                                       config)
     model(tf.zeros((config.data.ghost_batch_size, *space.image_shape)), training=False)
     return model
 
@@ -357,7 +358,7 @@ class MaskedChild(ChildTrainer):
     def _build(self, snapshot: keras.Model | None) -> None:
         space, config, strategy = self.space, self.config, self.strategy
         with strategy.scope():
-            self.model = space.build_oneshot(config.data.ghost_batch_size)
+            self.model = optimizers.set_bn_momentum(space.build_oneshot(config.data.ghost_batch_size), config)
             self.step = optimizers.global_step()
             self.optimizer = optimizers.make_optimizer(config, self.step)
             self.optimizer.build(self.model.trainable_variables)

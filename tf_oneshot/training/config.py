@@ -27,6 +27,7 @@ from tf_oneshot.search_spaces.space_config import SpaceConfig
 DROPOUT_SCHEDULES = ("linear", "constant")
 ALL_DROPPED_RULES = ("zero", "keep_one")
 LR_SCHEDULES = ("cosine", "linear", "constant")
+PATH_PER = ("step", "replica", "ghost_batch")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 CONSTRAINT_FIELDS = tuple(f.name for f in dataclasses.fields(Constraints))
 # The flat names that fix the shape of the one-shot model's weights: a
@@ -104,6 +105,10 @@ class SamplerConfig:
         order_seed: seed of the child order, None: the run's seed ("Deeper
             insights" §3.2, Table 1: instances that differ in weight seed only keep it fixed).
         constraints: the cost range of the "uniform_constraint" sampler (SPOS §3.2-3.4).
+        path_per: where the architectures of a step differ: "step" (one for
+            every replica and ghost batch, SPOS §3.2 Eq. 8), "replica" or
+            "ghost_batch" (Bender et al. 2018, §3.2); None: the sampler's own
+            (`samplers.resolve_path_per`: step for uniform and uniform_constraint).
     """
 
     name: str | None = None
@@ -113,8 +118,11 @@ class SamplerConfig:
     skip_threshold: float = 0.25
     order_seed: int | None = None
     constraints: Constraints = Constraints()
+    path_per: str | None = None
 
     def __post_init__(self) -> None:
+        if self.path_per is not None:
+            _check_choices(self, (("path_per", PATH_PER),))
         if not 0.0 < self.dropout_rate < 1.0:
             raise UserError(
                 f"--dropout_rate={self.dropout_rate} is invalid; r must lie strictly between 0 and 1 "
@@ -160,12 +168,19 @@ class OptimizerConfig(SameNames):
     """SGD with momentum, a learning-rate schedule and L2 on active paths (Bender et al. 2018, §3.2, §4.1).
 
     Used for the one-shot model and for the stand-alone training of children.
+    `nesterov` (Bender et al. §4.1) or plain momentum ("Deeper insights"
+    App. A.1); the decay ends at `end_learning_rate` (App. A.1: 0.025 to
+    0.001); `bn_momentum` is the momentum of every batch norm's moving
+    statistics (Keras' 0.99 by default).
     """
 
     learning_rate: float = 0.1
     lr_schedule: str = "cosine"
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    nesterov: bool = True
+    end_learning_rate: float = 0.0
+    bn_momentum: float = 0.99
 
     def __post_init__(self) -> None:
         _check_choices(self, (("lr_schedule", LR_SCHEDULES),))
@@ -174,6 +189,11 @@ class OptimizerConfig(SameNames):
                 "--learning_rate must be > 0, --weight_decay >= 0 and --momentum in [0, 1); got "
                 f"{self.learning_rate}, {self.weight_decay}, {self.momentum}."
             )
+        if not 0 <= self.end_learning_rate <= self.learning_rate:
+            raise UserError(f"--end_learning_rate={self.end_learning_rate} is invalid; expected a rate from 0 to "
+                            f"--learning_rate={self.learning_rate}.")
+        if not 0 <= self.bn_momentum < 1:
+            raise UserError(f"--bn_momentum={self.bn_momentum} is invalid; expected a value in [0, 1), e.g. 0.99.")
 
 
 # Each concern: its class and the flat names it takes.
@@ -184,7 +204,7 @@ FLAT_BY_CONCERN: dict[str, tuple[str, ...]] = {
     "data": tuple(f.name for f in dataclasses.fields(DataConfig)),
     "space": space_config.FLAT_NAMES,
     "sampler": ("sampler", "dropout_rate", "dropout_schedule", "all_dropped", "skip_threshold", "order_seed",
-                *CONSTRAINT_FIELDS),
+                "path_per", *CONSTRAINT_FIELDS),
     "optimizer": tuple(f.name for f in dataclasses.fields(OptimizerConfig)),
 }
 CONCERN_OF = {name: concern for concern, names in FLAT_BY_CONCERN.items() for name in names}

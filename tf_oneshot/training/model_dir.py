@@ -20,6 +20,7 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, read_json
 from tf_oneshot.search_spaces import SearchSpace, space_from_config
 from tf_oneshot.search_spaces.space_config import with_sharing
+from tf_oneshot.training import optimizers
 from tf_oneshot.training.config import TrainConfig
 
 KIND = "tf_oneshot.oneshot"
@@ -194,7 +195,7 @@ class ModelDir:
     # -------------------------------------------------------------- models
     def build_oneshot(self, per_replica_batch: int | None = None) -> Any:
         """The space's one-shot model with its weights created (the trainer's ghost batch size)."""
-        model = self.space.build_oneshot(self.config.data.ghost_batch_size)
+        model = optimizers.set_bn_momentum(self.space.build_oneshot(self.config.data.ghost_batch_size), self.config)
         if per_replica_batch:
             model(model.dummy_inputs(per_replica_batch), training=False)
         return model

@@ -1,7 +1,8 @@
 """The training recipe's optimizer, written once for the supernet and for every child.
 
 Bender et al. 2018, §4.1: SGD with Nesterov momentum 0.9, a learning rate
-decayed to 0 by a cosine schedule. SPOS (§4) trains with ShuffleNetV2's
+decayed to 0 by a cosine schedule; "Deeper insights" (App. A.1) trains with
+plain momentum, a cosine from 0.025 to 0.001 and its own batch-norm momentum. SPOS (§4) trains with ShuffleNetV2's
 linear decay. NAO-V2 (§4.3, Fig. 2a) trains each iteration of an iterated
 search as an independent segment: its own cosine cycle, momentum cleared.
 
@@ -19,6 +20,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from tf_oneshot.layers.common import nested_layers
+from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.training.config import TrainConfig
 
 
@@ -41,16 +44,18 @@ class Segment:
             raise ValueError(f"a segment needs 0 <= start < end. Received: start={self.start}, end={self.end}")
 
 
-def decay_schedule(rate: float, steps: int, schedule: str) -> keras.optimizers.schedules.LearningRateSchedule | None:
-    """`rate` decayed to 0 over `steps`, or None for "constant".
+def decay_schedule(rate: float, steps: int, schedule: str,
+                   end_rate: float = 0.0) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """`rate` decayed to `end_rate` over `steps`, or None for "constant".
 
-    "cosine": Bender et al. 2018, §4.1. "linear": ShuffleNetV2's schedule,
-    which SPOS (§4, "the same settings as [ShuffleNetV2]") trains with.
+    "cosine": Bender et al. 2018, §4.1 (to 0); "Deeper insights" App. A.1
+    (0.025 to 0.001). "linear": ShuffleNetV2's schedule, which SPOS (§4,
+    "the same settings as [ShuffleNetV2]") trains with.
     """
     if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(rate, steps)
+        return keras.optimizers.schedules.CosineDecay(rate, steps, alpha=end_rate / rate)
     if schedule == "linear":
-        return keras.optimizers.schedules.PolynomialDecay(rate, steps, end_learning_rate=0.0, power=1.0)
+        return keras.optimizers.schedules.PolynomialDecay(rate, steps, end_learning_rate=end_rate, power=1.0)
     return None
 
 
@@ -62,7 +67,8 @@ def learning_rate_schedule(config: TrainConfig, segment: Segment | None = None) 
     """
     independent = segment is not None and segment.independent
     steps = segment.end - segment.start if independent else config.train_steps
-    decay = decay_schedule(config.optimizer.learning_rate, steps, config.optimizer.lr_schedule)
+    decay = decay_schedule(config.optimizer.learning_rate, steps, config.optimizer.lr_schedule,
+                           config.optimizer.end_learning_rate)
     if decay is None:
         return lambda step: tf.constant(config.optimizer.learning_rate, tf.float32)
     return (lambda step: decay(step - segment.start)) if independent else decay
@@ -80,21 +86,34 @@ def global_step() -> tf.Variable:
 
 def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-    """SGD with Nesterov momentum `config.optimizer.momentum` (§4.1), its rate read from `step`.
+    """SGD with momentum `config.optimizer.momentum`, Nesterov's if `nesterov` (§4.1), its rate read from `step`.
 
     Build it eagerly inside `strategy.scope()` (`optimizer.build(variables)`):
     a first build inside a tf.function fails under MirroredStrategy (DESIGN.md).
 
     Args:
-        config: learning_rate, lr_schedule, train_steps and momentum.
+        config: learning_rate, end_learning_rate, lr_schedule, train_steps, momentum and nesterov.
         step: the `global_step` variable.
         segment: an iteration of NAO-V2's iterated search (`learning_rate_schedule`).
         loss_scaling: wrap it in a LossScaleOptimizer (float16 training).
     """
     schedule = learning_rate_schedule(config, segment)
     optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(step), momentum=config.optimizer.momentum,
-                                     nesterov=True)
+                                     nesterov=config.optimizer.nesterov)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+def set_bn_momentum(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """Gives every batch norm of `model` the recipe's `bn_momentum` ("Deeper insights" App. A.1); returns it.
+
+    The spaces build their normalizations with Keras' 0.99; the training
+    setting, not the architecture, owns the momentum, so it is set once here
+    for the supernet and every child (both layers read it at each call).
+    """
+    for layer in nested_layers(model):
+        if isinstance(layer, (GhostBatchNormalization, keras.layers.BatchNormalization)):
+            layer.momentum = config.optimizer.bn_momentum
+    return model
 
 
 def reset_slots(optimizer: keras.optimizers.Optimizer) -> None:

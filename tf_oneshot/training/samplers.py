@@ -12,6 +12,13 @@ differ only in the rule that picks it:
 - "proportional" (NAO-V2, Luo et al. 2019, §4.2, Eq. 1): an architecture
   drawn with probability proportional to its parameter count.
 
+How many architectures a step trains is `--path_per`: one per step, shared
+by every replica and ghost batch (SPOS §3.2, Eq. 8: "in each step of
+optimization, an architecture is randomly sampled"; "Deeper insights" App.
+A.1: one child per mini-batch), one per replica, or one per ghost batch
+(Bender et al. 2018, §3.2). `global_masks` spreads the draws over the ghost
+batches of the global batch.
+
 A sampler is stateless: the masks of a step depend only on (seed, step), so
 every host and replica draws the same global masks and a restart from a
 checkpoint replays them. Host draws use numpy; only path dropout runs in the
@@ -29,6 +36,7 @@ import numpy as np
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.search_spaces import SearchSpace
+from tf_oneshot.training.config import PATH_PER
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -67,6 +75,11 @@ class Sampler(abc.ABC):
         self.total_steps = int(total_steps)
         self._shapes = space.mask_shapes()
         self._all_on = {k: np.asarray(v, np.float32) for k, v in space.all_on_masks().items()}
+
+    @property
+    def default_path_per(self) -> str:
+        """Where the architectures of a step differ when --path_per is not given."""
+        return "ghost_batch"
 
     def rng(self, step: int) -> np.random.Generator:
         """The host generator of `step`: the same on every host and after a restart."""
@@ -273,6 +286,11 @@ class UniformSampler(ArchitectureSampler):
         super().__init__(space, seed=seed, total_steps=total_steps)
         self.pool = _check_pool(space, pool)
 
+    @property
+    def default_path_per(self) -> str:
+        """SPOS §3.2, Eq. 8: one architecture per step; over a pool (NAO's loop), one per ghost batch."""
+        return "ghost_batch" if self.pool is not None else "step"
+
     def draw(self, rng: np.random.Generator) -> Hashable:
         if self.pool is not None:
             return self.pool[int(rng.integers(len(self.pool)))]
@@ -340,6 +358,11 @@ class UniformConstraintSampler(ArchitectureSampler):
             )
         self.constraints = constraints
         self.sampler = ConstrainedSampler(space, constraints)
+
+    @property
+    def default_path_per(self) -> str:
+        """SPOS §3.2, Eq. 8: one architecture per step."""
+        return "step"
 
     def draw(self, rng: np.random.Generator) -> Hashable:
         return self.sampler.uniform_constraint_sample(rng)
@@ -459,6 +482,40 @@ class ShuffledOrderSampler(ChildOrderSampler):
     reshuffle = True
 
 
+def resolve_path_per(sampler: Sampler, path_per: str | None) -> str:
+    """`path_per`, else the sampler's default; one per ghost batch is all path dropout can do.
+
+    Raises:
+        UserError: an unknown value, or path dropout with another than ghost_batch.
+    """
+    path_per = sampler.default_path_per if path_per is None else path_per
+    if path_per not in PATH_PER:
+        raise UserError(f"--path_per={path_per} is unknown; choose one of {', '.join(PATH_PER)}.")
+    if path_per != "ghost_batch" and not isinstance(sampler, ArchitectureSampler):
+        raise UserError(f"--path_per={path_per} needs a sampler that draws whole architectures; --sampler="
+                        f"{sampler.name} drops paths per ghost batch in the graph: use --path_per=ghost_batch.")
+    return path_per
+
+
+def draws_per_step(path_per: str, replicas: int, local_ghosts: int) -> int:
+    """How many architectures one step trains: 1, one per replica, or one per ghost batch."""
+    return {"step": 1, "replica": replicas, "ghost_batch": replicas * local_ghosts}[path_per]
+
+
+def global_masks(sampler: Sampler, step: int, path_per: str, replicas: int,
+                 local_ghosts: int) -> dict[str, np.ndarray]:
+    """float32 masks [replicas * local_ghosts, ...] of one step, replica-major, drawn `path_per`.
+
+    The sampler draws `draws_per_step` architectures from (seed, step); each
+    fills its consecutive share of the global ghost batches (replica r holds
+    rows r * local_ghosts ...), so "step" gives every ghost batch of every
+    replica the same architecture (SPOS §3.2, Eq. 8).
+    """
+    draws = draws_per_step(path_per, replicas, local_ghosts)
+    masks = sampler.host_masks(step, draws)
+    return {k: np.repeat(v, replicas * local_ghosts // draws, axis=0) for k, v in masks.items()}
+
+
 SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls for cls in (PathDropoutSampler, UniformSampler, UniformConstraintSampler, ProportionalSampler,
                               ChildOrderSampler, ShuffledOrderSampler)
@@ -501,6 +558,7 @@ def make_sampler(
 
 
 __all__ = [
+    "PATH_PER",
     "SAMPLERS",
     "ArchitectureSampler",
     "ChildOrderSampler",
@@ -510,5 +568,8 @@ __all__ = [
     "ShuffledOrderSampler",
     "UniformConstraintSampler",
     "UniformSampler",
+    "draws_per_step",
+    "global_masks",
     "make_sampler",
+    "resolve_path_per",
 ]

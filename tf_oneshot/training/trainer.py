@@ -25,13 +25,21 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.search_spaces.sharing import budget_factor
 from tf_oneshot.search_spaces.space_config import build_space
 from tf_oneshot.training import data, distribute, optimizers, strategy_loop
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir, load_oneshot, restore, step_of
 from tf_oneshot.training.optimizers import Segment
 from tf_oneshot.training.preemption import Preemption
-from tf_oneshot.training.samplers import ArchitectureSampler, Sampler, make_sampler
+from tf_oneshot.training.samplers import (
+    ArchitectureSampler,
+    Sampler,
+    draws_per_step,
+    global_masks,
+    make_sampler,
+    resolve_path_per,
+)
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, accuracy_sums
 
 # Architectures whose mean accuracy summarizes a single-path supernet at the end of training.
@@ -39,7 +47,7 @@ SAMPLED_ARCHITECTURES = 4
 SAMPLED_ARCHITECTURES_STREAM = 7_919  # their draws' own random stream, apart from training's
 
 __all__ = ["LoadedOneShot", "ModelDir", "Segment", "evaluate_all_on", "evaluate_sampled", "load_oneshot",
-           "make_run_sampler", "train"]
+           "make_run_sampler", "train", "training_steps"]
 
 
 # ------------------------------------------------------------------ building
@@ -110,6 +118,11 @@ def make_run_sampler(config: TrainConfig, space, pool=None) -> Sampler:
     return sampler
 
 
+def training_steps(config: TrainConfig, space) -> int:
+    """The steps a run trains: --train_steps, times m under group sharing so each group gets them all (§4.2)."""
+    return config.train_steps * budget_factor(space)
+
+
 def train(
     config: TrainConfig,
     model_dir: str | ModelDir,
@@ -119,7 +132,7 @@ def train(
     sampler: Sampler | None = None,
     segment: Segment | None = None,
 ) -> dict:
-    """Trains (or resumes training of) the one-shot model up to `config.train_steps`.
+    """Trains (or resumes training of) the one-shot model up to `training_steps(config, space)`.
 
     Args:
         config: the run's configuration.
@@ -151,8 +164,9 @@ def train(
         log = _prefixed(log, f"[worker {distribute.task_id(strategy)}] ")
     info = data.dataset_info(config.data.dataset, config.data.data_dir)
     space = build_space(config.space, info.image_shape, info.num_classes, info.stem_stride)
-    sampler = sampler or make_run_sampler(config, space)
     model_dir = ModelDir.create(str(model_dir), config, space, write=chief)
+    config = config.replace(train_steps=training_steps(config, space))  # the recorded config keeps --train_steps
+    sampler = sampler or make_run_sampler(config, space)
     per_replica = strategy_loop.per_replica_batch(strategy, config.data.batch_size,
                                                   config.data.ghost_batch_size)
     # From here on, SIGTERM ends the run cleanly (PreemptionCheckpointHandler
@@ -168,7 +182,9 @@ def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
 def _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log, segment) -> dict:
     replicas = strategy.num_replicas_in_sync
     local_ghosts = per_replica // config.data.ghost_batch_size
-    global_ghosts = local_ghosts * replicas
+    path_per = resolve_path_per(sampler, config.sampler.path_per)
+    # Distinct architectures per replica and step: what op skipping can count on.
+    local_draws = max(draws_per_step(path_per, replicas, local_ghosts) // replicas, 1)
     model, optimizer, global_step, checkpoint = _build_state(config, model_dir, strategy, per_replica, segment)
     checkpoints = _Checkpoints(checkpoint, model_dir, global_step, config.keep_checkpoints, chief)
     restore(checkpoint, checkpoints.latest)
@@ -200,7 +216,8 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     if start >= config.train_steps:
         log(f"model_dir already trained to step {start} (--train_steps={config.train_steps}).")
     else:
-        log(f"training {space.name} one-shot model ({sampler.name} sampling) from step {start} to "
+        log(f"training {space.name} one-shot model ({sampler.name} sampling, a path per {path_per}) from step "
+            f"{start} to "
             f"{config.train_steps} ({distribute.describe(strategy)}, {local_ghosts} ghost batch(es) of "
             f"{config.data.ghost_batch_size} per replica, {config.steps_per_loop} step(s) per host loop)")
     step = start
@@ -211,8 +228,8 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
         with writer.as_default():
             while step < config.train_steps and not stop_agreed(preemption.requested):
                 n = _next_chunk(step, config)
-                masks = _host_masks(sampler, step, n, config.steps_per_loop, global_ghosts)
-                host_loop = host_loops[skips_pay(sampler, config, step, local_ghosts)]
+                masks = _host_masks(sampler, step, n, config.steps_per_loop, path_per, replicas, local_ghosts)
+                host_loop = host_loops[skips_pay(sampler, config, step, local_draws)]
                 window += host_loop(iterator, tf.constant(n), masks).numpy()
                 window_steps += n
                 step += n
@@ -297,9 +314,10 @@ def _final_validation(model, space, sampler: Sampler, config: TrainConfig, strat
     return {"val_accuracy": accuracy, "val_accuracy_of": of}
 
 
-def _host_masks(sampler: Sampler, step: int, n: int, size: int, ghosts: int) -> dict[str, np.ndarray]:
+def _host_masks(sampler: Sampler, step: int, n: int, size: int, path_per: str, replicas: int,
+                local_ghosts: int) -> dict[str, np.ndarray]:
     """The sampler's masks for steps step..step+n-1, padded to `size` steps (one traced shape)."""
-    per_step = [sampler.host_masks(step + i, ghosts) for i in range(n)]
+    per_step = [global_masks(sampler, step + i, path_per, replicas, local_ghosts) for i in range(n)]
     per_step += [per_step[-1]] * (size - n)
     return {k: np.stack([m[k] for m in per_step]) for k in per_step[0]}
 

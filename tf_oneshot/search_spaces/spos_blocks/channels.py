@@ -16,9 +16,10 @@ structure "all choice_3" under FLOPs <= 330M. Two spaces:
 The mid width of choice_x is that of all three of its 1x1 convs' inputs
 after the first (SPOS's Xception block has one `mid_channels`). A block's
 default mid width is half its output (`BlockLayout.mid`); multiplier k/5
-gives round-half-up(mid * k / 5) channels (Table 2: 6, 13, 19, 26, 32, 38,
-45, 51 in stage 1; exact in the others), which must be 8 distinct positive
-widths, so the size counts distinct networks.
+gives floor(mid * k / 5) channels, truncated as SPOS's official code does
+(`int(mid * scale)`; Table 2: 6, 12, 19, 25, 32, 38, 44, 51 in stage 1;
+exact in the others), which must be 8 distinct positive widths, so the size
+counts distinct networks.
 
 Figure 3b preallocates the widest weights and slices the first c channels
 for each batch. One traced graph on TPU needs static shapes instead, so the
@@ -54,9 +55,9 @@ def on_grid(value: Any) -> float | None:
 
 
 def mid_width(mid: int, multiplier: float) -> int:
-    """round-half-up(mid * multiplier) for a grid multiplier k / 5, in integers (no float ties)."""
+    """floor(mid * multiplier) for a grid multiplier k / 5, as SPOS's code truncates, in integers (no float error)."""
     k = MULTIPLIERS.index(multiplier) + 1
-    return (2 * mid * k + 5) // 10
+    return (2 * mid * k) // 10
 
 
 class Multiplier(OneOf):
