@@ -228,6 +228,8 @@ def _run(command: str, rest: list[str]) -> int:
     foreign = _foreign_flag(command, module, FLAGS)
     if foreign:
         return _fail(foreign)
+    if os.environ.get("TF_ONESHOT_TINY") == "1":  # the README's commands as a test, at tiny scale
+        importlib.import_module(REGISTRY).shrink_to_tiny(FLAGS, module.FLAG_NAMES)
     logging.set_verbosity(logging.WARNING)
     try:
         return int(module.run(CommandFlags(FLAGS, module.FLAG_NAMES, command)) or 0)
