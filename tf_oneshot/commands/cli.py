@@ -8,6 +8,9 @@ loaded before the command. Each command module declares the flags it reads
 (`FLAG_NAMES`): `--help` prints exactly those, a flag of another command is
 refused, and the command reads its flags through a view that holds only
 those (tests/test_cli.py checks the declaration against the module's source).
+
+TF_ONESHOT_TINY=1 caps the steps, image and architecture counts a command
+declares (`flags.TINY`), for tests/test_readme_commands.py; read here only.
 """
 
 from __future__ import annotations
