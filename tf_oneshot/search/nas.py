@@ -167,9 +167,11 @@ def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: in
     """
     budget = settings.budget
     if settings.algorithm in ALGORITHMS and space.size() < budget:  # an unknown name: make_algorithm's error
+        grows = ("--pool_size x --iterations" if settings.new_per_iteration == settings.pool_size
+                 else "--pool_size + --new_per_iteration x (--iterations - 1)")
         raise UserError(f"--algorithm={settings.algorithm} cannot work on --space={space.name}: it proposes "
-                        f"--pool_size + --new_per_iteration x (--iterations - 1) = {budget} distinct "
-                        f"architectures and the space has {space.size()}; lower them.")
+                        f"{grows} = {budget} distinct architectures and the space has {space.size()}; lower "
+                        "--pool_size, --new_per_iteration or --iterations.")
     return make_search_algorithm(settings.algorithm, space, budget, constraints, seed,
                                  population_size=settings.pool_size, new_per_iteration=settings.new_per_iteration)
 
