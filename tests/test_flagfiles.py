@@ -24,6 +24,9 @@ def parse(name: str, *extra: str):
 BENDER = ["demo.flags", "cifar10.flags", "cifar10_gpu.flags", "imagenet.flags"]
 SPOS_TRAIN = ["spos_imagenet.flags", "spos_channels.flags", "spos_quant_resnet18.flags"]
 TRAIN_FLAGFILES = BENDER + SPOS_TRAIN + ["insights_darts64.flags"]
+# Each recipe's last stage, `tf-oneshot retrain` (its flags only): supernet flagfile -> retrain flagfile.
+RETRAIN = {"cifar10.flags": "cifar10_retrain.flags", "imagenet.flags": "imagenet_retrain.flags",
+           "spos_imagenet.flags": "spos_imagenet_retrain.flags"}
 
 
 def parse_demo(name: str, *extra: str):
@@ -37,7 +40,73 @@ def parse_demo(name: str, *extra: str):
 
 
 def test_every_flagfile_is_covered():
-    assert sorted(p.name for p in FLAGS_DIR.glob("*.flags")) == sorted([*TRAIN_FLAGFILES, "spos_demo.flags"])
+    assert sorted(p.name for p in FLAGS_DIR.glob("*.flags")) == sorted(
+        [*TRAIN_FLAGFILES, "spos_demo.flags", *RETRAIN.values()])
+
+
+def parse_retrain(name: str, *extra: str):
+    """Parses a retrain flagfile as `tf-oneshot retrain --flagfile=...` does: the flags set and the TrainConfig."""
+    from tf_oneshot.commands import retrain
+    from tf_oneshot.training.config import TrainConfig
+
+    values = copy.deepcopy(flags.FLAGS)
+    values.unparse_flags()
+    values(["tf-oneshot retrain", f"--flagfile={FLAGS_DIR / name}", *extra])
+    return {n for n in retrain.FLAG_NAMES if values[n].present}, TrainConfig(
+        **registry.given(values, registry.STANDALONE_TRAIN_FLAGS))
+
+
+@pytest.mark.parametrize("train_file,retrain_file", RETRAIN.items())
+def test_a_retrain_recipe_holds_only_retrain_flags_and_keeps_the_supernet_data(train_file, retrain_file):
+    from tf_oneshot.commands import retrain
+
+    text = (FLAGS_DIR / retrain_file).read_text()
+    assert text.startswith(f"# Command: tf-oneshot retrain --flagfile=flags/{retrain_file}")
+    assert f"flags/{train_file}" in text  # names the supernet stage it follows
+    names = [line[2:].split("=")[0] for line in text.splitlines() if line.startswith("--")]
+    assert names and set(names) <= set(retrain.FLAG_NAMES)  # a flag no command reads is refused
+    _, supernet = parse(train_file)
+    _, config = parse_retrain(retrain_file)
+    assert config.data.dataset == supernet.data.dataset
+
+
+def test_spos_retrain_recipe_is_section_4_final_training():
+    # §4: "the best architecture for 240 epochs (300000 iterations)", batch 1,024, ShuffleNetV2's settings.
+    _, config = parse_retrain("spos_imagenet_retrain.flags")
+    optimizer = config.optimizer
+    assert (config.train_steps, config.data.batch_size, config.data.dataset) == (300_000, 1024, "imagenet2012")
+    assert (optimizer.learning_rate, optimizer.lr_schedule, optimizer.momentum, optimizer.weight_decay) == (
+        0.5, "linear", 0.9, 4e-5)
+    assert config.data.batch_size // config.data.ghost_batch_size == 8  # BN per replica on 8 GPUs
+    # Bender et al. §4.1, Figure 5: about 28 epochs of 45,000 images at batch 64, ghost batches of 32.
+    _, cifar = parse_retrain("cifar10_retrain.flags")
+    assert (cifar.train_steps, cifar.data.batch_size, cifar.data.ghost_batch_size) == (19_688, 64, 32)
+    # §4.2: 200 epochs of ImageNet's 1,281,167 training images at batch 4,096.
+    _, imagenet = parse_retrain("imagenet_retrain.flags")
+    assert imagenet.train_steps == -(-200 * 1_281_167 // 4096) and imagenet.data.batch_size == 4096
+
+
+def test_the_spos_recipe_reaches_the_winners_retraining(tmp_path, monkeypatch, capsys):
+    """The winner retrains with the recipe's batch, schedule and optimizer (steps capped at tiny scale),
+    read back from the retrain results; the recipe's data swapped for the embedded digits."""
+    from tf_oneshot.commands import cli
+    from tf_oneshot.io_utils import read_jsonl
+    from tf_oneshot.search_spaces import space_from_config
+
+    monkeypatch.setenv("TF_ONESHOT_TINY", "1")
+    space_flags = ["--space=spos_blocks", "--space_args=width_multiplier=0.5,stage_blocks=2:2:4:2"]
+    results = str(tmp_path / "retrain.jsonl")
+    rc = cli.main(["tf-oneshot", "retrain", f"--flagfile={FLAGS_DIR / 'spos_imagenet_retrain.flags'}",
+                   "--dataset=digits", *space_flags, "--architectures=3/3/3/3/3/3/3/3/3/3", "--full_train",
+                   f"--results={results}", f"--output_dir={tmp_path / 'export'}"])
+    assert rc == 0, capsys.readouterr().err
+    (record,) = read_jsonl(results)
+    assert space_from_config(record["space"]).name == "spos_blocks"
+    assert {k: record[k] for k in ("batch_size", "ghost_batch_size", "learning_rate", "lr_schedule", "momentum",
+                                   "weight_decay", "full_train")} == {
+        "batch_size": 1024, "ghost_batch_size": 128, "learning_rate": 0.5, "lr_schedule": "linear",
+        "momentum": 0.9, "weight_decay": 4e-5, "full_train": True}
+    assert record["train_steps"] == registry.TINY["train_steps"]  # 300,000 capped by TF_ONESHOT_TINY
 
 
 @pytest.mark.parametrize("name", BENDER)

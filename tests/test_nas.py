@@ -208,6 +208,11 @@ def test_bad_settings_end_with_one_line(capsys, tmp_path):
     assert "--algorithm=random cannot work on --space=mobile_chain" in err and "has 12" in err
     assert "--algorithm=nope is unknown" in _cli_error(capsys, *common, "--steps_per_iteration=2",
                                                        "--algorithm=nope")
+    assert "--new_per_iteration=2 is smaller than one batch of ghost batches" in _cli_error(
+        capsys, *common, "--steps_per_iteration=2", "--new_per_iteration=2", "--train_on=newest")
+    assert "--train_on=all is unknown" in _cli_error(capsys, *common, "--steps_per_iteration=2", "--train_on=all")
+    assert "evolution's generations are all one size" in _cli_error(
+        capsys, *common, "--steps_per_iteration=2", "--algorithm=evolution", "--new_per_iteration=4")
     assert not os.path.exists(tmp_path / "x")  # nothing written for bad input
 
 
@@ -262,6 +267,46 @@ def test_cli_runs_an_ablation_row_with_flags_alone(capsys, tmp_path):
     assert [r["kind"] for r in settings] == ["pool", "score", "score", "end"]
     recorded = json.load(open(tmp_path / "run" / nas.SETTINGS_FILE))
     assert recorded["sampler"] == "uniform" and recorded["iteration_mode"] == "dependent"
+
+
+# ------------------------------------------------- NAO-V2's pool (its code)
+def test_nao_v2_pool_trains_the_newest_and_scores_the_whole_pool(tmp_path, monkeypatch):
+    """NAO-V2's code: a large initial pool, fewer new candidates per iteration, each iteration
+    trained on the newest candidates only; every candidate of the pool is still scored."""
+    trained = []
+    make = trainer.make_run_sampler
+
+    def recording(config, space, pool=None):
+        trained.append(sorted(map(str, pool)))
+        return make(config, space, pool=pool)
+
+    monkeypatch.setattr(trainer, "make_run_sampler", recording)
+    path = str(tmp_path / "run")
+    result, _ = run(path, iterations=3, pool_size=4, new_per_iteration=2, train_on="newest", algorithm="random")
+    assert result["iterations"] == 3 and not result["preempted"]
+    initial = records(path, "pool")[0]["pool"]
+    ends = records(path, "end")
+    assert [len(initial), *(len(e["new"]) for e in ends)] == [4, 2, 2, 0]
+    assert trained == [sorted(initial), sorted(ends[0]["new"]), sorted(ends[1]["new"])]
+    scored = [sorted(r["architecture"] for r in records(path, "score") if r["iteration"] == i) for i in range(3)]
+    assert scored == [sorted(initial), sorted(initial + ends[0]["new"]),
+                      sorted(initial + ends[0]["new"] + ends[1]["new"])]
+    recorded = json.load(open(os.path.join(path, nas.SETTINGS_FILE)))
+    assert (recorded["pool_size"], recorded["new_per_iteration"], recorded["train_on"]) == (4, 2, "newest")
+    assert len(read_jsonl(os.path.join(path, nas.FINAL_FILE))) == 8
+
+
+def test_a_run_recorded_before_the_pool_settings_resumes(independent):
+    """settings.json written without new_per_iteration / train_on means their defaults."""
+    path = independent[0]
+    settings_file = os.path.join(path, nas.SETTINGS_FILE)
+    recorded = json.load(open(settings_file))
+    old = {k: v for k, v in recorded.items() if k not in ("new_per_iteration", "train_on")}
+    try:
+        json.dump(old, open(settings_file, "w"))
+        assert run(path)[0]["iterations"] == K
+    finally:
+        json.dump(recorded, open(settings_file, "w"))
 
 
 # ------------------------------------------------------------- the log file

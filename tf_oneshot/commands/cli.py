@@ -8,6 +8,9 @@ loaded before the command. Each command module declares the flags it reads
 (`FLAG_NAMES`): `--help` prints exactly those, a flag of another command is
 refused, and the command reads its flags through a view that holds only
 those (tests/test_cli.py checks the declaration against the module's source).
+
+TF_ONESHOT_TINY=1 caps the steps, image and architecture counts a command
+declares (`flags.TINY`), for tests/test_readme_commands.py; read here only.
 """
 
 from __future__ import annotations
@@ -228,6 +231,8 @@ def _run(command: str, rest: list[str]) -> int:
     foreign = _foreign_flag(command, module, FLAGS)
     if foreign:
         return _fail(foreign)
+    if os.environ.get("TF_ONESHOT_TINY") == "1":  # the README's commands as a test, at tiny scale
+        importlib.import_module(REGISTRY).shrink_to_tiny(FLAGS, module.FLAG_NAMES)
     logging.set_verbosity(logging.WARNING)
     try:
         return int(module.run(CommandFlags(FLAGS, module.FLAG_NAMES, command)) or 0)

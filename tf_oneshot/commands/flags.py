@@ -147,8 +147,13 @@ flags.DEFINE_integer("finetune_top", None, "With --finetune_steps: how many of t
 flags.DEFINE_integer("iterations", 3, "K: rounds of train / score / propose (NAO-WS pauses 3 times).")
 flags.DEFINE_integer("steps_per_iteration", None, "T: supernet training steps per iteration (NAO-V2 §4.1: "
                      "twice NAO-WS's; the ablation '- more average updates' halves it).")
-flags.DEFINE_integer("pool_size", 8, "P: the initial candidate pool, and the new candidates each iteration adds; "
-                     "at least --batch_size / --ghost_batch_size.")
+flags.DEFINE_integer("pool_size", 8, "P: the initial candidate pool (NAO-V2's code: 1000), and the new candidates "
+                     "each iteration adds unless --new_per_iteration says; at least --batch_size / --ghost_batch_size.")
+flags.DEFINE_integer("new_per_iteration", None, "The candidates each iteration adds to the pool (NAO-V2's code: 300; "
+                     "default: --pool_size).")
+flags.DEFINE_string("train_on", "pool", "What an iteration trains on: pool (the whole pool, NAO-WS) or newest "
+                    "(the initial pool, then the candidates the iteration before added: NAO-V2's code); the whole "
+                    "pool is scored either way.")
 flags.DEFINE_string("iteration_mode", "independent", "independent (NAO-V2 §4.3, Fig. 2a: LR cycle and optimizer "
                     "restart each iteration, every candidate re-scored) or dependent (Fig. 2b, NAO-WS).")
 
@@ -268,6 +273,28 @@ STANDALONE_NOT_APPLICABLE = {
     for name in ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every",
                  "path_per")
 }
+
+
+# ------------------------------------------------- TF_ONESHOT_TINY=1 (cli.py)
+# The README's commands at test scale (tests/test_readme_commands.py): the
+# steps, image counts and architecture counts a command declares, capped at
+# these values as if set on its command line; nothing else changes (the
+# space, dataset, recipe and seeds stay as written).
+TINY = {
+    "train_steps": 10, "steps_per_iteration": 2, "retrain_steps": 2, "finetune_steps": 1,
+    "steps_per_loop": 1, "checkpoint_every": 1, "log_every": 1,
+    "num_architectures": 4, "num_random": 4, "num_evolution": 4, "num_retrain": 2,
+    "population_size": 4, "num_parents": 2, "pool_size": 4, "new_per_iteration": 4,
+    "recalibration_images": 64, "validation_examples": 64, "warmup": 1, "repeats": 2,
+}
+
+
+def shrink_to_tiny(FLAGS: Any, names: Iterable[str]) -> None:
+    """Caps the `TINY` flags among `names` (a command's FLAG_NAMES), marking them given."""
+    for name in sorted(set(names) & set(TINY)):
+        flag = FLAGS[name]
+        flag.value = TINY[name] if flag.value is None else min(flag.value, TINY[name])
+        flag.present = 1
 
 
 # ---------------------------------------------------------- reading the values

@@ -2,8 +2,10 @@
 
 Each of --iterations rounds trains the supernet --steps_per_iteration steps on
 architectures drawn from the candidate pool, scores the pool with the shared
-weights, tells --algorithm and adds its --pool_size new candidates to the
-pool (Luo et al., NAO-V2, §4). NAO-V2's defaults: --sampler=proportional
+weights, tells --algorithm and adds its --new_per_iteration (default
+--pool_size) new candidates to the pool (Luo et al., NAO-V2, §4).
+--train_on=newest trains each iteration on the newest candidates only (the
+initial pool first), as NAO-V2's code does with 1000 initial and 300 new. NAO-V2's defaults: --sampler=proportional
 (§4.2, Eq. 1) and --iteration_mode=independent (§4.3: the cosine cycle and
 the optimizer restart each iteration, every candidate is scored again).
 Table 5's ablation: halve --steps_per_iteration, --sampler=uniform, or
@@ -24,6 +26,7 @@ NAS_TRAIN_FLAGS = (
 )
 FLAG_NAMES = (
     *NAS_TRAIN_FLAGS, "model_dir", "strategy", "tpu", "iterations", "steps_per_iteration", "pool_size",
+    "new_per_iteration", "train_on",
     "algorithm", "sampler", "iteration_mode", "bn_mode", "validation_examples", "archs_per_pass",
     *flags.CONSTRAINT_FLAGS,
 )
@@ -46,6 +49,7 @@ def run(FLAGS) -> int:
         # The pool is scored as NAO-WS does, with batch statistics of the
         # shared weights, unless --bn_mode asks for SPOS's recalibration.
         bn_mode=FLAGS.bn_mode or "batch", validation_examples=FLAGS.validation_examples,
+        new_per_iteration=FLAGS.new_per_iteration, train_on=FLAGS.train_on,
     )
     config = TrainConfig(**flags.given(FLAGS, NAS_TRAIN_FLAGS))
     constraints = Constraints(**flags.given(FLAGS, flags.CONSTRAINT_FLAGS))

@@ -57,7 +57,9 @@ OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "random": {},
     "evolution": {"population_size": ("population_size",), "num_parents": ("num_parents",),
                   "mutation_prob": ("mutation_prob",)},
-    "nao": {"population_size": ("initial_size", "new_size"), "num_parents": ("top_k",)},
+    # `new_per_iteration` (`tf-oneshot nas`) comes after `population_size`, so it overrides new_size.
+    "nao": {"population_size": ("initial_size", "new_size"), "new_per_iteration": ("new_size",),
+            "num_parents": ("top_k",)},
 }
 
 

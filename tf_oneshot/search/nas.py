@@ -55,6 +55,9 @@ if TYPE_CHECKING:  # imports TensorFlow
     from tf_oneshot.training.model_dir import ModelDir
 
 ITERATION_MODES = ("independent", "dependent")
+# Which architectures an iteration trains on: the whole pool (NAO-WS, this
+# package's default) or the candidates the last iteration added (NAO-V2's code).
+TRAIN_ON = ("pool", "newest")
 POOL_SAMPLERS = ("proportional", "uniform")
 SETTINGS_FILE = os.path.join("nas", "settings.json")
 LOG_FILE = os.path.join("nas", "iterations.jsonl")
@@ -73,12 +76,18 @@ class NasSettings:
     Args:
         iterations: K, the number of train / score / propose rounds.
         steps_per_iteration: T, supernet steps per iteration.
-        pool_size: P, the initial pool and the candidates added per iteration.
+        pool_size: P, the initial pool (NAO-V2's code: 1000).
         algorithm: a name of `tf_oneshot.search.ALGORITHMS` (or "nao").
         sampler: "proportional" (NAO-V2 §4.2) or "uniform" (NAO-WS).
         iteration_mode: "independent" (NAO-V2 §4.3) or "dependent".
         bn_mode: batch-norm mode of the scorer.
         validation_examples: score on this many validation examples (None: all).
+        new_per_iteration: candidates each iteration adds (None: `pool_size`;
+            NAO-V2's code: 300).
+        train_on: "pool" (every iteration trains on the whole pool) or
+            "newest" (iteration 1 on the initial pool, each later one on the
+            candidates the one before added, as NAO-V2's code does); the whole
+            pool is scored either way.
     """
 
     iterations: int
@@ -89,9 +98,13 @@ class NasSettings:
     iteration_mode: str = "independent"
     bn_mode: str = "batch"
     validation_examples: int | None = None
+    new_per_iteration: int | None = None
+    train_on: str = "pool"
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "steps_per_iteration", "pool_size"):
+        if self.new_per_iteration is None:
+            object.__setattr__(self, "new_per_iteration", self.pool_size)
+        for name in ("iterations", "steps_per_iteration", "pool_size", "new_per_iteration"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
@@ -99,6 +112,13 @@ class NasSettings:
             raise UserError(f"--sampler={self.sampler} cannot sample a candidate pool; choose one of "
                             f"{', '.join(POOL_SAMPLERS)} (NAO-V2 §4.2: proportional).")
         check_bn_mode(self.bn_mode)
+        if self.train_on not in TRAIN_ON:
+            raise UserError(f"--train_on={self.train_on} is unknown; choose one of {', '.join(TRAIN_ON)} "
+                            "(NAO-V2's code: newest).")
+        if self.algorithm == "evolution" and self.new_per_iteration != self.pool_size:
+            raise UserError(f"--new_per_iteration={self.new_per_iteration} differs from --pool_size={self.pool_size}"
+                            ", and evolution's generations are all one size; drop --new_per_iteration or use "
+                            "--algorithm=nao or random.")
         if self.iteration_mode not in ITERATION_MODES:
             raise UserError(f"--iteration_mode={self.iteration_mode} is unknown; choose one of "
                             f"{', '.join(ITERATION_MODES)}.")
@@ -111,36 +131,49 @@ class NasSettings:
     def total_steps(self) -> int:
         return self.iterations * self.steps_per_iteration
 
+    @property
+    def budget(self) -> int:
+        """Distinct architectures proposed in all: the initial pool, then the new ones of K - 1 iterations."""
+        return self.pool_size + self.new_per_iteration * (self.iterations - 1)
+
     def train_config(self, config: TrainConfig) -> TrainConfig:
         """The trainer's config: K*T steps (the dependent mode's cosine cycle), the pool's sampler."""
-        if config.data.num_ghosts > self.pool_size:
-            raise UserError(
-                f"--pool_size={self.pool_size} is smaller than one batch of ghost batches "
-                f"(--batch_size={config.data.batch_size} / --ghost_batch_size={config.data.ghost_batch_size}"
-                f" = {config.data.num_ghosts} architectures per step); use --pool_size >= "
-                f"{config.data.num_ghosts}."
-            )
+        # The trainer draws one architecture per ghost batch from what it trains on.
+        sizes = {"pool_size": self.pool_size}
+        if self.train_on == "newest" and self.iterations > 1:
+            sizes["new_per_iteration"] = self.new_per_iteration
+        for name, size in sizes.items():
+            if config.data.num_ghosts > size:
+                raise UserError(
+                    f"--{name}={size} is smaller than one batch of ghost batches "
+                    f"(--batch_size={config.data.batch_size} / --ghost_batch_size={config.data.ghost_batch_size}"
+                    f" = {config.data.num_ghosts} architectures per step); use --{name} >= "
+                    f"{config.data.num_ghosts}."
+                )
         return config.replace(train_steps=self.total_steps, sampler=self.sampler)
 
 
 # ------------------------------------------------------------------ algorithm
 def make_algorithm(settings: NasSettings, space: Any, constraints: Any, seed: int) -> SearchAlgorithm:
-    """A fresh algorithm with a budget of P * K architectures (P to start, P per later iteration).
+    """A fresh algorithm with the settings' budget (P to start, then the new candidates of each iteration).
 
-    One generation per iteration: evolution's population and NAO's initial
-    pool and new candidates are P (`population_size`).
+    One generation per iteration: evolution's population is P
+    (`population_size`); NAO's initial pool is P and its later generations
+    `new_per_iteration`.
 
     Raises:
         UserError: an unknown algorithm, a space with too few architectures
             for the budget, or one the algorithm refuses.
     """
-    budget = settings.pool_size * settings.iterations
+    budget = settings.budget
     if settings.algorithm in ALGORITHMS and space.size() < budget:  # an unknown name: make_algorithm's error
+        grows = ("--pool_size x --iterations" if settings.new_per_iteration == settings.pool_size
+                 else "--pool_size + --new_per_iteration x (--iterations - 1)")
         raise UserError(f"--algorithm={settings.algorithm} cannot work on --space={space.name}: it proposes "
-                        f"--pool_size x --iterations = {budget} distinct architectures and the space has "
-                        f"{space.size()}; lower --pool_size or --iterations.")
+                        f"{grows} = {budget} distinct architectures and the space has {space.size()}; lower "
+                        "--pool_size, --new_per_iteration or --iterations.")
     return make_search_algorithm(settings.algorithm, space, budget, constraints, seed,
-                                 population_size=settings.pool_size)
+                                 population_size=settings.pool_size, new_per_iteration=settings.new_per_iteration)
 
 
 def _state_round_trip(algorithm: Any, state: dict, proposals: Sequence[Hashable],
@@ -228,6 +261,10 @@ class IterationLog:
         """The algorithm's state as it stood when the pool of `iteration` was fixed."""
         return self.ends[iteration - 1]["state"] if iteration else self.initial["state"]
 
+    def newest(self, iteration: int) -> list[Hashable]:
+        """What `iteration` added to the pool before it: the initial pool for iteration 0."""
+        return list(self.ends[iteration - 1]["new_archs"]) if iteration else list(self.initial["archs"])
+
     def scores_of(self, iteration: int) -> dict[Hashable, dict]:
         return {r["arch"]: r for r in self.scores if r["iteration"] == iteration}
 
@@ -255,8 +292,10 @@ def _recorded_settings(settings: NasSettings, config: TrainConfig, constraints: 
             raise UserError(f"{model_dir} has a nas log but no {SETTINGS_FILE}; use a new --model_dir.")
         atomic_write_json(path, record)
         return record
-    old = read_json(path, "nas settings")
-    for key in sorted(set(record) | set(old)):
+    # A run recorded before the pool's growth and training set were settings had their defaults.
+    old = {"train_on": "pool", **read_json(path, "nas settings")}
+    old.setdefault("new_per_iteration", old.get("pool_size"))
+    for key in [*record, *sorted(set(old) - set(record))]:  # the settings' order: --pool_size before what it sets
         if key in ("train", "constraints"):
             pairs = [(f"{key}.{k}" if key == "constraints" else k, old.get(key, {}).get(k), record[key].get(k))
                      for k in sorted(set(record[key]) | set(old.get(key, {})))]
@@ -441,10 +480,12 @@ class Loop:
             )
         if step == end:
             return True
-        pool = self.history.pool(i)
+        whole = self.settings.train_on == "pool"
+        pool = self.history.pool(i) if whole else self.history.newest(i)
         sampler = trainer.make_run_sampler(self.config, self.space, pool=pool)
-        self.log(f"iteration {i + 1}/{self.settings.iterations}: training steps {step}-{end} on a pool of "
-                 f"{len(pool)} ({self.settings.sampler} sampling, {self.settings.iteration_mode} iterations)")
+        self.log(f"iteration {i + 1}/{self.settings.iterations}: training steps {step}-{end} on "
+                 f"{'a pool' if whole else 'the newest candidates'} of {len(pool)} ({self.settings.sampler} "
+                 f"sampling, {self.settings.iteration_mode} iterations)")
         segment = trainer.Segment(start, end, independent=self.settings.independent)
         result = trainer.train(self.config, self.model_dir, self.strategy, self.log, sampler=sampler,
                                segment=segment)
@@ -534,7 +575,7 @@ class Loop:
             self.algorithm.tell(arch, scores[arch])
         # Proposals never repeat (every algorithm excludes what it proposed),
         # so the pool stays in the algorithm's proposal order, as set_state needs.
-        new = self.algorithm.ask(self.settings.pool_size) if i + 1 < self.settings.iterations else []
+        new = self.algorithm.ask(self.settings.new_per_iteration) if i + 1 < self.settings.iterations else []
         best = min(pool, key=lambda a: (-scores[a], str(a)))
         self.log(f"iteration {i + 1}/{self.settings.iterations}: best {scores[best]:.4f} ({best}); "
                  f"{len(new)} new candidate(s)")
