@@ -72,3 +72,34 @@ def test_proxies_run_on_the_bender_cell_space():
     images, labels = _batch(4)
     values = proxies.proxy_values(space, [space.sample(rng)], proxies.PROXIES, images, labels)
     assert all(np.isfinite(v).all() for v in values.values())
+
+
+def test_flags_name_every_proxy():
+    from absl import flags as absl_flags
+
+    from tf_oneshot.commands import flags  # noqa: F401  (defines the flags)
+
+    assert absl_flags.FLAGS["scorer"].parser.enum_values == ["oneshot", *proxies.PROXIES]
+    assert set(absl_flags.FLAGS["proxies"].default) <= set(proxies.PROXIES)
+
+
+def test_search_by_a_proxy_writes_its_own_lines(oneshot_model_dir, tmp_path, capsys):
+    from tf_oneshot.commands import cli
+    from tf_oneshot.io_utils import read_jsonl
+
+    results = str(tmp_path / "r.jsonl")
+    flags = ["tf-oneshot", "search", f"--model_dir={oneshot_model_dir}", f"--results={results}", "--seed=2"]
+    assert cli.main([*flags, "--scorer=params", "--num_architectures=4"]) == 0
+    lines = read_jsonl(results)
+    assert len(lines) == 4 and all(r["oneshot_accuracy"] == r["params"] == r["params"] for r in lines)
+    assert {r["options"]["scorer"] for r in lines} == {"params"}
+    capsys.readouterr()
+    assert cli.main([*flags, "--scorer=snip", "--num_architectures=2", "--kl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tf-oneshot: error: --scorer=snip is training-free; drop --kl (options of the one-shot scorer)."
+    # The same file holds another search's lines: refused, one line.
+    assert cli.main([*flags, "--scorer=snip", "--num_architectures=2"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert cli.main([*flags[:-2], f"--results={tmp_path / 's.jsonl'}", "--scorer=snip",
+                     "--num_architectures=2"]) == 0
+    assert all(r["snip"] > 0 for r in read_jsonl(str(tmp_path / "s.jsonl")))
