@@ -256,10 +256,9 @@ def partial_kendall_tau(a: Sequence[float], b: Sequence[float], given: Sequence[
     a, b = _as_pair(a, b)
     c, _ = _as_pair(given, a)
     ab, ac, bc = kendall_tau(a, b), kendall_tau(a, c), kendall_tau(b, c)
-    denominator = math.sqrt(max(0.0, (1 - ac * ac) * (1 - bc * bc))) if not math.isnan(ac + bc) else 0.0
-    if math.isnan(ab) or denominator < 1e-12:
+    if math.isnan(ab + ac + bc) or max(abs(ac), abs(bc)) > 1 - 1e-9:  # rounding: a tau of 1 may read 0.9999...
         return math.nan
-    return float((ab - ac * bc) / denominator)
+    return float((ab - ac * bc) / math.sqrt((1 - ac * ac) * (1 - bc * bc)))
 
 
 def mean_tau_ci(rankings: np.ndarray, truth: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
