@@ -354,8 +354,11 @@ def _row(rows: Sequence[dict], prefix: str) -> dict:
     return next(r for r in rows if r["name"].startswith(prefix))
 
 
-def finetune_rows(truth, curves: Sequence[dict], note: str = "") -> list[dict]:
-    """Fine-tuned instances' rows, one per n: their rankings judged against the ground truth as any instance's."""
+def finetune_rows(truth, curves: Sequence[dict], note: str = "", params=None) -> list[dict]:
+    """Fine-tuned instances' rows, one per n: their rankings judged against the ground truth as any instance's.
+
+    With the children's `params`, each row also gets the partial tau given them (issue 21).
+    """
     import numpy as np
 
     from tf_oneshot.analysis import ground_truth as metrics
@@ -365,24 +368,30 @@ def finetune_rows(truth, curves: Sequence[dict], note: str = "") -> list[dict]:
     for i, n in enumerate(curves[0]["steps"]):
         rankings = np.stack([metrics.accuracy_then_loss(c["validation_accuracy"][i], c["validation_loss"][i])
                              for c in curves])
-        rows.append(insights.ranking_row(f"  + fine-tuned n={n}{note}", rankings, truth))
+        rows.append(insights.ranking_row(f"  + fine-tuned n={n}{note}", rankings, truth, params))
     return rows
 
 
 def collect_rows(args: argparse.Namespace) -> tuple[list[dict], float | None]:
     """The table's rows (dicts in `analysis.insights.ranking_row`'s keys) and the noise ceiling.
 
-    A stage not finished (a study stopped early, `--table_only`) leaves its rows out.
+    Beside the one-shot rows: params, FLOPs and the best proxy, as `insights`
+    computed them on full sharing's first run (issue 21), and every row's
+    GT-Tau interval and partial tau given params. A stage not finished (a
+    study stopped early, `--table_only`) leaves its rows out.
     """
     from tf_oneshot.analysis import insights
 
     p = paths(args)
     gt = insights.read_ground_truth(p["gt"])
     truth = gt.scores("accuracy_then_loss")
-    rows = [dict(insights.ground_truth_row(gt, truth), name="Ground truth (each seed vs the mean)"),
-            {"name": "Ground truth, split-half noise ceiling", "gt_tau_mean": gt.noise_ceiling},
-            dict(insights.random_row(truth), name="Random rank (10 rankings)")]
     full = _read(os.path.join(p["insights_full"], insights.JSON_FILE))
+    baselines = [r for r in (full or {}).get("rows", []) if r.get("baseline") in ("params", "flops")
+                 or r.get("best_proxy")]
+    params = _params(gt, p["full"])
+    rows = [dict(insights.ground_truth_row(gt, truth, params), name="Ground truth (each seed vs the mean)"),
+            {"name": "Ground truth, split-half noise ceiling", "gt_tau_mean": gt.noise_ceiling},
+            dict(insights.random_row(truth, params=params), name="Random rank (10 rankings)"), *baselines]
     if full:
         rows.append(dict(_row(full["rows"], "Instances"),
                          name=f"Full sharing, {args.instances} instances (diff. seeds)"))
@@ -392,12 +401,23 @@ def collect_rows(args: argparse.Namespace) -> tuple[list[dict], float | None]:
         if curve["children"] != list(gt.children):
             raise ValueError(f"fine-tuning curve {i} orders the children otherwise than the ground truth")
     if curves:
-        rows += finetune_rows(truth, curves, "" if len(curves) == args.instances else f" ({len(curves)} instances)")
+        rows += finetune_rows(truth, curves, "" if len(curves) == args.instances else f" ({len(curves)} instances)",
+                              params)
     group = _read(os.path.join(p["insights_group"], insights.JSON_FILE))
     if group:
         rows.append(dict(_row(group["rows"], "Instances"),
                          name=f"Group sharing by similarity, m={args.group_copies}, {args.instances} instances"))
     return rows, gt.noise_ceiling
+
+
+def _params(gt, full_dir: str) -> list[int] | None:
+    """The ground truth's children's parameter counts, from full sharing's first run (None before it exists)."""
+    from tf_oneshot.training.model_dir import ModelDir
+
+    model_dir = ModelDir.read(os.path.join(full_dir, "seed0"))
+    if model_dir is None:
+        return None
+    return [model_dir.space.count(model_dir.space.parse(c)).params for c in gt.children]
 
 
 def _read(path: str) -> dict | None:
@@ -415,8 +435,11 @@ def _cell(row: dict, key: str, std: str | None = None, digits: int = 3) -> str:
 
 def format_table(rows: Sequence[dict], ceiling: float | None, k: int) -> str:
     """Rows in the form of Tables 1-3 (S-Tau; GT-Tau, T1R, T3R as mean ± std; GT-Tau-Mean/Std-k), and the goal."""
-    header = ["", "S-Tau", "GT-Tau", "T1R", "T3R", f"GT-Tau-Mean-{k}", f"GT-Tau-Std-{k}"]
+    from tf_oneshot.analysis.insights import format_interval
+
+    header = ["", "S-Tau", "GT-Tau", "95% CI", "tau|params", "T1R", "T3R", f"GT-Tau-Mean-{k}", f"GT-Tau-Std-{k}"]
     table = [header] + [[r["name"], _cell(r, "s_tau"), _cell(r, "gt_tau_mean", "gt_tau_std"),
+                         format_interval(r.get("gt_tau_ci")), _cell(r, "partial_tau"),
                          _cell(r, "t1r_mean", "t1r_std", 1), _cell(r, "t3r_mean", "t3r_std", 1),
                          _cell(r, "gt_tau_mean_k", "gt_tau_mean_k_std"), _cell(r, "gt_tau_std_k", "gt_tau_std_k_std")]
                         for r in rows]
@@ -429,6 +452,8 @@ def format_table(rows: Sequence[dict], ceiling: float | None, k: int) -> str:
         verdict = "met" if gap <= GOAL_GAP else "not met"
         lines += ["", f"best fine-tuned GT-Tau {best['gt_tau_mean']:.3f} ({best['name'].strip()[2:]}) vs noise "
                   f"ceiling {ceiling:.3f}: gap {gap:+.3f}; goal (gap <= {GOAL_GAP}) {verdict}"]
+    lines += ["95% CI: bootstrap over children of the mean GT-Tau; tau|params: partial Kendall tau given the "
+              "parameter count (cost-controlled; undefined for Params itself)"]
     return "\n".join(lines) + "\n"
 
 

@@ -58,6 +58,12 @@ def _check_outputs(out, summary):
         value = getattr(m, key)
         assert (saved[key] is None and math.isnan(value)) or saved[key] == pytest.approx(value)
     assert saved["num_architectures_scored"] == len({r["architecture"] for r in search})
+    # Beside them the training-free baselines of the same architectures (issue 21).
+    params = rank_metrics([j.standalone.params for j in joined], scores)
+    value = saved["baselines"]["params"]["kendall_tau"]
+    assert (value is None and math.isnan(params.kendall_tau)) or value == pytest.approx(params.kendall_tau)
+    assert set(saved["baselines"]) == {"params", "flops", "synflow", "grad_norm", "snip", "jacob_cov"}
+    assert "partial_tau_params" in saved
     report = open(os.path.join(out, "report.md")).read()
     assert "Kendall tau" in report and "![" in report
     assert os.path.exists(os.path.join(out, saved["export"]["keras"]))
@@ -74,6 +80,7 @@ def test_reduced_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path)
     for stage in range(1, 6):
         assert f"[{stage}/5]" in text
     assert "tf-oneshot demo: summary" in text and "Kendall tau" in text and "architectures (100.0%)" in text
+    assert "baselines, Kendall tau vs stand-alone: params" in text and "tau given params: one-shot" in text
 
     before = open(os.path.join(out, "summary.json")).read()
     with pytest.raises(UserError, match="holds an earlier run.*new directory, or --overwrite"):

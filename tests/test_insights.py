@@ -60,7 +60,8 @@ def test_insights_command_writes_the_tables_and_figures(runs, capsys):
     assert [len(ModelDir.open(d).checkpoint_paths()) for d in dirs] == [3, 3]  # steps 2, 4, 6 kept
     out = str(root / "out")
     argv = ["tf-oneshot", "insights", f"--ground_truth={root / 'gt'}", f"--model_dirs={','.join(dirs)}",
-            "--snapshots=3", "--prune_fraction=0.5", "--validation_examples=64", f"--output_dir={out}"]
+            "--snapshots=3", "--prune_fraction=0.5", "--validation_examples=64", f"--output_dir={out}",
+            "--proxies=synflow,snip"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "GT-Tau" in printed and "Ground truth" in printed and "pruning q=0.5" in printed
@@ -93,6 +94,15 @@ def test_insights_command_writes_the_tables_and_figures(runs, capsys):
     assert result["ground_truth_order"][0] == result["children"][int(np.argmax(truth))]
     pruned = result["pruning"]["instances"]
     assert pruned["kept"] + len(pruned["dropped"]) == 64
+    # The training-free rows beside them (issue 21), recomputed from the space's arithmetic.
+    space = ModelDir.open(dirs[0]).space
+    params = [space.count(space.parse(c)).params for c in result["children"]]
+    assert rows["Params"]["gt_tau_mean"] == pytest.approx(metrics.gt_tau(np.array(params, float), truth))
+    assert rows["Params"]["partial_tau"] is None and rows["FLOPs"]["rankings"] == 1
+    assert {r.get("baseline") for r in result["rows"]} >= {"params", "flops", "synflow", "snip"}
+    assert sum(bool(r.get("best_proxy")) for r in result["rows"]) == 1
+    assert all(r["gt_tau_ci"][0] <= r["gt_tau_mean"] <= r["gt_tau_ci"][1] for r in result["rows"] if r["gt_tau_ci"])
+    assert rows["Instances"]["partial_tau"] is not None and "tau|params" in printed
     # A second run refuses to overwrite; a run with too many snapshots says how to get them.
     assert cli.main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -137,6 +147,23 @@ def test_positions_and_table_rows_by_hand():
     assert row["gt_tau_std"] == pytest.approx(1.0) and row["t1r_mean"] == pytest.approx(2.0)
     single = insights.ranking_row("y", np.array([[3.0, 2, 1]]), truth)
     assert single["s_tau"] is None and single["gt_tau_mean"] == pytest.approx(1.0)
+    assert single["gt_tau_ci"] == [1.0, 1.0] and single["partial_tau"] is None  # perfect on every resample; no params
+
+
+def test_baseline_rows_by_hand():
+    truth = np.array([4.0, 3.0, 2.0, 1.0])
+    # params agree with the truth on 5 of 6 pairs, FLOPs reverse it, the proxy agrees on 4 of 6.
+    baselines = {"params": [4.0, 3.0, 1.0, 2.0], "flops": [1.0, 2.0, 3.0, 4.0], "snip": [4.0, 2.0, 3.0, 1.0],
+                 "synflow": [1.0, 3.0, 2.0, 4.0]}
+    rows = {r["baseline"]: r for r in insights.baseline_rows(baselines, truth)}
+    assert rows["params"]["gt_tau_mean"] == pytest.approx(4 / 6) and rows["flops"]["gt_tau_mean"] == pytest.approx(-1)
+    assert rows["params"]["partial_tau"] is None and rows["snip"]["best_proxy"]
+    assert rows["snip"]["name"] == "Proxy snip (best proxy)" and "best_proxy" not in rows["synflow"]
+    # snip: tau_ab = 4/6, tau_ac (snip, params) = 2/6, tau_bc (truth, params) = 4/6.
+    expected = (4 / 6 - 2 / 6 * 4 / 6) / np.sqrt((1 - (2 / 6) ** 2) * (1 - (4 / 6) ** 2))
+    assert rows["snip"]["partial_tau"] == pytest.approx(expected)
+    with pytest.raises(UserError, match="baseline snip scores 3 children"):
+        insights.baseline_rows({"snip": [1.0, 2.0, 3.0]}, truth)
 
 
 def test_pruning_needs_several_rankings():

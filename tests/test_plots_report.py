@@ -270,3 +270,32 @@ def test_analyze_breaks_accuracy_ties_by_loss_and_reports_the_interval(tmp_path)
     assert (result.distinct_accuracies, result.distinct_standalone, result.tied_pairs) == (3, 3, 9)
     assert result.standalone_losses == {}
     assert "| tied pairs in the stand-alone ranking | 9 of 36 |" in open(tmp_path / "plain" / "report.md").read()
+
+
+def test_analyze_reports_the_training_free_baselines_beside_the_one_shot_ranking(tmp_path):
+    from tf_oneshot.analysis.rank_metrics import partial_kendall_tau
+
+    rng = np.random.default_rng(5)
+    retrain, archs = str(tmp_path / "retrain.jsonl"), []
+    params = [100, 300, 200, 500, 400, 600]
+    for k, p in enumerate(params):
+        arch = str(SPACE.sample(rng))
+        archs.append(arch)
+        append_jsonl(retrain, {"architecture": arch, "seed": 0, "validation_accuracy": 0.8 + 0.01 * k,
+                               "test_accuracy": 0.7, "params": p, "flops": 10 * (7 - k),
+                               "oneshot_accuracy": 0.5 + 0.01 * ((k * 5) % 6), "space": SPACE.to_config()})
+    proxy = {a: float(i) for i, a in enumerate(archs)}  # agrees with stand-alone exactly
+    result = analyze(None, retrain, str(tmp_path / "out"), log=lambda line: None, proxies={"snip": proxy})
+    standalone = [0.8 + 0.01 * k for k in range(6)]
+    oneshot = [0.5 + 0.01 * ((k * 5) % 6) for k in range(6)]
+    assert result.baselines["params"].kendall_tau == pytest.approx(kendall_tau(params, standalone))
+    assert result.baselines["flops"].kendall_tau == pytest.approx(-1.0)
+    assert result.baselines["snip"].kendall_tau == pytest.approx(1.0)
+    assert result.baselines["params"].kendall_tau_ci[0] <= result.baselines["params"].kendall_tau
+    assert result.partial_taus["oneshot"] == pytest.approx(partial_kendall_tau(oneshot, standalone, params))
+    assert np.isnan(result.partial_taus["params"])
+    report = open(result.report).read()
+    assert "## Beside the training-free baselines" in report and "| snip | 1.000" in report
+    saved = json.load(open(os.path.join(str(tmp_path / "out"), "analysis.json")))
+    assert saved["baselines"]["params"]["partial_tau_params"] is None
+    assert saved["partial_tau_params"] == pytest.approx(result.partial_taus["oneshot"])

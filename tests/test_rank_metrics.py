@@ -149,3 +149,31 @@ def test_rank_metrics_with_intervals():
     assert m.to_json()["kendall_tau_ci"] == list(m.kendall_tau_ci)
     # Without resamples no interval is computed.
     assert rank_metrics(a, b).to_json()["kendall_tau_ci"] is None
+
+
+def test_partial_kendall_tau_hand_computed():
+    from tf_oneshot.analysis.rank_metrics import partial_kendall_tau
+
+    a, b, c = [1, 2, 3, 4], [1, 3, 2, 4], [1, 2, 4, 3]
+    # tau_ab = 4/6, tau_ac = 4/6, tau_bc = 2/6 (count the six pairs):
+    # (2/3 - 2/3 * 1/3) / sqrt((1 - 4/9) (1 - 1/9)) = 4 / sqrt(40).
+    assert math.isclose(partial_kendall_tau(a, b, c), 4 / math.sqrt(40), rel_tol=1e-12)
+    # A ranking that is the cost itself carries nothing beyond it: undefined.
+    assert math.isnan(partial_kendall_tau(c, b, c))
+    # A cost unrelated to both rankings (tau 0 with each) leaves tau unchanged.
+    a, b, c = [1, 2, 3, 4], [1, 3, 4, 2], [2, 4, 1, 3]
+    assert kendall_tau(a, c) == 0 and kendall_tau(b, c) == 0
+    assert math.isclose(partial_kendall_tau(a, b, c), kendall_tau(a, b), rel_tol=1e-12)
+
+
+def test_mean_tau_ci():
+    from tf_oneshot.analysis.rank_metrics import mean_tau_ci
+
+    truth = np.arange(20.0)
+    assert mean_tau_ci(truth[None], truth, n_resamples=200) == (1.0, 1.0)
+    rng = np.random.default_rng(3)
+    noisy = truth + rng.normal(scale=5.0, size=20)
+    low, high = mean_tau_ci(noisy[None], truth, n_resamples=500)
+    assert low < kendall_tau(noisy, truth) < high
+    assert mean_tau_ci(np.stack([noisy, noisy]), truth, n_resamples=500) == (low, high)
+    assert all(math.isnan(v) for v in mean_tau_ci(truth[None, :2], truth[:2]))

@@ -70,7 +70,7 @@ def test_finetune_rows_and_table():
     for _ in range(3):
         noisy = [list(truth + rng.normal(0, 0.2, 5)), list(truth + rng.normal(0, 0.01, 5))]  # n=0 noisy, n=5 good
         curves.append(_curve(noisy, [[0.1] * 5, [0.1] * 5], [0, 5]))
-    rows = rf.finetune_rows(truth, curves)
+    rows = rf.finetune_rows(truth, curves, params=[5, 1, 4, 2, 3])
     assert [r["name"].strip() for r in rows] == ["+ fine-tuned n=0", "+ fine-tuned n=5"]
     expected = np.mean([metrics.gt_tau(c["validation_accuracy"][1], truth) for c in curves])
     assert rows[1]["gt_tau_mean"] == pytest.approx(expected)
@@ -78,7 +78,8 @@ def test_finetune_rows_and_table():
     ceiling = 0.95
     text = rf.format_table([{"name": "Ground truth, split-half noise ceiling", "gt_tau_mean": ceiling}, *rows],
                            ceiling, 8)
-    assert "GT-Tau-Mean-8" in text and "n=5" in text
+    assert "GT-Tau-Mean-8" in text and "n=5" in text and "tau|params" in text
+    assert rows[1]["partial_tau"] is not None and rows[1]["gt_tau_ci"] is not None
     best = max(r["gt_tau_mean"] for r in rows)
     assert f"gap {ceiling - best:+.3f}" in text
     assert ("goal (gap <= 0.1) met" in text) == (ceiling - best <= 0.1)

@@ -312,7 +312,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
         return stopped("retrain")
 
     tic = stage(5, "analyzing: rank correlations, plots, report")
-    analysis = analyze([random_path, evolution_path], retrain_path, output_dir, overwrite=True, log=log)
+    analysis = analyze([random_path, evolution_path], retrain_path, output_dir, overwrite=True, log=log,
+                       proxies=_proxies(model_dir, sample, config.seed))
     seconds["analyze"] = time.perf_counter() - tic
     seconds = {k: round(v, 1) for k, v in seconds.items()}
     total = round(time.perf_counter() - start, 1)
@@ -323,6 +324,17 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     for line in summary_table(summary, analysis):
         log(line)
     return summary
+
+
+def _proxies(model_dir: Any, records: list[dict], seed: int) -> dict[str, dict[str, float]]:
+    """The training-free proxies of the retrained architectures, for the baseline rows (issue 21)."""
+    from tf_oneshot.search import proxies
+
+    archs = [r["architecture"] for r in records]
+    images, labels = proxies.minibatch(model_dir, seed=seed)
+    values = proxies.proxy_values(model_dir.space, [model_dir.space.parse(a) for a in archs], proxies.MODEL_PROXIES,
+                                  images, labels, seed)
+    return {name: dict(zip(archs, v.tolist())) for name, v in values.items()}
 
 
 def _scorer(config: DemoConfig, model_dir: Any) -> Any:
@@ -372,6 +384,8 @@ def _summary(output_dir: str, config: DemoConfig, analysis: Any, trained: dict, 
         "distinct_standalone_values": analysis.distinct_standalone,
         "tied_standalone_pairs": analysis.tied_pairs,
         "pairwise_accuracy": metrics["pairwise_accuracy"],
+        "partial_tau_params": analysis.to_json()["partial_tau_params"],
+        "baselines": analysis.to_json()["baselines"],
         "best_architecture": analysis.best_architecture,
         "best_standalone_validation_accuracy": best_standalone.validation_mean if best_standalone else None,
         "best_oneshot_architecture": analysis.best_oneshot_architecture,
@@ -402,6 +416,20 @@ def _ci(interval: list[float] | None) -> str:
     return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
+def baseline_line(summary: dict[str, Any]) -> str:
+    """The one-shot tau beside params, FLOPs and the best proxy (issue 21), and the partial taus given params."""
+    baselines = summary["baselines"]
+    proxies = {k: v for k, v in baselines.items() if k not in ("params", "flops") and v["kendall_tau"] is not None}
+    shown = [k for k in ("params", "flops") if k in baselines]
+    if proxies:
+        shown.append(max(proxies, key=lambda k: proxies[k]["kendall_tau"]))
+    text = ", ".join(f"{k}{' (best proxy)' if k in proxies else ''} {_fmt(baselines[k]['kendall_tau'])}"
+                     f"{_ci(baselines[k]['kendall_tau_ci'])}" for k in shown)
+    partial = ", ".join(f"{k} {_fmt(baselines[k]['partial_tau_params'])}" for k in shown[1:])
+    return (f"baselines, Kendall tau vs stand-alone: {text or 'none'}; tau given params: one-shot "
+            f"{_fmt(summary['partial_tau_params'])}{', ' + partial if partial else ''}")
+
+
 def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
     """The lines the demo prints at the end: stages, correlations, retrained architectures."""
     s = summary["seconds"]
@@ -422,7 +450,8 @@ def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
     lines += [f"{name:<16}{sec:>9.1f}  {text}" for name, sec, text in rows]
     lines += [f"{'total':<16}{summary['total_seconds']:>9.1f}",
               f"stand-alone ranking: {summary['standalone_measure']}; {summary['distinct_standalone_values']} "
-              f"distinct values, {summary['tied_standalone_pairs']} tied pairs; intervals: 95% bootstrap", "",
+              f"distinct values, {summary['tied_standalone_pairs']} tied pairs; intervals: 95% bootstrap",
+              baseline_line(summary), "",
               f"{'architecture':<32}{'one-shot':>9}{'stand-alone':>13}{'params':>10}"]
     for j in sorted(analysis.joined, key=lambda j: j.oneshot_accuracy):
         lines.append(f"{j.architecture:<32}{j.oneshot_accuracy:>9.3f}{j.standalone.validation_mean:>13.3f}"

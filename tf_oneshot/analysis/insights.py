@@ -37,6 +37,7 @@ import scipy.stats
 
 from tf_oneshot.analysis import ground_truth as metrics
 from tf_oneshot.analysis.plots import figure, save_figure
+from tf_oneshot.analysis.rank_metrics import mean_tau_ci, partial_kendall_tau
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, atomic_write_text, read_json
 
@@ -45,6 +46,7 @@ JSON_FILE = "insights.json"
 TEXT_FILE = "insights.txt"
 RANDOM_INSTANCES = 10  # Table 1's "Random rank": 10 random rankings
 RANDOM_SEED = 2020
+BOOTSTRAP_RESAMPLES = 2000  # as `analyze`'s intervals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +149,15 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def ranking_row(name: str, rankings: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+def ranking_row(name: str, rankings: np.ndarray, truth: np.ndarray, params: Sequence[float] | None = None,
+                n_resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """One row of Tables 1 and 2 for rankings [R, children] judged against `truth`.
 
     S-Tau, Max Tau and Min Tau need R >= 2 (None otherwise); GT-Tau, T1R and
-    T3R are mean and population std over the R rankings (Table 2).
+    T3R are mean and population std over the R rankings (Table 2). Every row
+    also carries the 95% bootstrap interval of its mean GT-Tau over children
+    (`rank_metrics.mean_tau_ci`) and, given the children's `params`, the mean
+    cost-controlled tau (`rank_metrics.partial_kendall_tau` given params).
     """
     rankings = np.atleast_2d(rankings)
     row: dict[str, Any] = {"name": name, "rankings": int(rankings.shape[0])}
@@ -164,7 +170,43 @@ def ranking_row(name: str, rankings: np.ndarray, truth: np.ndarray) -> dict[str,
     for n in (1, 3):
         if n <= rankings.shape[1]:
             row[f"t{n}r_mean"], row[f"t{n}r_std"] = _mean_std([metrics.top_n_rank(r, truth, n) for r in rankings])
+    row["gt_tau_ci"] = _interval(mean_tau_ci(rankings, truth, n_resamples=n_resamples))
+    row["partial_tau"] = None
+    if params is not None:
+        partial = [partial_kendall_tau(r, truth, params) for r in rankings]
+        row["partial_tau"] = None if all(math.isnan(t) for t in partial) else float(np.nanmean(partial))
     return row
+
+
+def _interval(interval: tuple[float, float]) -> list[float] | None:
+    return None if any(math.isnan(v) for v in interval) else [float(v) for v in interval]
+
+
+def baseline_rows(baselines: Mapping[str, Sequence[float]], truth: np.ndarray) -> list[dict[str, Any]]:
+    """The training-free rows beside the one-shot rows: one ranking each (`tf_oneshot.search.proxies`).
+
+    Args:
+        baselines: name -> each child's higher-is-better score, in the ground
+            truth's child order; "params" also controls every row's partial tau.
+
+    The best proxy (not params or FLOPs) is marked `best_proxy`: chosen on
+    this ground truth, so its GT-Tau is an optimistic estimate of the proxy a
+    user would pick blind.
+    """
+    params = baselines.get("params")
+    rows = []
+    for name, scores in baselines.items():
+        scores = np.asarray(scores, np.float64)
+        if scores.shape != truth.shape:
+            raise UserError(f"baseline {name} scores {scores.size} children; the ground truth holds {truth.size}.")
+        label = {"params": "Params", "flops": "FLOPs"}.get(name, f"Proxy {name}")
+        rows.append(dict(ranking_row(label, scores[None], truth, params), baseline=name))
+    proxies = [r for r in rows if r["baseline"] not in ("params", "flops")]
+    if proxies:
+        best = max(proxies, key=lambda r: r["gt_tau_mean"] if not math.isnan(r["gt_tau_mean"]) else -2.0)
+        best["best_proxy"] = True
+        best["name"] += " (best proxy)"
+    return rows
 
 
 def prune(rank_rows: np.ndarray, truth: np.ndarray, fraction: float, top_n: Sequence[int] = (1, 3, 5, 10),
@@ -215,22 +257,25 @@ def prune(rank_rows: np.ndarray, truth: np.ndarray, fraction: float, top_n: Sequ
     }
 
 
-def random_row(truth: np.ndarray, instances: int = RANDOM_INSTANCES, seed: int = RANDOM_SEED) -> dict[str, Any]:
+def random_row(truth: np.ndarray, instances: int = RANDOM_INSTANCES, seed: int = RANDOM_SEED,
+               params: Sequence[float] | None = None) -> dict[str, Any]:
     """Table 1's "Random rank" baseline: `instances` random rankings of the children."""
     rng = np.random.default_rng(seed)
-    return ranking_row("Random rank", np.stack([rng.permutation(truth.size) for _ in range(instances)]), truth)
+    return ranking_row("Random rank", np.stack([rng.permutation(truth.size) for _ in range(instances)]), truth,
+                       params)
 
 
-def ground_truth_row(gt: GroundTruth, truth: np.ndarray) -> dict[str, Any]:
+def ground_truth_row(gt: GroundTruth, truth: np.ndarray, params: Sequence[float] | None = None) -> dict[str, Any]:
     """The "Ground truth" row: each seed as an instance (Tables 1-2) and the noise ceiling."""
     row: dict[str, Any] = {"name": "Ground truth", "noise_ceiling": gt.noise_ceiling}
     if gt.per_seed_accuracy.shape[0] >= 2:
-        row.update(ranking_row("Ground truth", gt.per_seed_accuracy, truth))
+        row.update(ranking_row("Ground truth", gt.per_seed_accuracy, truth, params))
     return row
 
 
 def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str = "accuracy_then_loss",
-                   prune_fraction: float | None = None, top_n: Sequence[int] = (1, 3, 5, 10)) -> dict[str, Any]:
+                   prune_fraction: float | None = None, top_n: Sequence[int] = (1, 3, 5, 10),
+                   baselines: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """The rows of Tables 1-3, the GT-Tau curves and the pruning counts, as one JSON-able dict.
 
     Args:
@@ -239,6 +284,9 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
         rank_by: how the ground truth's children are scored (`RANK_BY`).
         prune_fraction: q of Insight 1 (None: no pruning).
         top_n: the ground-truth top n whose survivors pruning reports.
+        baselines: training-free scores of the children in `gt.children`
+            order, name -> scores (`baseline_rows`); with "params", every
+            row also gets its partial tau given the parameter count.
 
     Raises:
         UserError: no instance, or instances scoring other children than the ground truth.
@@ -250,11 +298,13 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
         if inst.scores.ndim != 2 or inst.scores.shape[1] != truth.size:
             raise UserError(f"instance {inst.label} scores {inst.scores.shape[-1]} children; the ground truth "
                             f"holds {truth.size}.")
+    baselines = dict(baselines or {})
+    params = baselines.get("params")
     last = np.stack([inst.last for inst in instances])
-    rows = [ranking_row(f"Instances ({len(instances)}, last snapshot)", last, truth)]
+    rows = [ranking_row(f"Instances ({len(instances)}, last snapshot)", last, truth, params)]
     for inst in instances:
         k = inst.scores.shape[0]
-        row = ranking_row(f"Snapshots of {inst.label} (last {k})", inst.scores, truth)
+        row = ranking_row(f"Snapshots of {inst.label} (last {k})", inst.scores, truth, params)
         row["gt_tau_mean_k"], row["gt_tau_std_k"] = metrics.gt_tau_over_snapshots(inst.scores, truth, k)
         row["k"] = k
         rows.append(row)
@@ -263,7 +313,7 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
     per_instance = np.array([metrics.gt_tau_over_snapshots(inst.scores, truth, k) for inst in instances])
     rows[0].update(k=k, gt_tau_mean_k=float(per_instance[:, 0].mean()), gt_tau_mean_k_std=float(per_instance[:, 0].std()),
                    gt_tau_std_k=float(per_instance[:, 1].mean()), gt_tau_std_k_std=float(per_instance[:, 1].std()))
-    rows += [random_row(truth), ground_truth_row(gt, truth)]
+    rows += [*baseline_rows(baselines, truth), random_row(truth, params=params), ground_truth_row(gt, truth, params)]
     result: dict[str, Any] = {
         "rank_by": rank_by,
         "children": list(gt.children),
@@ -310,21 +360,30 @@ def format_cell(row: Mapping[str, Any], key: str, std: str | None = None, digits
     return text
 
 
+def format_interval(interval: Sequence[float] | None, digits: int = 3) -> str:
+    """[low, high] as "[low, high]", "-" where undefined."""
+    return "-" if interval is None else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def format_table(result: Mapping[str, Any]) -> str:
     """Tables 1-3 and the pruning counts as plain text."""
-    header = ["rankings", "S-Tau", "Max Tau", "Min Tau", "GT-Tau", "T1R", "T3R", "GT-Tau-Mean-k", "GT-Tau-Std-k"]
+    header = ["rankings", "S-Tau", "Max Tau", "Min Tau", "GT-Tau", "95% CI", "tau|params", "T1R", "T3R",
+              "GT-Tau-Mean-k", "GT-Tau-Std-k"]
     lines = [f"Ranking fidelity (\"Deeper insights\", Tables 1-3); children ranked by {result['rank_by']}", ""]
     table = [["", *header]]
     for row in result["rows"]:
         table.append([row["name"], str(row.get("rankings", "-")), format_cell(row, "s_tau"), format_cell(row, "max_tau"),
                       format_cell(row, "min_tau"), format_cell(row, "gt_tau_mean", "gt_tau_std"),
+                      format_interval(row.get("gt_tau_ci")), format_cell(row, "partial_tau"),
                       format_cell(row, "t1r_mean", "t1r_std", 2), format_cell(row, "t3r_mean", "t3r_std", 2),
                       format_cell(row, "gt_tau_mean_k", "gt_tau_mean_k_std"),
                       format_cell(row, "gt_tau_std_k", "gt_tau_std_k_std")])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     ceiling = next((r.get("noise_ceiling") for r in result["rows"] if r["name"] == "Ground truth"), None)
-    lines += ["", f"ground-truth noise ceiling (split-half Kendall tau): {format_cell({'c': ceiling}, 'c')}"]
+    lines += ["", f"ground-truth noise ceiling (split-half Kendall tau): {format_cell({'c': ceiling}, 'c')}",
+              "95% CI: bootstrap over children of the mean GT-Tau; tau|params: partial Kendall tau given the "
+              "parameter count (cost-controlled; undefined for Params itself)"]
     for source, pruned in result.get("pruning", {}).items():
         survivors = ", ".join(f"top-{n}: {v['kept']}/{v['top']}" for n, v in pruned["top_n_survivors"].items())
         lines.append(f"pruning q={pruned['fraction']:g} by median rank over {source}: keeps {pruned['kept']} of "

@@ -232,3 +232,59 @@ def rank_metrics(
         pairwise_accuracy=pairwise_accuracy(a, b),
         **cis,
     )
+
+
+def partial_kendall_tau(a: Sequence[float], b: Sequence[float], given: Sequence[float]) -> float:
+    """Kendall's partial tau of `a` and `b` given `given` (Kendall 1942): the cost-controlled tau.
+
+    NAS searches under a budget, where a ranking that merely follows parameter
+    count tells the user nothing the budget did not. The partial tau removes
+    the part of the agreement that both rankings share with `given` (the
+    parameter count):
+
+        tau_ab.c = (tau_ab - tau_ac * tau_bc) / sqrt((1 - tau_ac^2) (1 - tau_bc^2)),
+
+    every tau a tau-b (`scipy.stats.kendalltau`). A ranking by parameters
+    itself has tau_ac = 1 and no partial tau (NaN): it carries no information
+    beyond the parameters. Chosen over taus inside bins of equal parameter
+    count because it needs no bin width and uses every pair.
+
+    Returns:
+        The partial tau in [-1, 1]; NaN where a tau is undefined or `a` or `b`
+        is a monotone function of `given` (|tau| = 1).
+    """
+    a, b = _as_pair(a, b)
+    c, _ = _as_pair(given, a)
+    ab, ac, bc = kendall_tau(a, b), kendall_tau(a, c), kendall_tau(b, c)
+    if math.isnan(ab + ac + bc) or max(abs(ac), abs(bc)) > 1 - 1e-9:  # rounding: a tau of 1 may read 0.9999...
+        return math.nan
+    return float((ab - ac * bc) / math.sqrt((1 - ac * ac) * (1 - bc * bc)))
+
+
+def mean_tau_ci(rankings: np.ndarray, truth: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
+                seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean Kendall tau-b of R rankings against `truth`.
+
+    Children are resampled with replacement, the same draw for every ranking
+    (a different sample of architectures, as in `bootstrap_ci`); a resample
+    where a tau is undefined is left out. With one ranking this is
+    `bootstrap_ci`'s percentile interval of its tau.
+
+    Returns:
+        (low, high); (NaN, NaN) with fewer than 3 children or half the resamples undefined.
+    """
+    rankings = np.atleast_2d(np.asarray(rankings, np.float64))
+    truth = np.asarray(truth, np.float64).reshape(-1)
+    if rankings.shape[1] != truth.size:
+        raise UserError(f"rank metrics need two lists of equal length, got {rankings.shape[1]} and {truth.size}.")
+    if truth.size < 3 or n_resamples < 1:
+        return math.nan, math.nan
+    index = np.random.default_rng(seed).integers(0, truth.size, (n_resamples, truth.size))
+    taus = np.stack([_tau_b_along(r[index], truth[index]) for r in rankings])  # [R, resamples]
+    values = taus.mean(0)
+    defined = values[np.isfinite(values)]
+    if defined.size < max(1, n_resamples // 2):
+        return math.nan, math.nan
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    return float(low), float(high)

@@ -26,7 +26,7 @@ import dataclasses
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tf_oneshot.analysis import plots
 from tf_oneshot.analysis.ground_truth import accuracy_then_loss
-from tf_oneshot.analysis.rank_metrics import RankMetrics, kendall_tau, rank_metrics
+from tf_oneshot.analysis.rank_metrics import RankMetrics, kendall_tau, partial_kendall_tau, rank_metrics
 from tf_oneshot.analysis.records import (
     Joined,
     best_standalone,
@@ -86,6 +86,12 @@ class Analysis:
             its ties broken by loss where losses are recorded).
         tied_pairs: architecture pairs the stand-alone ranking leaves tied.
         accuracy_kendall_tau: tau against mean accuracy alone, ties and all.
+        baselines: the training-free rankings of the same architectures
+            (params, FLOPs, any proxies given) against stand-alone, with the
+            same intervals (issue 21: a tau means little without them).
+        partial_taus: the cost-controlled tau of each ranking ("oneshot" and
+            every baseline): Kendall's partial tau given the parameter count
+            (`rank_metrics.partial_kendall_tau`), NaN where undefined.
     """
 
     metrics: RankMetrics
@@ -102,6 +108,8 @@ class Analysis:
     distinct_standalone: int = 0
     tied_pairs: int = 0
     accuracy_kendall_tau: float = math.nan
+    baselines: dict[str, RankMetrics] = dataclasses.field(default_factory=dict)
+    partial_taus: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def standalone_measure(self) -> str:
@@ -123,6 +131,9 @@ class Analysis:
             "distinct_standalone_values": self.distinct_standalone,
             "tied_standalone_pairs": self.tied_pairs,
             "kendall_tau_accuracy_only": clean(self.accuracy_kendall_tau),
+            "partial_tau_params": clean(self.partial_taus.get("oneshot", math.nan)),
+            "baselines": {name: {**m.to_json(), "partial_tau_params": clean(self.partial_taus.get(name, math.nan))}
+                          for name, m in self.baselines.items()},
             "num_architectures_scored": self.num_architectures_scored,
             "best_architecture": self.best_architecture,
             "best_oneshot_architecture": self.best_oneshot_architecture,
@@ -209,12 +220,46 @@ def _standalone_scores(joined: Sequence[Joined], losses: dict[str, float]) -> np
     return accuracy_then_loss(accuracy, [losses[j.architecture] for j in joined])
 
 
+def baseline_metrics(joined: Sequence[Joined], scores: np.ndarray, oneshot: Sequence[float],
+                     proxies: Mapping[str, Mapping[str, float]] | None = None,
+                     ) -> tuple[dict[str, RankMetrics], dict[str, float]]:
+    """(each training-free ranking's metrics against `scores`, every ranking's partial tau given params).
+
+    The baselines are the retrained architectures' params and FLOPs and the
+    `proxies` given (name -> architecture -> score, higher is better;
+    `tf_oneshot.search.proxies`), with the one-shot ranking's intervals.
+    """
+    columns = {"params": [j.standalone.params for j in joined], "flops": [j.standalone.flops for j in joined]}
+    for name, values in (proxies or {}).items():
+        columns[name] = [values[j.architecture] for j in joined]
+    params = columns["params"]
+    metrics = {name: rank_metrics(c, scores, n_resamples=BOOTSTRAP_RESAMPLES) for name, c in columns.items()}
+    partial = {name: partial_kendall_tau(c, scores, params) if joined else math.nan
+               for name, c in {"oneshot": oneshot, **columns}.items()}
+    return metrics, partial
+
+
+def _log_metrics(log: Callable[[str], None], metrics: RankMetrics, split: str, losses: bool, scores: np.ndarray,
+                 tied_pairs: int, baselines: Mapping[str, RankMetrics], partial: Mapping[str, float]) -> None:
+    log(
+        f"analyze: {metrics.num_architectures} retrained architectures ({split} accuracy"
+        f"{f', ties broken by {split} loss' if losses else ''}; {len(set(scores.tolist()))} distinct "
+        f"values, {tied_pairs} tied pairs): Kendall tau {_fmt(metrics.kendall_tau)} "
+        f"{_fmt_ci(metrics.kendall_tau_ci)}, Spearman rho {_fmt(metrics.spearman_rho)} "
+        f"{_fmt_ci(metrics.spearman_rho_ci)}, pairwise accuracy {_fmt(metrics.pairwise_accuracy)}"
+    )
+    log("analyze: baselines " + ", ".join(f"{name} tau {_fmt(m.kendall_tau)} {_fmt_ci(m.kendall_tau_ci)}"
+                                          for name, m in baselines.items())
+        + f"; one-shot tau given params {_fmt(partial['oneshot'])}")
+
+
 def analyze(
     search_results: str | Sequence[str] | None,
     retrain_results: str | None,
     output_dir: str,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    proxies: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Analysis:
     """Computes rank metrics, draws the figures and writes the report.
 
@@ -225,6 +270,8 @@ def analyze(
         output_dir: where the PNGs, report.md and analysis.json go.
         overwrite: replace an earlier analysis in `output_dir`.
         log: progress lines.
+        proxies: training-free scores of the retrained architectures, name ->
+            architecture -> score, reported beside params and FLOPs.
 
     Returns:
         The `Analysis`.
@@ -254,14 +301,8 @@ def analyze(
     if split == "test":
         log("analyze: the retrain runs trained on train + validation (--full_train): stand-alone "
             "accuracies are test accuracies")
-    log(
-        f"analyze: {metrics.num_architectures} retrained architectures ({split} accuracy"
-        f"{f', ties broken by {split} loss' if losses else ''}; {len(set(scores.tolist()))} distinct "
-        f"values, {tied_pairs} tied pairs): Kendall tau {_fmt(metrics.kendall_tau)} "
-        f"{_fmt_ci(metrics.kendall_tau_ci)}, Spearman rho {_fmt(metrics.spearman_rho)} "
-        f"{_fmt_ci(metrics.spearman_rho_ci)}, pairwise accuracy {_fmt(metrics.pairwise_accuracy)}"
-    )
-
+    baselines, partial = baseline_metrics(joined, scores, oneshot, proxies)
+    _log_metrics(log, metrics, split, bool(losses), scores, tied_pairs, baselines, partial)
     drawn, kl_tau = _draw(output_dir, joined, oneshot, standalone, metrics, split, search)
     log(f"analyze: wrote {len(drawn)} plots to {output_dir}")
 
@@ -283,6 +324,8 @@ def analyze(
         distinct_standalone=len(set(scores.tolist())),
         tied_pairs=tied_pairs,
         accuracy_kendall_tau=kendall_tau(oneshot, standalone) if joined else math.nan,
+        baselines=baselines,
+        partial_taus=partial,
     )
     atomic_write_text(analysis.report, render_report(analysis, search_results, retrain_results))
     atomic_write_json(os.path.join(output_dir, ANALYSIS), analysis.to_json())
@@ -328,6 +371,22 @@ def _draw(output_dir: str, joined: Sequence, oneshot: Sequence[float], standalon
             path("search_progress"),
         )
     return drawn, kl_tau
+
+
+def baseline_table(analysis: Analysis) -> list[str]:
+    """The report's rows of the one-shot ranking beside the training-free baselines."""
+    if not analysis.joined:
+        return []
+    lines = ["", "## Beside the training-free baselines", "",
+             "Each ranking of the same retrained architectures against stand-alone; tau given params is "
+             "Kendall's partial tau given the parameter count (cost-controlled, undefined for params itself).", "",
+             "| ranking | Kendall tau (95% CI) | Spearman rho (95% CI) | tau given params |",
+             "| --- | --- | --- | --- |"]
+    for name, m in {"one-shot": analysis.metrics, **analysis.baselines}.items():
+        partial = analysis.partial_taus.get("oneshot" if name == "one-shot" else name, math.nan)
+        lines.append(f"| {name} | {_fmt(m.kendall_tau)} {_fmt_ci(m.kendall_tau_ci)} | {_fmt(m.spearman_rho)} "
+                     f"{_fmt_ci(m.spearman_rho_ci)} | {_fmt(partial)} |")
+    return lines
 
 
 def render_report(
@@ -377,6 +436,7 @@ def render_report(
     ]
     if analysis.kl_kendall_tau is not None:
         lines.append(f"| Kendall tau, KL vs one-shot accuracy (§5) | {_fmt(analysis.kl_kendall_tau)} |")
+    lines += baseline_table(analysis)
     captions = {
         "oneshot_vs_standalone": "One-shot vs stand-alone accuracy (Figure 5, top)",
         "oneshot_histogram": "Distribution of one-shot accuracies (Figure 5, bottom)",

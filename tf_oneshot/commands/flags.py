@@ -134,6 +134,12 @@ flags.DEFINE_integer("population_size", 50, "Evolution: population P (SPOS: 50).
 flags.DEFINE_integer("num_parents", 10, "Evolution: top-k parents (SPOS: 10). NAO: top-k architectures moved "
                      "along the predictor's gradient (NAO's code: 100).")
 flags.DEFINE_float("mutation_prob", 0.1, "Evolution: per-choice mutation probability (SPOS: 0.1).")
+# "oneshot" and tf_oneshot.search.proxies.PROXIES, spelled here so that loading the
+# flags loads no TensorFlow (tests/test_proxies.py checks that the two agree).
+flags.DEFINE_enum("scorer", "oneshot", ["oneshot", "params", "flops", "synflow", "grad_norm", "snip", "jacob_cov"],
+                  "What ranks the architectures: oneshot (the trained one-shot model, Bender et al. 2018, §3.3) "
+                  "or a training-free baseline (tf_oneshot.search.proxies), computed on each stand-alone child at "
+                  "initialization; a proxy's results go to <model_dir>/search/<algorithm>_<scorer>.jsonl.")
 flags.DEFINE_integer("archs_per_pass", None, "Architectures scored per forward pass, one per ghost batch "
                      "(default: timed automatically; 1 with --architectures, as the KerasTuner trial scores).")
 flags.DEFINE_integer("validation_examples", None, "Score on the first this many validation examples (default: all).")
@@ -200,6 +206,8 @@ flags.DEFINE_integer("snapshots", 1, "Rank the children at each of the last K ch
 flags.DEFINE_float("prune_fraction", None, "Insight 1: drop the children whose median rank is in the worst "
                    "fraction q of positions, and report how many of the ground-truth top n survive.")
 flags.DEFINE_list("top_n", ["1", "3", "5", "10"], "The ground-truth top n counted by --prune_fraction.")
+flags.DEFINE_list("proxies", ["synflow", "grad_norm", "snip", "jacob_cov"], "insights: the training-free proxies "
+                  "ranked beside the one-shot rows (with params and FLOPs, always); empty for the cost rows only.")
 # tf_oneshot.analysis.insights.RANK_BY, spelled here so that loading the flags
 # loads no TensorFlow (tests/test_cli.py checks that the two agree).
 flags.DEFINE_enum("rank_by", "accuracy_then_loss", ["accuracy_then_loss", "accuracy", "loss"], "How children "

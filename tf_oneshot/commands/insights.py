@@ -7,6 +7,9 @@ GT-Tau-Mean-k/Std-k, the ground truth's own rows and noise ceiling), Figure 3
 (each child's rank distribution across instances and across snapshots) and
 GT-Tau against training progress (Figures 2/8); with --prune_fraction, how
 many of the ground-truth top n survive pruning by median rank (Insight 1).
+Beside the one-shot rows: the training-free baselines (params, FLOPs and the
+--proxies, `tf_oneshot.search.proxies`, on the first run's data) and, for
+every row, the bootstrap interval of GT-Tau and the partial tau given params.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tf_oneshot.analysis.report import check_output_dir
 from tf_oneshot.errors import UserError
 
 FLAG_NAMES = ("ground_truth", "model_dirs", "snapshots", "prune_fraction", "top_n", "rank_by", "output_dir",
-              "overwrite", "validation_examples", "bn_mode")
+              "overwrite", "validation_examples", "bn_mode", "proxies", "seed", "data_dir")
 
 
 def _top_n(values) -> list[int]:
@@ -37,6 +40,20 @@ def _check_space(gt: insights.GroundTruth, model_dir: str, space) -> None:
     if sorted(children) != sorted(gt.children):
         raise UserError(f"{model_dir}'s space has {len(children)} children, the ground truth {len(gt.children)} "
                         "others; use a ground truth of the same space.")
+
+
+def _baselines(FLAGS, model_dir, children) -> dict:
+    """Params, FLOPs and the --proxies of every child (ground-truth order), on one minibatch of the run's data."""
+    from tf_oneshot.search import proxies
+
+    names = ("params", "flops", *proxies.check_proxies(FLAGS.proxies or []))
+    space = model_dir.space
+    archs = [space.parse(c) for c in children]
+    seed = 0 if FLAGS.seed is None else FLAGS.seed
+    images = labels = None
+    if set(names) - {"params", "flops", "synflow"}:
+        images, labels = proxies.minibatch(model_dir, seed=seed, data_dir=FLAGS.data_dir)
+    return proxies.proxy_values(space, archs, names, images, labels, seed)
 
 
 def run(FLAGS) -> int:
@@ -62,7 +79,8 @@ def run(FLAGS) -> int:
         label = f"{os.path.basename(os.path.normpath(path)) or path} (bn {scores.bn_mode})"
         instances.append(insights.Instance(
             label, scores.steps, insights.snapshot_scores(scores.accuracy, scores.loss, FLAGS.rank_by)))
-    result = insights.build_insights(gt, instances, FLAGS.rank_by, FLAGS.prune_fraction, top_n)
+    baselines = _baselines(FLAGS, ModelDir.open(FLAGS.model_dirs[0]), gt.children)
+    result = insights.build_insights(gt, instances, FLAGS.rank_by, FLAGS.prune_fraction, top_n, baselines)
     paths = insights.write_insights(result, FLAGS.output_dir, gt.noise_ceiling)
     print(insights.format_table(result), end="")
     print(f"insights: {paths['json']}")

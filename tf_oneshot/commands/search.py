@@ -26,7 +26,7 @@ FLAG_NAMES = (
     "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",
     "bn_mode", "recalibration_images", "kl", "kl_reference", "population_size", "num_parents", "mutation_prob",
     "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu",
-    "finetune_steps", "finetune_top", *flags.CONSTRAINT_FLAGS,
+    "finetune_steps", "finetune_top", "scorer", *flags.CONSTRAINT_FLAGS,
 )
 FINETUNE_TOP = 10
 
@@ -81,12 +81,13 @@ def run(FLAGS) -> int:
     # every finished line is written (a gs:// file is flushed) and exit is 143.
     with Preemption() as preemption:
         strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+        scorer, results = _proxy_scorer(FLAGS, model_dir, seed)
         summary = search.run(
             model_dir, FLAGS.algorithm, FLAGS.num_architectures, architectures=architectures,
-            constraints=_constraints(FLAGS), results=FLAGS.results, seed=seed, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl,
+            constraints=_constraints(FLAGS), results=results, seed=seed, bn_mode=FLAGS.bn_mode, kl=FLAGS.kl,
             kl_reference=FLAGS.kl_reference, archs_per_pass=FLAGS.archs_per_pass,
             recalibration_images=FLAGS.recalibration_images, validation_examples=FLAGS.validation_examples,
-            data_dir=FLAGS.data_dir, strategy=strategy, stop=preemption, log=functools.partial(print, flush=True),
+            data_dir=FLAGS.data_dir, strategy=strategy, scorer=scorer, stop=preemption, log=functools.partial(print, flush=True),
             population_size=FLAGS.population_size, num_parents=FLAGS.num_parents, mutation_prob=FLAGS.mutation_prob,
         )
         if summary["stopped"]:
@@ -100,6 +101,21 @@ def run(FLAGS) -> int:
     return 0
 
 
+def _proxy_scorer(FLAGS, model_dir, seed: int):
+    """(the training-free scorer of --scorer, its results path), or (None, --results) for the one-shot scorer.
+
+    A proxy's lines have another identity than the one-shot search's, so they
+    default to their own file, `<algorithm>_<scorer>.jsonl`.
+    """
+    if FLAGS.scorer == "oneshot":
+        return None, FLAGS.results
+    from tf_oneshot.search.scorer import make_scorer
+
+    scorer = make_scorer(model_dir, FLAGS.scorer, seed=seed, data_dir=FLAGS.data_dir)
+    name = "given" if FLAGS.architectures or FLAGS.architectures_file else FLAGS.algorithm
+    return scorer, FLAGS.results or model_dir.file("search", f"{name}_{FLAGS.scorer}.jsonl")
+
+
 def _check_flags(FLAGS) -> tuple[list[str], int | None]:
     """(the --architectures given, --finetune_top or None), after the checks that need no model_dir.
 
@@ -111,6 +127,14 @@ def _check_flags(FLAGS) -> tuple[list[str], int | None]:
         raise UserError("--model_dir is required: the directory `tf-oneshot train` wrote.")
     given = flags.architecture_strings(FLAGS.architectures, FLAGS.architectures_file)
     finetune_top = _finetune_options(FLAGS)
+    if FLAGS.scorer != "oneshot":
+        used = [f"--{name}" for name in ("bn_mode", "recalibration_images", "archs_per_pass", "validation_examples",
+                                          "finetune_steps") if getattr(FLAGS, name) is not None]
+        if FLAGS.kl:
+            used.append("--kl")
+        if used:
+            raise UserError(f"--scorer={FLAGS.scorer} is training-free; drop {', '.join(used)} (options of the "
+                            "one-shot scorer).")
     if FLAGS.strategy == "multi_worker_mirrored":
         raise UserError(
             "--strategy=multi_worker_mirrored is for training; search on one host with --strategy=mirrored "

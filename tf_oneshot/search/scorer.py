@@ -435,3 +435,25 @@ class OneShotScorer:
 def _count(masks: dict[str, tf.Tensor]) -> int:
     """Architectures in a batch of masks (the static leading axis)."""
     return next(iter(masks.values())).shape[0]
+
+
+def make_scorer(model_dir: str | ModelDir, scorer: str = "oneshot", *, seed: int = 0, data_dir: str | None = None,
+                **kwargs: Any) -> Any:
+    """The scorer of a search by name: "oneshot" (`OneShotScorer.from_model_dir`, given `kwargs`), or a proxy.
+
+    A proxy (`tf_oneshot.search.proxies.PROXIES`) scores the stand-alone
+    child at initialization with the same interface, so every algorithm and
+    the results file take it unchanged; it takes no one-shot scoring option.
+
+    Raises:
+        UserError: an unknown scorer, or one-shot scoring options given to a proxy.
+    """
+    if scorer == "oneshot":
+        return OneShotScorer.from_model_dir(model_dir, seed=seed, data_dir=data_dir, **kwargs)
+    from tf_oneshot.search.proxies import ProxyScorer, check_proxies
+
+    check_proxies([scorer])
+    if kwargs:
+        raise UserError(f"--scorer={scorer} is training-free; drop {', '.join('--' + k for k in sorted(kwargs))} "
+                        "(options of the one-shot scorer).")
+    return ProxyScorer.from_model_dir(model_dir, scorer, seed=seed, data_dir=data_dir)
