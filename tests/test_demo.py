@@ -61,6 +61,14 @@ def _check_outputs(out, summary):
     report = open(os.path.join(out, "report.md")).read()
     assert "Kendall tau" in report and "![" in report
     assert os.path.exists(os.path.join(out, saved["export"]["keras"]))
+    # The demo's export loads in a fresh process after `import tf_oneshot` alone and takes
+    # [0, 1] images (issue 19: it needed tf_oneshot.layers imported and standardized input).
+    code = ("import keras, numpy as np, tf_oneshot; "
+            f"model = keras.saving.load_model({os.path.join(out, saved['export']['keras'])!r}, safe_mode=True); "
+            "print(model.predict(np.full((3, 8, 8, 1), 0.5, 'float32'), verbose=0).shape)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", env={**os.environ, "PYTHONPATH": ROOT},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "(3, 10)", proc.stderr[-3000:]
     return saved
 
 

@@ -64,6 +64,7 @@ _LAZY = {
     "search": "tf_oneshot.search",  # the subpackage, callable: runs a search (tf_oneshot.search.run)
     "run_search": "tf_oneshot.search.driver",
     "retrain": "tf_oneshot.training.retrain",
+    "inherited_child": "tf_oneshot.training.finetune",
     "analyze": "tf_oneshot.analysis.report",
     "rank_metrics": "tf_oneshot.analysis.rank_metrics",
 }
