@@ -270,3 +270,17 @@ def test_analyze_breaks_accuracy_ties_by_loss_and_reports_the_interval(tmp_path)
     assert (result.distinct_accuracies, result.distinct_standalone, result.tied_pairs) == (3, 3, 9)
     assert result.standalone_losses == {}
     assert "| tied pairs in the stand-alone ranking | 9 of 36 |" in open(tmp_path / "plain" / "report.md").read()
+
+
+def test_report_shows_no_spread_over_one_seed(tmp_path):
+    """Issue 19 item 10: one seed printed "± 0.0000", a spread that was never measured."""
+    search, retrain, _, _ = _write_results(tmp_path, seeds=(0,))
+    out = str(tmp_path / "analysis")
+    analyze(search, retrain, out, log=lambda s: None)
+    rows = [line for line in open(os.path.join(out, "report.md")) if line.startswith("| `")]
+    assert rows and all("±" not in row and "(1 seed)" in row for row in rows)
+    (tmp_path / "two").mkdir()
+    search2, retrain2, _, _ = _write_results(tmp_path / "two", seeds=(0, 1))
+    analyze(search2, retrain2, str(tmp_path / "two_out"), log=lambda s: None)
+    rows = [line for line in open(os.path.join(str(tmp_path / "two_out"), "report.md")) if line.startswith("| `")]
+    assert rows and all(" ± " in row for row in rows)
