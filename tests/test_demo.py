@@ -152,3 +152,12 @@ def test_demo_resumes_only_its_own_unfinished_run(tmp_path):
     with pytest.raises(UserError, match="unfinished demo with other settings.*--overwrite"):
         _prepare_output_dir(out, changed, overwrite=False)
     assert _prepare_output_dir(out, changed, overwrite=True) is False
+
+
+def test_readme_activates_the_environment_dev_installs_into():
+    """Issue 19 item 10: after `./dev demo` every `tf-oneshot ...` line failed with "command not found"."""
+    dev = open(os.path.join(ROOT, "dev")).read()
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "python3 -m venv .venv" in dev and ".venv/bin/tf-oneshot" in dev
+    assert "source .venv/bin/activate" in install and ".venv/bin/tf-oneshot" in install
