@@ -67,6 +67,14 @@ def _check_outputs(out, summary):
     report = open(os.path.join(out, "report.md")).read()
     assert "Kendall tau" in report and "![" in report
     assert os.path.exists(os.path.join(out, saved["export"]["keras"]))
+    # The demo's export loads in a fresh process after `import tf_oneshot` alone and takes
+    # [0, 1] images (issue 19: it needed tf_oneshot.layers imported and standardized input).
+    code = ("import keras, numpy as np, tf_oneshot; "
+            f"model = keras.saving.load_model({os.path.join(out, saved['export']['keras'])!r}, safe_mode=True); "
+            "print(model.predict(np.full((3, 8, 8, 1), 0.5, 'float32'), verbose=0).shape)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", env={**os.environ, "PYTHONPATH": ROOT},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "(3, 10)", proc.stderr[-3000:]
     return saved
 
 
@@ -151,3 +159,12 @@ def test_demo_resumes_only_its_own_unfinished_run(tmp_path):
     with pytest.raises(UserError, match="unfinished demo with other settings.*--overwrite"):
         _prepare_output_dir(out, changed, overwrite=False)
     assert _prepare_output_dir(out, changed, overwrite=True) is False
+
+
+def test_readme_activates_the_environment_dev_installs_into():
+    """Issue 19 item 10: after `./dev demo` every `tf-oneshot ...` line failed with "command not found"."""
+    dev = open(os.path.join(ROOT, "dev")).read()
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "python3 -m venv .venv" in dev and ".venv/bin/tf-oneshot" in dev
+    assert "source .venv/bin/activate" in install and ".venv/bin/tf-oneshot" in install

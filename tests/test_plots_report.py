@@ -299,3 +299,17 @@ def test_analyze_reports_the_training_free_baselines_beside_the_one_shot_ranking
     saved = json.load(open(os.path.join(str(tmp_path / "out"), "analysis.json")))
     assert saved["baselines"]["params"]["partial_tau_params"] is None
     assert saved["partial_tau_params"] == pytest.approx(result.partial_taus["oneshot"])
+
+
+def test_report_shows_no_spread_over_one_seed(tmp_path):
+    """Issue 19 item 10: one seed printed "± 0.0000", a spread that was never measured."""
+    search, retrain, _, _ = _write_results(tmp_path, seeds=(0,))
+    out = str(tmp_path / "analysis")
+    analyze(search, retrain, out, log=lambda s: None)
+    rows = [line for line in open(os.path.join(out, "report.md")) if line.startswith("| `")]
+    assert rows and all("±" not in row and "(1 seed)" in row for row in rows)
+    (tmp_path / "two").mkdir()
+    search2, retrain2, _, _ = _write_results(tmp_path / "two", seeds=(0, 1))
+    analyze(search2, retrain2, str(tmp_path / "two_out"), log=lambda s: None)
+    rows = [line for line in open(os.path.join(str(tmp_path / "two_out"), "report.md")) if line.startswith("| `")]
+    assert rows and all(" ± " in row for row in rows)

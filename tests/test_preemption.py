@@ -37,10 +37,10 @@ MAX_KILLS = 6
 class Run:
     """One `python -m tf_oneshot train` process whose output is read as it comes."""
 
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, *extra: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tf_oneshot", "train", f"--model_dir={model_dir}", *FLAGS],
+            [sys.executable, "-m", "tf_oneshot", "train", f"--model_dir={model_dir}", *FLAGS, *extra],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
@@ -159,6 +159,21 @@ def test_sigterm_and_sigkill_at_random_moments_resume_to_the_exact_end(tmp_path)
             assert value == pytest.approx(0.05 * (1 + math.cos(math.pi * step / STEPS)), abs=1e-6), step
         elif tag == "train/drop_probability_ops":
             assert value == pytest.approx(0.1 ** (1 / 7) * step / STEPS, rel=1e-5), step
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_current_step_and_exits_130(tmp_path):
+    # Issue 19 item 6: Ctrl-C said "finished work is saved" and exited 2 with no
+    # checkpoint; with --checkpoint_every past the end, only the stop itself can save.
+    model_dir = str(tmp_path / "run")
+    run = Run(model_dir, "--checkpoint_every=1000")
+    run.target = 12
+    assert run.reached.wait(timeout=180), run.finish()
+    run.proc.send_signal(signal.SIGINT)
+    out = run.finish()
+    assert run.proc.returncode == 130, out[-3000:]
+    saved = re.findall(r"SIGINT received: checkpoint saved at step (\d+); run again to resume", out)
+    assert saved and 12 <= int(saved[0]) < STEPS and latest_step(model_dir) == int(saved[0]), out[-3000:]
+    assert "finished work is saved" not in out
 
 
 # --- SIGTERM in the other long commands: retrain and the demo stop and resume ------------

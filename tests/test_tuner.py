@@ -358,3 +358,28 @@ def test_distributed_chief_and_two_workers_on_loopback(oneshot_model_dir, tmp_pa
     assert len(trials) == 12 and sorted(t.trial_id for t in trials) == sorted(ids)
     assert len({str(oracle.architecture(t)) for t in trials}) == 12
     assert oracle.algorithm.generation == 2 and oracle.algorithm.done
+
+
+def test_best_models_hold_the_trained_shared_weights_after_save_and_reload(tmp_path):
+    """Issue 19 item 5: `get_best_models()` returned untrained networks (0/32 correct after a reload)."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    from tf_oneshot.training import trainer
+    from tf_oneshot.training.config import TrainConfig
+    from tf_oneshot.tuner import OneShotTuner
+
+    model_dir = str(tmp_path / "oneshot")
+    trainer.train(TrainConfig(dataset="digits", filters=8, num_cells=1, num_stacks=1, num_blocks=2, batch_size=32,
+                              ghost_batch_size=16, train_steps=150, checkpoint_every=150, log_every=50,
+                              eval_batches=1), model_dir, log=lambda s: None)
+    oracle = OneShotOracle(model_dir, algorithm="random", max_trials=3, seed=0)
+    tuner = OneShotTuner(oracle, model_dir, directory=str(tmp_path), project_name="best")
+    tuner.search(verbose=0)
+    path = str(tmp_path / "best.keras")
+    tuner.get_best_models(1)[0].save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    digits = load_digits()  # [0, 1] images, as a user has them: the model standardizes them itself
+    predicted = np.argmax(reloaded.predict((digits.images / 16.0)[..., None].astype("float32"), verbose=0), axis=-1)
+    accuracy = float(np.mean(predicted == digits.target))
+    assert accuracy > 0.5, accuracy  # chance is 0.1

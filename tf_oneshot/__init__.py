@@ -64,6 +64,7 @@ _LAZY = {
     "search": "tf_oneshot.search",  # the subpackage, callable: runs a search (tf_oneshot.search.run)
     "run_search": "tf_oneshot.search.driver",
     "retrain": "tf_oneshot.training.retrain",
+    "inherited_child": "tf_oneshot.training.finetune",
     "analyze": "tf_oneshot.analysis.report",
     "rank_metrics": "tf_oneshot.analysis.rank_metrics",
 }
@@ -118,6 +119,57 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
     sys.meta_path.append(_MovedModules())
+
+
+class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `tf_oneshot.layers` once Keras and TensorFlow have loaded, so exports load after `import tf_oneshot`.
+
+    A `.keras` file names its layers as "tf_oneshot>GhostBatchNormalization";
+    Keras finds them only once their module has run its
+    `register_keras_serializable`. `import tf_oneshot` stays free of
+    TensorFlow, so the registration waits for the user's own `import keras`
+    (or `import tensorflow`, which imports Keras while it loads): this finder
+    lets each of the two load as usual, then registers the layers when both
+    are done, and removes itself.
+    """
+
+    WATCHED = ("keras", "tensorflow")
+
+    def __init__(self) -> None:
+        self.loading: set[str] = set()
+        self.loaders: dict[str, Any] = {}
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in self.WATCHED or name in self.loading:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        self.loaders[name] = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loaders[spec.name].create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        """Runs the module's own loader, then registers the layers once both modules are done."""
+        name, loader = module.__name__, self.loaders.pop(module.__name__)
+        module.__loader__ = module.__spec__.loader = loader  # the module keeps its real loader
+        self.loading.add(name)
+        try:
+            loader.exec_module(module)
+        finally:
+            self.loading.discard(name)
+        if not self.loading and all(m in sys.modules for m in self.WATCHED):
+            sys.meta_path.remove(self)
+            importlib.import_module("tf_oneshot.layers")
+
+
+if "keras" in sys.modules and "tensorflow" in sys.modules:
+    importlib.import_module("tf_oneshot.layers")  # Keras is here already: register now
+elif not any(isinstance(finder, _RegisterLayersWithKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersWithKeras())
 
 
 def __getattr__(name: str) -> Any:

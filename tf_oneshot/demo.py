@@ -43,7 +43,7 @@ from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, read_json
 from tf_oneshot.search_spaces.constraints import Constraints
 from tf_oneshot.training.config import TrainConfig
-from tf_oneshot.training.preemption import Preemption
+from tf_oneshot.training.preemption import Preemption, signal_name
 
 # flags/demo.flags: Bender et al. 2018 §4.1 at laptop scale (tests/test_demo.py
 # checks the two agree).
@@ -260,7 +260,7 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
         return time.perf_counter()
 
     def stopped(name: str) -> dict[str, Any]:
-        log(f"\nSIGTERM received: the demo stopped in its {name} stage, with what it finished saved in "
+        log(f"\n{signal_name()} received: the demo stopped in its {name} stage, with what it finished saved in "
             f"{output_dir}; run the same command again to resume.")
         return {"preempted": True, "stage": name, "total_seconds": round(time.perf_counter() - start, 1)}
 

@@ -180,6 +180,11 @@ def check_output_dir(output_dir: str, names: tuple[str, ...], overwrite: bool) -
         )
 
 
+def _mean_std(mean: float, std: float, seeds: int) -> str:
+    """"mean ± std" over several seeds; the mean alone over one (its "± 0.0000" would claim a spread never measured)."""
+    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 else f"{mean:.4f} (1 seed)"
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -458,8 +463,8 @@ def render_report(
         for j in sorted(analysis.joined, key=lambda j: -j.oneshot_accuracy):
             s = j.standalone
             lines.append(
-                f"| `{j.architecture}` | {j.oneshot_accuracy:.4f} | {s.accuracy:.4f} ± "
-                f"{s.accuracy_std:.4f} | {_fmt(analysis.standalone_losses.get(j.architecture), 4)} | "
+                f"| `{j.architecture}` | {j.oneshot_accuracy:.4f} | {_mean_std(s.accuracy, s.accuracy_std, len(s.seeds))} "
+                f"| {_fmt(analysis.standalone_losses.get(j.architecture), 4)} | "
                 f"{_fmt(s.test_mean, 4)} | {len(s.seeds)} | "
                 f"{s.params:,} | {s.flops:,} |"
             )

@@ -21,6 +21,7 @@ import importlib.abc
 import importlib.util
 import os
 import re
+import signal
 import sys
 import tempfile
 import textwrap
@@ -239,7 +240,10 @@ def _run(command: str, rest: list[str]) -> int:
     except UserError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        return _fail("interrupted; finished work is saved and a rerun resumes it.")
+        # A second Ctrl-C (or one outside a stoppable loop): only what was already written is kept.
+        _fail("interrupted at once; work since the last checkpoint or record is lost, a rerun resumes "
+              "from there (one Ctrl-C stops at the next safe point and saves).")
+        return 128 + signal.SIGINT  # 130, the shell's code for Ctrl-C
 
 
 def entry_point() -> None:

@@ -21,7 +21,7 @@ def run(FLAGS) -> int:
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
     result = trainer.train(config, FLAGS.model_dir, strategy=strategy)
     if result["preempted"]:  # the trainer logged the step it saved
-        return preemption.EXIT_CODE  # 128 + SIGTERM: wrappers tell a preempted run from a finished one
+        return preemption.exit_code()  # 128 + the signal: wrappers tell a stopped run from a finished one
     return 0
 
 

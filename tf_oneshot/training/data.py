@@ -169,6 +169,24 @@ def check_fits(name: str, data_dir: str | None, image_shape, num_classes: int) -
         )
 
 
+def input_statistics(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel with which `make_dataset` standardizes images scaled to [0, 1].
+
+    The training split's statistics (digits: computed from it; the TFDS sets:
+    their published ones). An export puts them in front of the network
+    (`retrain.export_model`), so a user's [0, 1] images need no recipe from here.
+
+    Raises:
+        UserError: for an unknown dataset name.
+    """
+    if name == DIGITS:
+        train = _digits_arrays()["train"][0]  # Standardize with train statistics only.
+        mean, std = train.mean(axis=(0, 1, 2)), train.std(axis=(0, 1, 2))
+        return tuple(float(m) for m in np.atleast_1d(mean)), tuple(float(s) for s in np.atleast_1d(std))
+    source = _source(name)
+    return tuple(source.mean), tuple(source.std)
+
+
 def make_dataset(
     name: str,
     split: str,
@@ -371,12 +389,9 @@ def _examples(
         parts = split.split("+")  # FULL_TRAIN: train, then validation
         examples = tuple(np.concatenate([arrays[p][i] for p in parts]) for i in (0, 1))
         ds = tf.data.Dataset.from_tensor_slices(examples)
-        train = arrays["train"][0]  # Standardize with train statistics only.
-        mean, std = train.mean(axis=(0, 1, 2)), train.std(axis=(0, 1, 2))
         preprocess, decode = _preprocess_digits, None
     else:
         source = TFDS_SOURCES[info.name]
-        mean, std = source.mean, source.std
         # Images stay encoded until after sharding, so a pipeline decodes only its share.
         # FULL_TRAIN is a TFDS split expression too: "train[:45000]+train[45000:]".
         ds = builder.as_dataset(
@@ -403,8 +418,7 @@ def _examples(
     if repeat:
         ds = ds.repeat()
 
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
+    mean, std = (tf.constant(v, tf.float32) for v in input_statistics(info.name))
 
     def _map(index: tf.Tensor, example: tuple[tf.Tensor, tf.Tensor]):
         image, label = example

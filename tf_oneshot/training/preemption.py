@@ -1,4 +1,4 @@
-"""SIGTERM as a request to stop at the next safe point.
+"""SIGTERM and Ctrl-C (SIGINT) as a request to stop at the next safe point.
 
 Cloud TPU VMs are preempted with SIGTERM (and maintenance and schedulers send
 it too), then lost some seconds later. A long command therefore treats SIGTERM
@@ -7,6 +7,12 @@ as "finish the unit of work in hand, keep what is written, and exit 143"
 running the same command again resumes. The work loops (training steps,
 scored batches, retrained pairs, demo stages) poll `Preemption.requested`
 between units, so no write is ever cut by the signal itself.
+
+Ctrl-C is the same request from a person at the terminal: the same
+checkpoint at the current step, exit 130 (128 + SIGINT, the shell's
+convention), and a message naming the signal that was received. A second
+Ctrl-C before the safe point raises KeyboardInterrupt at once (the impatient
+user's way out; work since the last save is then lost, and the CLI says so).
 
 Contexts nest: an inner one (the trainer inside the demo) starts requested if
 the outer one already is, and passes a request on to the outer one, so the
@@ -19,15 +25,26 @@ import signal
 import sys
 import threading
 
-EXIT_CODE = 128 + signal.SIGTERM  # 143
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_received = [signal.SIGTERM]  # the last stop signal this process received (one slot, module-wide)
+
+
+def signal_name() -> str:
+    """The stop signal this process received last, as the messages name it ("SIGTERM" or "SIGINT")."""
+    return signal.Signals(_received[0]).name
+
+
+def exit_code() -> int:
+    """128 + the stop signal received: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + int(_received[0])
 
 
 class Preempted(Exception):
-    """Raised inside a unit of work that stopped for SIGTERM (caught by its loop)."""
+    """Raised inside a unit of work that stopped for SIGTERM or SIGINT (caught by its loop)."""
 
 
 class Preemption:
-    """Turns SIGTERM into `requested = True` while the context is active.
+    """Turns SIGTERM and SIGINT into `requested = True` while the context is active.
 
     Outside the main thread (where signal handlers cannot be installed) it
     only reflects an enclosing context.
@@ -35,7 +52,7 @@ class Preemption:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, object] = {}
         self._outer: Preemption | None = None
         self._installed = False
 
@@ -46,14 +63,20 @@ class Preemption:
             if isinstance(outer, Preemption):
                 self._outer = outer
                 self.requested = outer.requested
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
             self._installed = True
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested and _received[0] == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without waiting for the safe point
+        _received[0] = signum
+        self._request()
+
+    def _request(self) -> None:
         self.requested = True
         if self._outer is not None:
-            self._outer._handle(signum, frame)
+            self._outer._request()
 
     def __call__(self) -> bool:
         """Whether a stop was requested (so the context is a `stop` callable)."""
@@ -61,13 +84,14 @@ class Preemption:
 
     def __exit__(self, *exc) -> None:
         if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
+            for s, previous in self._previous.items():
+                signal.signal(s, previous)
             self._installed = False
 
 
 def stopped_message(command: str, detail: str = "") -> int:
-    """Prints the one line a preempted command ends with; returns EXIT_CODE."""
+    """Prints the one line a stopped command ends with; returns `exit_code()` (143 or 130)."""
     extra = f" ({detail})" if detail else ""
-    print(f"tf-oneshot {command}: SIGTERM received{extra}; rerun the same command to resume.",
+    print(f"tf-oneshot {command}: {signal_name()} received{extra}; rerun the same command to resume.",
           file=sys.stderr, flush=True)
-    return EXIT_CODE
+    return exit_code()

@@ -31,7 +31,7 @@ from tf_oneshot.training import data, distribute, optimizers, strategy_loop
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import LoadedOneShot, ModelDir, load_oneshot, restore, step_of
 from tf_oneshot.training.optimizers import Segment
-from tf_oneshot.training.preemption import Preemption
+from tf_oneshot.training.preemption import Preemption, signal_name
 from tf_oneshot.training.samplers import (
     ArchitectureSampler,
     Sampler,
@@ -247,7 +247,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
             if step < config.train_steps:  # Preempted: every worker saves, then all stop.
                 writer.flush()
                 checkpoints.save(step)
-                log(f"SIGTERM received: checkpoint saved at step {step}; run again to resume.")
+                log(f"{signal_name()} received: checkpoint saved at step {step}; run again to resume.")
                 result["preempted"] = True
             result["step"] = step
             if not result["preempted"]:
