@@ -155,6 +155,11 @@ def test_cli_space_json(capsys):
     assert set(summary) >= {"size", "oneshot_params", "oneshot_flops", "example"}
     assert cli.main(["tf-oneshot", "space", "--json", "--filters=32", "--num_cells=6"]) == 0
     assert json.loads(capsys.readouterr().out)["oneshot_params"] == 4_789_610
+    # Issue 19 item 10: `space` assumed 32x32x3; --dataset describes the space `train` builds for it.
+    assert cli.main(["tf-oneshot", "space", "--json", "--dataset=digits", "--filters=4", "--num_cells=2",
+                     "--num_stacks=2"]) == 0
+    digits = json.loads(capsys.readouterr().out)
+    assert digits["config"]["image_shape"] == [8, 8, 1]
 
 
 @pytest.mark.slow
