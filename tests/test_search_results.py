@@ -153,3 +153,13 @@ def test_remote_results_are_written_in_batches_and_at_the_end(monkeypatch):
     assert writes[1:] == [1] * 20
     lines = read_jsonl(path)
     assert len(lines) == 40 == len({r["architecture"] for r in lines})
+
+
+def test_progress_prints_each_count_once(tmp_path):
+    """Issue 19 item 10: the last progress line was printed twice (the loop's, then the final one)."""
+    lines = []
+    results = ResultsFile(str(tmp_path / "r.jsonl"), SPACE, identity("random"))
+    run_search(make("random", 4), Scorer(), results, batch_size=4, log=lines.append, progress_every=0.0)
+    shown = [line for line in lines if "architectures (" in line]
+    assert len(shown) == len(set(line.split(" architectures")[0] for line in shown)) == 1, shown
+    assert shown[-1].startswith("4/4 architectures (100.0%)")

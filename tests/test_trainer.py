@@ -155,6 +155,11 @@ def test_cli_space_json(capsys):
     assert set(summary) >= {"size", "oneshot_params", "oneshot_flops", "example"}
     assert cli.main(["tf-oneshot", "space", "--json", "--filters=32", "--num_cells=6"]) == 0
     assert json.loads(capsys.readouterr().out)["oneshot_params"] == 4_789_610
+    # Issue 19 item 10: `space` assumed 32x32x3; --dataset describes the space `train` builds for it.
+    assert cli.main(["tf-oneshot", "space", "--json", "--dataset=digits", "--filters=4", "--num_cells=2",
+                     "--num_stacks=2"]) == 0
+    digits = json.loads(capsys.readouterr().out)
+    assert digits["config"]["image_shape"] == [8, 8, 1]
 
 
 @pytest.mark.slow
@@ -178,3 +183,20 @@ def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(
     assert result["val_accuracy"] > 0.5 > all_on + 0.2
     assert result["val_accuracy"] == pytest.approx(
         trainer.evaluate_all_on(model, space, config, masks={k: v[0] for k, v in space.encode_batch([path]).items()}))
+
+
+def test_progress_lines_and_events_as_a_user_expects(tmp_path):
+    """Issue 19 item 10: the first ETA counted tracing in; the dip at the ramp's end went unexplained; every
+    rerun added an events file, even one that trained nothing."""
+    model_dir, lines = str(tmp_path / "run"), []
+    trainer.train(TrainConfig(**{**TINY, "steps_per_loop": 3}), model_dir, log=lines.append)
+    step_lines = [line for line in lines if line.startswith("step ") and "/6:" in line]
+    assert "ETA after the next log" in step_lines[0]  # step 3: only the tracing loop has run
+    assert "ETA 0m00s" in step_lines[1]
+    assert sum("the path-dropout ramp is complete" in line for line in lines) == 1
+    assert len(lines) == len(set(lines))  # no line printed twice
+    events = sorted(os.listdir(os.path.join(model_dir, "train")))
+    again = []
+    trainer.train(TrainConfig(**{**TINY, "steps_per_loop": 3}), model_dir, log=again.append)
+    assert "already trained" in again[0] and not any("ramp is complete" in line for line in again)
+    assert sorted(os.listdir(os.path.join(model_dir, "train"))) == events

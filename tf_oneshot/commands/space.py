@@ -4,14 +4,20 @@ import json
 
 from tf_oneshot.commands import flags
 
-FLAG_NAMES = (*flags.SPACE_FLAGS, "json", "check", *flags.INPUT_FLAGS)
+FLAG_NAMES = (*flags.SPACE_FLAGS, "json", "check", *flags.INPUT_FLAGS, "dataset", "data_dir")
 
 
 def run(FLAGS) -> int:
     from tf_oneshot.search_spaces.space_config import SpaceConfig, build_space
 
     config = SpaceConfig.from_flat(flags.given(FLAGS, flags.SPACE_FLAGS))
-    space = build_space(config, (FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
+    if FLAGS.dataset:  # the space as `train --dataset` builds it: that dataset's images, classes and stem
+        from tf_oneshot.training import data
+
+        info = data.dataset_info(FLAGS.dataset, FLAGS.data_dir)
+        space = build_space(config, info.image_shape, info.num_classes, info.stem_stride)
+    else:
+        space = build_space(config, (FLAGS.image_size, FLAGS.image_size, FLAGS.channels), FLAGS.num_classes)
     cost = space.count_oneshot()
     example = space.example()
     example_cost = space.count(space.parse(example))

@@ -31,13 +31,15 @@ class Progress:
         self.start = time.perf_counter()
         self.last = -float("inf")
         self.scored = 0  # scored in this process (the rate ignores cache hits)
+        self.shown: int | None = None  # `done` of the last line logged
 
     def update(self, done: int, scored_now: int, best: str, force: bool = False) -> None:
+        """Logs a line every `every_seconds`; `force` logs one unless this count's line was the last (issue 19)."""
         self.scored += scored_now
         now = time.perf_counter()
-        if not force and now - self.last < self.every:
+        if (not force and now - self.last < self.every) or (force and done == self.shown):
             return
-        self.last = now
+        self.last, self.shown = now, done
         elapsed = max(now - self.start, 1e-9)
         rate = self.scored / elapsed
         left = self.total - done

@@ -34,6 +34,7 @@ from tf_oneshot.training.optimizers import Segment
 from tf_oneshot.training.preemption import Preemption, signal_name
 from tf_oneshot.training.samplers import (
     ArchitectureSampler,
+    PathDropoutSampler,
     Sampler,
     draws_per_step,
     global_masks,
@@ -209,7 +210,8 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     }
 
     iterator = _train_iterator(config, strategy, start)
-    writer = (tf.summary.create_file_writer(model_dir.events("train")) if chief
+    # A rerun that trains nothing writes nothing: no new, empty events file.
+    writer = (tf.summary.create_file_writer(model_dir.events("train")) if chief and start < config.train_steps
               else tf.summary.create_noop_writer())
     stop_agreed = _stop_agreement(strategy)
     result = {"step": start, "loss": float("nan"), "accuracy": float("nan"), "preempted": False}
@@ -223,7 +225,8 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     step = start
     window = np.zeros(TOTALS)
     window_steps = 0
-    tic = run_tic = time.perf_counter()
+    tic = time.perf_counter()
+    eta = _Eta(config.train_steps)
     try:
         with writer.as_default():
             while step < config.train_steps and not stop_agreed(preemption.requested):
@@ -233,9 +236,9 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
                 window += host_loop(iterator, tf.constant(n), masks).numpy()
                 window_steps += n
                 step += n
+                eta.passed(step)
                 if step % config.log_every == 0 or step == config.train_steps:
-                    eta = (time.perf_counter() - run_tic) / (step - start) * (config.train_steps - step)
-                    result = _log_window(result, window, window_steps, step, tic, eta, config, sampler,
+                    result = _log_window(result, window, window_steps, step, tic, eta(step), config, sampler,
                                          optimizer, log)
                     window, window_steps, tic = np.zeros(TOTALS), 0, time.perf_counter()
                 if step % config.checkpoint_every == 0 or step == config.train_steps:
@@ -253,6 +256,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
             if not result["preempted"]:
                 checkpoints.save(step)
             if not result["preempted"] and segment is None:
+                _ramp_ended(sampler, start, step, config, log)
                 result.update(_final_validation(model, space, sampler, config, strategy, step, log))
         writer.flush()
     finally:
@@ -365,8 +369,45 @@ def _log_window(result, window, steps, step, tic, eta, config, sampler, optimize
     rate = steps * config.data.batch_size / max(time.perf_counter() - tic, 1e-9)
     extra = f" skipped {skipped}" if skipped else ""
     log(f"step {step}/{config.train_steps}: loss {loss:.4f} acc {accuracy:.4f} l2 {l2:.4f} "
-        f"lr {lr:.4g} {sampler.describe(step)}{extra} ({rate:.0f} img/s, ETA {_duration(eta)})")
+        f"lr {lr:.4g} {sampler.describe(step)}{extra} ({rate:.0f} img/s, "
+        f"{'ETA after the next log' if eta is None else f'ETA {_duration(eta)}'})")
     return {**result, "loss": float(loss), "accuracy": float(accuracy)}
+
+
+class _Eta:
+    """Time left, from the pace of the host loops after the first.
+
+    The first host loop traces and compiles the step (seconds to minutes on
+    a TPU): counted in, it inflated the first ETA many times over.
+    """
+
+    def __init__(self, train_steps: int) -> None:
+        self.train_steps = train_steps
+        self.since: tuple[float, int] | None = None  # (time, step) at the end of the first host loop
+
+    def passed(self, step: int) -> None:
+        if self.since is None:
+            self.since = (time.perf_counter(), step)
+
+    def __call__(self, step: int) -> float | None:
+        """Seconds left; None while only the first (tracing) host loop has run."""
+        tic, first = self.since
+        if step <= first:
+            return None
+        return (time.perf_counter() - tic) / (step - first) * (self.train_steps - step)
+
+
+def _ramp_ended(sampler: Sampler, start: int, step: int, config: TrainConfig, log: Callable[[str], None]) -> None:
+    """Says why the training accuracy fell near the end, once the linear path-dropout ramp is complete.
+
+    Bender et al. 2018, §3.2: the drop rate rises linearly to its full value at
+    the last step, so the logged training accuracy (on dropped paths) falls
+    late in training; the all-on validation accuracy is not affected by it.
+    """
+    if isinstance(sampler, PathDropoutSampler) and sampler.schedule == "linear" and start < step >= sampler.total_steps:
+        log(f"step {step}: the path-dropout ramp is complete (rate r={sampler.rate:g} from 0 at step 0): the "
+            "training accuracy above, measured on dropped paths, falls as the rate rises; the all-on "
+            "validation accuracy below is measured without dropout.")
 
 
 def _duration(seconds: float) -> str:
