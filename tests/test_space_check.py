@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import keras
 import pytest
+import tensorflow as tf
 
 from tf_oneshot import Cost, OneShotModel, UserError, get_space, layers
 from tf_oneshot.commands import cli
@@ -66,6 +67,20 @@ class NoInheritance(Base):
         pass  # the child keeps its own random weights: not what the one-shot model computes
 
 
+@register
+@dataclasses.dataclass(frozen=True)
+class NoDecay(Base):
+    name: ClassVar[str] = "test_no_decay"
+
+    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
+        return NoDecayOneShot.create(self, ghost_batch_size, skip_inactive)
+
+
+class NoDecayOneShot(OneShot):
+    def masked_l2(self, masks):
+        return tf.constant(0.0)  # runs, and training would have no weight decay at all
+
+
 def _problems(space, **kwargs):
     report = check_space(space, **kwargs)
     return {r.name: r.problem for r in report.results if not r.ok}, report
@@ -75,7 +90,7 @@ def test_the_examples_pass_every_check():
     for spec in (SPEC, os.path.join(ROOT, "examples", "mobile_chain.py") + ":MobileChainSpace"):
         problems, report = _problems(get_space(spec))
         assert not problems and [r.name for r in report.results] == [
-            "round trips", "build", "checkpoint", "counts", "one-shot equals stand-alone", "one trace"]
+            "round trips", "build", "checkpoint", "counts", "masked l2", "one-shot equals stand-alone", "one trace"]
 
 
 def test_layers_kept_in_a_list_are_caught_naming_track_layers():
@@ -92,6 +107,13 @@ def test_a_count_of_half_the_parameters_is_caught():
     assert list(problems) == ["counts"]
     assert "parameters but its stand-alone model has" in problems["counts"]
     assert "a batch norm holds 4 per channel" in problems["counts"]
+
+
+def test_a_masked_l2_of_zero_is_caught():
+    problems, _ = _problems(NoDecay(), quick=True)
+    assert list(problems) == ["masked l2"]
+    assert "less than the sum of squares of its stand-alone model's kernels" in problems["masked l2"]
+    assert "weighted_sum_of_squares" in problems["masked l2"] and "\n" not in problems["masked l2"]
 
 
 def test_a_one_shot_model_that_is_not_its_children_is_caught():

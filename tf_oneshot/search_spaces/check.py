@@ -13,6 +13,9 @@ contract tests of the built-in spaces run these same checks:
 - every variable of the one-shot model (batch-norm moving statistics
   included) is reachable from `tf.train.Checkpoint(model=...)`'s object graph;
 - `count_oneshot()` and `count(arch)` equal Keras' `count_params()`;
+- `masked_l2` under an architecture's masks decays at least that
+  architecture's stand-alone kernels (their sum of squares, after the weight
+  copy; a space adds only extra decayed weights, as spos_quant's PACT alphas);
 - under an architecture's masks, the one-shot model equals that
   architecture's stand-alone model holding the inherited weights, two
   architectures in two ghost batches of one call (masks arrive as [G, ...]);
@@ -35,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.layers.common import nested_layers
+from tf_oneshot.layers.common import conv_kernels, nested_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces import space_from_config
 from tf_oneshot.search_spaces.base import SearchSpace
@@ -93,7 +96,7 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
         ghost_batch_size: examples per ghost batch of the test inputs.
         seed: seeds the sampled architectures, images and perturbed batch norms.
         quick: only the checks whose failures are silent in training and
-            search (round trips, checkpoint, counts), as `tf-oneshot train`
+            search (round trips, checkpoint, counts, masked l2), as `tf-oneshot train`
             runs them on a user's space; the equality and trace checks
             build more and trace, so `tf-oneshot space --check` runs them.
 
@@ -118,6 +121,7 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
         results += [
             _timed("checkpoint", lambda: check_checkpoint(model)),
             _timed("counts", lambda: check_counts(space, model, archs, ghost_batch_size)),
+            _timed("masked l2", lambda: check_masked_l2(space, model, archs, ghost_batch_size)),
         ]
         if not quick:
             results += [
@@ -206,6 +210,27 @@ def check_counts(space: SearchSpace, model: keras.Model, archs: Sequence[Hashabl
     return None
 
 
+def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], ghost_batch_size: int) -> str | None:
+    """Under one architecture's masks, `masked_l2` is at least the sum of squares of its stand-alone kernels.
+
+    The stand-alone model decays every conv and Dense kernel it holds
+    (`layers.conv_kernels`); the one-shot model, under that child's masks,
+    must decay the same weights (Bender et al. 2018, §3.2), or training
+    runs without weight decay on them and nothing else shows it. A space may
+    decay more (spos_quant's PACT alphas), never less.
+    """
+    for arch in archs:
+        child = space.build_standalone(arch, ghost_batch_size, name="check_l2")
+        space.inherit_weights(model, child, arch)
+        expected = float(sum(np.sum(np.square(k.numpy())) for k in conv_kernels(nested_layers(child))))
+        got = float(model.masked_l2(space.encode_batch([arch])))
+        if not got >= expected * (1 - TOLERANCE):
+            return (f"masked_l2 under the masks of {str(arch)!r} is {got:.6g}, less than the sum of squares of its "
+                    f"stand-alone model's kernels ({expected:.6g}); it must add each conv and Dense kernel the "
+                    "architecture uses, weighted by path_fraction of its mask (supernet.weighted_sum_of_squares).")
+    return None
+
+
 def _perturb_batch_norms(model: keras.Model, rng: np.random.Generator) -> None:
     """Batch norms as if trained (beta != 0): a mask applied before one instead of after shows."""
     for layer in nested_layers(model):
@@ -274,4 +299,4 @@ def check_one_trace(space: SearchSpace, model: Any, archs: Sequence[Hashable],
 
 
 __all__ = ["CheckResult", "SpaceReport", "check_checkpoint", "check_counts", "check_equal_outputs",
-           "check_one_trace", "check_round_trips", "check_space"]
+           "check_masked_l2", "check_one_trace", "check_round_trips", "check_space"]
