@@ -81,6 +81,15 @@ class NoDecayOneShot(OneShot):
         return tf.constant(0.0)  # runs, and training would have no weight decay at all
 
 
+@register
+@dataclasses.dataclass(frozen=True)
+class Unbuilt(Base):
+    name: ClassVar[str] = "test_unbuilt"
+
+    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
+        return OneShot(self, ghost_batch_size, skip_inactive)  # the constructor, not .create(...)
+
+
 def _problems(space, **kwargs):
     report = check_space(space, **kwargs)
     return {r.name: r.problem for r in report.results if not r.ok}, report
@@ -120,6 +129,14 @@ def test_a_one_shot_model_that_is_not_its_children_is_caught():
     problems, _ = _problems(NoInheritance())
     assert list(problems) == ["one-shot equals stand-alone"]
     assert "logits differ from its stand-alone model's" in problems["one-shot equals stand-alone"]
+
+
+def test_a_one_shot_model_built_without_create_is_one_line_naming_create():
+    problems, report = _problems(Unbuilt())
+    assert problems == {"build": "build_oneshot returned a model with no variables; return "
+                                 "ResidualChainOneShot.create(self, ghost_batch_size, skip_inactive), which calls it "
+                                 "once on all-on inputs, not the constructor."}
+    assert [r.name for r in report.results] == ["round trips", "build"]  # nothing else runs on it
 
 
 def test_a_space_whose_code_raises_is_one_line_not_a_traceback():

@@ -110,10 +110,13 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
 
     def build() -> str | None:
         try:
-            built["model"] = space.build_oneshot(ghost_batch_size)
+            model = space.build_oneshot(ghost_batch_size)
         except Exception as e:  # the space's own code: name what it raised, in one line
             return f"build_oneshot({ghost_batch_size}) raised {_one_line(e)}; it must return a built OneShotModel."
-        return None
+        problem = check_built(model)
+        if problem is None:
+            built["model"] = model
+        return problem
 
     results.append(_timed("build", build))
     if "model" in built:
@@ -148,6 +151,16 @@ def _one_line(error: BaseException) -> str:
 
 
 # ------------------------------------------------------------------ the checks
+def check_built(model: keras.Model) -> str | None:
+    """The model `build_oneshot` returns holds its weights: a checkpoint restores into it, counts see them."""
+    unbuilt = [layer.name for layer in nested_layers(model) if not layer.built]
+    if model.weights and not unbuilt:
+        return None
+    what = "no variables" if not model.weights else f"unbuilt layers (e.g. {unbuilt[0]})"
+    return (f"build_oneshot returned a model with {what}; return {type(model).__name__}.create(self, "
+            "ghost_batch_size, skip_inactive), which calls it once on all-on inputs, not the constructor.")
+
+
 def check_round_trips(space: SearchSpace, archs: Sequence[Hashable]) -> str | None:
     """The string, JSON, KerasTuner and config forms give back what they were made from."""
     for arch in archs:
@@ -298,5 +311,5 @@ def check_one_trace(space: SearchSpace, model: Any, archs: Sequence[Hashable],
     return None
 
 
-__all__ = ["CheckResult", "SpaceReport", "check_checkpoint", "check_counts", "check_equal_outputs",
+__all__ = ["CheckResult", "SpaceReport", "check_built", "check_checkpoint", "check_counts", "check_equal_outputs",
            "check_masked_l2", "check_one_trace", "check_round_trips", "check_space"]
