@@ -90,6 +90,20 @@ class Unbuilt(Base):
         return OneShot(self, ghost_batch_size, skip_inactive)  # the constructor, not .create(...)
 
 
+class MisspeltOneShot(OneShot):
+    def forward(self, images, masks, training=None, skip_inactive=True):
+        return super().forward(images, {**masks, "block0_kernel": masks["block0_kernels"]}, training, skip_inactive)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Misspelt(Base):
+    name: ClassVar[str] = "test_misspelt"
+
+    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
+        return MisspeltOneShot.create(self, ghost_batch_size, skip_inactive)
+
+
 def _problems(space, **kwargs):
     report = check_space(space, **kwargs)
     return {r.name: r.problem for r in report.results if not r.ok}, report
@@ -137,6 +151,13 @@ def test_a_one_shot_model_built_without_create_is_one_line_naming_create():
                                  "ResidualChainOneShot.create(self, ghost_batch_size, skip_inactive), which calls it "
                                  "once on all-on inputs, not the constructor."}
     assert [r.name for r in report.results] == ["round trips", "build"]  # nothing else runs on it
+
+
+def test_a_misspelt_decision_name_in_forward_is_one_line_listing_the_names():
+    problems, _ = _problems(Misspelt(num_blocks=2), quick=True)
+    assert problems == {"build": "build_oneshot(2) raised KeyError 'block0_kernels': no mask has that name; forward "
+                                 "must read masks by decision name, one of: block0_kernel, block0_width, "
+                                 "block1_kernel, block1_width."}
 
 
 def test_a_space_whose_code_raises_is_one_line_not_a_traceback():

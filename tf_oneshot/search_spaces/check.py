@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -112,6 +113,10 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
         try:
             model = space.build_oneshot(ghost_batch_size)
         except Exception as e:  # the space's own code: name what it raised, in one line
+            key = _unknown_key(e, space)
+            if key is not None:
+                return (f"build_oneshot({ghost_batch_size}) raised KeyError {key!r}: no mask has that name; "
+                        f"forward must read masks by decision name, one of: {', '.join(space.mask_shapes())}.")
             return f"build_oneshot({ghost_batch_size}) raised {_one_line(e)}; it must return a built OneShotModel."
         problem = check_built(model)
         if problem is None:
@@ -145,9 +150,29 @@ def _timed(name: str, check: Callable[[], str | None]) -> CheckResult:
     return CheckResult(name, problem, time.perf_counter() - start)
 
 
+# Keras wraps an exception raised in `call()` into one of the same type whose text
+# holds the original message in bold (ANSI codes), then every argument of the call.
+_KERAS_BOLD = re.compile(r"\x1b\[1m(.*?)\x1b\[0m", re.DOTALL)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _one_line(error: BaseException) -> str:
-    first = (str(error).strip().splitlines() or [""])[0][:200]
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    bold = _KERAS_BOLD.search(str(text))
+    text = _ANSI.sub("", bold.group(1) if bold else str(text))
+    first = (text.strip().splitlines() or [""])[0][:200]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _unknown_key(error: BaseException, space: SearchSpace) -> str | None:
+    """The key of a KeyError (unwrapped from Keras') that names no mask of `space`, else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyError) and len(seen.args) == 1 and isinstance(seen.args[0], str) \
+                and "\n" not in seen.args[0]:
+            return None if seen.args[0] in space.mask_shapes() else seen.args[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # ------------------------------------------------------------------ the checks
