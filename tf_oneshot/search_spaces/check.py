@@ -259,8 +259,12 @@ def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], g
     """
     for arch in archs:
         child = space.build_standalone(arch, ghost_batch_size, name="check_l2")
+        kernels = conv_kernels(nested_layers(child))
+        initial = [k.numpy() for k in kernels]
         space.inherit_weights(model, child, arch)
-        expected = float(sum(np.sum(np.square(k.numpy())) for k in conv_kernels(nested_layers(child))))
+        if all(np.array_equal(k.numpy(), v) for k, v in zip(kernels, initial)):
+            return None  # inherit_weights copied nothing: the equality check names that, not this one
+        expected = float(sum(np.sum(np.square(k.numpy())) for k in kernels))
         got = float(model.masked_l2(space.encode_batch([arch])))
         if not got >= expected * (1 - TOLERANCE):
             return (f"masked_l2 under the masks of {str(arch)!r} is {got:.6g}, less than the sum of squares of its "
@@ -316,9 +320,13 @@ def check_equal_outputs(space: SearchSpace, model: Any, archs: Sequence[Hashable
             gap = float(np.max(np.abs(logits[part] - expected)))
             if not gap <= TOLERANCE * max(1.0, float(np.max(np.abs(expected)))):
                 return (f"under the masks of {str(arch)!r} the one-shot model's logits differ from its stand-alone "
-                        f"model's by {gap:.3g} (ghost batch {k} of 2); apply each mask after the batch norm it "
-                        "follows, read masks as [G, ...] (layers.per_example), and copy every shared weight in "
-                        "inherit_weights.")
+                        f"model's by {gap:.3g} (ghost batch {k} of 2); likely causes: a path of the stand-alone "
+                        "model (a shortcut, a second layer) missing from forward or computed there differently; a "
+                        "width that changes between stages, where the stage's output must be masked to its width "
+                        "and the weight copy must slice the next layer's input side too (copy_weights_by_name("
+                        "sliced=True) keeps the leading slice of every axis); a mask applied before the batch norm "
+                        "it follows instead of after; masks not read as [G, ...] (layers.per_example); a shared "
+                        "weight inherit_weights does not copy.")
     return None
 
 
