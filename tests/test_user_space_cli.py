@@ -70,6 +70,8 @@ def test_a_rerun_on_a_user_space_reads_the_space_back(tmp_path, capsys):
     model_dir = str(tmp_path / "m")
     first = ["train", f"--model_dir={model_dir}", *TINY]
     assert cli.main(["tf-oneshot", *first, f"--space={SPEC}", "--space_args=width=4", "--train_steps=1"]) == 0
+    assert "space check  residual_chain: round trips, build, checkpoint, counts, masked l2 passed in " \
+        in capsys.readouterr().out  # the quick check ran, and says so
     assert cli.main(["tf-oneshot", *first, "--train_steps=2"]) == 0  # no --space: the recorded one
     with open(os.path.join(model_dir, "config.json")) as f:
         assert json.load(f)["space"]["width"] == 4
@@ -107,6 +109,12 @@ def test_a_model_dir_that_is_a_file_is_one_line(tmp_path, capsys):
 def test_space_args_are_converted_with_the_field_type_or_refused(args, expected, capsys):
     err = _error(capsys, ["space", f"--space={SPEC}", f"--space_args={args}"])
     assert expected in err
+
+
+def test_an_unknown_space_args_field_is_called_a_field_not_a_flag(capsys):
+    err = _error(capsys, ["space", f"--space={SPEC}", "--space_args=width=4,depth=3"])
+    assert err.startswith("tf-oneshot: error: the --space_args field 'depth' does not apply to --space=")
+    assert err.endswith("its fields are image_shape, num_classes, num_blocks, width.")
 
 
 def test_space_args_convert_to_the_field_type(capsys):
