@@ -5,6 +5,7 @@ stderr (no traceback), or, for a rerun on a user's model_dir, resumes it
 without --space.
 """
 
+import importlib
 import json
 import os
 import textwrap
@@ -130,3 +131,16 @@ def test_a_space_class_without_dataclass_is_one_line(tmp_path, capsys):
     """)
     err = _error(capsys, ["space", f"--space={path}:Mine"])
     assert "Mine is not a dataclass; decorate it with @dataclasses.dataclass(frozen=True)" in err
+
+
+def test_the_guides_commands_take_the_flags_they_show_and_it_has_a_smoke_run():
+    # docs/spaces.md is what a new user writes a space from: each command it shows must run as written.
+    with open(os.path.join(ROOT, "docs", "spaces.md")) as f:
+        lines = [line.split() for line in f if line.startswith("tf-oneshot ")]
+    for command, *args in (line[1:] for line in lines):
+        known = importlib.import_module(f"tf_oneshot.commands.{command}").FLAG_NAMES
+        unknown = [a for a in args if a.split("=")[0].removeprefix("--") not in known]
+        assert not unknown, (command, unknown)
+    smoke = [line for line in lines if "--model_dir=/tmp/smoke" in line]
+    assert [line[1] for line in smoke] == ["train", "search", "retrain"]
+    assert "--train_steps=30" in smoke[0] and "--pool=2" in smoke[2]
