@@ -28,6 +28,18 @@ OneShot = sys.modules[Base.__module__].ResidualChainOneShot
 Block = sys.modules[Base.__module__].ResidualBlock
 
 
+def _space_building(oneshot_class, space_name):
+    """A registered residual_chain space whose one-shot model is `oneshot_class`."""
+
+    class Space(Base):
+        name: ClassVar[str] = space_name
+
+        def build_oneshot(self, ghost_batch_size, skip_inactive=True):
+            return oneshot_class.create(self, ghost_batch_size, skip_inactive)
+
+    return register(dataclasses.dataclass(frozen=True)(Space))
+
+
 class UntrackedOneShot(OneShot):
     """Its blocks in a plain list, ordinary Keras style, without `layers.track_layers`."""
 
@@ -37,15 +49,6 @@ class UntrackedOneShot(OneShot):
         self.blocks = [Block(i, space.width, ghost_batch_size) for i in range(space.num_blocks)]
         self.head = layers.track_layers(self, "head", [layers.normalization(ghost_batch_size, "head_bn")])
         self.classifier = keras.layers.Dense(space.num_classes, name="classifier")
-
-
-@register
-@dataclasses.dataclass(frozen=True)
-class Untracked(Base):
-    name: ClassVar[str] = "test_untracked"
-
-    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
-        return UntrackedOneShot.create(self, ghost_batch_size, skip_inactive)
 
 
 @register
@@ -67,15 +70,6 @@ class NoInheritance(Base):
         pass  # the child keeps its own random weights: not what the one-shot model computes
 
 
-@register
-@dataclasses.dataclass(frozen=True)
-class NoDecay(Base):
-    name: ClassVar[str] = "test_no_decay"
-
-    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
-        return NoDecayOneShot.create(self, ghost_batch_size, skip_inactive)
-
-
 class NoDecayOneShot(OneShot):
     def masked_l2(self, masks):
         return tf.constant(0.0)  # runs, and training would have no weight decay at all
@@ -95,13 +89,9 @@ class MisspeltOneShot(OneShot):
         return super().forward(images, {**masks, "block0_kernel": masks["block0_kernels"]}, training, skip_inactive)
 
 
-@register
-@dataclasses.dataclass(frozen=True)
-class Misspelt(Base):
-    name: ClassVar[str] = "test_misspelt"
-
-    def build_oneshot(self, ghost_batch_size, skip_inactive=True):
-        return MisspeltOneShot.create(self, ghost_batch_size, skip_inactive)
+Untracked = _space_building(UntrackedOneShot, "test_untracked")
+NoDecay = _space_building(NoDecayOneShot, "test_no_decay")
+Misspelt = _space_building(MisspeltOneShot, "test_misspelt")
 
 
 def _problems(space, **kwargs):
