@@ -85,6 +85,7 @@ def test_round_trips_size_and_counts(spec):
     oneshot = space.build_oneshot(16)
     assert check.check_checkpoint(oneshot) is None
     assert check.check_counts(space, oneshot, archs[:3], 16) is None
+    assert check.check_masked_l2(space, oneshot, archs[:3], 16) is None
 
 
 # ------------------------------------------------------------ the pipeline

@@ -5,6 +5,7 @@ stderr (no traceback), or, for a rerun on a user's model_dir, resumes it
 without --space.
 """
 
+import importlib
 import json
 import os
 import textwrap
@@ -70,6 +71,8 @@ def test_a_rerun_on_a_user_space_reads_the_space_back(tmp_path, capsys):
     model_dir = str(tmp_path / "m")
     first = ["train", f"--model_dir={model_dir}", *TINY]
     assert cli.main(["tf-oneshot", *first, f"--space={SPEC}", "--space_args=width=4", "--train_steps=1"]) == 0
+    assert "space check  residual_chain: round trips, build, checkpoint, counts, masked l2 passed in " \
+        in capsys.readouterr().out  # the quick check ran, and says so
     assert cli.main(["tf-oneshot", *first, "--train_steps=2"]) == 0  # no --space: the recorded one
     with open(os.path.join(model_dir, "config.json")) as f:
         assert json.load(f)["space"]["width"] == 4
@@ -109,6 +112,12 @@ def test_space_args_are_converted_with_the_field_type_or_refused(args, expected,
     assert expected in err
 
 
+def test_an_unknown_space_args_field_is_called_a_field_not_a_flag(capsys):
+    err = _error(capsys, ["space", f"--space={SPEC}", "--space_args=width=4,depth=3"])
+    assert err.startswith("tf-oneshot: error: the --space_args field 'depth' does not apply to --space=")
+    assert err.endswith("its fields are image_shape, num_classes, num_blocks, width.")
+
+
 def test_space_args_convert_to_the_field_type(capsys):
     assert cli.main(["tf-oneshot", "space", f"--space={SPEC}", "--space_args=width=16", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["width"] == 16
@@ -122,3 +131,16 @@ def test_a_space_class_without_dataclass_is_one_line(tmp_path, capsys):
     """)
     err = _error(capsys, ["space", f"--space={path}:Mine"])
     assert "Mine is not a dataclass; decorate it with @dataclasses.dataclass(frozen=True)" in err
+
+
+def test_the_guides_commands_take_the_flags_they_show_and_it_has_a_smoke_run():
+    # docs/spaces.md is what a new user writes a space from: each command it shows must run as written.
+    with open(os.path.join(ROOT, "docs", "spaces.md")) as f:
+        lines = [line.split() for line in f if line.startswith("tf-oneshot ")]
+    for command, *args in (line[1:] for line in lines):
+        known = importlib.import_module(f"tf_oneshot.commands.{command}").FLAG_NAMES
+        unknown = [a for a in args if a.split("=")[0].removeprefix("--") not in known]
+        assert not unknown, (command, unknown)
+    smoke = [line for line in lines if "--model_dir=/tmp/smoke" in line]
+    assert [line[1] for line in smoke] == ["train", "search", "retrain"]
+    assert "--train_steps=30" in smoke[0] and "--pool=2" in smoke[2]

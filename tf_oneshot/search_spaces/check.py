@@ -13,6 +13,9 @@ contract tests of the built-in spaces run these same checks:
 - every variable of the one-shot model (batch-norm moving statistics
   included) is reachable from `tf.train.Checkpoint(model=...)`'s object graph;
 - `count_oneshot()` and `count(arch)` equal Keras' `count_params()`;
+- `masked_l2` under an architecture's masks decays at least that
+  architecture's stand-alone kernels (their sum of squares, after the weight
+  copy; a space adds only extra decayed weights, as spos_quant's PACT alphas);
 - under an architecture's masks, the one-shot model equals that
   architecture's stand-alone model holding the inherited weights, two
   architectures in two ghost batches of one call (masks arrive as [G, ...]);
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -35,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.layers.common import nested_layers
+from tf_oneshot.layers.common import conv_kernels, nested_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces import space_from_config
 from tf_oneshot.search_spaces.base import SearchSpace
@@ -93,7 +97,7 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
         ghost_batch_size: examples per ghost batch of the test inputs.
         seed: seeds the sampled architectures, images and perturbed batch norms.
         quick: only the checks whose failures are silent in training and
-            search (round trips, checkpoint, counts), as `tf-oneshot train`
+            search (round trips, checkpoint, counts, masked l2), as `tf-oneshot train`
             runs them on a user's space; the equality and trace checks
             build more and trace, so `tf-oneshot space --check` runs them.
 
@@ -107,10 +111,17 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
 
     def build() -> str | None:
         try:
-            built["model"] = space.build_oneshot(ghost_batch_size)
+            model = space.build_oneshot(ghost_batch_size)
         except Exception as e:  # the space's own code: name what it raised, in one line
+            key = _unknown_key(e, space)
+            if key is not None:
+                return (f"build_oneshot({ghost_batch_size}) raised KeyError {key!r}: no mask has that name; "
+                        f"forward must read masks by decision name, one of: {', '.join(space.mask_shapes())}.")
             return f"build_oneshot({ghost_batch_size}) raised {_one_line(e)}; it must return a built OneShotModel."
-        return None
+        problem = check_built(model)
+        if problem is None:
+            built["model"] = model
+        return problem
 
     results.append(_timed("build", build))
     if "model" in built:
@@ -118,6 +129,7 @@ def check_space(space: SearchSpace, num_archs: int = 3, ghost_batch_size: int = 
         results += [
             _timed("checkpoint", lambda: check_checkpoint(model)),
             _timed("counts", lambda: check_counts(space, model, archs, ghost_batch_size)),
+            _timed("masked l2", lambda: check_masked_l2(space, model, archs, ghost_batch_size)),
         ]
         if not quick:
             results += [
@@ -138,12 +150,42 @@ def _timed(name: str, check: Callable[[], str | None]) -> CheckResult:
     return CheckResult(name, problem, time.perf_counter() - start)
 
 
+# Keras wraps an exception raised in `call()` into one of the same type whose text
+# holds the original message in bold (ANSI codes), then every argument of the call.
+_KERAS_BOLD = re.compile(r"\x1b\[1m(.*?)\x1b\[0m", re.DOTALL)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _one_line(error: BaseException) -> str:
-    first = (str(error).strip().splitlines() or [""])[0][:200]
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    bold = _KERAS_BOLD.search(str(text))
+    text = _ANSI.sub("", bold.group(1) if bold else str(text))
+    first = (text.strip().splitlines() or [""])[0][:200]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
+def _unknown_key(error: BaseException, space: SearchSpace) -> str | None:
+    """The key of a KeyError (unwrapped from Keras') that names no mask of `space`, else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyError) and len(seen.args) == 1 and isinstance(seen.args[0], str) \
+                and "\n" not in seen.args[0]:
+            return None if seen.args[0] in space.mask_shapes() else seen.args[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 # ------------------------------------------------------------------ the checks
+def check_built(model: keras.Model) -> str | None:
+    """The model `build_oneshot` returns holds its weights: a checkpoint restores into it, counts see them."""
+    unbuilt = [layer.name for layer in nested_layers(model) if not layer.built]
+    if model.weights and not unbuilt:
+        return None
+    what = "no variables" if not model.weights else f"unbuilt layers (e.g. {unbuilt[0]})"
+    return (f"build_oneshot returned a model with {what}; return {type(model).__name__}.create(self, "
+            "ghost_batch_size, skip_inactive), which calls it once on all-on inputs, not the constructor.")
+
+
 def check_round_trips(space: SearchSpace, archs: Sequence[Hashable]) -> str | None:
     """The string, JSON, KerasTuner and config forms give back what they were made from."""
     for arch in archs:
@@ -206,6 +248,31 @@ def check_counts(space: SearchSpace, model: keras.Model, archs: Sequence[Hashabl
     return None
 
 
+def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], ghost_batch_size: int) -> str | None:
+    """Under one architecture's masks, `masked_l2` is at least the sum of squares of its stand-alone kernels.
+
+    The stand-alone model decays every conv and Dense kernel it holds
+    (`layers.conv_kernels`); the one-shot model, under that child's masks,
+    must decay the same weights (Bender et al. 2018, §3.2), or training
+    runs without weight decay on them and nothing else shows it. A space may
+    decay more (spos_quant's PACT alphas), never less.
+    """
+    for arch in archs:
+        child = space.build_standalone(arch, ghost_batch_size, name="check_l2")
+        kernels = conv_kernels(nested_layers(child))
+        initial = [k.numpy() for k in kernels]
+        space.inherit_weights(model, child, arch)
+        if all(np.array_equal(k.numpy(), v) for k, v in zip(kernels, initial)):
+            return None  # inherit_weights copied nothing: the equality check names that, not this one
+        expected = float(sum(np.sum(np.square(k.numpy())) for k in kernels))
+        got = float(model.masked_l2(space.encode_batch([arch])))
+        if not got >= expected * (1 - TOLERANCE):
+            return (f"masked_l2 under the masks of {str(arch)!r} is {got:.6g}, less than the sum of squares of its "
+                    f"stand-alone model's kernels ({expected:.6g}); it must add each conv and Dense kernel the "
+                    "architecture uses, weighted by path_fraction of its mask (supernet.weighted_sum_of_squares).")
+    return None
+
+
 def _perturb_batch_norms(model: keras.Model, rng: np.random.Generator) -> None:
     """Batch norms as if trained (beta != 0): a mask applied before one instead of after shows."""
     for layer in nested_layers(model):
@@ -253,9 +320,13 @@ def check_equal_outputs(space: SearchSpace, model: Any, archs: Sequence[Hashable
             gap = float(np.max(np.abs(logits[part] - expected)))
             if not gap <= TOLERANCE * max(1.0, float(np.max(np.abs(expected)))):
                 return (f"under the masks of {str(arch)!r} the one-shot model's logits differ from its stand-alone "
-                        f"model's by {gap:.3g} (ghost batch {k} of 2); apply each mask after the batch norm it "
-                        "follows, read masks as [G, ...] (layers.per_example), and copy every shared weight in "
-                        "inherit_weights.")
+                        f"model's by {gap:.3g} (ghost batch {k} of 2); likely causes: a path of the stand-alone "
+                        "model (a shortcut, a second layer) missing from forward or computed there differently; a "
+                        "width that changes between stages, where the stage's output must be masked to its width "
+                        "and the weight copy must slice the next layer's input side too (copy_weights_by_name("
+                        "sliced=True) keeps the leading slice of every axis); a mask applied before the batch norm "
+                        "it follows instead of after; masks not read as [G, ...] (layers.per_example); a shared "
+                        "weight inherit_weights does not copy.")
     return None
 
 
@@ -273,5 +344,5 @@ def check_one_trace(space: SearchSpace, model: Any, archs: Sequence[Hashable],
     return None
 
 
-__all__ = ["CheckResult", "SpaceReport", "check_checkpoint", "check_counts", "check_equal_outputs",
-           "check_one_trace", "check_round_trips", "check_space"]
+__all__ = ["CheckResult", "SpaceReport", "check_built", "check_checkpoint", "check_counts", "check_equal_outputs",
+           "check_masked_l2", "check_one_trace", "check_round_trips", "check_space"]

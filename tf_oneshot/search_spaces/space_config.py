@@ -153,9 +153,8 @@ def build_space(config: SpaceConfig, image_shape: tuple[int, int, int], num_clas
     options = config.options
     unknown = [k for k in options if k not in fields]
     if unknown:
-        raise UserError(
-            f"--{unknown[0]} does not apply to --space={config.spec}; its fields are {', '.join(fields)}."
-        )
+        given = f"--{unknown[0]}" if unknown[0] in NAMED_ARGS else f"the --space_args field {unknown[0]!r}"
+        raise UserError(f"{given} does not apply to --space={config.spec}; its fields are {', '.join(fields)}.")
     fixed = [k for k in DATASET_ARGS if k in options]
     if fixed:
         raise UserError(f"--space_args={fixed[0]}=... is set by the dataset; choose --dataset "
