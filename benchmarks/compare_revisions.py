@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from revision_tree import ROOT, base_tree
+
 # The last commit of main before search spaces and samplers became plug-ins.
 BEFORE_PLUGINS = "fa4d41e"
 TRAIN_FLAGS = ["--dataset=digits", "--filters=16", "--num_cells=6", "--batch_size=64", "--ghost_batch_size=32",
@@ -54,13 +53,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num_architectures", type=int, default=200)
     args = parser.parse_args()
-    scratch = tempfile.mkdtemp(prefix="tf_oneshot_compare_")
-    base_tree = os.path.join(scratch, "base")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", base_tree, args.base], check=True,
-                   capture_output=True)
-    trees = {"base": base_tree, "new": ROOT}
-    samples = {(name, what): [] for name in trees for what in ("train", "search")}
-    try:
+    samples = {(name, what): [] for name in ("base", "new") for what in ("train", "search")}
+    with base_tree(args.base, "tf_oneshot_compare_") as (tree, scratch):
+        trees = {"base": tree, "new": ROOT}
         for r in range(args.rounds):
             for name, tree in trees.items():
                 model_dir = os.path.join(scratch, f"{name}{r}")
@@ -70,9 +65,6 @@ def main() -> None:
                                  f"--num_architectures={args.num_architectures}",
                                  f"--results={os.path.join(scratch, f'{name}{r}.jsonl')}"])
                 samples[(name, "search")].append(search_rate(log))
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", base_tree], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nbase {args.base} vs this tree, {args.rounds} round(s), {os.cpu_count()} CPU(s); "
           f"train: {' '.join(TRAIN_FLAGS)}")
     print(f"{'measure':<40} {'base':>10} {'new':>10} {'new/base':>9}")

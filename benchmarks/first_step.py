@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+from revision_tree import ROOT, base_tree
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "fcb97ef"  # main before issue 20 (the first-step figure of the issue: ~48 s)
 SPACE = dict(width_multiplier=0.5, stage_blocks=(2, 2, 4, 2), image_shape=(8, 8, 1), num_classes=10,
              stem_stride=1)
@@ -114,18 +113,11 @@ def main() -> None:
     if args.worker:
         print(json.dumps(measure()))
         return
-    scratch = tempfile.mkdtemp(prefix="tf_oneshot_first_step_")
-    base_tree = os.path.join(scratch, "base")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", base_tree, args.base], check=True,
-                   capture_output=True)
     samples = {"base": [], "new": []}
-    try:
+    with base_tree(args.base, "tf_oneshot_first_step_") as (tree, _):
         for _ in range(args.rounds):
-            for name, tree in (("base", base_tree), ("new", ROOT)):
-                samples[name].append(run_tree(tree))
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", base_tree], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+            for name, path in (("base", tree), ("new", ROOT)):
+                samples[name].append(run_tree(path))
     print(f"\nspos_blocks {SPACE}, batch {BATCH} (one path per step), {args.rounds} round(s), "
           f"{os.cpu_count()} CPU(s); base {args.base} vs this tree")
     print(f"{'median over rounds':<30} {'base':>8} {'new':>8} {'new/base':>9}")
