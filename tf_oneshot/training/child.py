@@ -50,6 +50,18 @@ HELD_OUT = ("validation", "test")
 
 
 # ------------------------------------------------------------------ pieces
+def set_seed_once(seed: int) -> None:
+    """`keras.utils.set_random_seed(seed)` unless TF's global seed is `seed` already.
+
+    Setting TF's global seed clears TF's caches, so every traced function is
+    instantiated and optimized again on its next call: with the one-shot
+    model's graph that cost 20-80 s per child on 2 shared cores, more than
+    the child's training (the masked ground truth's regression, issue 20).
+    """
+    if tf.compat.v1.get_seed(0)[0] != seed:
+        keras.utils.set_random_seed(seed)
+
+
 def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
     """The stand-alone model of `arch`, its weights created."""
     model = space.build_standalone(arch, ghost_batch_size=config.data.ghost_batch_size)
@@ -253,8 +265,9 @@ class ChildTrainer:
 
     def start(self, arch: Hashable, seed: int) -> None:
         """Sets `arch`'s initial weights, a reset optimizer and `seed`'s data order."""
-        keras.utils.set_random_seed(seed)  # the weights of a fresh child
         self._prepare(arch, seed)
+        # The data order depends on TF's global seed too: the seed's, as when each child ran alone.
+        set_seed_once(seed)
         self._iterator = _training_batches(self.config, self.train_split, seed, self.strategy)
         self._what = f"{arch} seed {seed}"
 
@@ -321,6 +334,7 @@ class StandaloneChild(ChildTrainer):
 
     def _prepare(self, arch: Hashable, seed: int) -> None:
         config = self.config
+        keras.utils.set_random_seed(seed)  # the weights of a fresh child (its functions are new anyway)
         with self.strategy.scope():
             self.model = build_model(self.space, arch, config)
             if self._snapshot is not None:
