@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 from tf_oneshot.errors import UserError
+from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search_spaces import CellSpace
+from tf_oneshot.search_spaces.darts64 import Darts64Space
 from tf_oneshot.training.child import FusedChildren, MaskedChild
 from tf_oneshot.training.config import TrainConfig
+from tf_oneshot.training.groundtruth import run_ground_truth
 
 SPACE = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
 CONFIG = TrainConfig(dataset="digits", batch_size=32, ghost_batch_size=16, train_steps=3, log_every=3)
@@ -33,3 +36,18 @@ def test_fused_children_equal_separate_runs():
 def test_fused_children_reject_a_bad_count():
     with pytest.raises(UserError, match="--fuse_children=0 is invalid"):
         FusedChildren(SPACE, CONFIG, children=0)
+
+
+def test_fused_ground_truth_records_what_the_masked_method_records(tmp_path):
+    space = Darts64Space(stem_filters=4, filters=4, num_cells=1, image_shape=(8, 8, 1), num_classes=10).restrict(
+        {"edge_01": [3], "edge_02": [3, 4], "edge_12": [4]})
+    config = TrainConfig(dataset="digits", space="darts64", batch_size=32, ghost_batch_size=16, train_steps=2,
+                         log_every=2)
+    quiet = dict(log=lambda s: None, recalibration_images=64, noise_ceiling=False)
+    masked = run_ground_truth(space, config, [0, 1], str(tmp_path / "masked"), **quiet)
+    fused = run_ground_truth(space, config, [0, 1], str(tmp_path / "fused"), method="fused", fuse_children=3,
+                             **quiet)  # a group of 3 pairs, then a group of 1
+    assert fused.trained == masked.trained
+    for a, b in zip(masked.summary["children"], fused.summary["children"]):
+        np.testing.assert_allclose(a["validation_loss"], b["validation_loss"], rtol=1e-4)
+    assert {r["method"] for r in read_jsonl(fused.results_path)} == {"fused"}
