@@ -12,7 +12,11 @@ method:
               every (child, seed);
   masked:     one child at a time inside the one-shot model under fixed
               masks (`groundtruth.MaskedTrainer`): the same steps, traced
-              once for all children.
+              once for all children;
+  fused:      `--fuse_children` children at a time, each in its own one-shot
+              model under its masks, in one traced step
+              (`groundtruth.FusedTrainer`, HFTA): per run, the group's time
+              over its size.
 
 Both are the one child trainer of `tf_oneshot.training.child`.
 
@@ -23,6 +27,7 @@ truth of 64 children x S seeds costs.
 
     python benchmarks/ground_truth_speed.py                      # 8 children x 2 seeds, 200 steps
     python benchmarks/ground_truth_speed.py --children=64 --seeds=1 --methods=masked
+    python benchmarks/ground_truth_speed.py --seeds=1 --methods=masked,fused --fuse_children=4
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def main() -> None:
     parser.add_argument("--num_cells", type=int, default=4)
     parser.add_argument("--methods", default="standalone,masked")
     parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--fuse_children", type=int, default=groundtruth.FUSE_CHILDREN)
     args = parser.parse_args()
 
     full = get_space("darts64", stem_filters=args.stem_filters, filters=args.filters, num_cells=args.num_cells,
@@ -67,7 +73,7 @@ def main() -> None:
     for method in args.methods.split(","):
         times: list[tuple[float, float]] = []
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        trainer = groundtruth.make_trainer(method, space, config)
+        trainer = groundtruth.make_trainer(method, space, config, fuse_children=args.fuse_children)
 
         def timed(space_, arch, config_, seed, trainer=trainer, times=times):
             wall, cpu = time.perf_counter(), time.process_time()
@@ -75,9 +81,22 @@ def main() -> None:
             times.append((time.perf_counter() - wall, time.process_time() - cpu))
             return result
 
+        clock = [time.perf_counter(), time.process_time()]
+
+        def per_group(line, times=times, clock=clock):
+            # A fused group logs its runs together: each run is the group's time over its size.
+            if line.startswith("["):
+                times.append((time.perf_counter() - clock[0], time.process_time() - clock[1]))
+                clock[:] = [time.perf_counter(), time.process_time()]
+
+        fused = method == "fused"
         with tempfile.TemporaryDirectory() as out:
-            groundtruth.run_ground_truth(space, config, seeds, out, train_fn=timed, log=lambda s: None,
-                                         noise_ceiling=False)
+            groundtruth.run_ground_truth(space, config, seeds, out, train_fn=trainer if fused else timed,
+                                         log=per_group if fused else (lambda s: None), noise_ceiling=False)
+        if fused:  # the group's time is on its first line: spread it over the group
+            k = args.fuse_children
+            times[:] = [tuple(sum(t[j] for t in times[i:i + k]) / len(times[i:i + k]) for j in (0, 1))
+                        for i in range(0, len(times), k) for _ in times[i:i + k]]
         total_wall, total_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         rest = times[1:] or times
         rows.append((method, times[0], sum(w for w, _ in rest) / len(rest), sum(c for _, c in rest) / len(rest),

@@ -1,9 +1,11 @@
 """The one child trainer: its host loop stops between chunks, and a run of no step measures the initial child."""
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_oneshot.search_spaces import CellSpace
-from tf_oneshot.training.child import StandaloneChild
+from tf_oneshot.training.child import MaskedChild, StandaloneChild
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
 
@@ -27,3 +29,20 @@ def test_no_step_measures_the_initial_child():
     assert int(trainer.step.numpy()) == 0
     trainer.start(ARCH, seed=3)
     assert trainer.train(2) > 0 and int(trainer.step.numpy()) == 2  # the learning rate's step counts the steps
+
+
+def test_masked_children_of_one_seed_set_tf_seed_once_and_train_as_alone(monkeypatch):
+    # Setting TF's global seed clears TF's caches: every later child re-instantiated the traced functions.
+    calls = []
+    set_seed = tf.random.set_seed
+    monkeypatch.setattr(tf.random, "set_seed", lambda seed: (calls.append(seed), set_seed(seed)))
+    tf.random.set_seed(99)
+    calls.clear()
+    other = SPACE.parse("01:24/2:3")
+    trainer = MaskedChild(SPACE, CONFIG, recalibration_images=64)
+    trainer.run(ARCH, seed=3, steps=2)
+    second = trainer.run(other, seed=3, steps=2)
+    assert calls == [3]
+    alone = MaskedChild(SPACE, CONFIG, recalibration_images=64).run(other, seed=3, steps=2)
+    for key in ("train_loss", "validation_loss", "test_loss"):
+        np.testing.assert_allclose(second[key], alone[key], rtol=1e-5)

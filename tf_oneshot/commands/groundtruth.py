@@ -17,7 +17,7 @@ from tf_oneshot.errors import UserError
 # The train flags (--train_steps, --learning_rate, ...): the ground truth
 # trains "with the same setting as weight sharing" (§3.1), as retrain does.
 SETTING_FLAGS = (*flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS)
-FLAG_NAMES = (*SETTING_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method",
+FLAG_NAMES = (*SETTING_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method", "fuse_children",
               "noise_ceiling", "strategy", "tpu", "finetune_curve")
 CURVE_FILE = "finetune_gt_tau"
 NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
@@ -105,7 +105,7 @@ def run(FLAGS) -> int:
     with Preemption() as preemption:
         result = groundtruth.run_ground_truth(
             space, config, seeds, FLAGS.output, shard, strategy=strategy, noise_ceiling=FLAGS.noise_ceiling,
-            method=FLAGS.method, stop=preemption,
+            method=FLAGS.method, stop=preemption, fuse_children=FLAGS.fuse_children,
         )
     if result.preempted:
         return stopped_message("groundtruth", f"{len(result.trained)} runs recorded in {result.results_path}")

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_oneshot.errors import UserError
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces import SearchSpace
 from tf_oneshot.training import data, optimizers, strategy_loop
@@ -50,6 +51,18 @@ HELD_OUT = ("validation", "test")
 
 
 # ------------------------------------------------------------------ pieces
+def set_seed_once(seed: int) -> None:
+    """`keras.utils.set_random_seed(seed)` unless TF's global seed is `seed` already.
+
+    Setting TF's global seed clears TF's caches, so every traced function is
+    instantiated and optimized again on its next call: with the one-shot
+    model's graph that cost 20-80 s per child on 2 shared cores, more than
+    the child's training (the masked ground truth's regression, issue 20).
+    """
+    if tf.compat.v1.get_seed(0)[0] != seed:
+        keras.utils.set_random_seed(seed)
+
+
 def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
     """The stand-alone model of `arch`, its weights created."""
     model = optimizers.set_bn_momentum(space.build_standalone(arch, ghost_batch_size=config.data.ghost_batch_size),
@@ -66,18 +79,23 @@ def _eval_batch(num_examples: int, multiple: int) -> int:
     return max(multiple, min(EVAL_BATCH_CAP, num_examples) // multiple * multiple)
 
 
-def _training_batches(config: TrainConfig, split: str, seed: int, strategy: tf.distribute.Strategy) -> Any:
-    """An iterator of per-replica training batches of `split`, shuffled and augmented by `seed`.
+def _training_dataset(config: TrainConfig, split: str, seed: int) -> tf.data.Dataset:
+    """Training batches of `split`, shuffled and augmented by `seed` (and TF's global seed, set to it).
 
     A shuffle buffer larger than the split would fill itself from several
     epochs before the first batch (and keep filling after the last).
     """
+    set_seed_once(seed)
     info = data.dataset_info(config.data.dataset, config.data.data_dir)
-    dataset = data.make_dataset(
+    return data.make_dataset(
         config.data.dataset, split, config.data.batch_size, training=True, data_dir=config.data.data_dir,
         seed=seed, shuffle_buffer=min(SHUFFLE_BUFFER, data.split_size(info, split)),
     )
-    return iter(strategy.experimental_distribute_dataset(dataset))
+
+
+def _training_batches(config: TrainConfig, split: str, seed: int, strategy: tf.distribute.Strategy) -> Any:
+    """An iterator of per-replica training batches of `split`, shuffled and augmented by `seed`."""
+    return iter(strategy.experimental_distribute_dataset(_training_dataset(config, split, seed)))
 
 
 def _recalibration_batches(config: TrainConfig, split: str, num_images: int,
@@ -254,7 +272,6 @@ class ChildTrainer:
 
     def start(self, arch: Hashable, seed: int) -> None:
         """Sets `arch`'s initial weights, a reset optimizer and `seed`'s data order."""
-        keras.utils.set_random_seed(seed)  # the weights of a fresh child
         self._prepare(arch, seed)
         self._iterator = _training_batches(self.config, self.train_split, seed, self.strategy)
         self._what = f"{arch} seed {seed}"
@@ -322,6 +339,7 @@ class StandaloneChild(ChildTrainer):
 
     def _prepare(self, arch: Hashable, seed: int) -> None:
         config = self.config
+        keras.utils.set_random_seed(seed)  # the weights of a fresh child (its functions are new anyway)
         with self.strategy.scope():
             self.model = build_model(self.space, arch, config)
             if self._snapshot is not None:
@@ -368,8 +386,8 @@ class MaskedChild(ChildTrainer):
         if self._snapshot is not None and len(self._snapshot) != len(self.model.weights):
             raise ValueError(f"the snapshot holds {len(self._snapshot)} weights; the one-shot model of "
                              f"{space.name} {len(self.model.weights)}.")
-        task = FixedChildTask(self.model, self.optimizer, self.masks, config.data.batch_size,
-                              strategy.num_replicas_in_sync, config.optimizer.weight_decay)
+        self.task = task = FixedChildTask(self.model, self.optimizer, self.masks, config.data.batch_size,
+                                          strategy.num_replicas_in_sync, config.optimizer.weight_decay)
         self._compile(task, task.eval_logits)
         self._initial: dict[int, list[np.ndarray]] = {}
 
@@ -392,6 +410,138 @@ class MaskedChild(ChildTrainer):
     def _set_bn_mode(self, mode: str) -> bool:
         self.model.set_bn_mode(mode)
         return True
+
+
+class _Counters:
+    """The host loop's step counter for several children: each child's own learning-rate step, advanced together."""
+
+    def __init__(self, variables: Sequence[tf.Variable]) -> None:
+        self.variables = list(variables)
+
+    def assign_add(self, value: Any) -> None:
+        for variable in self.variables:
+            variable.assign_add(value)
+
+
+class FusedChildren:
+    """K children trained side by side in one traced step, each with its own weights (HFTA, Wang et al. 2021).
+
+    At digits scale a child's step is small next to the dispatch of a step
+    (HFTA §2: small models leave the accelerator idle): one compiled step runs
+    K one-shot models, each under one child's fixed masks (`MaskedChild`), so
+    K children cost about one dispatch, and one trace serves every group of
+    K children and seeds. Each child keeps exactly what it gets alone: its
+    initial weights, its seed's data order (K datasets zipped), its
+    optimizer state and learning-rate step, its batch-norm recalibration and
+    evaluation (tests/test_fused_children.py checks them against separate
+    runs). A group of fewer than K fills its free slots with its first child
+    and drops their results.
+
+    Args:
+        space, config, strategy, snapshot, recalibration_images, full_train,
+            stop, log: as for `ChildTrainer`.
+        children: K, the children of one step.
+
+    Raises:
+        UserError: K is not positive.
+    """
+
+    method = "fused"
+
+    def __init__(self, space: SearchSpace, config: TrainConfig, strategy: tf.distribute.Strategy | None = None, *,
+                 children: int, snapshot: keras.Model | None = None,
+                 recalibration_images: int = RECALIBRATION_IMAGES, full_train: bool = False,
+                 stop: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None) -> None:
+        if not isinstance(children, int) or children < 1:
+            raise UserError(f"--fuse_children={children} is invalid; expected a positive number of children, e.g. 8.")
+        self.space, self.config, self.children = space, config, children
+        self.slots = [MaskedChild(space, config, strategy, snapshot=snapshot, recalibration_images=0,
+                                  full_train=full_train) for _ in range(children)]
+        self.strategy = strategy = self.slots[0].strategy
+        self.full_train, self.train_split = bool(full_train), self.slots[0].train_split
+        self.stop, self.log = stop, log or (lambda line: None)
+        self._recalibration = (_recalibration_batches(config, self.train_split, recalibration_images, strategy)[0]
+                               if recalibration_images > 0 else None)
+        tasks = [slot.task for slot in self.slots]
+
+        def train_step(batches, per_step=None):
+            return tf.concat([task.train_step(batch) for task, batch in zip(tasks, batches)], 0)
+
+        def logits(images):
+            return [task.eval_logits(images) for task in tasks]
+
+        self._train_loop = strategy_loop.train_loop(strategy, train_step, TOTALS * children,
+                                                    jit_compile=config.jit_compile,
+                                                    counter=_Counters([slot.step for slot in self.slots]))
+        self._recalibrate = strategy_loop.batch_runner(strategy, lambda batch: logits(batch[0]))
+        self._evaluate = strategy_loop.evaluator(
+            strategy, lambda batch: tf.concat([evaluation_sums(out, batch[1]) for out in logits(batch[0])], 0))
+        self._evaluation: dict[str, Any] = {}
+
+    def tracing_count(self) -> int:
+        """Traces of the fused train loop (1 for every group of children)."""
+        return self._train_loop.experimental_get_tracing_count()
+
+    def start(self, pairs: Sequence[tuple[Hashable, int]]) -> None:
+        """Sets each (child, seed)'s initial weights, a reset optimizer and its seed's data order."""
+        if not 1 <= len(pairs) <= self.children:
+            raise ValueError(f"a group holds 1 to {self.children} children; got {len(pairs)}.")
+        filled = [*pairs, *[pairs[0]] * (self.children - len(pairs))]
+        for slot, (arch, seed) in zip(self.slots, filled):
+            slot._prepare(arch, seed)
+        zipped = tf.data.Dataset.zip(tuple(_training_dataset(self.config, self.train_split, seed)
+                                           for _, seed in filled))
+        self._iterator = iter(self.strategy.experimental_distribute_dataset(zipped))
+        self._count = len(pairs)
+
+    def train(self, steps: int) -> list[float | None]:
+        """`steps` steps of every started child; each child's mean training loss of the last chunk."""
+        step, losses = 0, [None] * self._count
+        every = max(1, min(self.config.log_every, steps))
+        while step < steps:
+            if self.stop is not None and self.stop():
+                raise Preempted(f"{self._count} fused children stopped at step {step}")
+            n = min(every, steps - step)
+            totals = self._train_loop(self._iterator, tf.constant(n), {}).numpy().reshape(self.children, TOTALS)
+            losses = [float(t[0]) / (n * self.config.data.batch_size) for t in totals[:self._count]]
+            step += n
+            self.log(f"  {self._count} fused children: step {step}/{steps} loss {min(losses):.4f}..{max(losses):.4f}")
+        return losses
+
+    def measure(self, splits: Sequence[str] = HELD_OUT) -> list[dict[str, Any]]:
+        """Each started child's metrics as `ChildTrainer.measure` gives them, batch norm recalibrated first."""
+        if self._recalibration is not None:
+            for slot in self.slots:
+                slot._set_bn_mode("recalibrate")
+            self._recalibrate(self._recalibration)
+        for slot in self.slots:
+            slot._set_bn_mode("moving")
+        metrics: list[dict[str, Any]] = [{} for _ in range(self._count)]
+        for split in splits:
+            if split == "validation" and self.full_train:
+                for m in metrics:
+                    m.update(validation_accuracy=None, validation_loss=None, validation_examples=0)
+                continue
+            if split not in self._evaluation:
+                self._evaluation[split] = _evaluation_batches(self.config, split, self.strategy)
+            totals = self._evaluate(self._evaluation[split]).reshape(self.children, -1)
+            for m, row in zip(metrics, totals):
+                m.update({f"{split}_{name}": value for name, value in _held_out(row).items()})
+        return metrics
+
+    def run(self, pairs: Sequence[tuple[Hashable, int]], steps: int | None = None) -> list[dict[str, Any]]:
+        """Trains each (child, seed) of a group from its initial weights and measures it.
+
+        Returns:
+            Per pair, what `ChildTrainer.run` returns; `seconds` is the group's time over its size.
+        """
+        tic = time.perf_counter()
+        self.start(pairs)
+        losses = self.train(self.config.train_steps if steps is None else steps)
+        results = [{"train_loss": loss, **m} for loss, m in zip(losses, self.measure())]
+        for result in results:
+            result["seconds"] = round((time.perf_counter() - tic) / len(pairs), 3)
+        return results
 
 
 def train_standalone(

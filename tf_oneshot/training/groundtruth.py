@@ -64,7 +64,7 @@ from tf_oneshot.search_spaces import (
     space_from_config,
 )
 from tf_oneshot.training import data
-from tf_oneshot.training.child import RECALIBRATION_IMAGES, MaskedChild, StandaloneChild
+from tf_oneshot.training.child import RECALIBRATION_IMAGES, FusedChildren, MaskedChild, StandaloneChild
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
 from tf_oneshot.training.retrain import RUN_FIELDS
@@ -395,18 +395,41 @@ class StandaloneTrainer(_PairTrainer, StandaloneChild):
     """Trains each (child, seed) as its own Keras model, built and traced anew (`StandaloneChild`)."""
 
 
-TRAINERS = {"masked": MaskedTrainer, "standalone": StandaloneTrainer}
+class FusedTrainer(FusedChildren):
+    """Trains groups of K (child, seed) pairs side by side in one traced step (`FusedChildren`, HFTA)."""
+
+    def __call__(self, space: SearchSpace, arch: Hashable, config: TrainConfig, seed: int) -> dict[str, Any]:
+        return self.run([(arch, seed)])[0]
+
+
+TRAINERS = {"masked": MaskedTrainer, "standalone": StandaloneTrainer, "fused": FusedTrainer}
 METHODS = tuple(TRAINERS)
+FUSE_CHILDREN = 8
 
 
 def make_trainer(method: str, space: SearchSpace, config: TrainConfig,
                  strategy: tf.distribute.Strategy | None = None,
                  recalibration_images: int = RECALIBRATION_IMAGES,
-                 stop: Callable[[], bool] | None = None) -> TrainFn:
-    """The pair trainer of `method`: "masked" (`MaskedTrainer`) or "standalone" (`StandaloneTrainer`)."""
+                 stop: Callable[[], bool] | None = None, fuse_children: int = FUSE_CHILDREN) -> TrainFn:
+    """The pair trainer of `method`: "masked", "standalone" or "fused" (`fuse_children` pairs per step)."""
     if method not in TRAINERS:
         raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
-    return TRAINERS[method](space, config, strategy, recalibration_images=recalibration_images, stop=stop)
+    fused = {"children": fuse_children} if method == "fused" else {}
+    return TRAINERS[method](space, config, strategy, recalibration_images=recalibration_images, stop=stop, **fused)
+
+
+def _groups(todo: Sequence[tuple[str, int]], train_fn: TrainFn) -> list[list[tuple[str, int]]]:
+    """The pairs in the groups `train_fn` trains at once: K for a fused trainer, else one."""
+    size = train_fn.children if isinstance(train_fn, FusedChildren) else 1
+    return [list(todo[i:i + size]) for i in range(0, len(todo), size)]
+
+
+def _train_group(train_fn: TrainFn, space: SearchSpace, config: TrainConfig, by_name: dict[str, Hashable],
+                 group: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The metrics of each pair of `group`, fused in one run or one pair at a time."""
+    if isinstance(train_fn, FusedChildren):
+        return train_fn.run([(by_name[child], seed) for child, seed in group])
+    return [train_fn(space, by_name[child], config, seed) for child, seed in group]
 
 
 def run_ground_truth(
@@ -422,6 +445,7 @@ def run_ground_truth(
     train_fn: TrainFn | None = None,
     method: str = "masked",
     stop: Callable[[], bool] | None = None,
+    fuse_children: int = FUSE_CHILDREN,
 ) -> GroundTruthRun:
     """Trains this shard's (child, seed) pairs not yet found in `output`; writes the summary when complete.
 
@@ -440,8 +464,11 @@ def run_ground_truth(
         train_fn: trains one pair and returns its metrics (default: the
             trainer of `method`).
         method: "masked" (`MaskedTrainer`: one trace for every child, the
-            default) or "standalone" (`StandaloneTrainer`: a new model and
-            traces per pair); both train each child from scratch alone.
+            default), "standalone" (`StandaloneTrainer`: a new model and
+            traces per pair) or "fused" (`FusedTrainer`: groups of
+            `fuse_children` pairs in one step); each trains every child from
+            scratch as alone.
+        fuse_children: pairs per step of the "fused" method (HFTA).
         stop: polled between pairs and between chunks of a pair's training
             (SIGTERM, `tf_oneshot.training.preemption`): the pair in hand is dropped,
             every finished pair is kept, and a rerun resumes.
@@ -466,22 +493,23 @@ def run_ground_truth(
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
     if train_fn is None and todo:
-        train_fn = make_trainer(method, space, config, strategy, recalibration_images, stop)
+        train_fn = make_trainer(method, space, config, strategy, recalibration_images, stop, fuse_children)
     trained = []
     tic = time.perf_counter()
-    for index, (child, seed) in enumerate(todo, start=1):
-        arch = by_name[child]
+    for group in _groups(todo, train_fn) if todo else []:
         try:
             if stop is not None and stop():
-                raise Preempted(f"before {child} seed {seed}")
-            result = train_fn(space, arch, config, seed)
+                raise Preempted(f"before {group[0][0]} seed {group[0][1]}")
+            group_results = _train_group(train_fn, space, config, by_name, group)
         except Preempted as e:
             log(f"groundtruth: stopped ({e}); {len(trained)} runs recorded now, a rerun resumes.")
             missing = sum(p not in done for p in pairs) - len(trained)
             return GroundTruthRun(tuple(trained), skipped, path, None, missing, preempted=True)
-        results.append(_record(space, arch, seed, result, seeds, shard, getattr(train_fn, "method", "custom")))
-        trained.append((child, seed))
-        log(_progress(index, len(todo), child, seed, result, time.perf_counter() - tic))
+        for (child, seed), result in zip(group, group_results):
+            results.append(_record(space, by_name[child], seed, result, seeds, shard,
+                                   getattr(train_fn, "method", "custom")))
+            trained.append((child, seed))
+            log(_progress(len(trained), len(todo), child, seed, result, time.perf_counter() - tic))
     summary, missing = _merge_if_complete(output, space, settings, seeds, pairs, shard, noise_ceiling, log)
     return GroundTruthRun(tuple(trained), skipped, path, summary, missing)
 
