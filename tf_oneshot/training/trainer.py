@@ -180,6 +180,16 @@ def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda line: log(prefix + line)
 
 
+def _log_start(config, space, sampler, strategy, start: int, path_per: str, local_ghosts: int,
+               log: Callable[[str], None]) -> None:
+    if start >= config.train_steps:
+        log(f"model_dir already trained to step {start} (--train_steps={config.train_steps}).")
+    else:
+        log(f"training {space.name} one-shot model ({sampler.name} sampling, a path per {path_per}) from step "
+            f"{start} to {config.train_steps} ({distribute.describe(strategy)}, {local_ghosts} ghost batch(es) "
+            f"of {config.data.ghost_batch_size} per replica, {config.steps_per_loop} step(s) per host loop)")
+
+
 def _train(config, space, sampler, model_dir, strategy, per_replica, chief, preemption, log, segment) -> dict:
     replicas = strategy.num_replicas_in_sync
     local_ghosts = per_replica // config.data.ghost_batch_size
@@ -215,13 +225,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
               else tf.summary.create_noop_writer())
     stop_agreed = _stop_agreement(strategy)
     result = {"step": start, "loss": float("nan"), "accuracy": float("nan"), "preempted": False}
-    if start >= config.train_steps:
-        log(f"model_dir already trained to step {start} (--train_steps={config.train_steps}).")
-    else:
-        log(f"training {space.name} one-shot model ({sampler.name} sampling, a path per {path_per}) from step "
-            f"{start} to "
-            f"{config.train_steps} ({distribute.describe(strategy)}, {local_ghosts} ghost batch(es) of "
-            f"{config.data.ghost_batch_size} per replica, {config.steps_per_loop} step(s) per host loop)")
+    _log_start(config, space, sampler, strategy, start, path_per, local_ghosts, log)
     step = start
     window = np.zeros(TOTALS)
     window_steps = 0
