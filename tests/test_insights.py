@@ -47,7 +47,12 @@ def runs(tmp_path_factory):
                         ("shuffled_m2", {"sampler": "shuffled", "seed": 2, "sharing": "group", "sharing_groups": 2,
                                          "sharing_grouping": "similarity"})):
         model_dir = str(root / name)
-        trainer.train(TrainConfig(**TINY, **extra), model_dir, log=lambda line: None)
+        # Group sharing trains each of its m = 2 groups for --train_steps (§4.2): half of them
+        # ends at the same step as the other instance, so the two share snapshot steps.
+        config = TrainConfig(**TINY, **extra)
+        if config.space.sharing == "group":
+            config = config.replace(train_steps=TINY["train_steps"] // 2)
+        trainer.train(config, model_dir, log=lambda line: None)
         dirs.append(model_dir)
     space = build_space(TrainConfig(**TINY).space, (8, 8, 1), 10)
     accuracy, loss = _fake_ground_truth(str(root / "gt"), space)
@@ -65,7 +70,9 @@ def test_insights_command_writes_the_tables_and_figures(runs, capsys):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "GT-Tau" in printed and "Ground truth" in printed and "pruning q=0.5" in printed
+    assert "instance rows scored with --bn_mode=batch" in printed  # App. A.2.2: the mode is reported
     result = json.load(open(os.path.join(out, "insights.json")))
+    assert result["bn_mode"] == "batch"
     for name in ("figure3_instances.png", "figure3_snapshots_0.png", "figure3_snapshots_1.png",
                  "gt_tau_progress.png", "insights.txt"):
         assert os.path.getsize(os.path.join(out, name)) > 1000 or name.endswith(".txt")

@@ -67,6 +67,7 @@ def run(FLAGS) -> int:
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required: the directory for insights.json, insights.txt and the figures.")
     top_n = _top_n(FLAGS.top_n)
+    bn_mode = FLAGS.bn_mode or "batch"
     check_output_dir(FLAGS.output_dir, (insights.JSON_FILE, insights.TEXT_FILE), FLAGS.overwrite)
     gt = insights.read_ground_truth(FLAGS.ground_truth)
     instances = []
@@ -74,14 +75,17 @@ def run(FLAGS) -> int:
         model_dir = ModelDir.open(path)
         _check_space(gt, path, model_dir.space)
         scores = score_snapshots(model_dir, gt.children, FLAGS.snapshots, FLAGS.validation_examples,
-                                 bn_mode=FLAGS.bn_mode or "batch")
-        # Each row names how batch norm was evaluated ("Deeper insights" App. A.2.2 involves running statistics).
-        label = f"{os.path.basename(os.path.normpath(path)) or path} (bn {scores.bn_mode})"
+                                 bn_mode=bn_mode)
+        label = os.path.basename(os.path.normpath(path)) or path
         instances.append(insights.Instance(
             label, scores.steps, insights.snapshot_scores(scores.accuracy, scores.loss, FLAGS.rank_by)))
     baselines = _baselines(FLAGS, ModelDir.open(FLAGS.model_dirs[0]), gt.children)
     result = insights.build_insights(gt, instances, FLAGS.rank_by, FLAGS.prune_fraction, top_n, baselines)
+    # Every instance row is scored under this batch-norm mode ("Deeper insights" App. A.2.2
+    # involves the running statistics); insights.json and the printout say which.
+    result["bn_mode"] = bn_mode
     paths = insights.write_insights(result, FLAGS.output_dir, gt.noise_ceiling)
+    print(f"instance rows scored with --bn_mode={bn_mode}")
     print(insights.format_table(result), end="")
     print(f"insights: {paths['json']}")
     return 0
