@@ -3,8 +3,11 @@
 from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
 from tf_oneshot.training import distribute, preemption, trainer
+from tf_oneshot.training.config import TrainConfig
 
 FLAG_NAMES = (*flags.TRAIN_FLAGS, "model_dir", "strategy", "tpu")
+# What an unset flag means: TrainConfig's default (`--help` shows it).
+FLAG_DEFAULTS = TrainConfig().to_flat()
 
 
 def run(FLAGS) -> int:
