@@ -266,3 +266,11 @@ def test_train_help_shows_the_real_defaults(capsys):
     assert default_of("learning_rate") == "(default: 0.1)"
     assert default_of("data_dir") == "(default: none)"  # no default: TFDS's own directory
     assert "(default: the dataset's).\n    (default: none)" not in out  # a help text naming its default is not contradicted
+    # groundtruth takes an unset setting from --model_dir's run when given one; retrain its dataset.
+    assert cli.main(["tf-oneshot", "groundtruth", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert default_of("train_steps") == "(default: 10,000, or what --model_dir recorded)"
+    assert cli.main(["tf-oneshot", "retrain", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert default_of("train_steps") == "(default: 10,000)"
+    assert default_of("dataset") == "(default: digits, or what --model_dir recorded)"

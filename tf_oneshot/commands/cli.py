@@ -166,13 +166,15 @@ def command_help(command: str, module: Any, flag_values: Any) -> str:
     # A flag's registry default is None where the command supplies its own
     # (train: TrainConfig's); the command names those in FLAG_DEFAULTS.
     defaults = getattr(module, "FLAG_DEFAULTS", {})
+    notes = getattr(module, "FLAG_DEFAULT_NOTES", {})  # e.g. "or what --model_dir recorded"
     for name in sorted(module.FLAG_NAMES):
         flag = flag_values[name]
         shown = f"--[no]{name}" if flag.boolean else f"--{name}"
         lines += textwrap.wrap(f"{shown}: {flag.help}", width=100, initial_indent="  ",
                                subsequent_indent="    ", break_on_hyphens=False)
         if "(default" not in flag.help:  # the help text already says it
-            lines.append(f"    (default: {_default_text(flag, defaults.get(name))})")
+            note = f", {notes[name]}" if name in notes else ""
+            lines.append(f"    (default: {_default_text(flag, defaults.get(name))}{note})")
     return "\n".join(lines)
 
 
