@@ -249,3 +249,28 @@ def test_other_startup_output_still_reaches_stderr(capfd):
         os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
         os.write(2, b"something else\n")
     assert capfd.readouterr().err == "something else\n"
+
+
+def test_train_help_shows_the_real_defaults(capsys):
+    # Issue 19 item 10: "(default: none)" was shown for settings that have defaults.
+    assert cli.main(["tf-oneshot", "train", "--help"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+
+    def default_of(flag):
+        i = next(i for i, line in enumerate(lines) if line.strip().startswith(f"--{flag}:"))
+        return next(line.strip() for line in lines[i + 1:] if line.strip().startswith("(default"))
+
+    assert default_of("train_steps") == "(default: 10,000)"
+    assert default_of("checkpoint_every") == "(default: 100)"
+    assert default_of("learning_rate") == "(default: 0.1)"
+    assert default_of("data_dir") == "(default: none)"  # no default: TFDS's own directory
+    assert "(default: the dataset's).\n    (default: none)" not in out  # a help text naming its default is not contradicted
+    # groundtruth takes an unset setting from --model_dir's run when given one; retrain its dataset.
+    assert cli.main(["tf-oneshot", "groundtruth", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert default_of("train_steps") == "(default: 10,000, or what --model_dir recorded)"
+    assert cli.main(["tf-oneshot", "retrain", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert default_of("train_steps") == "(default: 10,000)"
+    assert default_of("dataset") == "(default: digits, or what --model_dir recorded)"

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import read_jsonl
@@ -126,6 +127,17 @@ def test_shards_split_the_pairs_and_merge(tmp_path):
         assert (result.summary is None) == (i < 2)  # the last shard completes the set and merges
     everything = [(c, s) for s in seeds for c in CHILDREN]
     assert calls[0] == everything[0::3] and calls[1] == everything[1::3] and calls[2] == everything[2::3]
+    # TensorBoard: every pair's validation accuracy at step = its seed-major number, shard by shard.
+    steps = {}
+    for name in os.listdir(out):
+        if name.endswith("_events"):
+            for f in os.listdir(os.path.join(out, name)):
+                for e in tf.compat.v1.train.summary_iterator(os.path.join(out, name, f)):
+                    for v in e.summary.value:
+                        if v.tag == "groundtruth/validation_accuracy":
+                            steps[e.step] = float(tf.make_ndarray(v.tensor))
+    digits = [sum(map(int, c)) for c, _ in everything]
+    assert steps == {n: pytest.approx(0.5 + 0.01 * d + 0.001 * s) for n, (d, (_, s)) in enumerate(zip(digits, everything))}
     summary = json.load(open(os.path.join(out, "ground_truth.json")))
     assert summary["files"] == [f"results-{i}-of-3.jsonl" for i in range(3)]
     assert summary["noise_ceiling"]["validation_accuracy"] == pytest.approx(1.0)  # the fake never reorders

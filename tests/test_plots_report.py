@@ -15,6 +15,7 @@ from tf_oneshot.analysis import (
     plot_oneshot_histogram,
     plot_oneshot_vs_standalone,
     plot_search_progress,
+    plots,
     rank_metrics,
 )
 from tf_oneshot.analysis.plots import evolution_progress
@@ -313,3 +314,26 @@ def test_report_shows_no_spread_over_one_seed(tmp_path):
     analyze(search2, retrain2, str(tmp_path / "two_out"), log=lambda s: None)
     rows = [line for line in open(os.path.join(str(tmp_path / "two_out"), "report.md")) if line.startswith("| `")]
     assert rows and all(" ± " in row for row in rows)
+
+
+def test_scored_counts_say_what_they_count(tmp_path, monkeypatch):
+    # Issue 19 item 10: screen 300 / report 280 / plot 300. The screens count each search's
+    # lines (200 + 100); the report counted distinct architectures (evolution re-scored some
+    # random search had scored); the histogram every line. Now each says which.
+    rng = np.random.default_rng(3)
+    archs = [SPACE.sample(rng) for _ in range(8)]
+    files = [str(tmp_path / "random.jsonl"), str(tmp_path / "evolution.jsonl")]
+    for arch in archs[:6]:
+        append_jsonl(files[0], _search_line(SPACE, arch, 0.5, "random", None, rng))
+    for arch in archs[4:]:  # two architectures both searches scored
+        append_jsonl(files[1], _search_line(SPACE, arch, 0.5, "evolution", 0, rng))
+    titles = {}
+    real = plots.plot_oneshot_histogram
+    monkeypatch.setattr(plots, "plot_oneshot_histogram",
+                        lambda acc, path, **kw: titles.update(n=len(acc), **kw) or real(acc, path, **kw))
+    result = analyze(files, None, str(tmp_path / "out"), log=lambda _: None)
+    assert (result.num_architectures_scored, result.num_scores) == (8, 10)
+    assert titles == {"n": 10, "distinct": 8}
+    report = open(os.path.join(tmp_path, "out", "report.md")).read()
+    assert "| architectures scored with the one-shot model | 8 distinct (10 scores in 2 file(s)" in report
+    assert json.load(open(os.path.join(tmp_path, "out", "analysis.json")))["num_scores"] == 10

@@ -53,6 +53,13 @@ def test_retrain_records_resumes_and_exports(tmp_path):
     assert open(results).read().endswith("\n")
     third = retrain(candidates, SPACE, CONFIG, [0, 1], results, export, **QUIET)
     assert third.trained == () and len(read_jsonl(results)) == 4
+    # TensorBoard: each run's test accuracy at step = its line, across the reruns (issue 19 item 10).
+    events = str(tmp_path / "retrain_events")
+    scalars = sorted((e.step, float(tf.make_ndarray(v.tensor))) for f in os.listdir(events)
+                     for e in tf.compat.v1.train.summary_iterator(os.path.join(events, f))
+                     for v in e.summary.value if v.tag == "retrain/test_accuracy")
+    assert scalars == [(i, pytest.approx(r["test_accuracy"])) for i, r in enumerate(read_jsonl(results))]
+    assert len(os.listdir(events)) == 4  # one file per finished run; the third run wrote none
 
     # The exported best reloads in safe mode and scores what was recorded, on [0, 1] images.
     model = keras.saving.load_model(os.path.join(export, "best.keras"), safe_mode=True)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_oneshot.commands import cli
 from tf_oneshot.io_utils import read_jsonl
@@ -38,6 +39,12 @@ def test_random_search_writes_one_line_per_architecture(model_dir, tmp_path, cap
         assert r["params"] > 0 and r["flops"] > 0 and r["seconds"] > 0
         assert r["generation"] is None and r["space"]["space"] == "bender_cell"
         assert r["checkpoint_step"] == 2 and r["bn_mode"] == "batch" and r["algorithm"] == "random"
+    # TensorBoard: one score and the best so far per line of the results file (issue 19 item 10)
+    events = os.path.join(model_dir, "search_random")
+    best = [float(tf.make_ndarray(v.tensor)) for f in sorted(os.listdir(events))
+            for e in tf.compat.v1.train.summary_iterator(os.path.join(events, f))
+            for v in e.summary.value if v.tag == "search/best_so_far"]
+    assert best[-6:] == sorted(best[-6:]) and best[-1] == pytest.approx(max(r["oneshot_accuracy"] for r in lines))
 
 
 def test_evolution_with_recalibration_and_constraints(model_dir, tmp_path):

@@ -1,6 +1,7 @@
 """The results file and the search loop: kill at any moment, rerun, nothing lost or scored twice."""
 
 import json
+import os
 
 import pytest
 
@@ -163,3 +164,23 @@ def test_progress_prints_each_count_once(tmp_path):
     shown = [line for line in lines if "architectures (" in line]
     assert len(shown) == len(set(line.split(" architectures")[0] for line in shown)) == 1, shown
     assert shown[-1].startswith("4/4 architectures (100.0%)")
+
+
+def test_search_summaries_hold_each_score_the_best_so_far_and_a_histogram(tmp_path):
+    import tensorflow as tf
+
+    from tf_oneshot.search.runner import write_search_summaries
+
+    write_search_summaries(str(tmp_path), [0.2, 0.5, 0.3])
+    values: dict[str, list] = {}
+    for f in os.listdir(tmp_path):
+        for e in tf.compat.v1.train.summary_iterator(os.path.join(tmp_path, f)):
+            for v in e.summary.value:
+                values.setdefault(v.tag, []).append((e.step, v))
+    def scalars(tag):
+        return [(s, round(float(tf.make_ndarray(v.tensor)), 4)) for s, v in values[tag]]
+
+    assert scalars("search/best_so_far") == [(0, 0.2), (1, 0.5), (2, 0.5)]
+    assert [v for _, v in scalars("search/score")] == [0.2, 0.5, 0.3]
+    (step, hist), = values["search/scores"]
+    assert step == 2 and hist.metadata.plugin_data.plugin_name == "histograms"

@@ -91,14 +91,22 @@ def plot_oneshot_histogram(
     path: str,
     bins: int = 20,
     size: tuple[int, int] = DEFAULT_SIZE,
+    distinct: int | None = None,
 ) -> str:
-    """Distribution of one-shot accuracies of the scored architectures, Figure 5 bottom."""
+    """Distribution of one-shot accuracies of the scored architectures, Figure 5 bottom.
+
+    `distinct`: how many different architectures the scores are of, when two
+    searches scored some twice (the title then says both counts).
+    """
     fig, ax = figure(size)
     values = np.asarray(accuracies, np.float64)
     ax.hist(values, bins=bins, color="tab:blue", edgecolor="white")
     ax.set_xlabel("one-shot model accuracy (validation)")
-    ax.set_ylabel("number of architectures")
-    ax.set_title(f"One-shot accuracies of {values.size} architectures")
+    ax.set_ylabel("number of scores")
+    title = f"One-shot accuracies of {values.size} architectures"
+    if distinct is not None and distinct != values.size:
+        title = f"One-shot accuracies: {values.size} scores of {distinct} distinct architectures"
+    ax.set_title(title)
     return save_figure(fig, path)
 
 

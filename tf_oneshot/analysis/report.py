@@ -70,6 +70,9 @@ class Analysis:
     Attributes:
         metrics: one-shot vs stand-alone rank agreement (NaN where undefined).
         num_architectures_scored: distinct architectures in the search results.
+        num_scores: lines of the search results (an architecture two searches
+            scored counts twice here, once above; each search's screen counts
+            its own lines).
         best_architecture: highest mean stand-alone validation accuracy, or the
             best one-shot architecture when nothing was retrained.
         best_oneshot_architecture: highest one-shot accuracy in the search.
@@ -110,6 +113,7 @@ class Analysis:
     accuracy_kendall_tau: float = math.nan
     baselines: dict[str, RankMetrics] = dataclasses.field(default_factory=dict)
     partial_taus: dict[str, float] = dataclasses.field(default_factory=dict)
+    num_scores: int = 0
 
     @property
     def standalone_measure(self) -> str:
@@ -135,6 +139,7 @@ class Analysis:
             "baselines": {name: {**m.to_json(), "partial_tau_params": clean(self.partial_taus.get(name, math.nan))}
                           for name, m in self.baselines.items()},
             "num_architectures_scored": self.num_architectures_scored,
+            "num_scores": self.num_scores,
             "best_architecture": self.best_architecture,
             "best_oneshot_architecture": self.best_oneshot_architecture,
             "kl_kendall_tau": clean(self.kl_kendall_tau),
@@ -317,6 +322,7 @@ def analyze(
     analysis = Analysis(
         metrics=metrics,
         num_architectures_scored=len({r["architecture"] for r in search}),
+        num_scores=len(search),
         best_architecture=best,
         best_oneshot_architecture=best_oneshot,
         kl_kendall_tau=kl_tau,
@@ -358,7 +364,7 @@ def _draw(output_dir: str, joined: Sequence, oneshot: Sequence[float], standalon
     if search:
         accuracies = [r["oneshot_accuracy"] for r in search]
         drawn["oneshot_histogram"] = plots.plot_oneshot_histogram(
-            accuracies, path("oneshot_histogram")
+            accuracies, path("oneshot_histogram"), distinct=len({r["architecture"] for r in search})
         )
         with_kl = [r for r in search if r.get("kl") is not None]
         if with_kl:
@@ -435,7 +441,7 @@ def render_report(
         f"| Kendall tau on accuracy alone | {_fmt(analysis.accuracy_kendall_tau)} |",
         f"| Spearman rho (95% CI) | {_fmt(m.spearman_rho)} {_fmt_ci(m.spearman_rho_ci)} |",
         f"| pairwise accuracy | {_fmt(m.pairwise_accuracy)} |",
-        f"| architectures scored with the one-shot model | {analysis.num_architectures_scored} |",
+        f"| architectures scored with the one-shot model | {_scored_text(analysis, search_results)} |",
         f"| best architecture (stand-alone) | `{analysis.best_architecture or '-'}` |",
         f"| best architecture (one-shot) | `{analysis.best_oneshot_architecture or '-'}` |",
     ]
@@ -470,3 +476,12 @@ def render_report(
             )
     return "\n".join(lines) + "\n"
 
+
+def _scored_text(analysis: Analysis, search_results: Any) -> str:
+    """The scored count, saying what it counts: distinct architectures, and the scores when more."""
+    files = 1 if isinstance(search_results, str) else len(search_results or ())
+    text = f"{analysis.num_architectures_scored} distinct"
+    if analysis.num_scores != analysis.num_architectures_scored:
+        text += (f" ({analysis.num_scores} scores in {files} file(s), as the searches' screens count; "
+                 "an architecture scored twice counts once)")
+    return text

@@ -166,13 +166,30 @@ def command_help(command: str, module: Any, flag_values: Any) -> str:
     if doc:
         lines += [doc[0], ""]
     lines.append("flags:")
+    # A flag's registry default is None where the command supplies its own
+    # (train: TrainConfig's); the command names those in FLAG_DEFAULTS.
+    defaults = getattr(module, "FLAG_DEFAULTS", {})
+    notes = getattr(module, "FLAG_DEFAULT_NOTES", {})  # e.g. "or what --model_dir recorded"
     for name in sorted(module.FLAG_NAMES):
         flag = flag_values[name]
         shown = f"--[no]{name}" if flag.boolean else f"--{name}"
         lines += textwrap.wrap(f"{shown}: {flag.help}", width=100, initial_indent="  ",
                                subsequent_indent="    ", break_on_hyphens=False)
-        lines.append(f"    (default: {flag.default_as_str or 'none'})")
+        if "(default" not in flag.help:  # the help text already says it
+            note = f", {notes[name]}" if name in notes else ""
+            lines.append(f"    (default: {_default_text(flag, defaults.get(name))}{note})")
     return "\n".join(lines)
+
+
+def _default_text(flag: Any, command_default: Any) -> str:
+    """The default `--help` shows: the flag's own, else the command's, else none."""
+    if flag.default is not None:
+        return flag.default_as_str
+    if command_default is None:
+        return "none"
+    if isinstance(command_default, bool):
+        return "true" if command_default else "false"
+    return f"{command_default:,}" if isinstance(command_default, int) else str(command_default)
 
 
 def _foreign_flag(command: str, module: Any, flag_values: Any) -> str | None:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
+from tf_oneshot.training.config import TrainConfig
 
 # The train flags (--train_steps, --learning_rate, ...): the ground truth
 # trains "with the same setting as weight sharing" (§3.1), as retrain does.
 SETTING_FLAGS = (*flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS)
 FLAG_NAMES = (*SETTING_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method", "fuse_children",
               "noise_ceiling", "strategy", "tpu", "finetune_curve")
+# What an unset training flag means (`--help` shows it): TrainConfig's, or the one-shot run's.
+FLAG_DEFAULTS = {name: TrainConfig().to_flat()[name] for name in flags.STANDALONE_TRAIN_FLAGS}
+FLAG_DEFAULT_NOTES = {name: "or what --model_dir recorded" for name in SETTING_FLAGS}
 CURVE_FILE = "finetune_gt_tau"
 NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
 

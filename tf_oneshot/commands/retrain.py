@@ -15,6 +15,7 @@ import os
 
 from tf_oneshot.commands import flags
 from tf_oneshot.errors import UserError
+from tf_oneshot.training.config import TrainConfig
 
 # The training hyper-parameters are the train command's flags (--train_steps,
 # --learning_rate, ...): retrain uses "the same flags as training"; those of
@@ -25,6 +26,9 @@ FLAG_NAMES = (
     "architectures", "architectures_file", "select", "top_k", "pool", "num_buckets", "per_bucket",
     "percentile", "seeds", "seed", "full_train", "results", "output_dir", "strategy", "tpu",
 )
+# What an unset training flag means (`--help` shows it): TrainConfig's; the dataset the model_dir's.
+FLAG_DEFAULTS = {name: TrainConfig().to_flat()[name] for name in flags.STANDALONE_TRAIN_FLAGS}
+FLAG_DEFAULT_NOTES = {"dataset": "or what --model_dir recorded"}
 
 
 def _seeds(FLAGS) -> list[int]:

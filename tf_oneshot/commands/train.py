@@ -12,6 +12,8 @@ from tf_oneshot.training.config import ARCHITECTURE_FIELDS, TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
 
 FLAG_NAMES = (*flags.TRAIN_FLAGS, "model_dir", "strategy", "tpu")
+# What an unset flag means: TrainConfig's default (`--help` shows it).
+FLAG_DEFAULTS = TrainConfig().to_flat()
 
 
 def run(FLAGS) -> int:

@@ -109,7 +109,32 @@ def run(
     log(_describe(search, model_dir.space, constraints, scorer, file.path, given=architectures is not None))
     summary = run_search(search, scorer.score, file, batch_size=scorer.archs_per_call, log=log,
                          progress_every=progress_every, stop=stop)
+    if summary["scored"]:  # a rerun that scores nothing writes no new events file
+        write_search_summaries(model_dir.events(f"search_{search.name}"),
+                               [float(r["oneshot_accuracy"]) for r in file.records()])
     return {**summary, "results": file.path}
+
+
+def write_search_summaries(events_dir: str, scores: Sequence[float]) -> None:
+    """TensorBoard view of a search (Bender et al. 2018, §4.1's score distribution).
+
+    Step i is the i-th line of the results file: `search/score` (its one-shot
+    accuracy), `search/best_so_far`, and at the last step the histogram
+    `search/scores` of every score the file holds.
+    """
+    import tensorflow as tf
+
+    if not scores:
+        return
+    writer = tf.summary.create_file_writer(events_dir)
+    best = float("-inf")
+    with writer.as_default():
+        for step, score in enumerate(scores):
+            best = max(best, score)
+            tf.summary.scalar("search/score", score, step=step)
+            tf.summary.scalar("search/best_so_far", best, step=step)
+        tf.summary.histogram("search/scores", list(scores), step=len(scores) - 1)
+    writer.close()
 
 
 def _algorithm(space: Any, name: str, num_architectures: int, architectures: Sequence[Hashable | str] | None,

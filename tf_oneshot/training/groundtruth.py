@@ -67,7 +67,7 @@ from tf_oneshot.training import data
 from tf_oneshot.training.child import RECALIBRATION_IMAGES, FusedChildren, MaskedChild, StandaloneChild
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
-from tf_oneshot.training.retrain import RUN_FIELDS
+from tf_oneshot.training.retrain import RUN_FIELDS, events_dir, write_run_scalars
 
 RECORD_KIND = "tf_oneshot.groundtruth"
 SUMMARY_KIND = "tf_oneshot.ground_truth"
@@ -509,6 +509,7 @@ def run_ground_truth(
             results.append(_record(space, by_name[child], seed, result, seeds, shard,
                                    getattr(train_fn, "method", "custom")))
             trained.append((child, seed))
+            write_run_scalars(events_dir(path), "groundtruth", pairs.index((child, seed)), result)  # step: seed-major
             log(_progress(len(trained), len(todo), child, seed, result, time.perf_counter() - tic))
     summary, missing = _merge_if_complete(output, space, settings, seeds, pairs, shard, noise_ceiling, log)
     return GroundTruthRun(tuple(trained), skipped, path, summary, missing)

@@ -273,6 +273,7 @@ def retrain(
             log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
             return _summary(results, wanted, trained, skipped, None, {}, preempted=True)
         _record_run(results, candidate, seed, model, metrics, space, log, f"[{index}/{len(todo)}] {arch} seed {seed}: ")
+        write_run_scalars(events_dir(results_path), "retrain", len(skipped) + index - 1, metrics)
         trained.append((str(arch), seed))
         key, accuracy = str(arch), metrics[f"{split}_accuracy"]
         if key not in best_now or accuracy > best_now[key][0]:
@@ -328,6 +329,25 @@ def _record_run(results: RecordFile, candidate: Candidate, seed: int, model: ker
     validation = metrics["validation_accuracy"]
     log(f"{prefix}{'' if validation is None else f'validation {validation:.4f} '}"
         f"test {metrics['test_accuracy']:.4f}, {params:,} params ({metrics['seconds']:.0f}s)")
+
+
+def events_dir(results_path: str) -> str:
+    """TensorBoard events beside a results file: `r.jsonl` -> `r_events/`."""
+    return os.path.splitext(results_path)[0] + "_events"
+
+
+def write_run_scalars(path: str, prefix: str, step: int, metrics: dict[str, Any]) -> None:
+    """One finished stand-alone run's accuracies as TensorBoard scalars (`<prefix>/test_accuracy` ...).
+
+    Step = the run's line in its results file, so a resumed job continues the
+    curve; Bender et al. 2018 (§3.4) compare these with the one-shot scores.
+    """
+    writer = tf.summary.create_file_writer(path)
+    with writer.as_default():
+        for key in ("validation_accuracy", "test_accuracy"):
+            if metrics.get(key) is not None:
+                tf.summary.scalar(f"{prefix}/{key}", float(metrics[key]), step=step)
+    writer.close()
 
 
 def _summary(results, wanted, trained, skipped, best, exported, preempted=False) -> RetrainSummary:
