@@ -70,11 +70,9 @@ def run(
             scored, as the flags of `tf-oneshot search` of those names say
             (`OneShotScorer.from_model_dir`); `bn_mode` defaults to the
             space's, `archs_per_pass` to 1 with `architectures`.
-        scorer: a scorer `OneShotScorer.from_model_dir` built on `model_dir`,
-            shared between searches (the demo's random search and evolution);
-            the scoring arguments are then its own.
-        stop: polled between batches; True ends the search, every finished
-            line written (SIGTERM: `tf_oneshot.training.preemption`).
+        scorer: a scorer built on `model_dir`, shared between searches (the
+            demo's); the scoring arguments are then its own.
+        stop: polled between batches; True ends the search (SIGTERM, Ctrl-C).
         log, progress_every: where progress lines go, and seconds between them.
         **options: the algorithm's options (`make_algorithm`:
             population_size, num_parents, mutation_prob).

@@ -469,9 +469,8 @@ def run_ground_truth(
             `fuse_children` pairs in one step); each trains every child from
             scratch as alone.
         fuse_children: pairs per step of the "fused" method (HFTA).
-        stop: polled between pairs and between chunks of a pair's training
-            (SIGTERM, `tf_oneshot.training.preemption`): the pair in hand is dropped,
-            every finished pair is kept, and a rerun resumes.
+        stop: polled between pairs and chunks of training (SIGTERM, Ctrl-C):
+            the pair in hand is dropped, finished pairs kept; a rerun resumes.
 
     Raises:
         UserError: a space too large to enumerate, bad seeds, a dataset that
