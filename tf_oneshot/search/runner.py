@@ -62,8 +62,7 @@ def run(
         architectures: score exactly these instead, in order (algorithm
             "given"; `algorithm` stays "random", no constraints).
         constraints: bounds every proposal meets (SPOS §3.4).
-        results: the results file (default: `<model_dir>/search/<algorithm>.jsonl`);
-            its lines are a cache, so a rerun scores nothing twice.
+        results: the results file (default: `<model_dir>/search/<algorithm>.jsonl`), a cache.
         seed: seeds the algorithm and the scorer's image draws.
         bn_mode, kl, kl_reference, archs_per_pass, recalibration_images,
             validation_examples, data_dir, strategy: how architectures are
