@@ -254,7 +254,7 @@ def test_make_algorithm_builds_every_algorithm_from_its_name_and_the_flags():
     (dict(name="random", num_architectures=0),
      "--num_architectures=0 is invalid for --algorithm=random: num_architectures must be >= 1."),
     (dict(name="evolution", populaton_size=5),
-     "--populaton_size is not a search option; the options are --mutation_prob, --num_parents, --population_size."),
+     "--populaton_size is not a search option; the options are --mutation_prob, --new_per_iteration, --num_parents, --population_size."),
 ])
 def test_make_algorithm_errors_are_one_line_naming_the_flag(call, message):
     call = {"num_architectures": 10, **call}
