@@ -15,7 +15,7 @@ contract tests of the built-in spaces run these same checks:
 - `count_oneshot()` and `count(arch)` equal Keras' `count_params()`;
 - `masked_l2` under an architecture's masks decays at least that
   architecture's stand-alone kernels (their sum of squares, after the weight
-  copy; a space adds only extra decayed weights, as spos_quant's PACT alphas);
+  copy; a space adds only extra decayed weights, such as a quantized space's PACT clip values);
 - under an architecture's masks, the one-shot model equals that
   architecture's stand-alone model holding the inherited weights, two
   architectures in two ghost batches of one call (masks arrive as [G, ...]);
@@ -255,7 +255,7 @@ def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], g
     (`layers.conv_kernels`); the one-shot model, under that child's masks,
     must decay the same weights (Bender et al. 2018, §3.2), or training
     runs without weight decay on them and nothing else shows it. A space may
-    decay more (spos_quant's PACT alphas), never less.
+    decay more (a quantized space's PACT clip values), never less.
     """
     for arch in archs:
         child = space.build_standalone(arch, ghost_batch_size, name="check_l2")
