@@ -319,7 +319,7 @@ def test_multi_worker_on_loopback_trains_and_resumes(tmp_path):
     chief_steps = [line for line in chief.stdout.splitlines() if line.startswith("step ")]
     worker_steps = [line.removeprefix("[worker 1] ") for line in worker.stdout.splitlines()
                     if line.startswith("[worker 1] step ")]
-    assert len(chief_steps) == 3  # steps 2, 4, then the validation line
+    assert len(chief_steps) == 4  # steps 2, 4, the line at the end of the dropout ramp, the validation line
     strip = [line.split(" (")[0] for line in chief_steps]
     assert strip == [line.split(" (")[0] for line in worker_steps]
     # Only the chief writes: one config, checkpoints 2 and 4, no worker scratch left.
