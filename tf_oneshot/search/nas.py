@@ -44,7 +44,7 @@ import os
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tf_oneshot.errors import UserError
+from tf_oneshot.errors import UserError, require_positive
 from tf_oneshot.search.algorithms import ALGORITHMS
 from tf_oneshot.search.algorithms import make_algorithm as make_search_algorithm
 from tf_oneshot.search.base import SearchAlgorithm
@@ -105,9 +105,7 @@ class NasSettings:
         if self.new_per_iteration is None:
             object.__setattr__(self, "new_per_iteration", self.pool_size)
         for name in ("iterations", "steps_per_iteration", "pool_size", "new_per_iteration"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"--{name}={value} is invalid; it must be a positive integer.")
+            require_positive(name, getattr(self, name))
         if self.sampler not in POOL_SAMPLERS:
             raise UserError(f"--sampler={self.sampler} cannot sample a candidate pool; choose one of "
                             f"{', '.join(POOL_SAMPLERS)} (NAO-V2 §4.2: proportional).")
