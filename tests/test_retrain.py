@@ -307,3 +307,24 @@ def test_mirrored_strategy_trains_the_same_numbers():
     # steps) turns that into a few flipped predictions out of 300.
     for key in ("validation_accuracy", "test_accuracy"):
         assert runs["mirrored64"][key] == pytest.approx(runs["default64"][key], abs=0.02)
+
+
+def test_the_optimizer_recipe_is_part_of_a_results_files_identity(tmp_path):
+    """Two retrains that differ only in Nesterov, the decay's end or BN momentum do not share a file
+    (issue 18); lines written before those were flags read as the values then hard-coded."""
+    from tf_oneshot.training.retrain import EARLIER_DEFAULTS, RUN_FIELDS, results_file
+
+    assert {"nesterov", "end_learning_rate", "bn_momentum"} <= set(RUN_FIELDS)
+    flat = CONFIG.to_flat()
+    old = {f: flat[f] for f in RUN_FIELDS if f not in (*EARLIER_DEFAULTS, "full_train")}
+    old.update(full_train=False, bn_recalibration_images=64, space=SPACE.to_config())
+    old = json.loads(json.dumps(old))
+    path = str(tmp_path / "old.jsonl")
+    with open(path, "w") as f:
+        f.write(json.dumps({**old, "kind": "tf_oneshot.retrain", "architecture": ARCHS[0], "seed": 0,
+                            "validation_accuracy": 0.5, "test_accuracy": 0.5}) + "\n")
+    now = {**old, **EARLIER_DEFAULTS}
+    assert results_file(path, now).done() == {(ARCHS[0], 0)}
+    for field, value in (("nesterov", False), ("end_learning_rate", 0.001), ("bn_momentum", 0.9)):
+        with pytest.raises(UserError, match=field):
+            results_file(path, {**now, field: value}).done()

@@ -59,8 +59,11 @@ RECORD_KIND = "tf_oneshot.retrain"
 # with other settings would mix incomparable accuracies.
 RUN_FIELDS = (
     "dataset", "train_steps", "batch_size", "ghost_batch_size", "learning_rate", "lr_schedule",
-    "momentum", "weight_decay", "full_train",
+    "end_learning_rate", "momentum", "nesterov", "weight_decay", "bn_momentum", "full_train",
 )
+# What lines written before these settings were flags trained with (issue 18: Nesterov was
+# hard-coded, the decay ended at 0, batch norm used Keras's momentum).
+EARLIER_DEFAULTS = {"nesterov": True, "end_learning_rate": 0.0, "bn_momentum": 0.99}
 KERAS_FILE = "best.keras"
 SAVED_MODEL_DIR = "best_saved_model"
 BEST_FILE = "best.json"
@@ -191,13 +194,13 @@ def results_file(path: str, settings: dict[str, Any]) -> RecordFile:
     return RecordFile(
         path, RECORD_KIND, settings, key=lambda r: (r["architecture"], int(r["seed"])),
         what="a `tf-oneshot retrain` result", fix="rerun with the same flags or pass a new --results file",
-        normalize=_as_written_now, flush_seconds=0.0,
+        normalize=as_written_now, flush_seconds=0.0,
     )
 
 
-def _as_written_now(record: dict) -> dict:
-    """A line as this version writes it: lines from before --full_train trained on the train split."""
-    return {**record, "full_train": bool(record.get("full_train"))}
+def as_written_now(record: dict) -> dict:
+    """A line as this version writes it: older lines trained with EARLIER_DEFAULTS, on the train split."""
+    return {**EARLIER_DEFAULTS, **record, "full_train": bool(record.get("full_train"))}
 
 
 def _best(records: Sequence[dict]) -> tuple[str, float] | None:
