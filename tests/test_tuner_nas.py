@@ -349,3 +349,27 @@ def test_distributed_chief_trains_and_two_workers_score(tmp_path):
         assert steps == sorted(steps)
     log = read_jsonl(os.path.join(model_dir, nas.LOG_FILE))
     assert sorted(r["trial_id"] for r in log if r["kind"] == "score") == sorted(r["trial_id"] for r in lines)
+
+
+@pytest.mark.slow
+def test_the_oracle_runs_nao_v2s_pool_setting(tmp_path):
+    """NAO-V2's code trains each iteration on the newest candidates and rescores the grown pool (issue 18)."""
+    model_dir, lines = str(tmp_path / "m"), []
+    oracle = new_oracle(model_dir, lines, algorithm="random", new_per_iteration=2, train_on="newest")
+    assert oracle.settings.new_per_iteration == 2 and oracle.settings.train_on == "newest"
+    OneShotTuner(oracle, model_dir, directory=str(tmp_path), project_name="n").search(verbose=0)
+    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
+    assert len(trials) == oracle.expected_trials == P + (P + 2)
+    assert [t.hyperparameters.values[CHECKPOINT_STEP] for t in trials] == [T] * P + [2 * T] * (P + 2)
+    assert [x for x in lines if "training steps" in x] == [
+        "iteration 1/2: training steps 0-2 on the newest candidates of 4 (proportional sampling, "
+        "independent iterations)",
+        "iteration 2/2: training steps 2-4 on the newest candidates of 2 (proportional sampling, "
+        "independent iterations)"]
+
+
+def test_scores_count_what_each_iteration_mode_scores():
+    settings = dict(iterations=3, steps_per_iteration=10, pool_size=1000, new_per_iteration=300)
+    # Independent: 1000, then 1300, then 1600 rescored; dependent: each candidate once.
+    assert nas.NasSettings(**settings).scores == 3900
+    assert nas.NasSettings(**settings, iteration_mode="dependent").scores == 1600

@@ -130,6 +130,14 @@ class NasSettings:
         return self.iterations * self.steps_per_iteration
 
     @property
+    def scores(self) -> int:
+        """Scores taken in all: independent iterations rescore the whole grown pool, dependent ones the new."""
+        if not self.independent:
+            return self.budget
+        K, P, N = self.iterations, self.pool_size, self.new_per_iteration
+        return K * P + N * K * (K - 1) // 2
+
+    @property
     def budget(self) -> int:
         """Distinct architectures proposed in all: the initial pool, then the new ones of K - 1 iterations."""
         return self.pool_size + self.new_per_iteration * (self.iterations - 1)

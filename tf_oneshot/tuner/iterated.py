@@ -49,7 +49,11 @@ class IteratedOneShotOracle(OneShotOracle):
         model_dir: the supernet's model_dir; trained here, by the chief.
         iterations: K, train / score / propose rounds.
         steps_per_iteration: T, supernet steps per iteration.
-        pool_size: P, the initial pool and the candidates added per iteration.
+        pool_size: P, the initial pool (NAO-V2's code: 1000).
+        new_per_iteration: candidates each iteration adds (default P; NAO-V2's
+            code: 300).
+        train_on: "pool" (each iteration trains on the whole pool) or
+            "newest" (on what the iteration before added; NAO-V2's code).
         algorithm: "random", "evolution" or "nao" (`nas.make_algorithm`).
         pool_sampler: "proportional" (§4.2, Eq. 1) or "uniform" (NAO-WS).
         iteration_mode: "independent" (§4.3, Fig. 2a) or "dependent" (Fig. 2b).
@@ -83,6 +87,8 @@ class IteratedOneShotOracle(OneShotOracle):
         iteration_mode: str = "independent",
         seed: int | None = None,
         *,
+        new_per_iteration: int | None = None,
+        train_on: str = "pool",
         config: TrainConfig | None = None,
         bn_mode: str = "batch",
         validation_examples: int | None = None,
@@ -101,7 +107,7 @@ class IteratedOneShotOracle(OneShotOracle):
         self.settings = nas.NasSettings(
             iterations=iterations, steps_per_iteration=steps_per_iteration, pool_size=pool_size,
             algorithm=algorithm, sampler=pool_sampler, iteration_mode=iteration_mode, bn_mode=bn_mode,
-            validation_examples=validation_examples,
+            validation_examples=validation_examples, new_per_iteration=new_per_iteration, train_on=train_on,
         )
         config = config or ModelDir.open(model_dir).config
         if seed is not None:
@@ -120,7 +126,7 @@ class IteratedOneShotOracle(OneShotOracle):
         # trial's architecture is handed out again.
         self.max_trials = None
         K, T = iterations, steps_per_iteration
-        self.expected_trials = pool_size * (K * (K + 1) // 2 if self.settings.independent else K)
+        self.expected_trials = self.settings.scores
         self.hyperparameters.Int(CHECKPOINT_STEP, min_value=T, max_value=K * T, step=T)
         self.strategy, self.log = strategy, log
         self.loop: nas.Loop | None = None  # opened by the chief on its first trial
