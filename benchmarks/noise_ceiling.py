@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per child, at least 4 (default 10)")
     parser.add_argument("--method", default="masked", help="the child trainer (groundtruth.make_trainer)")
     parser.add_argument("--target", type=float, default=TARGET, help="the ceiling to reach (issue 21: 0.8)")
+    parser.add_argument("--rank_by", choices=("accuracy", "loss"), default="accuracy",
+                        help="what ranks the children: validation accuracy (the package's ground truth) or "
+                             "validation loss (finer-grained on a small validation set)")
     args = parser.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     args.steps = [int(s) for s in (args.steps or sizes.pop("steps")).split(",")]
@@ -81,6 +85,19 @@ def ceiling_row(per_seed, seeds_list) -> dict:
     }
 
 
+def seeds_for(seed_vs_seed: float, target: float) -> float:
+    """Seeds a ground truth needs for a split-half ceiling of `target`: a projection, not a measurement.
+
+    Two single seeds agree at Kendall tau t1. On Greiner's relation (Pearson r = sin(pi t / 2) for
+    bivariate normal scores) a mean of h seeds has reliability h r1 / (1 + (h - 1) r1)
+    (Spearman-Brown); the split-half ceiling compares two means of h = s / 2 seeds.
+    """
+    r1, r = math.sin(math.pi * seed_vs_seed / 2), math.sin(math.pi * target / 2)
+    if r1 <= 0:
+        return math.inf
+    return 2 * max(1.0, r * (1 - r1) / (r1 * (1 - r)))
+
+
 def format_table(rows: dict[int, dict], seeds_list: list[int], target: float) -> str:
     """One line per step count: the ceilings, single-seed agreements and wall time; then the verdict."""
     header = ["steps", *[f"ceiling s={s}" for s in seeds_list], "seed vs mean", "seed vs seed", "wall min"]
@@ -95,11 +112,27 @@ def format_table(rows: dict[int, dict], seeds_list: list[int], target: float) ->
                      f"(ceiling {rows[steps]['ceiling'][s]:.3f})")
     else:
         lines.append(f"no setting in this table reaches ceiling {target}")
+    for steps, r in rows.items():
+        lines.append(f"projected (Spearman-Brown from seed vs seed): {steps} steps need about "
+                     f"{seeds_for(r['seed_vs_seed'], target):.0f} seeds for ceiling {target}")
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def per_seed_scores(path: str, rank_by: str):
+    """[seeds, children] scores (higher is better) of the ground truth in `path`: accuracy or -loss."""
+    import numpy as np
+
     from tf_oneshot.analysis.insights import read_ground_truth
+    from tf_oneshot.training.groundtruth import SUMMARY_FILE
+
+    if rank_by == "accuracy":
+        return read_ground_truth(path).per_seed_accuracy
+    with open(os.path.join(path, SUMMARY_FILE)) as f:
+        children = json.load(f)["children"]
+    return -np.array([c["validation_loss"] for c in children], np.float64).T
+
+
+def main(argv: list[str] | None = None) -> int:
     from tf_oneshot.search_spaces import get_space
     from tf_oneshot.training import groundtruth
     from tf_oneshot.training.config import TrainConfig
@@ -114,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.output_dir or tempfile.mkdtemp(prefix="noise_ceiling_")
     print(f"noise ceiling of darts64 on digits (F={z['filters']}, stem {z['stem_filters']}, {z['num_cells']} "
           f"cells, batch {z['batch_size']}): {space.size()} children x {args.seeds} seeds at steps {args.steps}, "
-          f"method {args.method}, -> {out}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+          f"method {args.method}, ranked by validation {args.rank_by}, -> {out}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
           flush=True)
     rows = {}
     for steps in args.steps:
@@ -123,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         tic = time.perf_counter()
         path = os.path.join(out, f"steps{steps}")
         groundtruth.run_ground_truth(space, config, seeds, path, method=args.method, log=lambda s: None)
-        gt = read_ground_truth(path)
-        rows[steps] = {**ceiling_row(gt.per_seed_accuracy, seeds_list), "seconds": time.perf_counter() - tic}
+        rows[steps] = {**ceiling_row(per_seed_scores(path, args.rank_by), seeds_list),
+                       "seconds": time.perf_counter() - tic}
         print(f"  {steps} steps: ceiling {rows[steps]['ceiling'][seeds_list[-1]]:.3f} with {args.seeds} seeds, "
               f"{rows[steps]['seconds'] / 60:.1f} min", flush=True)
     text = format_table(rows, seeds_list, args.target)
