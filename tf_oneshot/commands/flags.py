@@ -66,6 +66,9 @@ flags.DEFINE_float("weight_decay", None, "L2 coefficient, applied to active path
 flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (a loop inside tf.function).")
 flags.DEFINE_integer("checkpoint_every", None, "Save a checkpoint every this many steps.")
 flags.DEFINE_integer("log_every", None, "Log and write summaries every this many steps.")
+flags.DEFINE_integer("eval_every", None, "Validate every this many steps, as at the end (the all-on network for "
+                     "path dropout, 4 sampled architectures for single-path samplers), writing validation/accuracy "
+                     "and validation/loss to TensorBoard; 0: only at the end.")
 flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (always on for TPU).")
 flags.DEFINE_float("skip_threshold", None, "Skip dropped ops (tf.cond) once this share of ops is dropped "
                    "in every ghost batch of a replica: 0 always, 1 never.")
@@ -267,7 +270,7 @@ TRAIN_FLAGS = (
     "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *SPACE_FLAGS,
     "sampler", *CONSTRAINT_FLAGS,
     "train_steps", "dropout_rate", "dropout_schedule", "all_dropped", "learning_rate",
-    "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every",
+    "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every", "eval_every",
     "jit_compile", "skip_threshold", "mixed_precision", "keep_checkpoints",
     "sharing", "sharing_groups", "sharing_grouping", "sharing_prefix", "sharing_seed", "order_seed",
     "path_per", *RECIPE_FLAGS,
@@ -282,7 +285,7 @@ STANDALONE_TRAIN_FLAGS = (
 STANDALONE_NOT_APPLICABLE = {
     name: "only affects one-shot training; stand-alone models have no path dropout"
     for name in ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every",
-                 "path_per")
+                 "path_per", "eval_every")
 }
 
 
