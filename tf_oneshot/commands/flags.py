@@ -19,7 +19,8 @@ from typing import Any
 from absl import flags
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces import BUILTIN, DEFAULT_SPACE
+from tf_oneshot.search_spaces import BUILTIN, DEFAULT_SPACE, space_class, space_fields
+from tf_oneshot.search_spaces.space_config import NAMED_ARGS
 from tf_oneshot.training.config import TrainConfig
 
 # ------------------------------------------------------------ the search space
@@ -320,6 +321,18 @@ def given(FLAGS: Any, names: Iterable[str]) -> dict[str, Any]:
 def present(FLAGS: Any, names: Iterable[str]) -> set[str]:
     """The flags among `names` set on the command line or in a flagfile, even to their default."""
     return {name for name in names if FLAGS[name].present}
+
+
+def space_only_flags() -> dict[str, tuple[str, ...]]:
+    """The named space flags (--filters, --num_cells, ...) that only some built-in spaces read: {flag: those spaces}.
+
+    `--help` lists them apart, naming their spaces: every command that takes
+    --space takes them, and a space without the field refuses them. Read
+    from the spaces' fields (no TensorFlow loads), so a new space needs no edit here.
+    """
+    fields = {name: set(space_fields(space_class(name))) for name in BUILTIN}
+    readers = {flag: tuple(name for name in BUILTIN if flag in fields[name]) for flag in NAMED_ARGS}
+    return {flag: names for flag, names in readers.items() if len(names) < len(BUILTIN)}
 
 
 def config_from_flags(FLAGS: Any) -> TrainConfig:
