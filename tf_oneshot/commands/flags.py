@@ -250,6 +250,13 @@ flags.DEFINE_string(
     "latency table (local or gs://).",
 )
 flags.DEFINE_bool(
+    "export_tflite", False,
+    "retrain: also export the best model as best.tflite (float32, TFLiteConverter from best_saved_model), "
+    "beside best.keras and best_saved_model. Every built-in space converts; PACT/DoReFa quantization stays "
+    "simulated in float32 (no integer kernels). A layer TFLite cannot convert is reported in one line and "
+    "best.json's tflite_error; the other exports are still written.",
+)
+flags.DEFINE_bool(
     "overwrite", False, "Replace the outputs of an earlier run in --output_dir instead of refusing."
 )
 flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
