@@ -331,8 +331,7 @@ def retrain(
     exported: dict[str, str] = {}
     if export_dir and best is not None:
         try:
-            exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log,
-                                    tflite)
+            exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log, tflite)
         except Preempted as e:
             log(f"export: {e}; a rerun exports the best")
             return _summary(results, wanted, trained, skipped, best[0], {}, preempted=True)

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -437,16 +438,9 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def evaluate_all_on(
-    model,
-    space,
-    config: TrainConfig,
-    batches: int | None = None,
-    strategy: tf.distribute.Strategy | None = None,
-    masks: dict[str, np.ndarray] | None = None,
-) -> float:
-    """Validation accuracy of the all-on network, batch statistics on the fly (§3.2); see `all_on_metrics`."""
-    return all_on_metrics(model, space, config, batches, strategy, masks)["accuracy"]
+def evaluate_all_on(*args: Any, **kwargs: Any) -> float:
+    """Validation accuracy of the all-on network, batch statistics on the fly (§3.2): `all_on_metrics`'s."""
+    return all_on_metrics(*args, **kwargs)["accuracy"]
 
 
 def all_on_metrics(
@@ -491,16 +485,9 @@ def all_on_metrics(
     return {"accuracy": float(totals[0] / examples), "loss": float(totals[2] / examples)}
 
 
-def evaluate_sampled(
-    model,
-    space,
-    sampler: ArchitectureSampler,
-    config: TrainConfig,
-    count: int = SAMPLED_ARCHITECTURES,
-    strategy: tf.distribute.Strategy | None = None,
-) -> float:
-    """Mean validation accuracy of `count` architectures drawn by the training sampler; see `sampled_metrics`."""
-    return sampled_metrics(model, space, sampler, config, count, strategy)["accuracy"]
+def evaluate_sampled(*args: Any, **kwargs: Any) -> float:
+    """Mean validation accuracy of architectures drawn by the training sampler: `sampled_metrics`'s."""
+    return sampled_metrics(*args, **kwargs)["accuracy"]
 
 
 def sampled_metrics(
