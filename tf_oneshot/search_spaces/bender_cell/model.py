@@ -184,29 +184,28 @@ class CellOneShotModel(OneShotModel):
         width = on.shape[1]
         op_base = 1 + num_blocks * num_inputs
         alive_base = op_base + num_blocks * num_ops
-        squares, index = [], []
+        scalars, scalar_index, rows, row_index = [], [], [], []
 
-        def add_kernels(layers, unit):
+        def add_kernels(layers, index):
             for kernel in conv_kernels(layers):
-                squares.append(2.0 * tf.nn.l2_loss(kernel)[None])  # sum(w^2)
-                index.append(unit * width)
+                scalars.append(tf.nn.l2_loss(kernel))  # sum(w^2) / 2
+                scalar_index.append(index)
 
-        add_kernels(self.stem, unit_of["stem"])
+        add_kernels(self.stem, unit_of["stem"] * width)
         for j, unit in enumerate(self.reductions):
-            add_kernels(unit, unit_of[f"reduction{j}"])
-        add_kernels([self.classifier], unit_of["head"])
+            add_kernels(unit, unit_of[f"reduction{j}"] * width)
+        add_kernels([self.classifier], unit_of["head"] * width)
         for k, cell in enumerate(self.cells):
             base = unit_of[f"cell{k}"] * width
             for i, block in enumerate(cell.blocks):
-                squares.append(_row_sum_squares(block.input_conv.kernel, 2 + i))
-                index += [base + 1 + i * num_inputs + j for j in range(2 + i)]
+                rows.append(_row_sum_squares(block.input_conv.kernel, 2 + i))
+                row_index += [base + 1 + i * num_inputs + j for j in range(2 + i)]
                 for o, op in enumerate(block.ops):
-                    for kernel in conv_kernels(op.op_layers):
-                        squares.append(2.0 * tf.nn.l2_loss(kernel)[None])
-                        index.append(base + op_base + i * num_ops + o)
-            squares.append(_row_sum_squares(cell.output_conv.kernel, cell.num_blocks))
-            index += [base + alive_base + i for i in range(cell.num_blocks)]
-        return tf.reduce_sum(tf.concat(squares, 0) * tf.gather(fractions, index))
+                    add_kernels(op.op_layers, base + op_base + i * num_ops + o)
+            rows.append(_row_sum_squares(cell.output_conv.kernel, cell.num_blocks))
+            row_index += [base + alive_base + i for i in range(cell.num_blocks)]
+        squares = tf.concat([2.0 * tf.stack(scalars), *rows], 0)
+        return tf.reduce_sum(squares * tf.gather(fractions, scalar_index + row_index))
 
     def _reach(self, input_mask) -> tuple[tf.Tensor, dict[str, int]]:
         """([G, U] 1 where unit u reaches the classifier in ghost batch g, {unit name: u}).
