@@ -276,3 +276,16 @@ def test_train_help_shows_the_real_defaults(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert default_of("train_steps") == "(default: 10,000)"
     assert default_of("dataset") == "(default: digits, or what --model_dir recorded)"
+
+
+@pytest.mark.parametrize("command", ["train", "retrain", "groundtruth"])
+def test_flags_of_some_spaces_only_are_listed_apart_naming_them(command, capsys):
+    """Issue 19 item 10: the cell space's --filters, --num_cells, ... were listed by retrain and groundtruth as
+    if every space read them."""
+    assert cli.main(["tf-oneshot", command, "--help"]) == 0
+    general, _, space_part = capsys.readouterr().out.partition("\nspace options (only the search spaces named")
+    assert set(registry.space_only_flags()) == {"filters", "num_cells", "num_blocks", "num_stacks"}
+    assert help_flags(space_part) == {"filters", "num_cells", "num_blocks", "num_stacks"}
+    assert not help_flags(general) & help_flags(space_part) and "stem_stride" in help_flags(general)
+    assert "--num_blocks: Choice blocks per cell (N_choice). [bender_cell only]\n    (default: the space's own" in space_part
+    assert "[bender_cell, darts64 only]" in space_part.split("--num_cells:")[1].split("\n")[0]

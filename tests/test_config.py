@@ -34,7 +34,7 @@ def test_to_flat_gives_back_every_flat_name_and_from_json_reads_either_form():
     config = TrainConfig(**FLAT)
     flat = config.to_flat()
     assert {k: flat[k] for k in FLAT} == FLAT
-    assert len(flat) == 48 and flat["stem_stride"] is None and flat["min_params"] is None
+    assert len(flat) == 49 and flat["stem_stride"] is None and flat["min_params"] is None
     assert TrainConfig(**flat) == config
     assert TrainConfig.from_json(flat) == config  # config.json of runs written before concerns
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
@@ -76,6 +76,7 @@ def test_replace_takes_flat_names_and_concerns():
     (dict(sharing_groups=0), "--sharing_groups=0 is invalid; expected an integer >= 1."),
     (dict(min_flops=10, max_flops=5), "flops"),
     (dict(mixed_precision="fp8"), "--mixed_precision=fp8 is invalid; choose one of none, bfloat16, float16."),
+    (dict(eval_every=-1), r"--eval_every=-1 is invalid; expected a number of steps, e.g. 1000, or 0 to validate"),
 ])
 def test_each_concern_checks_its_fields_in_one_line(kwargs, message):
     with pytest.raises(UserError, match=message) as info:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_oneshot.layers import GhostBatchNormalization, PathDropout
+from tf_oneshot.layers import GhostBatchNormalization, PathDropout, conv_kernels
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.search_spaces.bender_cell.model import CellOneShotModel as OneShotModel
+from tf_oneshot.search_spaces.check import check_masked_l2
 
 TINY = CellSpace(filters=4, num_cells=2, num_stacks=2, image_shape=(8, 8, 1))
 GBS, N = 4, 8
@@ -181,6 +182,26 @@ def test_masked_l2_decays_only_active_paths():
     everything = model.masked_l2(TINY.all_on_masks()).numpy()
     kernels = [v for v in model.trainable_weights if "kernel" in v.name]
     np.testing.assert_allclose(everything, sum(float(np.sum(k.numpy() ** 2)) for k in kernels), rtol=1e-5)
+
+
+def test_masked_l2_skips_layers_no_active_path_reaches():
+    """Bender et al. §3.1-3.2: a child whose blocks never read the older cell input does not use the reduction of
+    that input (its stand-alone model drops it), so L2 must not decay it (issue 19: 136.0 decayed against the
+    child's 91.4)."""
+    model = OneShotModel(TINY, ghost_batch_size=GBS)
+    only_previous = TINY.parse("1:1/12:0/13:46/4:3")
+    only_older = TINY.parse("0:1/02:0/03:46/4:3")
+    older_side, previous_side = (conv_kernels(unit)[0] for unit in model.reductions[:2])
+    with tf.GradientTape() as tape:
+        l2 = model.masked_l2(TINY.encode_batch([only_previous, only_previous]))
+    grads = tape.gradient(l2, [older_side, previous_side])
+    assert grads[0] is None or np.all(grads[0].numpy() == 0.0)
+    np.testing.assert_allclose(grads[1], 2 * previous_side.numpy(), rtol=1e-6)
+    # Two ghost batches weigh each weight by its share of them: the mean of the two children's terms.
+    mixed = model.masked_l2(TINY.encode_batch([only_previous, only_older])).numpy()
+    alone = [model.masked_l2(TINY.encode_batch([arch])).numpy() for arch in (only_previous, only_older)]
+    np.testing.assert_allclose(mixed, np.mean(alone), rtol=1e-6)
+    assert check_masked_l2(TINY, model, [only_previous, only_older], GBS) is None  # equal to each child's
 
 
 def test_dropped_op_gets_no_decay_in_a_training_step():

@@ -75,6 +75,11 @@ class NoDecayOneShot(OneShot):
         return tf.constant(0.0)  # runs, and training would have no weight decay at all
 
 
+class DecayAllOneShot(OneShot):
+    def masked_l2(self, masks):
+        return super().masked_l2(self.space.all_on_masks())  # shrinks the paths the step does not use
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class Unbuilt(Base):
@@ -91,6 +96,7 @@ class MisspeltOneShot(OneShot):
 
 Untracked = _space_building(UntrackedOneShot, "test_untracked")
 NoDecay = _space_building(NoDecayOneShot, "test_no_decay")
+DecayAll = _space_building(DecayAllOneShot, "test_decay_all")
 Misspelt = _space_building(MisspeltOneShot, "test_misspelt")
 
 
@@ -127,6 +133,14 @@ def test_a_masked_l2_of_zero_is_caught():
     assert list(problems) == ["masked l2"]
     assert "less than the sum of squares of its stand-alone model's kernels" in problems["masked l2"]
     assert "weighted_sum_of_squares" in problems["masked l2"] and "\n" not in problems["masked l2"]
+
+
+def test_a_masked_l2_of_unused_paths_is_caught():
+    """Bender et al. §3.2: L2 on the active paths only; the check was a lower bound before issue 19."""
+    problems, _ = _problems(DecayAll(), quick=True)
+    assert list(problems) == ["masked l2"]
+    assert "more than the sum of squares of its stand-alone model's kernels" in problems["masked l2"]
+    assert "decays weights the architecture does not use" in problems["masked l2"]
 
 
 def test_a_one_shot_model_that_is_not_its_children_is_caught():

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -187,16 +188,27 @@ def test_single_path_training_is_summarized_by_its_paths_not_the_all_on_network(
 
 def test_progress_lines_and_events_as_a_user_expects(tmp_path):
     """Issue 19 item 10: the first ETA counted tracing in; the dip at the ramp's end went unexplained; every
-    rerun added an events file, even one that trained nothing."""
+    rerun added an events file, even one that trained nothing; TensorBoard had no validation curve during
+    training (--eval_every: the all-on network as at the end, Bender et al. §3.2, between host loops)."""
     model_dir, lines = str(tmp_path / "run"), []
-    trainer.train(TrainConfig(**{**TINY, "steps_per_loop": 3}), model_dir, log=lines.append)
+    config = TrainConfig(**{**TINY, "steps_per_loop": 3, "eval_every": 4})
+    result = trainer.train(config, model_dir, log=lines.append)
     step_lines = [line for line in lines if line.startswith("step ") and "/6:" in line]
     assert "ETA after the next log" in step_lines[0]  # step 3: only the tracing loop has run
     assert "ETA 0m00s" in step_lines[1]
     assert sum("the path-dropout ramp is complete" in line for line in lines) == 1
     assert len(lines) == len(set(lines))  # no line printed twice
+    # Step 4 is no log or checkpoint step: the host loop stopped there to validate.
+    values = scalars(model_dir)
+    assert set(values["validation/accuracy"]) == set(values["validation/loss"]) == {4, 6}
+    assert values["validation/accuracy"][6] == values["validation/all_on_accuracy"][6] == pytest.approx(
+        result["val_accuracy"])
+    assert all(0 < loss < 10 for loss in values["validation/loss"].values())
+    validation_lines = [line for line in lines if re.match(r"step \d: all-on validation accuracy [\d.]+ loss", line)]
+    assert len(validation_lines) == 2  # the end reuses step 6's
     events = sorted(os.listdir(os.path.join(model_dir, "train")))
     again = []
-    trainer.train(TrainConfig(**{**TINY, "steps_per_loop": 3}), model_dir, log=again.append)
+    trainer.train(config, model_dir, log=again.append)
     assert "already trained" in again[0] and not any("ramp is complete" in line for line in again)
     assert sorted(os.listdir(os.path.join(model_dir, "train"))) == events
+

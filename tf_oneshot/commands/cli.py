@@ -160,25 +160,47 @@ def _our_flags(flag_values: Any) -> dict[str, Any]:
 
 
 def command_help(command: str, module: Any, flag_values: Any) -> str:
-    """`COMMAND --help`: the command's summary and exactly the flags it reads."""
+    """`COMMAND --help`: the command's summary and exactly the flags it reads.
+
+    Flags that only some search spaces read (`flags.space_only_flags`: the
+    cell space's --num_blocks, ...) come last, under their own heading and
+    each naming its spaces, so no one takes them for settings of every space.
+    """
     doc = (module.__doc__ or "").strip().splitlines()
     lines = [f"usage: {PROG} {command} [--flags] [--flagfile=FILE]", ""]
     if doc:
         lines += [doc[0], ""]
+    space_only = {name: spaces for name, spaces in importlib.import_module(REGISTRY).space_only_flags().items()
+                  if name in module.FLAG_NAMES}
     lines.append("flags:")
+    lines += _flag_lines(module, flag_values, sorted(set(module.FLAG_NAMES) - set(space_only)), {})
+    if space_only:
+        lines += ["", "space options (only the search spaces named read them; a user's space takes its own fields "
+                  "in --space_args):"]
+        lines += _flag_lines(module, flag_values, sorted(space_only), space_only)
+    return "\n".join(lines)
+
+
+def _flag_lines(module: Any, flag_values: Any, names: list[str], spaces: dict[str, tuple[str, ...]]) -> list[str]:
+    """Each flag's help, wrapped, with the default it really has."""
     # A flag's registry default is None where the command supplies its own
     # (train: TrainConfig's); the command names those in FLAG_DEFAULTS.
     defaults = getattr(module, "FLAG_DEFAULTS", {})
     notes = getattr(module, "FLAG_DEFAULT_NOTES", {})  # e.g. "or what --model_dir recorded"
-    for name in sorted(module.FLAG_NAMES):
+    lines = []
+    for name in names:
         flag = flag_values[name]
         shown = f"--[no]{name}" if flag.boolean else f"--{name}"
-        lines += textwrap.wrap(f"{shown}: {flag.help}", width=100, initial_indent="  ",
+        only = f" [{', '.join(spaces[name])} only]" if name in spaces else ""
+        lines += textwrap.wrap(f"{shown}: {flag.help}{only}", width=100, initial_indent="  ",
                                subsequent_indent="    ", break_on_hyphens=False)
         if "(default" not in flag.help:  # the help text already says it
             note = f", {notes[name]}" if name in notes else ""
-            lines.append(f"    (default: {_default_text(flag, defaults.get(name))}{note})")
-    return "\n".join(lines)
+            default = _default_text(flag, defaults.get(name))
+            if name in spaces and default == "none":
+                default = "the space's own"
+            lines.append(f"    (default: {default}{note})")
+    return lines
 
 
 def _default_text(flag: Any, command_default: Any) -> str:

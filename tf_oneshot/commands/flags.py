@@ -19,7 +19,8 @@ from typing import Any
 from absl import flags
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.search_spaces import BUILTIN, DEFAULT_SPACE
+from tf_oneshot.search_spaces import BUILTIN, DEFAULT_SPACE, space_class, space_fields
+from tf_oneshot.search_spaces.space_config import NAMED_ARGS
 from tf_oneshot.training.config import TrainConfig
 
 # ------------------------------------------------------------ the search space
@@ -66,6 +67,9 @@ flags.DEFINE_float("weight_decay", None, "L2 coefficient, applied to active path
 flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (a loop inside tf.function).")
 flags.DEFINE_integer("checkpoint_every", None, "Save a checkpoint every this many steps.")
 flags.DEFINE_integer("log_every", None, "Log and write summaries every this many steps.")
+flags.DEFINE_integer("eval_every", None, "Validate every this many steps, as at the end (the all-on network for "
+                     "path dropout, 4 sampled architectures for single-path samplers), writing validation/accuracy "
+                     "and validation/loss to TensorBoard; 0: only at the end.")
 flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (always on for TPU).")
 flags.DEFINE_float("skip_threshold", None, "Skip dropped ops (tf.cond) once this share of ops is dropped "
                    "in every ghost batch of a replica: 0 always, 1 never.")
@@ -246,6 +250,13 @@ flags.DEFINE_string(
     "latency table (local or gs://).",
 )
 flags.DEFINE_bool(
+    "export_tflite", False,
+    "retrain: also export the best model as best.tflite (float32, TFLiteConverter from best_saved_model), "
+    "beside best.keras and best_saved_model. Every built-in space converts; PACT/DoReFa quantization stays "
+    "simulated in float32 (no integer kernels). A layer TFLite cannot convert is reported in one line and "
+    "best.json's tflite_error; the other exports are still written.",
+)
+flags.DEFINE_bool(
     "overwrite", False, "Replace the outputs of an earlier run in --output_dir instead of refusing."
 )
 flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
@@ -267,7 +278,7 @@ TRAIN_FLAGS = (
     "dataset", "data_dir", "seed", "batch_size", "ghost_batch_size", *SPACE_FLAGS,
     "sampler", *CONSTRAINT_FLAGS,
     "train_steps", "dropout_rate", "dropout_schedule", "all_dropped", "learning_rate",
-    "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every",
+    "lr_schedule", "momentum", "weight_decay", "steps_per_loop", "checkpoint_every", "log_every", "eval_every",
     "jit_compile", "skip_threshold", "mixed_precision", "keep_checkpoints",
     "sharing", "sharing_groups", "sharing_grouping", "sharing_prefix", "sharing_seed", "order_seed",
     "path_per", *RECIPE_FLAGS,
@@ -282,7 +293,7 @@ STANDALONE_TRAIN_FLAGS = (
 STANDALONE_NOT_APPLICABLE = {
     name: "only affects one-shot training; stand-alone models have no path dropout"
     for name in ("dropout_rate", "dropout_schedule", "all_dropped", "steps_per_loop", "checkpoint_every",
-                 "path_per")
+                 "path_per", "eval_every")
 }
 
 
@@ -317,6 +328,18 @@ def given(FLAGS: Any, names: Iterable[str]) -> dict[str, Any]:
 def present(FLAGS: Any, names: Iterable[str]) -> set[str]:
     """The flags among `names` set on the command line or in a flagfile, even to their default."""
     return {name for name in names if FLAGS[name].present}
+
+
+def space_only_flags() -> dict[str, tuple[str, ...]]:
+    """The named space flags (--filters, --num_cells, ...) that only some built-in spaces read: {flag: those spaces}.
+
+    `--help` lists them apart, naming their spaces: every command that takes
+    --space takes them, and a space without the field refuses them. Read
+    from the spaces' fields (no TensorFlow loads), so a new space needs no edit here.
+    """
+    fields = {name: set(space_fields(space_class(name))) for name in BUILTIN}
+    readers = {flag: tuple(name for name in BUILTIN if flag in fields[name]) for flag in NAMED_ARGS}
+    return {flag: names for flag, names in readers.items() if len(names) < len(BUILTIN)}
 
 
 def config_from_flags(FLAGS: Any) -> TrainConfig:

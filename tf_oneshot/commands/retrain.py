@@ -24,7 +24,7 @@ NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
 FLAG_NAMES = (
     *flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS, "model_dir", "search_results",
     "architectures", "architectures_file", "select", "top_k", "pool", "num_buckets", "per_bucket",
-    "percentile", "seeds", "seed", "full_train", "results", "output_dir", "strategy", "tpu",
+    "percentile", "seeds", "seed", "full_train", "results", "output_dir", "export_tflite", "strategy", "tpu",
 )
 # What an unset training flag means (`--help` shows it): TrainConfig's; the dataset the model_dir's.
 FLAG_DEFAULTS = {name: TrainConfig().to_flat()[name] for name in flags.STANDALONE_TRAIN_FLAGS}
@@ -112,7 +112,7 @@ def run(FLAGS) -> int:
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
     with Preemption() as preemption:
         summary = retrain(candidates, space, config, seeds, FLAGS.results, export_dir, strategy=strategy,
-                          full_train=FLAGS.full_train, stop=preemption)
+                          full_train=FLAGS.full_train, stop=preemption, tflite=FLAGS.export_tflite)
     if summary.preempted:
         return stopped_message("retrain", f"{len(summary.trained)} runs trained now are in {FLAGS.results}")
     print(f"done: {len(summary.trained)} runs trained, {len(summary.skipped)} already in {FLAGS.results}; "

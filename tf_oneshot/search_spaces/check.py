@@ -13,9 +13,9 @@ contract tests of the built-in spaces run these same checks:
 - every variable of the one-shot model (batch-norm moving statistics
   included) is reachable from `tf.train.Checkpoint(model=...)`'s object graph;
 - `count_oneshot()` and `count(arch)` equal Keras' `count_params()`;
-- `masked_l2` under an architecture's masks decays at least that
-  architecture's stand-alone kernels (their sum of squares, after the weight
-  copy; a space adds only extra decayed weights, such as a quantized space's PACT clip values);
+- `masked_l2` under an architecture's masks decays exactly that
+  architecture's stand-alone weights (the sum of squares of its conv and
+  Dense kernels and PACT clip values, after the weight copy);
 - under an architecture's masks, the one-shot model equals that
   architecture's stand-alone model holding the inherited weights, two
   architectures in two ghost batches of one call (masks arrive as [G, ...]);
@@ -41,6 +41,7 @@ import tensorflow as tf
 from tf_oneshot.errors import UserError
 from tf_oneshot.layers.common import conv_kernels, nested_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
+from tf_oneshot.layers.quantize import PACT
 from tf_oneshot.search_spaces import space_from_config
 from tf_oneshot.search_spaces.base import SearchSpace
 
@@ -249,28 +250,42 @@ def check_counts(space: SearchSpace, model: keras.Model, archs: Sequence[Hashabl
 
 
 def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], ghost_batch_size: int) -> str | None:
-    """Under one architecture's masks, `masked_l2` is at least the sum of squares of its stand-alone kernels.
+    """Under one architecture's masks, `masked_l2` equals the sum of squares of the child's decayed weights.
 
-    The stand-alone model decays every conv and Dense kernel it holds
-    (`layers.conv_kernels`); the one-shot model, under that child's masks,
-    must decay the same weights (Bender et al. 2018, §3.2), or training
-    runs without weight decay on them and nothing else shows it. A space may
-    decay more (a quantized space's PACT clip values), never less.
+    Those are every conv and Dense kernel the stand-alone child holds
+    (`layers.conv_kernels`) and its PACT clipping levels, which PACT decays
+    too (Choi et al. 2018, §2). The one-shot model, under that child's masks,
+    must decay exactly those (Bender et al. 2018, §3.2): fewer, and training
+    runs without weight decay on them; more, and it shrinks weights the child
+    does not use (a path its masks turn off, or a layer whose output no
+    active path reaches, which the stand-alone model drops), which other
+    children share.
     """
     for arch in archs:
         child = space.build_standalone(arch, ghost_batch_size, name="check_l2")
-        kernels = conv_kernels(nested_layers(child))
-        initial = [k.numpy() for k in kernels]
+        weights = _decayed_weights(nested_layers(child))
+        initial = [w.numpy() for w in weights]
         space.inherit_weights(model, child, arch)
-        if all(np.array_equal(k.numpy(), v) for k, v in zip(kernels, initial)):
+        if all(np.array_equal(w.numpy(), v) for w, v in zip(weights, initial)):
             return None  # inherit_weights copied nothing: the equality check names that, not this one
-        expected = float(sum(np.sum(np.square(k.numpy())) for k in kernels))
+        expected = float(sum(np.sum(np.square(w.numpy())) for w in weights))
         got = float(model.masked_l2(space.encode_batch([arch])))
-        if not got >= expected * (1 - TOLERANCE):
+        if abs(got - expected) <= TOLERANCE * max(expected, 1.0):
+            continue
+        if got < expected:
             return (f"masked_l2 under the masks of {str(arch)!r} is {got:.6g}, less than the sum of squares of its "
                     f"stand-alone model's kernels ({expected:.6g}); it must add each conv and Dense kernel the "
                     "architecture uses, weighted by path_fraction of its mask (supernet.weighted_sum_of_squares).")
+        return (f"masked_l2 under the masks of {str(arch)!r} is {got:.6g}, more than the sum of squares of its "
+                f"stand-alone model's kernels ({expected:.6g}); it decays weights the architecture does not use "
+                "(a path its masks turn off, or a layer no active path reaches): weight each kernel by the "
+                "path_fraction of the masks that make it reach the output (Bender et al. 2018, §3.2).")
     return None
+
+
+def _decayed_weights(layers: Sequence[keras.layers.Layer]) -> list:
+    """The weights L2 applies to: conv and Dense kernels, and PACT's alphas (Choi et al. 2018, §2)."""
+    return conv_kernels(layers) + [layer.alpha for layer in layers if isinstance(layer, PACT)]
 
 
 def _perturb_batch_norms(model: keras.Model, rng: np.random.Generator) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -66,6 +67,7 @@ RUN_FIELDS = (
 EARLIER_DEFAULTS = {"nesterov": True, "end_learning_rate": 0.0, "bn_momentum": 0.99}
 KERAS_FILE = "best.keras"
 SAVED_MODEL_DIR = "best_saved_model"
+TFLITE_FILE = "best.tflite"
 BEST_FILE = "best.json"
 
 
@@ -134,15 +136,20 @@ def with_input_normalization(model: keras.Model, image_shape: Sequence[int],
 
 def export_model(
     model: keras.Model, space: SearchSpace, export_dir: str, metadata: dict[str, Any],
-    statistics: tuple[Sequence[float], Sequence[float]],
+    statistics: tuple[Sequence[float], Sequence[float]], tflite: bool = False,
 ) -> dict[str, str]:
-    """Writes `best.keras`, `best_saved_model/` (signature `serve`) and `best.json`.
+    """Writes `best.keras`, `best_saved_model/` (signature `serve`), `best.json` and, with `tflite`, `best.tflite`.
 
-    Both models take images scaled to [0, 1]: `statistics` (the training
-    split's per-channel mean and std, `data.input_statistics`) become their
-    first layer, and `best.json` records them. Each file goes to a temporary
-    name and is renamed into place, so a reader sees the old export or the
-    new one, never half of one.
+    All take images scaled to [0, 1]: `statistics` (the training split's
+    per-channel mean and std, `data.input_statistics`) become their first
+    layer, and `best.json` records them. Each file goes to a temporary name
+    and is renamed into place, so a reader sees the old export or the new
+    one, never half of one. A model TFLite cannot convert leaves the other
+    exports written and `best.json`'s "tflite_error" saying why.
+
+    Returns:
+        {"keras", "saved_model", "metadata"} paths, with "tflite" (its path)
+        or "tflite_error" (one line) when `tflite` is set.
     """
     tf.io.gfile.makedirs(export_dir)
     model = with_input_normalization(model, space.image_shape, statistics)
@@ -162,14 +169,53 @@ def export_model(
     )
     archive.write_out(tmp_dir, verbose=False)
     _replace_dir(tmp_dir, saved_model)
+    exported = {"keras": keras_path, "saved_model": saved_model}
+    if tflite:
+        exported.update(export_tflite(saved_model, os.path.join(export_dir, TFLITE_FILE)))
 
     best = os.path.join(export_dir, BEST_FILE)
     atomic_write_json(best, {
         **metadata, "keras": KERAS_FILE, "saved_model": SAVED_MODEL_DIR,
+        **({"tflite": TFLITE_FILE} if "tflite" in exported else {}),
+        **({"tflite_error": exported["tflite_error"]} if "tflite_error" in exported else {}),
         "input": {"scale": [0.0, 1.0], "standardized_inside": True,
                   "mean": [float(m) for m in statistics[0]], "std": [float(v) for v in statistics[1]]},
     })
-    return {"keras": keras_path, "saved_model": saved_model, "metadata": best}
+    return {**exported, "metadata": best}
+
+
+def export_tflite(saved_model: str, path: str) -> dict[str, str]:
+    """Converts the SavedModel's `serve` signature to a float32 TFLite flatbuffer at `path`.
+
+    Every built-in space's stand-alone layers convert (checked: ghost batch
+    norm in inference, the standardization layer, SPOS's depthwise and
+    channel-shuffle blocks, PACT and DoReFa quantization, which stays
+    simulated in float32 rather than becoming integer kernels). A layer of a
+    user's space that TFLite lacks an op for is reported, not raised, so the
+    other exports stand.
+
+    Returns:
+        {"tflite": path}, or {"tflite_error": one line} when conversion fails.
+    """
+    try:
+        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"]).convert()
+    except Exception as e:  # ConverterError and the errors of tracing a user's layer alike: report them
+        return {"tflite_error": _conversion_problem(e)}
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(flatbuffer)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return {"tflite": path}
+
+
+def _conversion_problem(error: Exception) -> str:
+    """One line from a TFLite conversion error: the ops TFLite lacks and their layers, else its first line."""
+    missing = re.findall(r"/([\w.]+)/\w+@[^']*'(tf\.\w+)' op is neither a custom op nor a flex op", str(error))
+    if missing:
+        ops = sorted({f"{op} (in {scope})" for scope, op in missing})  # the layer's name scope as traced
+        return f"no TFLite built-in op for {', '.join(ops)}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else 'conversion failed'}"
 
 
 # ------------------------------------------------------------------- results
@@ -225,6 +271,7 @@ def retrain(
     recalibration_images: int = RECALIBRATION_IMAGES,
     full_train: bool = False,
     stop: Callable[[], bool] | None = None,
+    tflite: bool = False,
 ) -> RetrainSummary:
     """Trains every (candidate, seed) not yet in `results_path`, then exports the best.
 
@@ -244,6 +291,7 @@ def retrain(
             rank and export by test accuracy.
         stop: polled between training chunks (SIGTERM); True ends the run
             with `preempted` set, every finished pair recorded.
+        tflite: also export the best model as `best.tflite` (`export_tflite`).
 
     Returns:
         A `RetrainSummary`.
@@ -286,7 +334,7 @@ def retrain(
     exported: dict[str, str] = {}
     if export_dir and best is not None:
         try:
-            exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log)
+            exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log, tflite)
         except Preempted as e:
             log(f"export: {e}; a rerun exports the best")
             return _summary(results, wanted, trained, skipped, best[0], {}, preempted=True)
@@ -364,7 +412,7 @@ def _summary(results, wanted, trained, skipped, best, exported, preempted=False)
     )
 
 
-def _export_best(best, best_now, records, space, config, export_dir, split, train, log) -> dict[str, str]:
+def _export_best(best, best_now, records, space, config, export_dir, split, train, log, tflite) -> dict[str, str]:
     """Exports the best architecture, retraining its best seed if an earlier run trained it.
 
     A resumed run (after SIGTERM, say) may find that the best architecture was
@@ -375,7 +423,8 @@ def _export_best(best, best_now, records, space, config, export_dir, split, trai
     arch, mean = best
     previous_path = os.path.join(export_dir, BEST_FILE)
     previous = read_json(previous_path) if tf.io.gfile.exists(previous_path) else None
-    if previous and previous.get("architecture") == arch and arch not in best_now:
+    if (previous and previous.get("architecture") == arch and arch not in best_now
+            and (not tflite or "tflite" in previous)):
         log(f"export: {arch} is already exported in {export_dir}")
         return {}
     if arch not in best_now:
@@ -398,7 +447,10 @@ def _export_best(best, best_now, records, space, config, export_dir, split, trai
         "dataset": config.data.dataset,
     }
     exported = export_model(_plain_copy(space, space.parse(arch), model, config), space, export_dir, metadata,
-                            data.input_statistics(config.data.dataset))
+                            data.input_statistics(config.data.dataset), tflite=tflite)
     log(f"export: best {arch} ({split} {mean:.4f} mean over seeds) -> {exported['keras']}, "
-        f"{exported['saved_model']}")
+        f"{exported['saved_model']}{', ' + exported['tflite'] if 'tflite' in exported else ''}")
+    if "tflite_error" in exported:
+        log(f"export: {TFLITE_FILE} not written, TFLite cannot convert this model ({exported['tflite_error']}); "
+            f"{KERAS_FILE} and {SAVED_MODEL_DIR} are.")
     return exported

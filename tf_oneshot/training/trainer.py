@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -41,14 +42,14 @@ from tf_oneshot.training.samplers import (
     make_sampler,
     resolve_path_per,
 )
-from tf_oneshot.training.tasks import TOTALS, OneShotTask, accuracy_sums
+from tf_oneshot.training.tasks import TOTALS, OneShotTask, evaluation_sums
 
 # Architectures whose mean accuracy summarizes a single-path supernet at the end of training.
 SAMPLED_ARCHITECTURES = 4
 SAMPLED_ARCHITECTURES_STREAM = 7_919  # their draws' own random stream, apart from training's
 
-__all__ = ["LoadedOneShot", "ModelDir", "Segment", "evaluate_all_on", "evaluate_sampled", "load_oneshot",
-           "make_run_sampler", "train", "training_steps"]
+__all__ = ["LoadedOneShot", "ModelDir", "Segment", "all_on_metrics", "evaluate_all_on", "evaluate_sampled",
+           "load_oneshot", "make_run_sampler", "sampled_metrics", "train", "training_steps"]
 
 
 # ------------------------------------------------------------------ building
@@ -231,6 +232,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
     window_steps = 0
     tic = time.perf_counter()
     eta = _Eta(config.train_steps)
+    validated = None  # (step, metrics) of the last validation
     try:
         with writer.as_default():
             while step < config.train_steps and not stop_agreed(preemption.requested):
@@ -245,6 +247,8 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
                     result = _log_window(result, window, window_steps, step, tic, eta(step), config, sampler,
                                          optimizer, log)
                     window, window_steps, tic = np.zeros(TOTALS), 0, time.perf_counter()
+                if config.eval_every and step % config.eval_every == 0:
+                    validated = (step, _validate(model, space, sampler, config, strategy, step, log))
                 if step % config.checkpoint_every == 0 or step == config.train_steps:
                     # Summaries first: once a checkpoint exists, every summary up to
                     # its step is on disk, so a kill right after the save loses none
@@ -261,7 +265,7 @@ def _train(config, space, sampler, model_dir, strategy, per_replica, chief, pree
                 checkpoints.save(step)
             if not result["preempted"] and segment is None:
                 _ramp_ended(sampler, start, step, config, log)
-                result.update(_final_validation(model, space, sampler, config, strategy, step, log))
+                result.update(_final_validation(model, space, sampler, config, strategy, step, log, validated))
         writer.flush()
     finally:
         checkpoints.close()
@@ -305,21 +309,33 @@ def _build_state(config, model_dir: ModelDir, strategy, per_replica: int, segmen
 
 
 def _final_validation(model, space, sampler: Sampler, config: TrainConfig, strategy, step: int,
-                      log: Callable[[str], None]) -> dict:
-    """{"val_accuracy", "val_accuracy_of"} at the end of training, logged and summarized.
+                      log: Callable[[str], None], validated: tuple[int, dict] | None) -> dict:
+    """{"val_accuracy", "val_accuracy_of"} at the end of training (`_validate`'s, reused if it ran at this step)."""
+    metrics = validated[1] if validated and validated[0] == step else _validate(
+        model, space, sampler, config, strategy, step, log)
+    name = "sampled_accuracy" if isinstance(sampler, ArchitectureSampler) else "all_on_accuracy"
+    tf.summary.scalar(f"validation/{name}", metrics["accuracy"], step=step)
+    return {"val_accuracy": metrics["accuracy"], "val_accuracy_of": metrics["of"]}
+
+
+def _validate(model, space, sampler: Sampler, config: TrainConfig, strategy, step: int,
+              log: Callable[[str], None]) -> dict:
+    """Validation accuracy and loss under the sampler's architectures, logged and summarized at `step`.
 
     The all-on network for path dropout (Bender et al. §3.2); the sampled
-    paths for samplers of whole architectures, which never train it.
+    paths for samplers of whole architectures, which never train it. Runs
+    between host loops (`--eval_every` and the end), so the compiled step
+    stays as it is.
     """
     if isinstance(sampler, ArchitectureSampler):
-        accuracy = evaluate_sampled(model, space, sampler, config, strategy=strategy)
+        metrics = sampled_metrics(model, space, sampler, config, strategy=strategy)
         of = f"{SAMPLED_ARCHITECTURES} sampled architectures"
-        tf.summary.scalar("validation/sampled_accuracy", accuracy, step=step)
     else:
-        accuracy, of = evaluate_all_on(model, space, config, strategy=strategy), "all-on"
-        tf.summary.scalar("validation/all_on_accuracy", accuracy, step=step)
-    log(f"step {step}: {of} validation accuracy {accuracy:.4f}")
-    return {"val_accuracy": accuracy, "val_accuracy_of": of}
+        metrics, of = all_on_metrics(model, space, config, strategy=strategy), "all-on"
+    tf.summary.scalar("validation/accuracy", metrics["accuracy"], step=step)
+    tf.summary.scalar("validation/loss", metrics["loss"], step=step)
+    log(f"step {step}: {of} validation accuracy {metrics['accuracy']:.4f} loss {metrics['loss']:.4f}")
+    return {**metrics, "of": of}
 
 
 def _host_masks(sampler: Sampler, step: int, n: int, size: int, path_per: str, replicas: int,
@@ -339,10 +355,11 @@ def _stop_agreement(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
 
 
 def _next_chunk(step: int, config: TrainConfig) -> int:
-    """Steps in the next host loop: stop at log, checkpoint and final boundaries."""
+    """Steps in the next host loop: stop at log, checkpoint, validation and final boundaries."""
     boundaries = [config.train_steps]
-    for every in (config.log_every, config.checkpoint_every):
-        boundaries.append((step // every + 1) * every)
+    for every in (config.log_every, config.checkpoint_every, config.eval_every):
+        if every:
+            boundaries.append((step // every + 1) * every)
     return min(config.steps_per_loop, min(boundaries) - step)
 
 
@@ -421,15 +438,20 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def evaluate_all_on(
+def evaluate_all_on(*args: Any, **kwargs: Any) -> float:
+    """Validation accuracy of the all-on network, batch statistics on the fly (§3.2): `all_on_metrics`'s."""
+    return all_on_metrics(*args, **kwargs)["accuracy"]
+
+
+def all_on_metrics(
     model,
     space,
     config: TrainConfig,
     batches: int | None = None,
     strategy: tf.distribute.Strategy | None = None,
     masks: dict[str, np.ndarray] | None = None,
-) -> float:
-    """Validation accuracy of the all-on network, batch statistics on the fly (§3.2).
+) -> dict[str, float]:
+    """{"accuracy", "loss"} (mean cross-entropy) of the all-on network on validation batches (§3.2).
 
     Runs through the strategy loop like training, so it also works where
     variables live on TPU; each replica scores whole ghost batches.
@@ -453,24 +475,30 @@ def evaluate_all_on(
 
     def replica_eval(batch):
         images, labels = batch
-        return accuracy_sums(model({"images": images, **masks}, training=False), labels)
+        return evaluation_sums(model({"images": images, **masks}, training=False), labels)
 
     totals = strategy_loop.evaluate(
         strategy, replica_eval, strategy_loop.distribute_dataset(strategy, dataset_fn),
         max_batches=batches or config.eval_batches, compiled=False,
     )
-    return float(totals[0] / max(totals[1], 1))
+    examples = max(totals[1], 1)
+    return {"accuracy": float(totals[0] / examples), "loss": float(totals[2] / examples)}
 
 
-def evaluate_sampled(
+def evaluate_sampled(*args: Any, **kwargs: Any) -> float:
+    """Mean validation accuracy of architectures drawn by the training sampler: `sampled_metrics`'s."""
+    return sampled_metrics(*args, **kwargs)["accuracy"]
+
+
+def sampled_metrics(
     model,
     space,
     sampler: ArchitectureSampler,
     config: TrainConfig,
     count: int = SAMPLED_ARCHITECTURES,
     strategy: tf.distribute.Strategy | None = None,
-) -> float:
-    """Mean validation accuracy of `count` architectures drawn by the training sampler, batch statistics.
+) -> dict[str, float]:
+    """Mean validation {"accuracy", "loss"} of `count` architectures drawn by the training sampler.
 
     A supernet trained one path at a time (SPOS §3.2, NAO-V2 §4.2) never
     trains its all-on network, whose accuracy then says nothing about it (a
@@ -478,9 +506,9 @@ def evaluate_sampled(
     trained do. The draws are fixed by the run's seed.
     """
     rng = np.random.default_rng([config.seed, SAMPLED_ARCHITECTURES_STREAM])
-    accuracies = []
+    results = []
     for _ in range(count):
         masks = space.encode_batch([sampler.draw(rng)])
-        accuracies.append(evaluate_all_on(model, space, config, strategy=strategy,
-                                          masks={k: np.asarray(v[0], np.float32) for k, v in masks.items()}))
-    return float(np.mean(accuracies))
+        results.append(all_on_metrics(model, space, config, strategy=strategy,
+                                      masks={k: np.asarray(v[0], np.float32) for k, v in masks.items()}))
+    return {name: float(np.mean([r[name] for r in results])) for name in ("accuracy", "loss")}

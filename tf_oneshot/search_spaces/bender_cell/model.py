@@ -151,15 +151,18 @@ class CellOneShotModel(OneShotModel):
 
     # -------------------------------------------------------------------- L2
     def masked_l2(self, masks) -> tf.Tensor:
-        """Sum of squared kernels, each weighted by how often its path is on.
+        """Sum of squared kernels, each weighted by how often its path is on and reaches the logits.
 
-        Bender et al. 2018, §3.2 ("Preventing Over-regularization"): L2 applies
-        only to the parts of the model the current architecture uses. A kernel
-        on an always-present path counts fully; an op's kernels, a block's 1x1
-        input rows for one input, and the cell projection's rows for one block
-        count with the fraction of ghost batches in which that path is on, so
-        the decay gradient is 2 * w * fraction and exactly 0 for a path off in
-        every ghost batch. Biases and batch-norm parameters are not decayed.
+        Bender et al. 2018, §3.1-3.2 ("Preventing Over-regularization"): L2
+        applies only to the parts of the model the current architecture uses.
+        An op's kernels, a block's 1x1 input rows for one input, and the cell
+        projection's rows for one block count with the fraction of ghost
+        batches in which that path is on and its cell reaches the classifier
+        (`_reach`): a cell whose output no later block reads, and the
+        reduction of a cell input no block reads, are not part of that
+        architecture (its stand-alone model drops them), so the decay
+        gradient is 2 * w * fraction and exactly 0 for a path off in every
+        ghost batch. Biases and batch-norm parameters are not decayed.
 
         Args:
             masks: "input_mask" [G, B, B+1] and "op_mask" [G, B, O], the masks of the step.
@@ -170,11 +173,15 @@ class CellOneShotModel(OneShotModel):
         masks = self.ghost_masks(masks)
         input_mask, op_mask, alive = effective_masks(masks["input_mask"], masks["op_mask"])
         num_blocks, num_inputs, num_ops = op_mask.shape[1], input_mask.shape[2], op_mask.shape[2]
-        # One vector of fractions; each kernel (or row group) picks its entry
-        # by index, so the whole sum is a handful of ops plus one per kernel.
-        fractions = tf.concat(
-            [tf.ones([1])] + [tf.reshape(tf.reduce_mean(m, 0), [-1]) for m in (input_mask, op_mask, alive)], 0
-        )
+        # Per ghost batch one row of path indicators; each unit (stem, reduction,
+        # cell, head) weighs the row by whether it reaches the logits there. Each
+        # kernel (or row group) picks its unit's entry by index, so the whole
+        # sum is a handful of ops plus one per kernel.
+        on = tf.concat([tf.ones_like(alive[:, :1])] + [tf.reshape(m, [m.shape[0], -1])
+                                                       for m in (input_mask, op_mask, alive)], 1)  # [G, L]
+        reach, unit_of = self._reach(input_mask)
+        fractions = tf.reshape(tf.reduce_mean(reach[:, :, None] * on[:, None, :], 0), [-1])  # [U * L]
+        width = on.shape[1]
         op_base = 1 + num_blocks * num_inputs
         alive_base = op_base + num_blocks * num_ops
         scalars, scalar_index, rows, row_index = [], [], [], []
@@ -184,14 +191,53 @@ class CellOneShotModel(OneShotModel):
                 scalars.append(tf.nn.l2_loss(kernel))  # sum(w^2) / 2
                 scalar_index.append(index)
 
-        add_kernels(list(self.stem) + [layer for unit in self.reductions for layer in unit] + [self.classifier], 0)
-        for cell in self.cells:
+        add_kernels(self.stem, unit_of["stem"] * width)
+        for j, unit in enumerate(self.reductions):
+            add_kernels(unit, unit_of[f"reduction{j}"] * width)
+        add_kernels([self.classifier], unit_of["head"] * width)
+        for k, cell in enumerate(self.cells):
+            base = unit_of[f"cell{k}"] * width
             for i, block in enumerate(cell.blocks):
                 rows.append(_row_sum_squares(block.input_conv.kernel, 2 + i))
-                row_index += [1 + i * num_inputs + j for j in range(2 + i)]
+                row_index += [base + 1 + i * num_inputs + j for j in range(2 + i)]
                 for o, op in enumerate(block.ops):
-                    add_kernels(op.op_layers, op_base + i * num_ops + o)
+                    add_kernels(op.op_layers, base + op_base + i * num_ops + o)
             rows.append(_row_sum_squares(cell.output_conv.kernel, cell.num_blocks))
-            row_index += [alive_base + i for i in range(cell.num_blocks)]
+            row_index += [base + alive_base + i for i in range(cell.num_blocks)]
         squares = tf.concat([2.0 * tf.stack(scalars), *rows], 0)
         return tf.reduce_sum(squares * tf.gather(fractions, scalar_index + row_index))
+
+    def _reach(self, input_mask) -> tuple[tf.Tensor, dict[str, int]]:
+        """([G, U] 1 where unit u reaches the classifier in ghost batch g, {unit name: u}).
+
+        Every cell reads its older input if some block reads input 0 and its
+        previous input if some block reads input 1 (the same in every cell,
+        §3.2), so what reaches the classifier follows from these two per ghost
+        batch, walking the network's fixed wiring back from the head.
+        """
+        reads_older, reads_previous = (tf.reduce_max(input_mask[:, :, j], 1) for j in (0, 1))
+        always = tf.ones_like(reads_older)
+        edges: list[list] = []  # per unit, in forward order: [(source unit, condition)]
+        names: dict[str, int] = {}
+
+        def add(name: str, sources: list) -> int:
+            names[name] = len(edges)
+            edges.append(sources)
+            return names[name]
+
+        older = previous = add("stem", [])
+        reductions, cells = iter(range(len(self.reductions))), iter(range(len(self.cells)))
+        for s, n in enumerate(self.space.cells_per_stack()):
+            if s > 0:
+                older = add(f"reduction{next(reductions)}", [(older, always)])
+                previous = add(f"reduction{next(reductions)}", [(previous, always)])
+            for _ in range(n):
+                cell = add(f"cell{next(cells)}", [(older, reads_older), (previous, reads_previous)])
+                older, previous = previous, cell
+        add("head", [(previous, always)])
+        reach = [tf.zeros_like(always) for _ in edges]
+        reach[-1] = always
+        for unit in reversed(range(len(edges))):
+            for source, condition in edges[unit]:
+                reach[source] = tf.maximum(reach[source], reach[unit] * condition)
+        return tf.stack(reach, 1), names
