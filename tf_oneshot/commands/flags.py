@@ -192,8 +192,8 @@ flags.DEFINE_bool("merge", False, "Train nothing: check every results file under
 flags.DEFINE_enum("method", "masked", ["masked", "standalone", "fused"], "masked: each child trained alone inside "
                   "the one-shot model under its fixed masks, traced once for all (faster); standalone: a Keras model "
                   "and traces per run; fused (groundtruth): --fuse_children masked children in one step (HFTA). Each "
-                  "child gets its own fresh weights. retrain: masked or standalone, the same training (stand-alone "
-                  "where a space's children slice wider weights); the best is exported stand-alone.")
+                  "child gets its own fresh weights. retrain: masked or standalone, the same training from the "
+                  "same fresh weights; the best is exported stand-alone.")
 flags.DEFINE_integer("fuse_children", 8, "Children trained side by side in one step by --method=fused (HFTA, "
                      "Wang et al. 2021), each with its own weights, data order and optimizer.")
 flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "

@@ -20,21 +20,17 @@ Every child is trained by the recipe every child shares
 (`tf_oneshot.training.child`), in one of two networks (`method`):
 "standalone", its own Keras model, built and traced for every child; or
 "masked" (the default), the space's one-shot model under the child's fixed
-masks with fresh weights, traced once for every child and seed. Both are
-the same training: the one-shot model under fixed masks computes exactly
-the child (the space contract), its inactive ops get no gradient and its
-masked L2 decays exactly the child's kernels (`tasks.FixedChildTask`); the
-initial weights come from the same Keras initializers on the same weight
-shapes (the seed's fresh one-shot weights, of which the child uses its own),
-the data order is the seed's, the optimizer and schedule are reset for each
-child, and the evaluation recalibrates the batch norm and measures the same
-splits. tests/test_retrain.py checks that a masked retrain equals the
-stand-alone retrain of the same initial weights. Where a space's children
-take slices of wider one-shot weights (channel search, SPOS §3.3), a fresh
-one-shot weight is drawn at the widest shape, not the child's, so "masked"
-falls back to "standalone" there (and says so). The best child is exported
-as its stand-alone model either way, the masked one with its trained
-weights copied in (`SearchSpace.inherit_weights`). Each finished
+masks, traced once for every child and seed (`StandaloneStartChild`). Both
+are the same training: the child starts from the very weights its
+stand-alone model draws for the seed (copied into the one-shot elements it
+reads), the one-shot model under fixed masks computes exactly the child
+(the space contract), its inactive ops get no gradient and its masked L2
+decays exactly the child's kernels (`tasks.FixedChildTask`), the data order
+is the seed's, the optimizer and schedule are reset for each child, and the
+evaluation recalibrates the batch norm and measures the same splits
+(tests/test_retrain.py checks equal numbers and exports). The best child is
+exported as its stand-alone model either way, the masked one with its
+trained weights copied in (`SearchSpace.inherit_weights`). Each finished
 (architecture, seed) run is one line of the results file
 (`tf_oneshot.record_file.RecordFile`, fsync'd): a rerun skips finished
 pairs, and a torn last line (a kill mid-write) is dropped. `stop` (SIGTERM,
@@ -277,8 +273,9 @@ def retrain(
         stop: polled between training chunks (SIGTERM); True ends the run
             with `preempted` set, every finished pair recorded.
         method: the network each child trains in (`CHILD_NETWORKS`): "masked"
-            (one trace for all; stand-alone where the space's children slice
-            wider weights) or "standalone" (see the module docstring).
+            (one trace for all; stand-alone where a space's children are not
+            copies of one-shot weights) or "standalone": the same training
+            (see the module docstring).
 
     Returns:
         A `RetrainSummary`.
