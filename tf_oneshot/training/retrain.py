@@ -386,20 +386,21 @@ class StandaloneStartChild(MaskedChild):
             return f"the children of {self.space.name} are not plain copies of one-shot weights"
         return None
 
-    def _child_elements(self, arch: Hashable) -> np.ndarray | None:
+    def _child_elements(self, arch: Hashable, child: keras.Model | None = None) -> np.ndarray | None:
         """For each element of `arch`'s stand-alone weights (flattened in order), the one-shot element it copies.
 
         The one-shot weights are numbered (exact in float32 below 2^24) and
-        copied into the stand-alone model by `inherit_weights`, whose elements
-        set to -1 first show any it does not copy. None where a copy is not
-        exact, missing or repeated.
+        copied into the stand-alone model (`child`, built if None; its weights
+        are overwritten) by `inherit_weights`, whose elements set to -1 first
+        show any it does not copy. None where a copy is not exact, missing or
+        repeated.
         """
         if str(arch) not in self._elements:
+            child = child or self.space.build_standalone(arch, ghost_batch_size=self.config.data.ghost_batch_size)
             weights = self.model.get_weights()
             offsets = np.cumsum([0] + [w.size for w in weights])
             self.model.set_weights([np.arange(o, o + w.size).reshape(w.shape).astype(w.dtype)
                                     for o, w in zip(offsets, weights)])
-            child = self.space.build_standalone(arch, ghost_batch_size=self.config.data.ghost_batch_size)
             child.set_weights([np.full(w.shape, -1, w.dtype) for w in child.get_weights()])
             self.space.inherit_weights(self.model, child, arch)
             self.model.set_weights(weights)
@@ -417,7 +418,9 @@ class StandaloneStartChild(MaskedChild):
             if size > self.DRAW_BYTES:
                 break
             keras.utils.set_random_seed(s)  # as StandaloneChild draws them
-            values = np.concatenate([w.ravel() for w in build_model(self.space, a, self.config).get_weights()])
+            child = build_model(self.space, a, self.config)
+            values = np.concatenate([w.ravel() for w in child.get_weights()])
+            self._child_elements(a, child)
             self._drawn[(str(a), s)] = values
             size += values.nbytes
         self._planned = [p for p in upcoming if (str(p[0]), p[1]) not in self._drawn]
