@@ -221,7 +221,7 @@ flags.DEFINE_enum("rank_by", "accuracy_then_loss", ["accuracy_then_loss", "accur
 # -------------------------------------------------------------- the demo's stages
 flags.DEFINE_integer("num_random", None, "demo: architectures scored by random search (default 200).")
 flags.DEFINE_integer("num_evolution", None, "demo: architectures scored by evolution (default 100).")
-flags.DEFINE_integer("num_retrain", None, "demo: architectures retrained from scratch (default 16).")
+flags.DEFINE_integer("num_retrain", None, "demo: architectures retrained from scratch (default 24).")
 flags.DEFINE_integer("retrain_steps", None, "demo: steps of each stand-alone training (default 100).")
 flags.DEFINE_string("retrain_select", None, "demo: stratified (Bender et al. Fig. 5, the default) or best "
                     "(SPOS §3.4: the best architectures searched, the winner first).")
