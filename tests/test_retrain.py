@@ -131,8 +131,13 @@ def test_masked_retrain_is_the_stand_alone_retrain_traced_once(tmp_path):
     exports = [keras.saving.load_model(os.path.join(tmp_path, m, "best.keras"), safe_mode=True)
                for m in ("standalone", "masked")]
     np.testing.assert_allclose(*(e(images, training=False).numpy() for e in exports), rtol=1e-4, atol=1e-4)
+
+
+def test_retrain_refuses_a_method_it_does_not_have(tmp_path):
     with pytest.raises(UserError, match="--method=fused does not apply to retrain; choose masked or standalone"):
-        retrain(candidates, SPACE, CONFIG, [0], str(tmp_path / "f.jsonl"), method="fused", **QUIET)
+        retrain([Candidate(SPACE.parse(ARCHS[0]))], SPACE, CONFIG, [0], str(tmp_path / "f.jsonl"), method="fused",
+                **QUIET)
+    assert not (tmp_path / "f.jsonl").exists()
 
 
 def test_selection_reuses_search_rules():
