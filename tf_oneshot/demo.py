@@ -247,6 +247,22 @@ def run_demo(
         return _run_stages(output_dir, config, log, preemption)
 
 
+class _StageClock:
+    """Each stage's wall seconds and this process's CPU seconds (all threads: comparable on a busy machine)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log, self.start = log, time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def stage(self, index: int, text: str) -> tuple[float, float]:
+        self.log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - self.start:.0f}s)")
+        return time.perf_counter(), time.process_time()
+
+    def finish(self, name: str, tic: tuple[float, float]) -> None:
+        self.seconds[name], self.cpu[name] = time.perf_counter() - tic[0], time.process_time() - tic[1]
+
+
 def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None], preemption) -> dict[str, Any]:
     from tf_oneshot import search
     from tf_oneshot.training import trainer
@@ -254,16 +270,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     from tf_oneshot.training.retrain import Candidate, retrain
 
     path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
-    seconds: dict[str, float] = {}
-    cpu: dict[str, float] = {}  # this process's CPU seconds (all threads): comparable on a busy machine
-    start = time.perf_counter()
-
-    def stage(index: int, text: str) -> tuple[float, float]:
-        log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - start:.0f}s)")
-        return time.perf_counter(), time.process_time()
-
-    def finish(name: str, tic: tuple[float, float]) -> None:
-        seconds[name], cpu[name] = time.perf_counter() - tic[0], time.process_time() - tic[1]
+    clock = _StageClock(log)
+    stage, finish, start = clock.stage, clock.finish, clock.start
 
     def stopped(name: str) -> dict[str, Any]:
         log(f"\n{signal_name()} received: the demo stopped in its {name} stage, with what it finished saved in "
@@ -321,8 +329,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     analysis = analyze([random_path, evolution_path], retrain_path, output_dir, overwrite=True, log=log,
                        proxies=_proxies(model_dir, sample, config.seed))
     finish("analyze", tic)
-    seconds = {k: round(v, 1) for k, v in seconds.items()}
-    cpu = {k: round(v, 1) for k, v in cpu.items()}
+    seconds = {k: round(v, 1) for k, v in clock.seconds.items()}
+    cpu = {k: round(v, 1) for k, v in clock.cpu.items()}
     total = round(time.perf_counter() - start, 1)
 
     summary = _summary(output_dir, config, analysis, trained, random_run, evolution_run, space, bn_mode,

@@ -303,22 +303,9 @@ def retrain(
     if method == "masked":
         todo = sorted(todo, key=lambda pair: pair[1])  # seed-major: the data order sets TF's seed per seed
     trainer = _child_trainer(method, space, config, train, [(c.architecture, s) for c, s in todo])
-    best_now: dict[str, tuple[float, list[np.ndarray], int]] = {}  # arch -> best seed trained now, its weights
-    trained = []
-    for index, (candidate, seed) in enumerate(todo, start=1):
-        arch = candidate.architecture
-        log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
-        try:
-            metrics = trainer.run(arch, seed)
-        except Preempted as e:
-            log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
-            return _summary(results, wanted, trained, skipped, None, {}, preempted=True)
-        _record_run(results, candidate, seed, metrics, space, log, f"[{index}/{len(todo)}] {arch} seed {seed}: ")
-        write_run_scalars(events_dir(results_path), "retrain", len(skipped) + index - 1, metrics)
-        trained.append((str(arch), seed))
-        key, accuracy = str(arch), metrics[f"{split}_accuracy"]
-        if key not in best_now or accuracy > best_now[key][0]:
-            best_now[key] = (accuracy, trainer.model.get_weights(), seed)
+    trained, best_now, preempted = _train_runs(trainer, todo, results, results_path, len(skipped), split, log)
+    if preempted:
+        return _summary(results, wanted, trained, skipped, None, {}, preempted=True)
     all_records = [r for r in results.records() if r["architecture"] in wanted]
     best = _best(all_records)
     exported: dict[str, str] = {}
@@ -329,6 +316,31 @@ def retrain(
             log(f"export: {e}; a rerun exports the best")
             return _summary(results, wanted, trained, skipped, best[0], {}, preempted=True)
     return _summary(results, wanted, trained, skipped, best[0] if best else None, exported)
+
+
+def _train_runs(trainer: ChildTrainer, todo: Sequence[tuple[Candidate, int]], results: RecordFile,
+                results_path: str, done_before: int, split: str, log: Callable[[str], None],
+                ) -> tuple[list[tuple[str, int]], dict[str, tuple[float, list[np.ndarray], int]], bool]:
+    """Trains and records each pending (candidate, seed): (pairs trained, arch -> (accuracy, weights, seed) of
+    its best seed trained now, whether `stop` ended it)."""
+    best_now: dict[str, tuple[float, list[np.ndarray], int]] = {}
+    trained: list[tuple[str, int]] = []
+    for index, (candidate, seed) in enumerate(todo, start=1):
+        arch = candidate.architecture
+        log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
+        try:
+            metrics = trainer.run(arch, seed)
+        except Preempted as e:
+            log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
+            return trained, best_now, True
+        _record_run(results, candidate, seed, metrics, trainer.space, log,
+                    f"[{index}/{len(todo)}] {arch} seed {seed}: ")
+        write_run_scalars(events_dir(results_path), "retrain", done_before + index - 1, metrics)
+        trained.append((str(arch), seed))
+        key, accuracy = str(arch), metrics[f"{split}_accuracy"]
+        if key not in best_now or accuracy > best_now[key][0]:
+            best_now[key] = (accuracy, trainer.model.get_weights(), seed)
+    return trained, best_now, False
 
 
 def _child_trainer(method: str, space: SearchSpace, config: TrainConfig, train: dict[str, Any],
