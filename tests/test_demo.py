@@ -100,8 +100,8 @@ def test_reduced_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path)
 def test_demo_from_the_command_line(tmp_path):
     """The real `tf-oneshot demo` console path, every stage, at a size the CI budget affords.
 
-    The default sizes (400 one-shot steps, 200 random + 100 evolved, 16 retrained) take 8-10
-    minutes on 2 cores, a third of the suite's budget: they are timed by hand for the README.
+    The default sizes (400 one-shot steps, 200 random + 100 evolved, 24 retrained) take 738 CPU
+    seconds, too much of the suite's budget: they are timed by hand for the README.
     Here the same command runs with the demo's own size flags turned down.
     """
     out = str(tmp_path / "demo")

@@ -105,6 +105,41 @@ def test_export_reloads_with_identical_predictions_and_serves_the_same_logits(tm
     assert sorted(os.listdir(tmp_path)) == ["best.json", "best.keras", "best_saved_model"]
 
 
+@pytest.mark.slow
+def test_masked_retrain_is_the_stand_alone_retrain_traced_once(tmp_path):
+    """The default method trains each child inside the one-shot model from its stand-alone model's fresh
+    weights: the same numbers as --method=standalone, and the same export.
+
+    Slow: 55 CPU s (404 s wall at load average 11 on 2 cores): two retrains and two exports.
+    """
+    candidates = [Candidate(SPACE.parse(a)) for a in ARCHS]
+    runs = {}
+    for method in ("standalone", "masked"):
+        lines = []
+        summary = retrain(candidates, SPACE, CONFIG, [3], str(tmp_path / f"{method}.jsonl"),
+                          str(tmp_path / method), method=method, **{**QUIET, "log": lines.append})
+        assert not any("instead" in line for line in lines)
+        runs[method] = summary
+    standalone, masked = ({r["architecture"]: r for r in runs[m].records} for m in ("standalone", "masked"))
+    for arch in ARCHS:
+        for key in ("train_loss", "validation_loss", "test_loss"):
+            assert masked[arch][key] == pytest.approx(standalone[arch][key], rel=1e-4), (arch, key)
+        for key in ("validation_accuracy", "test_accuracy", "params", "flops"):
+            assert masked[arch][key] == pytest.approx(standalone[arch][key], abs=1e-9), (arch, key)
+    assert runs["masked"].best_architecture == runs["standalone"].best_architecture
+    images = raw(data.take_images("digits", "test", 32))
+    exports = [keras.saving.load_model(os.path.join(tmp_path, m, "best.keras"), safe_mode=True)
+               for m in ("standalone", "masked")]
+    np.testing.assert_allclose(*(e(images, training=False).numpy() for e in exports), rtol=1e-4, atol=1e-4)
+
+
+def test_retrain_refuses_a_method_it_does_not_have(tmp_path):
+    with pytest.raises(UserError, match="--method=fused does not apply to retrain; choose masked or standalone"):
+        retrain([Candidate(SPACE.parse(ARCHS[0]))], SPACE, CONFIG, [0], str(tmp_path / "f.jsonl"), method="fused",
+                **QUIET)
+    assert not (tmp_path / "f.jsonl").exists()
+
+
 def test_selection_reuses_search_rules():
     rng = np.random.default_rng(0)
     records = [{"architecture": str(SPACE.sample(rng)), "oneshot_accuracy": float(a), "params": 1}

@@ -50,7 +50,7 @@ from tf_oneshot.training.preemption import Preemption, signal_name
 DEMO_TRAIN = TrainConfig(
     dataset="digits", filters=16, num_cells=3, num_stacks=3, batch_size=64, ghost_batch_size=32,
     train_steps=400, dropout_rate=0.1, dropout_schedule="linear", learning_rate=0.1,
-    weight_decay=1e-4, checkpoint_every=100, log_every=50,
+    weight_decay=1e-4, checkpoint_every=200, log_every=50,
     skip_threshold=0.0,  # 400 steps do not earn back a second trace (~35 s on 2 cores)
 )
 SUMMARY = "summary.json"
@@ -72,10 +72,12 @@ class DemoConfig:
         num_retrain: architectures retrained: a stratified sample of the random
             search over this many one-shot accuracy buckets (§4.1: 4 per bucket).
         retrain_steps: steps of each brief stand-alone training (§4.1: ~28 epochs).
-            Building and tracing a stand-alone model costs about 60% of a
-            150-step run on 2 CPU cores, so the demo spends its minutes on
-            more architectures (16, for a tau over 120 pairs) rather than
-            steps (100, ~5 epochs of the digits).
+            Each child trains inside the one-shot model traced once
+            (`retrain`'s "masked" method, the same training as its own
+            Keras model), so after the first a child costs its steps and
+            evaluation, not a trace: the demo spends that on more
+            architectures (24, for a tau over 276 pairs) at 100 steps
+            (~5 epochs of the digits).
         seeds: stand-alone runs per architecture (§4.1: 5). Accuracy ties
             between architectures are broken by the validation loss where
             the retrain lines record it (tf_oneshot.analysis.report).
@@ -100,7 +102,7 @@ class DemoConfig:
     population_size: int = 20
     num_parents: int = 5
     mutation_prob: float = 0.1
-    num_retrain: int = 16
+    num_retrain: int = 24
     retrain_steps: int = 100
     seeds: tuple[int, ...] = (0,)
     kl: bool = True
@@ -245,6 +247,22 @@ def run_demo(
         return _run_stages(output_dir, config, log, preemption)
 
 
+class _StageClock:
+    """Each stage's wall seconds and this process's CPU seconds (all threads: comparable on a busy machine)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log, self.start = log, time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def stage(self, index: int, text: str) -> tuple[float, float]:
+        self.log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - self.start:.0f}s)")
+        return time.perf_counter(), time.process_time()
+
+    def finish(self, name: str, tic: tuple[float, float]) -> None:
+        self.seconds[name], self.cpu[name] = time.perf_counter() - tic[0], time.process_time() - tic[1]
+
+
 def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None], preemption) -> dict[str, Any]:
     from tf_oneshot import search
     from tf_oneshot.training import trainer
@@ -252,12 +270,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     from tf_oneshot.training.retrain import Candidate, retrain
 
     path = lambda *parts: os.path.join(output_dir, *parts)  # noqa: E731
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def stage(index: int, text: str) -> float:
-        log(f"\n[{index}/5] {text}  (elapsed {time.perf_counter() - start:.0f}s)")
-        return time.perf_counter()
+    clock = _StageClock(log)
+    stage, finish, start = clock.stage, clock.finish, clock.start
 
     def stopped(name: str) -> dict[str, Any]:
         log(f"\n{signal_name()} received: the demo stopped in its {name} stage, with what it finished saved in "
@@ -268,7 +282,7 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     tic = stage(1, f"training the one-shot model of {config.train.space.spec} on digits: "
                    f"{config.train.train_steps} steps{', ' + options if options else ''}")
     trained = trainer.train(config.train, path("oneshot"), log=log)
-    seconds["train"] = time.perf_counter() - tic
+    finish("train", tic)
     if trained["preempted"] or preemption.requested:  # never search a half-trained model
         return stopped("training")
 
@@ -282,7 +296,7 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
                   progress_every=5.0)
     random_path = path("search", "random.jsonl")
     random_run = search.run(model_dir, "random", config.num_random, results=random_path, **shared)
-    seconds["random_search"] = time.perf_counter() - tic
+    finish("random_search", tic)
     if random_run["stopped"]:
         return stopped("random search")
 
@@ -292,7 +306,7 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     evolution_run = search.run(model_dir, "evolution", config.num_evolution, results=evolution_path,
                                population_size=config.population_size, num_parents=config.num_parents,
                                mutation_prob=config.mutation_prob, **shared)
-    seconds["evolution"] = time.perf_counter() - tic
+    finish("evolution", tic)
     bn_mode = shared["scorer"].bn_mode
     del shared  # the scorer's model and images, before retraining
     if evolution_run["stopped"]:
@@ -307,19 +321,21 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     retrain_path = path("retrain", "results.jsonl")
     retrained = retrain(candidates, space, retrain_config, list(config.seeds), retrain_path,
                         path("retrain", "export"), log=log, stop=preemption)
-    seconds["retrain"] = time.perf_counter() - tic
+    finish("retrain", tic)
     if retrained.preempted:
         return stopped("retrain")
 
     tic = stage(5, "analyzing: rank correlations, plots, report")
     analysis = analyze([random_path, evolution_path], retrain_path, output_dir, overwrite=True, log=log,
                        proxies=_proxies(model_dir, sample, config.seed))
-    seconds["analyze"] = time.perf_counter() - tic
-    seconds = {k: round(v, 1) for k, v in seconds.items()}
+    finish("analyze", tic)
+    seconds = {k: round(v, 1) for k, v in clock.seconds.items()}
+    cpu = {k: round(v, 1) for k, v in clock.cpu.items()}
     total = round(time.perf_counter() - start, 1)
 
     summary = _summary(output_dir, config, analysis, trained, random_run, evolution_run, space, bn_mode,
                        seconds, total)
+    summary["cpu_seconds"] = cpu
     atomic_write_json(path(SUMMARY), summary)
     for line in summary_table(summary, analysis):
         log(line)
@@ -432,7 +448,7 @@ def baseline_line(summary: dict[str, Any]) -> str:
 
 def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
     """The lines the demo prints at the end: stages, correlations, retrained architectures."""
-    s = summary["seconds"]
+    s, cpu = summary["seconds"], summary.get("cpu_seconds", {})
     rows = [
         ("train one-shot", s["train"], f"{summary['oneshot_validation_accuracy_of']} validation accuracy "
                                          f"{_fmt(summary['oneshot_validation_accuracy'])}"),
@@ -446,9 +462,11 @@ def summary_table(summary: dict[str, Any], analysis: Any) -> list[str]:
                                   f"Spearman rho {_fmt(summary['spearman_rho'])}{_ci(summary['spearman_rho_ci'])}, "
                                   f"pairwise accuracy {_fmt(summary['pairwise_accuracy'])}"),
     ]
-    lines = ["", "tf-oneshot demo: summary", f"{'stage':<16}{'seconds':>9}  result"]
-    lines += [f"{name:<16}{sec:>9.1f}  {text}" for name, sec, text in rows]
-    lines += [f"{'total':<16}{summary['total_seconds']:>9.1f}",
+    keys = ("train", "random_search", "evolution", "retrain", "analyze")
+    lines = ["", "tf-oneshot demo: summary", f"{'stage':<16}{'seconds':>9}{'cpu s':>9}  result"]
+    lines += [f"{name:<16}{sec:>9.1f}{cpu.get(key, float('nan')):>9.1f}  {text}"
+              for (name, sec, text), key in zip(rows, keys)]
+    lines += [f"{'total':<16}{summary['total_seconds']:>9.1f}{sum(cpu.values()):>9.1f}",
               f"stand-alone ranking: {summary['standalone_measure']}; {summary['distinct_standalone_values']} "
               f"distinct values, {summary['tied_standalone_pairs']} tied pairs; intervals: 95% bootstrap",
               baseline_line(summary), "",

@@ -195,8 +195,9 @@ flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whos
 flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
 flags.DEFINE_enum("method", "masked", ["masked", "standalone", "fused"], "masked: each child trained alone inside "
                   "the one-shot model under its fixed masks, traced once for all (faster); standalone: a Keras model "
-                  "and traces per run; fused: --fuse_children masked children in one step (HFTA). Each child gets "
-                  "its own fresh weights.")
+                  "and traces per run; fused (groundtruth): --fuse_children masked children in one step (HFTA). Each "
+                  "child gets its own fresh weights. retrain: masked or standalone, the same training from the "
+                  "same fresh weights; the best is exported stand-alone.")
 flags.DEFINE_integer("fuse_children", 8, "Children trained side by side in one step by --method=fused (HFTA, "
                      "Wang et al. 2021), each with its own weights, data order and optimizer.")
 flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "
@@ -224,7 +225,7 @@ flags.DEFINE_enum("rank_by", "accuracy_then_loss", ["accuracy_then_loss", "accur
 # -------------------------------------------------------------- the demo's stages
 flags.DEFINE_integer("num_random", None, "demo: architectures scored by random search (default 200).")
 flags.DEFINE_integer("num_evolution", None, "demo: architectures scored by evolution (default 100).")
-flags.DEFINE_integer("num_retrain", None, "demo: architectures retrained from scratch (default 16).")
+flags.DEFINE_integer("num_retrain", None, "demo: architectures retrained from scratch (default 24).")
 flags.DEFINE_integer("retrain_steps", None, "demo: steps of each stand-alone training (default 100).")
 flags.DEFINE_string("retrain_select", None, "demo: stratified (Bender et al. Fig. 5, the default) or best "
                     "(SPOS §3.4: the best architectures searched, the winner first).")

@@ -5,7 +5,10 @@ Bender et al. 2018 §4.1) or from --architectures / --architectures_file. One
 JSON line per (architecture, seed) goes to --results; a rerun skips finished
 pairs, and SIGTERM stops between training chunks with exit code 143.
 --full_train trains on train + validation, as the final models of §3.4 and
-§4.1 are ("trained from scratch ... on the full training set").
+§4.1 are ("trained from scratch ... on the full training set"). --method
+picks the network each child trains in: masked (the default: the one-shot
+model under the child's masks, one trace for all, the same training) or
+standalone; the best is exported stand-alone either way.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ NOT_APPLICABLE = flags.STANDALONE_NOT_APPLICABLE
 FLAG_NAMES = (
     *flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS, "model_dir", "search_results",
     "architectures", "architectures_file", "select", "top_k", "pool", "num_buckets", "per_bucket",
-    "percentile", "seeds", "seed", "full_train", "results", "output_dir", "export_tflite", "strategy", "tpu",
+    "percentile", "seeds", "seed", "full_train", "method", "results", "output_dir", "export_tflite", "strategy",
+    "tpu",
 )
 # What an unset training flag means (`--help` shows it): TrainConfig's; the dataset the model_dir's.
 FLAG_DEFAULTS = {name: TrainConfig().to_flat()[name] for name in flags.STANDALONE_TRAIN_FLAGS}
@@ -112,7 +116,8 @@ def run(FLAGS) -> int:
     strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
     with Preemption() as preemption:
         summary = retrain(candidates, space, config, seeds, FLAGS.results, export_dir, strategy=strategy,
-                          full_train=FLAGS.full_train, stop=preemption, tflite=FLAGS.export_tflite)
+                          full_train=FLAGS.full_train, stop=preemption, tflite=FLAGS.export_tflite,
+                          method=FLAGS.method)
     if summary.preempted:
         return stopped_message("retrain", f"{len(summary.trained)} runs trained now are in {FLAGS.results}")
     print(f"done: {len(summary.trained)} runs trained, {len(summary.skipped)} already in {FLAGS.results}; "

@@ -399,8 +399,12 @@ class MaskedChild(ChildTrainer):
             self._initial = {seed: self.space.build_oneshot(self.config.data.ghost_batch_size).get_weights()}
         return self._initial[seed]
 
+    def start_weights(self, arch: Hashable, seed: int) -> list[np.ndarray]:
+        """The one-shot model's weights a child starts from: the snapshot's, or the seed's fresh ones."""
+        return self.initial_weights(seed) if self._snapshot is None else self._snapshot
+
     def _prepare(self, arch: Hashable, seed: int) -> None:
-        self.model.set_weights(self.initial_weights(seed) if self._snapshot is None else self._snapshot)
+        self.model.set_weights(self.start_weights(arch, seed))
         self.step.assign(0)
         self.optimizer.iterations.assign(0)
         optimizers.reset_slots(self.optimizer)

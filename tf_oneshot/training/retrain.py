@@ -16,8 +16,21 @@ and no validation accuracy, and are ranked by test accuracy, the only
 held-out split left. The default keeps the validation split (Figure 5's
 brief retraining is measured on it).
 
-Each architecture is trained as its own Keras model by the recipe every
-child shares (`tf_oneshot.training.child.train_standalone`). Each finished
+Every child is trained by the recipe every child shares
+(`tf_oneshot.training.child`), in one of two networks (`method`):
+"standalone", its own Keras model, built and traced for every child; or
+"masked" (the default), the space's one-shot model under the child's fixed
+masks, traced once for every child and seed (`StandaloneStartChild`). Both
+are the same training: the child starts from the very weights its
+stand-alone model draws for the seed (copied into the one-shot elements it
+reads), the one-shot model under fixed masks computes exactly the child
+(the space contract), its inactive ops get no gradient and its masked L2
+decays exactly the child's kernels (`tasks.FixedChildTask`), the data order
+is the seed's, the optimizer and schedule are reset for each child, and the
+evaluation recalibrates the batch norm and measures the same splits
+(tests/test_retrain.py checks equal numbers and exports). The best child is
+exported as its stand-alone model either way, the masked one with its
+trained weights copied in (`SearchSpace.inherit_weights`). Each finished
 (architecture, seed) run is one line of the results file
 (`tf_oneshot.record_file.RecordFile`, fsync'd): a rerun skips finished
 pairs, and a torn last line (a kill mid-write) is dropped. `stop` (SIGTERM,
@@ -43,6 +56,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis.records import best_standalone, standalone_by_architecture
@@ -51,7 +65,14 @@ from tf_oneshot.io_utils import atomic_write_json, read_json
 from tf_oneshot.record_file import RecordFile
 from tf_oneshot.search_spaces import SearchSpace
 from tf_oneshot.training import data
-from tf_oneshot.training.child import RECALIBRATION_IMAGES, build_model, train_standalone
+from tf_oneshot.training.child import (
+    RECALIBRATION_IMAGES,
+    ChildTrainer,
+    MaskedChild,
+    StandaloneChild,
+    build_model,
+    train_standalone,  # noqa: F401 (retrain's one-run entry point, re-exported)
+)
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
 
@@ -69,6 +90,8 @@ KERAS_FILE = "best.keras"
 SAVED_MODEL_DIR = "best_saved_model"
 TFLITE_FILE = "best.tflite"
 BEST_FILE = "best.json"
+# The networks a child can be trained in (`method`); "masked" is the fastest and the same training.
+CHILD_NETWORKS = {"masked": MaskedChild, "standalone": StandaloneChild}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +126,18 @@ class RetrainSummary:
 
 
 # -------------------------------------------------------------------- export
-def _plain_copy(space: SearchSpace, arch: Hashable, model: keras.Model,
-                config: TrainConfig) -> keras.Model:
-    """The same weights in a model built outside any strategy (portable export)."""
-    copy = build_model(space, arch, config)
-    copy.set_weights(model.get_weights())
+def _standalone_copy(trainer: ChildTrainer, arch: Hashable, weights: list[np.ndarray]) -> keras.Model:
+    """The child's stand-alone model, built outside any strategy (portable export), holding its trained weights.
+
+    `weights` are the trainer's model's after the child's run: the child's own
+    model's, or the one-shot model's, whose child part `inherit_weights` copies.
+    """
+    copy = build_model(trainer.space, arch, trainer.config)
+    if isinstance(trainer, MaskedChild):
+        trainer.model.set_weights(weights)
+        trainer.space.inherit_weights(trainer.model, copy, arch)
+    else:
+        copy.set_weights(weights)
     return copy
 
 
@@ -272,6 +302,7 @@ def retrain(
     full_train: bool = False,
     stop: Callable[[], bool] | None = None,
     tflite: bool = False,
+    method: str = "masked",
 ) -> RetrainSummary:
     """Trains every (candidate, seed) not yet in `results_path`, then exports the best.
 
@@ -292,14 +323,21 @@ def retrain(
         stop: polled between training chunks (SIGTERM); True ends the run
             with `preempted` set, every finished pair recorded.
         tflite: also export the best model as `best.tflite` (`export_tflite`).
+        method: the network each child trains in (`CHILD_NETWORKS`): "masked"
+            (one trace for all; stand-alone where a space's children are not
+            copies of one-shot weights) or "standalone": the same training
+            (see the module docstring).
 
     Returns:
         A `RetrainSummary`.
 
     Raises:
         UserError: a results file of another space or other settings, a
-            dataset whose images do not fit the space, no candidates or seeds.
+            dataset whose images do not fit the space, no candidates or seeds,
+            an unknown `method`.
     """
+    if method not in CHILD_NETWORKS:
+        raise UserError(f"--method={method} does not apply to retrain; choose {' or '.join(CHILD_NETWORKS)}.")
     candidates = _checked_candidates(candidates, seeds, space, config)
     results = results_file(results_path, _run_settings(config, space, recalibration_images, full_train))
     todo, skipped = _pending_runs(candidates, seeds, results)
@@ -313,32 +351,155 @@ def retrain(
     )
     train = dict(strategy=strategy, log=log, recalibration_images=recalibration_images,
                  full_train=full_train, stop=stop)
-    best_now: dict[str, tuple[float, keras.Model, int]] = {}  # arch -> best seed trained now
-    trained = []
-    for index, (candidate, seed) in enumerate(todo, start=1):
-        arch = candidate.architecture
-        log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
-        try:
-            model, metrics = train_standalone(space, arch, config, seed, **train)
-        except Preempted as e:
-            log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
-            return _summary(results, wanted, trained, skipped, None, {}, preempted=True)
-        _record_run(results, candidate, seed, model, metrics, space, log, f"[{index}/{len(todo)}] {arch} seed {seed}: ")
-        write_run_scalars(events_dir(results_path), "retrain", len(skipped) + index - 1, metrics)
-        trained.append((str(arch), seed))
-        key, accuracy = str(arch), metrics[f"{split}_accuracy"]
-        if key not in best_now or accuracy > best_now[key][0]:
-            best_now[key] = (accuracy, model, seed)
+    if method == "masked":
+        todo = sorted(todo, key=lambda pair: pair[1])  # seed-major: the data order sets TF's seed per seed
+    trainer = _child_trainer(method, space, config, train, [(c.architecture, s) for c, s in todo])
+    trained, best_now, preempted = _train_runs(trainer, todo, results, results_path, len(skipped), split, log)
+    if preempted:
+        return _summary(results, wanted, trained, skipped, None, {}, preempted=True)
     all_records = [r for r in results.records() if r["architecture"] in wanted]
     best = _best(all_records)
     exported: dict[str, str] = {}
     if export_dir and best is not None:
         try:
-            exported = _export_best(best, best_now, all_records, space, config, export_dir, split, train, log, tflite)
+            exported = _export_best(best, best_now, all_records, trainer, export_dir, split, log, tflite)
         except Preempted as e:
             log(f"export: {e}; a rerun exports the best")
             return _summary(results, wanted, trained, skipped, best[0], {}, preempted=True)
     return _summary(results, wanted, trained, skipped, best[0] if best else None, exported)
+
+
+def _train_runs(trainer: ChildTrainer, todo: Sequence[tuple[Candidate, int]], results: RecordFile,
+                results_path: str, done_before: int, split: str, log: Callable[[str], None],
+                ) -> tuple[list[tuple[str, int]], dict[str, tuple[float, list[np.ndarray], int]], bool]:
+    """Trains and records each pending (candidate, seed): (pairs trained, arch -> (accuracy, weights, seed) of
+    its best seed trained now, whether `stop` ended it)."""
+    best_now: dict[str, tuple[float, list[np.ndarray], int]] = {}
+    trained: list[tuple[str, int]] = []
+    for index, (candidate, seed) in enumerate(todo, start=1):
+        arch = candidate.architecture
+        log(f"[{index}/{len(todo)}] {arch} seed {seed}: training from scratch")
+        try:
+            metrics = trainer.run(arch, seed)
+        except Preempted as e:
+            log(f"[{index}/{len(todo)}] {e}: not recorded; a rerun trains it again")
+            return trained, best_now, True
+        _record_run(results, candidate, seed, metrics, trainer.space, log,
+                    f"[{index}/{len(todo)}] {arch} seed {seed}: ")
+        write_run_scalars(events_dir(results_path), "retrain", done_before + index - 1, metrics)
+        trained.append((str(arch), seed))
+        key, accuracy = str(arch), metrics[f"{split}_accuracy"]
+        if key not in best_now or accuracy > best_now[key][0]:
+            best_now[key] = (accuracy, trainer.model.get_weights(), seed)
+    return trained, best_now, False
+
+
+def _child_trainer(method: str, space: SearchSpace, config: TrainConfig, train: dict[str, Any],
+                   pairs: Sequence[tuple[Hashable, int]]) -> ChildTrainer:
+    """The child trainer of `method`; "masked" only where it is the same training as "standalone"."""
+    if method == "standalone":
+        return StandaloneChild(space, config, **train)
+    trainer = StandaloneStartChild(space, config, **train)
+    reason = trainer.unmapped_reason(space.sample(np.random.default_rng(0)))
+    if reason:
+        train["log"](f"retrain: {reason}; training each child as its own Keras model instead")
+        return StandaloneChild(space, config, **train)
+    trainer.plan(pairs)
+    return trainer
+
+
+class StandaloneStartChild(MaskedChild):
+    """A child trained inside the one-shot model from its own stand-alone model's fresh weights.
+
+    A child's stand-alone model draws its fresh weights from Keras
+    initializers whose scale follows each weight's shape (Glorot: its fans);
+    a child that takes a slice of a wider one-shot weight (the input 1x1
+    convolution of a Bender et al. 2018 block, §3.1, over the inputs it
+    chose; a channel width, SPOS §3.3) would start differently inside the
+    one-shot model's fresh weights. So each child starts from the weights
+    `StandaloneChild` draws for it (same seed, same values), copied into the
+    one-shot model's weights at the elements the child reads: the same
+    training as `StandaloneChild`, traced once.
+
+    Drawing sets the seeds (`keras.utils.set_random_seed`), which makes
+    TensorFlow instantiate every traced function again; `plan` draws the
+    planned children before the first trace, up to `DRAW_BYTES` at a time.
+    """
+
+    DRAW_BYTES = 256 * 2**20
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._planned: list[tuple[Hashable, int]] = []
+        self._drawn: dict[tuple[str, int], np.ndarray] = {}
+        self._elements: dict[str, np.ndarray | None] = {}
+        self._base: list[np.ndarray] | None = None
+
+    def plan(self, pairs: Sequence[tuple[Hashable, int]]) -> None:
+        """The (architecture, seed) children to come, in order: their fresh weights are drawn in groups."""
+        self._planned = [(arch, int(seed)) for arch, seed in pairs]
+
+    def unmapped_reason(self, arch: Hashable) -> str | None:
+        """Why `arch`'s stand-alone weights cannot be placed in the one-shot model (None: they can)."""
+        sizes = [w.size for w in self.model.get_weights()]
+        if sum(sizes) >= 2**24:
+            return f"the one-shot model of {self.space.name} holds over 2^24 weights, too many to map exactly"
+        index = self._child_elements(arch)
+        if index is None:
+            return f"the children of {self.space.name} are not plain copies of one-shot weights"
+        return None
+
+    def _child_elements(self, arch: Hashable, child: keras.Model | None = None) -> np.ndarray | None:
+        """For each element of `arch`'s stand-alone weights (flattened in order), the one-shot element it copies.
+
+        The one-shot weights are numbered (exact in float32 below 2^24) and
+        copied into the stand-alone model (`child`, built if None; its weights
+        are overwritten) by `inherit_weights`, whose elements set to -1 first
+        show any it does not copy. None where a copy is not exact, missing or
+        repeated.
+        """
+        if str(arch) not in self._elements:
+            child = child or self.space.build_standalone(arch, ghost_batch_size=self.config.data.ghost_batch_size)
+            weights = self.model.get_weights()
+            offsets = np.cumsum([0] + [w.size for w in weights])
+            self.model.set_weights([np.arange(o, o + w.size).reshape(w.shape).astype(w.dtype)
+                                    for o, w in zip(offsets, weights)])
+            child.set_weights([np.full(w.shape, -1, w.dtype) for w in child.get_weights()])
+            self.space.inherit_weights(self.model, child, arch)
+            self.model.set_weights(weights)
+            flat = np.concatenate([w.ravel().astype(np.float64) for w in child.get_weights()])
+            exact = (flat >= 0).all() and (flat == np.round(flat)).all() and len(np.unique(flat)) == flat.size
+            self._elements[str(arch)] = flat.astype(np.int64) if exact else None
+        return self._elements[str(arch)]
+
+    def _draw(self, arch: Hashable, seed: int) -> None:
+        """Draws the fresh stand-alone weights of (arch, seed) and of the planned children after it, up to DRAW_BYTES."""
+        key = (str(arch), seed)
+        upcoming = [p for p in self._planned if (str(p[0]), p[1]) != key]
+        size = 0
+        for a, s in [(arch, seed), *upcoming]:
+            if size > self.DRAW_BYTES:
+                break
+            keras.utils.set_random_seed(s)  # as StandaloneChild draws them
+            child = build_model(self.space, a, self.config)
+            values = np.concatenate([w.ravel() for w in child.get_weights()])
+            self._child_elements(a, child)
+            self._drawn[(str(a), s)] = values
+            size += values.nbytes
+        self._planned = [p for p in upcoming if (str(p[0]), p[1]) not in self._drawn]
+
+    def start_weights(self, arch: Hashable, seed: int) -> list[np.ndarray]:
+        """The one-shot weights with `arch`'s elements set to its stand-alone model's fresh weights for `seed`."""
+        if self._snapshot is not None:
+            return super().start_weights(arch, seed)
+        if self._base is None:
+            self._base = self.model.get_weights()  # the elements no child reads: never used
+        if (str(arch), seed) not in self._drawn:
+            self._draw(arch, seed)
+        flat = np.concatenate([w.ravel() for w in self._base])
+        flat[self._child_elements(arch)] = self._drawn.pop((str(arch), seed))
+        offsets = np.cumsum([0] + [w.size for w in self._base])
+        return [flat[o:o + w.size].reshape(w.shape) for o, w in zip(offsets, self._base)]
 
 
 def _checked_candidates(candidates: Sequence[Candidate], seeds: Sequence[int], space: SearchSpace,
@@ -365,16 +526,20 @@ def _pending_runs(candidates: Sequence[Candidate], seeds: Sequence[int],
     return todo, skipped
 
 
-def _record_run(results: RecordFile, candidate: Candidate, seed: int, model: keras.Model, metrics: dict[str, Any],
+def _record_run(results: RecordFile, candidate: Candidate, seed: int, metrics: dict[str, Any],
                 space: SearchSpace, log: Callable[[str], None], prefix: str) -> None:
-    """Appends one finished run's line (with the file's kind and settings) and logs its accuracies after `prefix`."""
-    params = int(model.count_params())
+    """Appends one finished run's line (with the file's kind and settings) and logs its accuracies after `prefix`.
+
+    The costs are the architecture's arithmetic, equal to its stand-alone Keras model's (the space contract).
+    """
+    cost = space.count(candidate.architecture)
+    params = int(cost.params)
     results.append({
         "architecture": str(candidate.architecture),
         "seed": seed,
         "oneshot_accuracy": candidate.oneshot_accuracy,
         "params": params,
-        "flops": int(space.count(candidate.architecture).flops),
+        "flops": int(cost.flops),
         **metrics,
     })
     validation = metrics["validation_accuracy"]
@@ -412,7 +577,7 @@ def _summary(results, wanted, trained, skipped, best, exported, preempted=False)
     )
 
 
-def _export_best(best, best_now, records, space, config, export_dir, split, train, log, tflite) -> dict[str, str]:
+def _export_best(best, best_now, records, trainer, export_dir, split, log, tflite) -> dict[str, str]:
     """Exports the best architecture, retraining its best seed if an earlier run trained it.
 
     A resumed run (after SIGTERM, say) may find that the best architecture was
@@ -421,6 +586,7 @@ def _export_best(best, best_now, records, space, config, export_dir, split, trai
     run ends with the same export as an uninterrupted one.
     """
     arch, mean = best
+    space, config = trainer.space, trainer.config
     previous_path = os.path.join(export_dir, BEST_FILE)
     previous = read_json(previous_path) if tf.io.gfile.exists(previous_path) else None
     if (previous and previous.get("architecture") == arch and arch not in best_now
@@ -432,21 +598,21 @@ def _export_best(best, best_now, records, space, config, export_dir, split, trai
         seed = int(max(runs, key=lambda r: (r.get(f"{split}_accuracy") or 0.0, -int(r["seed"])))["seed"])
         log(f"export: the best architecture {arch} was trained in an earlier run; training seed {seed} "
             "again to export it")
-        model, metrics = train_standalone(space, space.parse(arch), config, seed, **train)
-        best_now = {arch: (metrics[f"{split}_accuracy"], model, seed)}
-    accuracy, model, seed = best_now[arch]
+        metrics = trainer.run(space.parse(arch), seed)
+        best_now = {arch: (metrics[f"{split}_accuracy"], trainer.model.get_weights(), seed)}
+    accuracy, weights, seed = best_now[arch]
     metadata = {
         "architecture": arch,
         "seed": seed,
         "selected_on": split,
         f"{split}_accuracy": accuracy,
         f"{split}_accuracy_mean": mean,
-        "full_train": bool(train.get("full_train")),
+        "full_train": trainer.full_train,
         "seeds": sorted(int(r["seed"]) for r in records if r["architecture"] == arch),
         "space": space.to_config(),
         "dataset": config.data.dataset,
     }
-    exported = export_model(_plain_copy(space, space.parse(arch), model, config), space, export_dir, metadata,
+    exported = export_model(_standalone_copy(trainer, space.parse(arch), weights), space, export_dir, metadata,
                             data.input_statistics(config.data.dataset), tflite=tflite)
     log(f"export: best {arch} ({split} {mean:.4f} mean over seeds) -> {exported['keras']}, "
         f"{exported['saved_model']}{', ' + exported['tflite'] if 'tflite' in exported else ''}")
