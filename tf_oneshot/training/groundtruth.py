@@ -404,14 +404,13 @@ class FusedTrainer(FusedChildren):
 
 TRAINERS = {"masked": MaskedTrainer, "standalone": StandaloneTrainer, "fused": FusedTrainer}
 METHODS = tuple(TRAINERS)
-FUSE_CHILDREN = 8
 
 
 def make_trainer(method: str, space: SearchSpace, config: TrainConfig,
                  strategy: tf.distribute.Strategy | None = None,
                  recalibration_images: int = RECALIBRATION_IMAGES,
-                 stop: Callable[[], bool] | None = None, fuse_children: int = FUSE_CHILDREN) -> TrainFn:
-    """The pair trainer of `method`: "masked", "standalone" or "fused" (`fuse_children` pairs per step)."""
+                 stop: Callable[[], bool] | None = None, fuse_children: int | None = None) -> TrainFn:
+    """The pair trainer of `method`: "masked", "standalone" or "fused" (`fuse_children` pairs per step, None: from memory)."""
     if method not in TRAINERS:
         raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
     fused = {"children": fuse_children} if method == "fused" else {}
@@ -445,7 +444,7 @@ def run_ground_truth(
     train_fn: TrainFn | None = None,
     method: str = "masked",
     stop: Callable[[], bool] | None = None,
-    fuse_children: int = FUSE_CHILDREN,
+    fuse_children: int | None = None,
 ) -> GroundTruthRun:
     """Trains this shard's (child, seed) pairs not yet found in `output`; writes the summary when complete.
 
@@ -468,7 +467,7 @@ def run_ground_truth(
             traces per pair) or "fused" (`FusedTrainer`: groups of
             `fuse_children` pairs in one step); each trains every child from
             scratch as alone.
-        fuse_children: pairs per step of the "fused" method (HFTA).
+        fuse_children: pairs per step of the "fused" method (HFTA); None: `child.fuse_count` (from memory).
         stop: polled between pairs and chunks of training (SIGTERM, Ctrl-C):
             the pair in hand is dropped, finished pairs kept; a rerun resumes.
 
