@@ -1,4 +1,9 @@
-"""Fused children (HFTA, Wang et al. MLSys 2021): K children in one fused network equal K separate runs."""
+"""Fused children (HFTA, Wang et al. MLSys 2021): K children in one fused network equal K separate runs.
+
+The cheapest case that still covers every op, two seeds and a short group:
+the equality test ran in 33 s of CPU (2 min wall at load average 10 on 2
+shared cores), most of it the traces of the fused and the masked graphs.
+"""
 
 import numpy as np
 import pytest
@@ -11,18 +16,19 @@ from tf_oneshot.training.child import FusedChildren, MaskedChild, fuse_count
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.groundtruth import run_ground_truth
 
-SPACE = Darts64Space(stem_filters=4, filters=4, num_cells=2, image_shape=(8, 8, 1), num_classes=10)
+SPACE = Darts64Space(stem_filters=4, filters=4, num_cells=1, image_shape=(8, 8, 1), num_classes=10)
 CONFIG = TrainConfig(dataset="digits", space="darts64", batch_size=32, ghost_batch_size=16, train_steps=3,
                      log_every=3)
 # Every op on some edge, two seeds: each child's own weights, masks and data order.
-PAIRS = [(SPACE.parse("123"), 0), (SPACE.parse("432"), 1), (SPACE.parse("214"), 0)]
+PAIRS = [(SPACE.parse("123"), 0), (SPACE.parse("432"), 1)]
 
 
+@pytest.mark.slow
 def test_fused_children_equal_separate_runs():
-    fused = FusedChildren(SPACE, CONFIG, children=3, recalibration_images=64)
+    fused = FusedChildren(SPACE, CONFIG, children=2, recalibration_images=64)
     together = fused.run(PAIRS)
+    alone = MaskedChild(SPACE, CONFIG, recalibration_images=64)  # one trace for both children
     for k, ((arch, seed), result) in enumerate(zip(PAIRS, together)):
-        alone = MaskedChild(SPACE, CONFIG, recalibration_images=64)
         expected = alone.run(arch, seed)
         # Every weight but the moving statistics, which the fused network also keeps for the ops a child
         # does not use (recalibrated before evaluation: the metrics below check them).
