@@ -64,7 +64,13 @@ from tf_oneshot.search_spaces import (
     space_from_config,
 )
 from tf_oneshot.training import data
-from tf_oneshot.training.child import RECALIBRATION_IMAGES, FusedChildren, MaskedChild, StandaloneChild
+from tf_oneshot.training.child import (
+    RECALIBRATION_IMAGES,
+    FusedChildren,
+    MaskedChild,
+    StandaloneChild,
+    fuse_count,
+)
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
 from tf_oneshot.training.retrain import RUN_FIELDS, events_dir, write_run_scalars
@@ -467,7 +473,8 @@ def run_ground_truth(
             traces per pair) or "fused" (`FusedTrainer`: groups of
             `fuse_children` pairs in one step); each trains every child from
             scratch as alone.
-        fuse_children: pairs per step of the "fused" method (HFTA); None: `child.fuse_count` (from memory).
+        fuse_children: pairs per step of the "fused" method (HFTA); None:
+            `child.fuse_count` (from memory), at most the pairs to train.
         stop: polled between pairs and chunks of training (SIGTERM, Ctrl-C):
             the pair in hand is dropped, finished pairs kept; a rerun resumes.
 
@@ -491,6 +498,8 @@ def run_ground_truth(
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
     if train_fn is None and todo:
+        if method == "fused" and fuse_children is None:  # no more slots than pairs to fill them
+            fuse_children = min(fuse_count(space, config), len(todo))
         train_fn = make_trainer(method, space, config, strategy, recalibration_images, stop, fuse_children)
     trained = []
     tic = time.perf_counter()
