@@ -7,9 +7,10 @@ K times those operators. HFTA (§3) fuses the same operator of many models
 horizontally: `Darts64FusedModel` mirrors the one-shot model layer for layer
 with `tf_oneshot.layers.stacked` twins, the K children side by side on the
 channel axis, so K children cost about the operators of one. Each child runs
-under its own fixed masks, [K, 4] per edge; every op of an edge runs for all
-K and a child's ops off are multiplied by 0 (exact zeros forward, zero
-gradients back), so one fixed graph serves every group of children.
+under its own fixed masks, [K, 4] per edge: an op that some child of the
+group uses runs for all K, and a child's ops off are multiplied by 0 (exact
+zeros forward, zero gradients back); an op no child uses is skipped
+(tf.cond, as in the one-shot model). One graph serves every group.
 
     model({"images": [K, N, H, W, C], "edge_01": [K, 4], ...}, training=...) -> logits [K, N, classes]
 """
@@ -111,7 +112,10 @@ class Darts64FusedModel(keras.Model):
             x0 = apply_layers(inputs_, x, training)
 
             def edge(e: int, h, edges=edges):
-                return tf.add_n([apply_layers(layers, h, training) * rows[e][:, o]
+                # An op no child of the group uses is skipped (tf.cond), as the one-shot model skips it.
+                return tf.add_n([tf.cond(tf.reduce_max(rows[e][:, o]) > 0,
+                                         lambda layers=layers, o=o: apply_layers(layers, h, training) * rows[e][:, o],
+                                         lambda: tf.zeros_like(h))
                                  for o, layers in enumerate(edges[e])])
 
             x1 = edge(0, x0)
