@@ -13,10 +13,11 @@ method:
   masked:     one child at a time inside the one-shot model under fixed
               masks (`groundtruth.MaskedTrainer`): the same steps, traced
               once for all children;
-  fused:      `--fuse_children` children at a time, each in its own one-shot
-              model under its masks, in one traced step
-              (`groundtruth.FusedTrainer`, HFTA): per run, the group's time
-              over its size.
+  fused:      `--fuse_children` children at a time (default: from memory),
+              in one network whose every operator serves all of them, each
+              with its own weights and masks (`groundtruth.FusedTrainer`,
+              HFTA's horizontal fusion): per run, the group's time over its
+              size.
 
 Both are the one child trainer of `tf_oneshot.training.child`.
 
@@ -27,7 +28,7 @@ truth of 64 children x S seeds costs.
 
     python benchmarks/ground_truth_speed.py                      # 8 children x 2 seeds, 200 steps
     python benchmarks/ground_truth_speed.py --children=64 --seeds=1 --methods=masked
-    python benchmarks/ground_truth_speed.py --seeds=1 --methods=masked,fused --fuse_children=4
+    python benchmarks/ground_truth_speed.py --seeds=1 --methods=standalone,masked,fused --fuse_children=8
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--num_cells", type=int, default=4)
     parser.add_argument("--methods", default="standalone,masked")
     parser.add_argument("--jit_compile", action="store_true")
-    parser.add_argument("--fuse_children", type=int, default=groundtruth.FUSE_CHILDREN)
+    parser.add_argument("--fuse_children", type=int, default=None, help="default: from memory (child.fuse_count)")
     args = parser.parse_args()
 
     full = get_space("darts64", stem_filters=args.stem_filters, filters=args.filters, num_cells=args.num_cells,
@@ -94,7 +95,7 @@ def main() -> None:
             groundtruth.run_ground_truth(space, config, seeds, out, train_fn=trainer if fused else timed,
                                          log=per_group if fused else (lambda s: None), noise_ceiling=False)
         if fused:  # the group's time is on its first line: spread it over the group
-            k = args.fuse_children
+            k = trainer.children
             times[:] = [tuple(sum(t[j] for t in times[i:i + k]) / len(times[i:i + k]) for j in (0, 1))
                         for i in range(0, len(times), k) for _ in times[i:i + k]]
         total_wall, total_cpu = time.perf_counter() - wall0, time.process_time() - cpu0

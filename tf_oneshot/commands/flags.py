@@ -195,11 +195,12 @@ flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whos
 flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
 flags.DEFINE_enum("method", "masked", ["masked", "standalone", "fused"], "masked: each child trained alone inside "
                   "the one-shot model under its fixed masks, traced once for all (faster); standalone: a Keras model "
-                  "and traces per run; fused (groundtruth): --fuse_children masked children in one step (HFTA). Each "
-                  "child gets its own fresh weights. retrain: masked or standalone, the same training from the "
-                  "same fresh weights; the best is exported stand-alone.")
-flags.DEFINE_integer("fuse_children", 8, "Children trained side by side in one step by --method=fused (HFTA, "
-                     "Wang et al. 2021), each with its own weights, data order and optimizer.")
+                  "and traces per run; fused (groundtruth, darts64): --fuse_children children in one fused network and "
+                  "step (HFTA). Each child gets its own fresh weights. retrain: masked or standalone, the same training "
+                  "from the same fresh weights; the best is exported stand-alone.")
+flags.DEFINE_integer("fuse_children", None, "Children trained side by side in one step by --method=fused (HFTA, "
+                     "Wang et al. 2021), each with its own weights, data order and optimizer; default: as many as a "
+                     "quarter of the available memory holds, at most 16.")
 flags.DEFINE_bool("noise_ceiling", None, "The ground truth's split-half Kendall tau in the summary (default: "
                   "when there are at least 4 seeds; --noise_ceiling demands it).")
 flags.DEFINE_list("finetune_curve", None, "Train nothing: draw \"Deeper insights\" Figure 4, GT-Tau of the children "

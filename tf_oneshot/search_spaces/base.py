@@ -193,6 +193,22 @@ class SearchSpace(abc.ABC):
             self._require_sharing("sharing plan")
         return self._network("build_oneshot()").build_oneshot(self, ghost_batch_size, skip_inactive, sharing)
 
+    def build_fused(self, children: int, ghost_batch_size: int) -> Any:
+        """K = `children` independent children in one network, each with its own weights (HFTA, Wang et al. 2021).
+
+        The network module's `build_fused(oneshot, children)` mirrors this
+        space's fully shared one-shot model; `tf_oneshot.training.child.FusedChildren`
+        trains it.
+
+        Raises:
+            UserError: a space whose network module has no fused network.
+        """
+        network = self._network("build_fused()")
+        if not hasattr(network, "build_fused"):
+            raise UserError(f"search space {self.name!r} has no fused network (its module {self.network} "
+                            f"defines no build_fused); use --method=masked.")
+        return network.build_fused(self.build_oneshot(ghost_batch_size), children)
+
     def build_standalone(self, arch: Hashable, ghost_batch_size: int | None = None,
                          name: str = "standalone") -> Any:
         """The stand-alone Keras model of `arch` (images -> logits).

@@ -24,10 +24,14 @@ Two networks hold the child (`method`):
   With the masks fixed, the one-shot model computes exactly the child, so
   each step equals the stand-alone step (tests/test_ground_truth.py checks
   the weights).
+
+`FusedChildren` trains K children at once in the space's fused network
+(HFTA: each operator serves all K, each child with its own weights).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -48,6 +52,8 @@ EVAL_BATCH_CAP = 500
 RECALIBRATION_IMAGES = 2048
 SHUFFLE_BUFFER = 10_000
 HELD_OUT = ("validation", "test")
+FUSE_LIMIT = 16  # children per fused step at most (a bound, not tuned: 8 is what was measured)
+MEMORY_SHARE = 0.25  # of the available host memory, for the fused children's weights and activations
 
 
 # ------------------------------------------------------------------ pieces
@@ -61,6 +67,12 @@ def set_seed_once(seed: int) -> None:
     """
     if tf.compat.v1.get_seed(0)[0] != seed:
         keras.utils.set_random_seed(seed)
+
+
+def oneshot_weights(space: SearchSpace, config: TrainConfig, seed: int) -> list[np.ndarray]:
+    """The fresh weights of `space`'s one-shot model for `seed`: a masked child's initial weights."""
+    keras.utils.set_random_seed(seed)
+    return space.build_oneshot(config.data.ghost_batch_size).get_weights()
 
 
 def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> keras.Model:
@@ -394,9 +406,8 @@ class MaskedChild(ChildTrainer):
     def initial_weights(self, seed: int) -> list[np.ndarray]:
         """The one-shot model's fresh weights for `seed` (built once per seed)."""
         if seed not in self._initial:
-            keras.utils.set_random_seed(seed)
             # Ground-truth pairs come seed-major: keep one seed's weights, not every seed's.
-            self._initial = {seed: self.space.build_oneshot(self.config.data.ghost_batch_size).get_weights()}
+            self._initial = {seed: oneshot_weights(self.space, self.config, seed)}
         return self._initial[seed]
 
     def start_weights(self, arch: Hashable, seed: int) -> list[np.ndarray]:
@@ -416,87 +427,154 @@ class MaskedChild(ChildTrainer):
         return True
 
 
-class _Counters:
-    """The host loop's step counter for several children: each child's own learning-rate step, advanced together."""
+def fuse_count(space: SearchSpace, config: TrainConfig, limit: int = FUSE_LIMIT) -> int:
+    """Children per fused step from memory: as many as a quarter of the available host memory holds, at most `limit`.
 
-    def __init__(self, variables: Sequence[tf.Variable]) -> None:
-        self.variables = list(variables)
+    A child's share is bounded above by its weights, gradients and momentum
+    (4 bytes, three times the one-shot model's parameters) and its
+    activations, kept for the backward pass: at most one float per
+    multiply-add of each image of the batch, twice (forward and backward).
+    """
+    cost = space.count_oneshot()
+    per_child = 4 * (3 * cost.params + 2 * config.data.batch_size * cost.flops)
+    return max(1, min(limit, int(MEMORY_SHARE * available_memory()) // max(1, per_child)))
 
-    def assign_add(self, value: Any) -> None:
-        for variable in self.variables:
-            variable.assign_add(value)
+
+def available_memory() -> int:
+    """Bytes of host memory available now (Linux: MemAvailable; elsewhere the free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class FusedChildren:
-    """K children trained side by side in one traced step, each with its own weights (HFTA, Wang et al. 2021).
+    """K children trained side by side in one network and one traced step, each with its own weights (HFTA).
 
-    At digits scale a child's step is small next to the dispatch of a step
-    (HFTA §2: small models leave the accelerator idle): one compiled step runs
-    K one-shot models, each under one child's fixed masks (`MaskedChild`), so
-    K children cost about one dispatch, and one trace serves every group of
-    K children and seeds. Each child keeps exactly what it gets alone: its
-    initial weights, its seed's data order (K datasets zipped), its
-    optimizer state and learning-rate step, its batch-norm recalibration and
-    evaluation (tests/test_fused_children.py checks them against separate
-    runs). A group of fewer than K fills its free slots with its first child
-    and drops their results.
+    At digits scale a child's step is a few hundred tiny operators, and
+    their dispatch, not their arithmetic, is the cost (HFTA, Wang et al.
+    MLSys 2021, §2: small models leave the hardware idle). K one-shot models
+    in one step keep K times the operators, and measured no faster per child
+    than one at a time (issue 20); HFTA's horizontal fusion does: the space's
+    fused network (`SearchSpace.build_fused`) runs the same operator of the
+    K children as one, each child under its own fixed masks, as
+    `MaskedChild` runs one. Each child keeps exactly what it gets alone: its
+    initial weights, its seed's data order (K datasets zipped), its optimizer
+    state and the learning-rate schedule (they start together), its
+    batch-norm recalibration and evaluation (tests/test_fused_children.py
+    checks them against separate runs). One trace serves every group; a group
+    of fewer than K fills its free slots with its first child and drops
+    their results.
 
     Args:
         space, config, strategy, snapshot, recalibration_images, full_train,
             stop, log: as for `ChildTrainer`.
-        children: K, the children of one step.
+        children: K, the children of one step; None: `fuse_count` (from memory).
 
     Raises:
-        UserError: K is not positive.
+        UserError: K is not positive, or the space has no fused network.
     """
 
     method = "fused"
 
     def __init__(self, space: SearchSpace, config: TrainConfig, strategy: tf.distribute.Strategy | None = None, *,
-                 children: int, snapshot: keras.Model | None = None,
+                 children: int | None = None, snapshot: keras.Model | None = None,
                  recalibration_images: int = RECALIBRATION_IMAGES, full_train: bool = False,
                  stop: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None) -> None:
-        if not isinstance(children, int) or children < 1:
+        if children is not None and (isinstance(children, bool) or not isinstance(children, int) or children < 1):
             raise UserError(f"--fuse_children={children} is invalid; expected a positive number of children, e.g. 8.")
-        self.space, self.config, self.children = space, config, children
-        self.slots = [MaskedChild(space, config, strategy, snapshot=snapshot, recalibration_images=0,
-                                  full_train=full_train) for _ in range(children)]
-        self.strategy = strategy = self.slots[0].strategy
-        self.full_train, self.train_split = bool(full_train), self.slots[0].train_split
+        self.space, self.config = space, config
+        self.children = k = children or fuse_count(space, config)
+        self.strategy = strategy = strategy or tf.distribute.get_strategy()
+        strategy_loop.per_replica_batch(strategy, config.data.batch_size, config.data.ghost_batch_size)
+        self.full_train = bool(full_train)
+        self.train_split = data.FULL_TRAIN if full_train else "train"
         self.stop, self.log = stop, log or (lambda line: None)
         self._recalibration = (_recalibration_batches(config, self.train_split, recalibration_images, strategy)[0]
                                if recalibration_images > 0 else None)
-        tasks = [slot.task for slot in self.slots]
-
-        def train_step(batches, per_step=None):
-            return tf.concat([task.train_step(batch) for task, batch in zip(tasks, batches)], 0)
-
-        def logits(images):
-            return [task.eval_logits(images) for task in tasks]
-
-        self._train_loop = strategy_loop.train_loop(strategy, train_step, TOTALS * children,
-                                                    jit_compile=config.jit_compile,
-                                                    counter=_Counters([slot.step for slot in self.slots]))
-        self._recalibrate = strategy_loop.batch_runner(strategy, lambda batch: logits(batch[0]))
+        with strategy.scope():
+            self.model = optimizers.set_bn_momentum(space.build_fused(k, config.data.ghost_batch_size), config)
+            self.step = optimizers.global_step()
+            self.optimizer = optimizers.make_optimizer(config, self.step)
+            self.optimizer.build(self.model.trainable_variables)
+            self.masks = {key: tf.Variable(np.zeros((k, *shape), np.float32), trainable=False, name=f"children_{key}")
+                          for key, shape in space.mask_shapes().items()}
+        self._snapshot = None if snapshot is None else snapshot.get_weights()
+        self._initial: dict[int, list[np.ndarray]] = {}
+        self._train_loop = strategy_loop.train_loop(strategy, self._train_step, TOTALS * k,
+                                                    jit_compile=config.jit_compile, counter=self.step)
+        self._recalibrate = strategy_loop.batch_runner(strategy, lambda batch: self._logits(batch[0]))
         self._evaluate = strategy_loop.evaluator(
-            strategy, lambda batch: tf.concat([evaluation_sums(out, batch[1]) for out in logits(batch[0])], 0))
+            strategy, lambda batch: tf.concat([evaluation_sums(out, batch[1]) for out in tf.unstack(
+                self._logits(batch[0]))], 0))
         self._evaluation: dict[str, Any] = {}
+
+    def _train_step(self, batches, per_step=None) -> tf.Tensor:
+        """One replica's step of the K children: the sum of their losses, so each child's weights get its own gradient.
+
+        Each child's loss is `FixedChildTask`'s: its data loss over the global
+        batch plus its masked L2 over the replicas; returns its `TOTALS` sums.
+        """
+        images, labels = (tf.stack([batch[j] for batch in batches]) for j in (0, 1))
+        masks = {key: mask.read_value() for key, mask in self.masks.items()}
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.model({"images": images, **masks}, training=True), tf.float32)  # [K, n, classes]
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            l2 = self.config.optimizer.weight_decay * self.model.masked_l2(masks) / replicas
+            loss = tf.reduce_sum(tf.reduce_sum(per_example, 1) / self.config.data.batch_size + l2)
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+        examples = tf.fill([self.children], tf.cast(tf.shape(labels)[1], tf.float32))
+        return tf.reshape(tf.stack([tf.reduce_sum(per_example, 1), tf.reduce_sum(tf.cast(correct, tf.float32), 1),
+                                    examples, l2, tf.zeros([self.children])], 1), [-1])
+
+    def _logits(self, images) -> tf.Tensor:
+        """[K, n, classes]: every child's inference logits of the same n images (padded to whole ghost batches)."""
+        count = int(images.shape[0])
+        pad = -count % self.config.data.ghost_batch_size
+        padded = tf.pad(images, [[0, pad]] + [[0, 0]] * (images.shape.rank - 1)) if pad else images
+        tiled = tf.tile(padded[None], [self.children] + [1] * padded.shape.rank)
+        masks = {key: mask.read_value() for key, mask in self.masks.items()}
+        return self.model({"images": tiled, **masks}, training=False)[:, :count]
+
+    def initial_weights(self, seed: int) -> list[np.ndarray]:
+        """The one-shot model's fresh weights for `seed`, as `MaskedChild` gives them (kept for the group's seeds)."""
+        if seed not in self._initial:
+            self._initial[seed] = oneshot_weights(self.space, self.config, seed)
+        return self._initial[seed]
 
     def tracing_count(self) -> int:
         """Traces of the fused train loop (1 for every group of children)."""
         return self._train_loop.experimental_get_tracing_count()
 
     def start(self, pairs: Sequence[tuple[Hashable, int]]) -> None:
-        """Sets each (child, seed)'s initial weights, a reset optimizer and its seed's data order."""
+        """Sets each (child, seed)'s initial weights and masks, a reset optimizer and its seed's data order."""
         if not 1 <= len(pairs) <= self.children:
             raise ValueError(f"a group holds 1 to {self.children} children; got {len(pairs)}.")
         filled = [*pairs, *[pairs[0]] * (self.children - len(pairs))]
-        for slot, (arch, seed) in zip(self.slots, filled):
-            slot._prepare(arch, seed)
+        seeds = {seed for _, seed in filled}
+        self._initial = {seed: weights for seed, weights in self._initial.items() if seed in seeds}
+        self.model.set_children([self._snapshot or self.initial_weights(seed) for _, seed in filled])
+        self.step.assign(0)
+        self.optimizer.iterations.assign(0)
+        optimizers.reset_slots(self.optimizer)
+        encoded = [self.space.encode(arch) for arch, _ in filled]
+        for key, mask in self.masks.items():
+            mask.assign(np.stack([e[key] for e in encoded]))
         zipped = tf.data.Dataset.zip(tuple(_training_dataset(self.config, self.train_split, seed)
                                            for _, seed in filled))
         self._iterator = iter(self.strategy.experimental_distribute_dataset(zipped))
         self._count = len(pairs)
+
+    def child_weights(self, child: int) -> list[np.ndarray]:
+        """Child `child`'s weights of the group, in the order of the one-shot model's `get_weights()`."""
+        return self.model.child_weights(child)
 
     def train(self, steps: int) -> list[float | None]:
         """`steps` steps of every started child; each child's mean training loss of the last chunk."""
@@ -515,11 +593,9 @@ class FusedChildren:
     def measure(self, splits: Sequence[str] = HELD_OUT) -> list[dict[str, Any]]:
         """Each started child's metrics as `ChildTrainer.measure` gives them, batch norm recalibrated first."""
         if self._recalibration is not None:
-            for slot in self.slots:
-                slot._set_bn_mode("recalibrate")
+            self.model.set_bn_mode("recalibrate")
             self._recalibrate(self._recalibration)
-        for slot in self.slots:
-            slot._set_bn_mode("moving")
+        self.model.set_bn_mode("moving")
         metrics: list[dict[str, Any]] = [{} for _ in range(self._count)]
         for split in splits:
             if split == "validation" and self.full_train:

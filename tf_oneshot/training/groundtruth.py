@@ -64,7 +64,13 @@ from tf_oneshot.search_spaces import (
     space_from_config,
 )
 from tf_oneshot.training import data
-from tf_oneshot.training.child import RECALIBRATION_IMAGES, FusedChildren, MaskedChild, StandaloneChild
+from tf_oneshot.training.child import (
+    RECALIBRATION_IMAGES,
+    FusedChildren,
+    MaskedChild,
+    StandaloneChild,
+    fuse_count,
+)
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
 from tf_oneshot.training.retrain import EARLIER_DEFAULTS, RUN_FIELDS, events_dir, write_run_scalars
@@ -410,14 +416,13 @@ class FusedTrainer(FusedChildren):
 
 TRAINERS = {"masked": MaskedTrainer, "standalone": StandaloneTrainer, "fused": FusedTrainer}
 METHODS = tuple(TRAINERS)
-FUSE_CHILDREN = 8
 
 
 def make_trainer(method: str, space: SearchSpace, config: TrainConfig,
                  strategy: tf.distribute.Strategy | None = None,
                  recalibration_images: int = RECALIBRATION_IMAGES,
-                 stop: Callable[[], bool] | None = None, fuse_children: int = FUSE_CHILDREN) -> TrainFn:
-    """The pair trainer of `method`: "masked", "standalone" or "fused" (`fuse_children` pairs per step)."""
+                 stop: Callable[[], bool] | None = None, fuse_children: int | None = None) -> TrainFn:
+    """The pair trainer of `method`: "masked", "standalone" or "fused" (`fuse_children` pairs per step, None: from memory)."""
     if method not in TRAINERS:
         raise UserError(f"--method={method} is unknown; choose {' or '.join(METHODS)}.")
     fused = {"children": fuse_children} if method == "fused" else {}
@@ -451,7 +456,7 @@ def run_ground_truth(
     train_fn: TrainFn | None = None,
     method: str = "masked",
     stop: Callable[[], bool] | None = None,
-    fuse_children: int = FUSE_CHILDREN,
+    fuse_children: int | None = None,
 ) -> GroundTruthRun:
     """Trains this shard's (child, seed) pairs not yet found in `output`; writes the summary when complete.
 
@@ -474,7 +479,8 @@ def run_ground_truth(
             traces per pair) or "fused" (`FusedTrainer`: groups of
             `fuse_children` pairs in one step); each trains every child from
             scratch as alone.
-        fuse_children: pairs per step of the "fused" method (HFTA).
+        fuse_children: pairs per step of the "fused" method (HFTA); None:
+            `child.fuse_count` (from memory), at most the pairs to train.
         stop: polled between pairs and chunks of training (SIGTERM, Ctrl-C):
             the pair in hand is dropped, finished pairs kept; a rerun resumes.
 
@@ -498,6 +504,8 @@ def run_ground_truth(
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
     if train_fn is None and todo:
+        if method == "fused" and fuse_children is None:  # no more slots than pairs to fill them
+            fuse_children = min(fuse_count(space, config), len(todo))
         train_fn = make_trainer(method, space, config, strategy, recalibration_images, stop, fuse_children)
     trained = []
     tic = time.perf_counter()
