@@ -354,3 +354,21 @@ def test_standalone_saves_and_loads(tmp_path):
 
 def test_bit_pairs_are_the_papers():
     assert BIT_PAIRS == ((1, 2), (2, 2), (1, 4), (2, 4), (3, 4), (4, 4))
+
+
+def test_a_stand_alone_child_decays_its_pact_clips_as_the_one_shot_model_does(oneshot):
+    """PACT regularizes its clip value with L2 (Choi et al. 2018, §2): the masked and the stand-alone
+    ground truths of a quantized child must decay the same weights (issue 19)."""
+    import keras
+
+    from tf_oneshot.layers import nested_layers
+    from tf_oneshot.training.tasks import StandaloneTask
+
+    arch = TINY.architecture([(2, 2), (2, 2)], [0.5, 0.5])
+    child = TINY.build_standalone(arch, GBS)
+    TINY.inherit_weights(oneshot, child, arch)
+    task = StandaloneTask(child, keras.optimizers.SGD(0.1), GBS, 1, 1e-4)
+    alphas = [layer.alpha for layer in nested_layers(child) if isinstance(layer, PACT)]
+    assert alphas and all(any(a is k for k in task.kernels) for a in alphas)
+    plain = float(sum(np.sum(np.square(k.numpy())) for k in task.kernels))
+    assert np.isclose(plain, float(oneshot.masked_l2(_masks(TINY, [arch]))), rtol=1e-5)

@@ -22,7 +22,7 @@ from tf_oneshot.layers.common import (
 )
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.layers.path_dropout import PathDropout
-from tf_oneshot.layers.quantize import PACT, QuantizedConv2D
+from tf_oneshot.layers.quantize import PACT, QuantizedConv2D, decayed_weights
 
 __all__ = [
     "KERNEL_INITIALIZER",
@@ -38,6 +38,7 @@ __all__ = [
     "conv",
     "conv_kernels",
     "copy_weights_by_name",
+    "decayed_weights",
     "nested_layers",
     "normalization",
     "per_example",

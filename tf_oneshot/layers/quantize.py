@@ -26,6 +26,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tf_oneshot.layers.common import conv_kernels
+
 # The initial clipping level Choi et al. 2018 start from.
 PACT_ALPHA_INIT = 10.0
 _EPSILON = 1e-8
@@ -152,3 +154,12 @@ class QuantizedConv2D(keras.layers.Conv2D):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "weight_bits": self.weight_bits}
+
+
+def decayed_weights(layers) -> list:
+    """The weights L2 applies to: conv and Dense kernels, and PACT's clip values (Choi et al. 2018, §2).
+
+    One list for the one-shot model's path-weighted L2, the stand-alone child's
+    plain L2 and the space check, so the three decay the same weights.
+    """
+    return conv_kernels(layers) + [layer.alpha for layer in layers if isinstance(layer, PACT)]

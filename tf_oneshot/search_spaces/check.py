@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.errors import UserError
-from tf_oneshot.layers.common import conv_kernels, nested_layers
+from tf_oneshot.layers.common import nested_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
-from tf_oneshot.layers.quantize import PACT
+from tf_oneshot.layers.quantize import decayed_weights
 from tf_oneshot.search_spaces import space_from_config
 from tf_oneshot.search_spaces.base import SearchSpace
 
@@ -263,7 +263,7 @@ def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], g
     """
     for arch in archs:
         child = space.build_standalone(arch, ghost_batch_size, name="check_l2")
-        weights = _decayed_weights(nested_layers(child))
+        weights = decayed_weights(nested_layers(child))
         initial = [w.numpy() for w in weights]
         space.inherit_weights(model, child, arch)
         if all(np.array_equal(w.numpy(), v) for w, v in zip(weights, initial)):
@@ -281,11 +281,6 @@ def check_masked_l2(space: SearchSpace, model: Any, archs: Sequence[Hashable], g
                 "(a path its masks turn off, or a layer no active path reaches): weight each kernel by the "
                 "path_fraction of the masks that make it reach the output (Bender et al. 2018, §3.2).")
     return None
-
-
-def _decayed_weights(layers: Sequence[keras.layers.Layer]) -> list:
-    """The weights L2 applies to: conv and Dense kernels, and PACT's alphas (Choi et al. 2018, §2)."""
-    return conv_kernels(layers) + [layer.alpha for layer in layers if isinstance(layer, PACT)]
 
 
 def _perturb_batch_norms(model: keras.Model, rng: np.random.Generator) -> None:

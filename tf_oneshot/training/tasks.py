@@ -16,7 +16,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.common import conv_kernels, nested_layers
+from tf_oneshot.layers.common import nested_layers
+from tf_oneshot.layers.quantize import decayed_weights
 
 TOTALS = 5  # data loss, correct, examples, L2, skipped steps
 
@@ -143,11 +144,11 @@ class OneShotTask(_Task):
 
 
 class StandaloneTask(_Task):
-    """One replica's step of a stand-alone Keras model: plain L2 on every kernel (§3.4, §4.1)."""
+    """One replica's step of a stand-alone Keras model: plain L2 on its kernels and PACT clips (§3.4, §4.1)."""
 
     def __init__(self, model, optimizer, global_batch: int, replicas: int, weight_decay: float) -> None:
         super().__init__(model, optimizer, global_batch, replicas, weight_decay)
-        self.kernels = conv_kernels(nested_layers(model))
+        self.kernels = decayed_weights(nested_layers(model))
 
     def train_step(self, batch, per_step=None) -> tf.Tensor:
         images, labels = batch
