@@ -496,19 +496,16 @@ def run_ground_truth(
     done = {(str(r["architecture"]), int(r["seed"])) for _, _, r in lines}
     pairs = all_pairs(children, seeds)
     mine = [p for number, p in enumerate(pairs) if number % shard.count == shard.index]
-    todo = [p for p in mine if p not in done]
-    skipped = tuple(p for p in mine if p in done)
+    todo, skipped = [p for p in mine if p not in done], tuple(p for p in mine if p in done)
     path = os.path.join(output, shard.results_file())
     results = results_file(path, settings)
     by_name = {str(c): c for c in children}
     log(f"groundtruth: {len(children)} children x {len(seeds)} seeds of {space.name}, {config.train_steps} steps "
         f"each; shard {shard}: {len(mine)} runs, {len(skipped)} already done, {len(todo)} to train -> {path}")
     if train_fn is None and todo:
-        if method == "fused" and fuse_children is None:  # no more slots than pairs to fill them
-            fuse_children = min(fuse_count(space, config), len(todo))
-        train_fn = make_trainer(method, space, config, strategy, recalibration_images, stop, fuse_children)
-    trained = []
-    tic = time.perf_counter()
+        train_fn = _default_trainer(method, space, config, strategy, recalibration_images, stop, fuse_children,
+                                    len(todo))
+    trained, tic = [], time.perf_counter()
     for group in _groups(todo, train_fn) if todo else []:
         try:
             if stop is not None and stop():
@@ -526,6 +523,14 @@ def run_ground_truth(
             log(_progress(len(trained), len(todo), child, seed, result, time.perf_counter() - tic))
     summary, missing = _merge_if_complete(output, space, settings, seeds, pairs, shard, noise_ceiling, log)
     return GroundTruthRun(tuple(trained), skipped, path, summary, missing)
+
+
+def _default_trainer(method: str, space: SearchSpace, config: TrainConfig, strategy, recalibration_images: int,
+                     stop, fuse_children: int | None, pairs: int) -> TrainFn:
+    """The trainer of `method`; a fused one without a given K gets no more slots than pairs to fill them."""
+    if method == "fused" and fuse_children is None:
+        fuse_children = min(fuse_count(space, config), pairs)
+    return make_trainer(method, space, config, strategy, recalibration_images, stop, fuse_children)
 
 
 def _progress(index: int, count: int, child: str, seed: int, result: dict[str, Any], elapsed: float) -> str:
