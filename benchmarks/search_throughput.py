@@ -58,7 +58,7 @@ def batch_mode(model: keras.Model) -> None:
             layer.set_mode("batch")  # statistics on the fly, as the one-shot scorer
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="bender_cell", help="a registered space or module:Attribute")
     parser.add_argument("--filters", type=int, default=16)
@@ -76,12 +76,11 @@ def main() -> None:
     parser.add_argument("--space_args", default=None, help="other space fields, name=value,name=value")
     parser.add_argument("--bn_mode", default="batch", help="batch (Bender) or recalibrate (SPOS §3.4)")
     parser.add_argument("--recalibration_images", type=int, default=512)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    keras.utils.set_random_seed(0)
-    config = TrainConfig(filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,
-                         batch_size=args.ghost_batch_size, ghost_batch_size=args.ghost_batch_size)
-    config = config.replace(space=for_space(config.space, args.space)).replace(space_args=args.space_args)
+
+def _images(args: argparse.Namespace):
+    """(image shape, validation x, y, recalibration images or None)."""
     n = args.validation_examples // args.ghost_batch_size * args.ghost_batch_size
     if args.image_size == 8:
         shape = data.dataset_info("digits").image_shape
@@ -92,17 +91,12 @@ def main() -> None:
         x, y = rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 10, n).astype(np.int32)
     r = args.recalibration_images // args.ghost_batch_size * args.ghost_batch_size
     recal = np.random.default_rng(2).normal(size=(r, *shape)).astype(np.float32) if args.bn_mode == "recalibrate" else None
-    space = build_space(config.space, shape, 10, 1)
-    model = ModelDir("", config, space).build_oneshot(config.data.batch_size)
-    rng = np.random.default_rng(0)
-    archs = [space.sample(rng) for _ in range(args.num_archs)]
-    print(f"space: {space.name} {config.space.options}, images {'x'.join(map(str, shape))}; "
-          f"{n} validation images, ghost batch {args.ghost_batch_size}, bn_mode {args.bn_mode}"
-          f"{f' on {r} images' if recal is not None else ''}; "
-          f"one-shot params {space.count_oneshot().params:,}; {os.cpu_count()} CPU(s)")
+    return shape, x, y, recal
 
+
+def _scorer_rates(args, model, space, archs, x, y, recal) -> list[tuple[str, float]]:
+    """The one-shot scorer's architectures per second at each --passes size, one trace each."""
     rows = []
-    best_rate = 0.0
     for size in [int(s) for s in args.passes.split(",")]:
         scorer = OneShotScorer(model, space, x, y, archs_per_pass=size, pass_examples=args.pass_examples,
                                bn_mode=args.bn_mode, recalibration_images=recal)
@@ -116,11 +110,12 @@ def main() -> None:
             scorer.score(archs)
             seconds = min(seconds, time.perf_counter() - tic)
         assert scorer.tracing_count() == traces, "retraced"
-        rate = len(archs) / seconds
-        best_rate = max(best_rate, rate)
-        rows.append((f"one-shot scorer, {size} arch/pass", rate))
+        rows.append((f"one-shot scorer, {size} arch/pass", len(archs) / seconds))
+    return rows
 
-    # Floor: each stand-alone model compiled once and warmed up; only forward passes timed.
+
+def _floor_rate(args, model, space, archs, x, y, recal) -> float:
+    """Floor: each stand-alone model compiled once and warmed up; only forward passes timed."""
     floor_seconds = 0.0
     for arch in archs:
         standalone = space.build_standalone(arch, ghost_batch_size=args.ghost_batch_size)
@@ -140,10 +135,12 @@ def main() -> None:
             np.mean(np.argmax(forward(images).numpy(), -1) == y)
             best = min(best, time.perf_counter() - tic)
         floor_seconds += best
-    floor_rate = len(archs) / floor_seconds
-    rows.append(("floor: stand-alone forward, compiled once", floor_rate))
+    return len(archs) / floor_seconds
 
-    # Naive (a): a new Keras model per architecture with the weights copied in.
+
+def _naive_rates(args, model, space, archs, x, y) -> tuple[float, float]:
+    """(a) a new Keras model per architecture with the weights copied in; (b) masks as Python constants."""
+    n = len(x)
     tic = time.perf_counter()
     for arch in archs[: args.naive_archs]:
         standalone = space.build_standalone(arch, ghost_batch_size=args.ghost_batch_size)
@@ -152,11 +149,8 @@ def main() -> None:
         logits = standalone.predict(x, batch_size=n, verbose=0)
         np.mean(np.argmax(logits, -1) == y)
     naive_a = args.naive_archs / (time.perf_counter() - tic)
-    rows.append(("naive (a): new Keras model + copied weights", naive_a))
-
-    # Naive (b): masks as Python constants: one trace per architecture.
     tic = time.perf_counter()
-    for arch in archs[: args.naive_archs]:
+    for arch in archs[: args.naive_archs]:  # one trace per architecture
         masks = {k: tf.constant(np.repeat(v[None], n // args.ghost_batch_size, 0)) for k, v in space.encode(arch).items()}
 
         @tf.function
@@ -164,9 +158,31 @@ def main() -> None:
             return model({"images": images, **masks}, training=False)
 
         np.mean(np.argmax(evaluate(tf.constant(x)).numpy(), -1) == y)
-    naive_b = args.naive_archs / (time.perf_counter() - tic)
-    rows.append(("naive (b): tf.function retraced per architecture", naive_b))
+    return naive_a, args.naive_archs / (time.perf_counter() - tic)
 
+
+def main() -> None:
+    args = parse_args()
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(filters=args.filters, num_cells=args.num_cells, num_stacks=args.num_stacks,
+                         batch_size=args.ghost_batch_size, ghost_batch_size=args.ghost_batch_size)
+    config = config.replace(space=for_space(config.space, args.space)).replace(space_args=args.space_args)
+    shape, x, y, recal = _images(args)
+    space = build_space(config.space, shape, 10, 1)
+    model = ModelDir("", config, space).build_oneshot(config.data.batch_size)
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(args.num_archs)]
+    print(f"space: {space.name} {config.space.options}, images {'x'.join(map(str, shape))}; "
+          f"{len(x)} validation images, ghost batch {args.ghost_batch_size}, bn_mode {args.bn_mode}"
+          f"{f' on {len(recal)} images' if recal is not None else ''}; "
+          f"one-shot params {space.count_oneshot().params:,}; {os.cpu_count()} CPU(s)")
+    rows = _scorer_rates(args, model, space, archs, x, y, recal)
+    best_rate = max(rate for _, rate in rows)
+    floor_rate = _floor_rate(args, model, space, archs, x, y, recal)
+    naive_a, naive_b = _naive_rates(args, model, space, archs, x, y)
+    rows += [("floor: stand-alone forward, compiled once", floor_rate),
+             ("naive (a): new Keras model + copied weights", naive_a),
+             ("naive (b): tf.function retraced per architecture", naive_b)]
     print(f"\n{'method':<52} {'arch/s':>9}")
     for name, rate in rows:
         print(f"{name:<52} {rate:>9.2f}")
