@@ -107,7 +107,7 @@ def test_export_reloads_with_identical_predictions_and_serves_the_same_logits(tm
 
 @pytest.mark.slow
 def test_masked_retrain_is_the_stand_alone_retrain_traced_once(tmp_path):
-    """The default method trains each child inside the one-shot model from its stand-alone model's fresh
+    """The masked method trains each child inside the one-shot model from its stand-alone model's fresh
     weights: the same numbers as --method=standalone, and the same export.
 
     Slow: 55 CPU s (404 s wall at load average 11 on 2 cores): two retrains and two exports.

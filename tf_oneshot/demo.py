@@ -58,6 +58,9 @@ RUN_FILE = "demo.json"
 RUN_KIND = "tf_oneshot.demo"
 PARTS = ("oneshot", "search", "retrain", SUMMARY, RUN_FILE, *OUTPUTS)
 RETRAIN_SELECTIONS = ("stratified", "best")
+# Runs from which retraining inside the one-shot model (one trace) beats a Keras model per run
+# (a trace each): below it the one-shot model's larger trace costs more than it saves.
+MASKED_FROM_RUNS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +75,9 @@ class DemoConfig:
         num_retrain: architectures retrained: a stratified sample of the random
             search over this many one-shot accuracy buckets (§4.1: 4 per bucket).
         retrain_steps: steps of each brief stand-alone training (§4.1: ~28 epochs).
-            Each child trains inside the one-shot model traced once
-            (`retrain`'s "masked" method, the same training as its own
-            Keras model), so after the first a child costs its steps and
+            From MASKED_FROM_RUNS runs each child trains inside the one-shot
+            model traced once (`retrain`'s "masked" method, the same training
+            as its own Keras model), so after the first a child costs its steps and
             evaluation, not a trace: the demo spends that on more
             architectures (24, for a tau over 276 pairs) at 100 steps
             (~5 epochs of the digits).
@@ -320,7 +323,8 @@ def _run_stages(output_dir: str, config: DemoConfig, log: Callable[[str], None],
     )
     retrain_path = path("retrain", "results.jsonl")
     retrained = retrain(candidates, space, retrain_config, list(config.seeds), retrain_path,
-                        path("retrain", "export"), log=log, stop=preemption)
+                        path("retrain", "export"), log=log, stop=preemption,
+                        method="masked" if len(candidates) * len(config.seeds) >= MASKED_FROM_RUNS else "standalone")
     finish("retrain", tic)
     if retrained.preempted:
         return stopped("retrain")

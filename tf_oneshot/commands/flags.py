@@ -193,9 +193,9 @@ flags.DEFINE_bool(
 # ------------------------------------------ ground truth ("Deeper insights" §3)
 flags.DEFINE_string("shard", None, "I/N: train only the (child, seed) pairs whose seed-major number is I mod N.")
 flags.DEFINE_bool("merge", False, "Train nothing: check every results file under --output and write the summary.")
-flags.DEFINE_enum("method", "masked", ["masked", "standalone", "fused"], "masked: each child trained alone inside "
+flags.DEFINE_enum("method", "masked", ["masked", "standalone", "fused"], "(default: masked; retrain: standalone) masked: each child trained alone inside "
                   "the one-shot model under its fixed masks, traced once for all (faster); standalone: a Keras model "
-                  "and traces per run; fused (groundtruth, darts64): --fuse_children children in one fused network and "
+                  "and traces per run; fused (groundtruth, a space with a fused network): --fuse_children children in one fused network and "
                   "step (HFTA). Each child gets its own fresh weights. retrain: masked or standalone, the same training "
                   "from the same fresh weights; the best is exported stand-alone.")
 flags.DEFINE_integer("fuse_children", None, "Children trained side by side in one step by --method=fused (HFTA, "

@@ -18,8 +18,8 @@ brief retraining is measured on it).
 
 Every child is trained by the recipe every child shares
 (`tf_oneshot.training.child`), in one of two networks (`method`):
-"standalone", its own Keras model, built and traced for every child; or
-"masked" (the default), the space's one-shot model under the child's fixed
+"standalone" (the default), its own Keras model, built and traced for
+every child; or "masked", the space's one-shot model under the child's fixed
 masks, traced once for every child and seed (`StandaloneStartChild`). Both
 are the same training: the child starts from the very weights its
 stand-alone model draws for the seed (copied into the one-shot elements it
@@ -302,7 +302,7 @@ def retrain(
     full_train: bool = False,
     stop: Callable[[], bool] | None = None,
     tflite: bool = False,
-    method: str = "masked",
+    method: str = "standalone",
 ) -> RetrainSummary:
     """Trains every (candidate, seed) not yet in `results_path`, then exports the best.
 
@@ -323,10 +323,11 @@ def retrain(
         stop: polled between training chunks (SIGTERM); True ends the run
             with `preempted` set, every finished pair recorded.
         tflite: also export the best model as `best.tflite` (`export_tflite`).
-        method: the network each child trains in (`CHILD_NETWORKS`): "masked"
-            (one trace for all; stand-alone where a space's children are not
-            copies of one-shot weights) or "standalone": the same training
-            (see the module docstring).
+        method: the network each child trains in (`CHILD_NETWORKS`):
+            "standalone" (the default: the faster step, for long training) or
+            "masked" (one trace for all, for many short runs; stand-alone
+            where a space's children are not copies of one-shot weights):
+            the same training (see the module docstring).
 
     Returns:
         A `RetrainSummary`.
