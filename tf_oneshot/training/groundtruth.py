@@ -73,7 +73,7 @@ from tf_oneshot.training.child import (
 )
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.preemption import Preempted
-from tf_oneshot.training.retrain import EARLIER_DEFAULTS, RUN_FIELDS, events_dir, write_run_scalars
+from tf_oneshot.training.retrain import RUN_FIELDS, as_written_now, events_dir, write_run_scalars
 
 RECORD_KIND = "tf_oneshot.groundtruth"
 SUMMARY_KIND = "tf_oneshot.ground_truth"
@@ -211,12 +211,7 @@ def results_file(path: str, settings: dict[str, Any]) -> RecordFile:
     """
     return RecordFile(path, RECORD_KIND, settings, what="a `tf-oneshot groundtruth` result",
                       fix="pass another --output or the same flags", check=_check_numbers, flush_seconds=0.0,
-                      normalize=_as_written_now)
-
-
-def _as_written_now(record: dict) -> dict:
-    """A line as this version writes it: older lines trained with retrain.EARLIER_DEFAULTS."""
-    return {**EARLIER_DEFAULTS, **record}
+                      normalize=as_written_now)
 
 
 def read_results(output: str, settings: dict | None = None) -> tuple[list[tuple[str, int, dict]], dict | None]:
@@ -239,7 +234,7 @@ def _first_settings(paths: Sequence[str]) -> dict | None:
     for path in paths:
         lines = results_file(path, {}).records()  # of this kind, any setting
         if lines:
-            return {f: _as_written_now(lines[0]).get(f) for f in SETTINGS_FIELDS}
+            return {f: as_written_now(lines[0]).get(f) for f in SETTINGS_FIELDS}
     return None
 
 
