@@ -39,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 from tf_oneshot.search_spaces.space_config import build_space  # noqa: E402
 from tf_oneshot.training import strategy_loop, trainer  # noqa: E402
 from tf_oneshot.training.config import TrainConfig  # noqa: E402
+from tf_oneshot.training.samplers import global_masks, resolve_path_per  # noqa: E402
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, StandaloneTask  # noqa: E402
 
 TOTAL_STEPS = 1000
@@ -53,7 +54,8 @@ def _loop_over(step_fn, images, labels, per_step):
     return lambda steps: loop(iterator, tf.constant(steps), per_step(steps))
 
 
-def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip: bool, sampler=None):
+def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip: bool, sampler=None,
+                 path_per: str = "ghost_batch"):
     model = space.build_oneshot(config.data.ghost_batch_size)
     model(model.dummy_inputs(config.data.batch_size), training=False)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
@@ -63,8 +65,8 @@ def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip:
     ghosts = config.data.batch_size // config.data.ghost_batch_size
     task = OneShotTask(model, sampler, optimizer, step, 0, config.data.batch_size, 1, ghosts, 1e-4)
 
-    def per_step(steps):
-        masks = [sampler.host_masks(at_step + i, ghosts) for i in range(steps)]
+    def per_step(steps):  # drawn as the trainer draws them (`samplers.global_masks`, one replica)
+        masks = [global_masks(sampler, at_step + i, path_per, 1, ghosts) for i in range(steps)]
         return {k: np.stack([m[k] for m in masks]) for k in masks[0]}
 
     return _loop_over(lambda batch, masks: task.train_step(batch, masks, skip), images, labels, per_step)
@@ -132,11 +134,13 @@ def main() -> None:
         loops[base_name] = plain_loop(config, space.build_standalone(arch, ghost_batch_size=None), images, labels)
         points = ((f"{sampler.name} sampling", TOTAL_STEPS // 2),)
         single_path(config, space, arch, images, labels, loops)
+    path_per = resolve_path_per(sampler, config.sampler.path_per)  # as `tf-oneshot train` draws by default
     for where, at_step in points:
         chosen = trainer.skips_pay(sampler, config, at_step, ghosts)
         for skip in (True,) if args.skip_only else (False, True):
-            name = f"one-shot, {where}, {'tf.cond skip' if skip else 'masked'}{' *' if skip == chosen else ''}"
-            loops[name] = oneshot_loop(config, space, images, labels, at_step, skip)
+            name = (f"one-shot, {where}, a path per {path_per}, {'tf.cond skip' if skip else 'masked'}"
+                    f"{' *' if skip == chosen else ''}")
+            loops[name] = oneshot_loop(config, space, images, labels, at_step, skip, path_per=path_per)
     # Interleave rounds so that load on the machine hits every variant alike.
     samples = {name: [] for name in loops}
     for loop in loops.values():  # trace and warm up
@@ -147,10 +151,10 @@ def main() -> None:
     base = statistics.median(samples[base_name])
     print(f"\n{space.name} {space.to_config()}, batch {args.batch} in ghost batches of {args.ghost}, "
           f"{os.cpu_count()} CPU(s)")
-    print(f"{'variant':<52} {'ms/step (median)':>17} {'ratio to baseline':>18}")
+    print(f"{'variant':<64} {'ms/step (median)':>17} {'ratio to baseline':>18}")
     for name, values in samples.items():
         ms = statistics.median(values)
-        print(f"{name:<52} {ms:>17.1f} {ms / base:>18.2f}")
+        print(f"{name:<64} {ms:>17.1f} {ms / base:>18.2f}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ enters only as mask tensors, so one graph serves every architecture:
   exactly removing those input rows of the 1x1 convolution (batch norm is
   per channel), i.e. the stand-alone model's smaller concatenation;
 - an op is removed by multiplying its output by 0;
-- an op that is off in every example of the batch is not computed at all
-  (`tf.cond`), as TuNAS does: at evaluation 5 of 7 ops are skipped.
+- an op with weights that is off in every example of the batch is not
+  computed at all (`tf.cond`), as TuNAS does; pooling and the identity are
+  cheaper masked than skipped (`tf_oneshot.layers.choice`).
 
 Masks are per example (each ghost batch's mask repeated over its examples,
 §3.2), shaped to broadcast against [N, H, W, C].
@@ -21,6 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tf_oneshot.layers.choice import masked_sum, skip_which
 from tf_oneshot.layers.common import KERNEL_INITIALIZER, LayerGroup, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.search_spaces.bender_cell.ops import CellOp
@@ -121,17 +123,11 @@ class ChoiceBlock(LayerGroup):
     def call(self, inputs, input_mask, op_masks, op_active, training=None, skip_inactive=None):
         x = tf.nn.relu(self.input_bn(inputs, training=training))
         x = self.input_conv(x * input_mask)
-        outputs = []
-        for op, mask, active in zip(self.ops, op_masks, op_active):
-
-            def branch(op=op, mask=mask):
-                return op(x, training=training) * mask
-
-            if self.skip_inactive if skip_inactive is None else skip_inactive:
-                outputs.append(tf.cond(active, branch, lambda: tf.zeros_like(x)))
-            else:
-                outputs.append(branch())
-        return tf.add_n(outputs)
+        skip = self.skip_inactive if skip_inactive is None else skip_inactive
+        # Pooling and the identity run masked, never skipped (`tf_oneshot.layers.choice`).
+        skips = skip_which(skip, [bool(op.trainable_weights) for op in self.ops])
+        branches = [lambda op=op, mask=mask: op(x, training=training) * mask for op, mask in zip(self.ops, op_masks)]
+        return masked_sum(branches, op_active, skips, lambda: tf.zeros_like(x))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)

@@ -9,7 +9,7 @@ with `tf_oneshot.layers.stacked` twins, the K children side by side on the
 channel axis, so K children cost about the operators of one. Each child runs
 under its own fixed masks, [K, 4] per edge: an op that some child of the
 group uses runs for all K, and a child's ops off are multiplied by 0 (exact
-zeros forward, zero gradients back); an op no child uses is skipped
+zeros forward, zero gradients back); an op with weights no child uses is skipped
 (tf.cond, as in the one-shot model). One graph serves every group.
 
     model({"images": [K, N, H, W, C], "edge_01": [K, 4], ...}, training=...) -> logits [K, N, classes]
@@ -23,11 +23,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_oneshot.layers.choice import masked_sum, skip_which
 from tf_oneshot.layers.common import apply_layers, nested_layers, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.layers.stacked import join, split, stacked_kernels, stacked_layers
 from tf_oneshot.search_spaces.darts64.model import Darts64OneShotModel
-from tf_oneshot.search_spaces.darts64.space import EDGE_KEYS
+from tf_oneshot.search_spaces.darts64.space import EDGE_KEYS, OPS, SEPARABLE_KERNELS
 
 
 class Darts64FusedModel(keras.Model):
@@ -108,15 +109,17 @@ class Darts64FusedModel(keras.Model):
         x = tf.reshape(tf.transpose(images, [1, 2, 3, 0, 4]), tf.concat([shape[1:4], [-1]], 0))
         rows = [self._per_channel(inputs[key], self.space.filters) for key in EDGE_KEYS]
         x = apply_layers(self.stem, x, training)
+        skips = skip_which(True, [op in SEPARABLE_KERNELS for op in OPS])
         for inputs_, edges in zip(self.cell_inputs, self.edge_ops):
             x0 = apply_layers(inputs_, x, training)
 
             def edge(e: int, h, edges=edges):
-                # An op no child of the group uses is skipped (tf.cond), as the one-shot model skips it.
-                return tf.add_n([tf.cond(tf.reduce_max(rows[e][:, o]) > 0,
-                                         lambda layers=layers, o=o: apply_layers(layers, h, training) * rows[e][:, o],
-                                         lambda: tf.zeros_like(h))
-                                 for o, layers in enumerate(edges[e])])
+                # An op with weights no child of the group uses is skipped (tf.cond), as in the one-shot model;
+                # pooling and the skip connection run masked (`tf_oneshot.layers.choice`).
+                branches = [lambda layers=layers, o=o: apply_layers(layers, h, training) * rows[e][:, o]
+                            for o, layers in enumerate(edges[e])]
+                active = [tf.reduce_max(rows[e][:, o]) > 0 for o in range(len(edges[e]))]
+                return masked_sum(branches, active, skips, lambda: tf.zeros_like(h))
 
             x1 = edge(0, x0)
             x = self._join_channels(x1, edge(1, x0) + edge(2, x1))

@@ -8,7 +8,7 @@ child enters only as masks, one row per ghost batch:
            "edge_12": [G, 4]}, training=...) -> logits [N, classes]
 
 All cells read the same masks: §3.1 stacks cells "each of which has the same
-chosen structure". An op off in every ghost batch is skipped (`choose`), so
+chosen structure". An op with weights off in every ghost batch is skipped (`choose`), so
 §3.1's "each mini-batch trains one child model" runs one op per edge.
 
 The model is flat: every layer is an attribute with a globally unique name
@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_oneshot.layers.choice import choose, per_example
+from tf_oneshot.layers.choice import choose, per_example, skip_which
 from tf_oneshot.layers.common import (
     KERNEL_INITIALIZER,
     apply_layers,
@@ -213,13 +213,16 @@ class Darts64OneShotModel(OneShotModel):
             return choose([lambda c=c: fn(c) for c in range(self.copies)], copy_rows, True,
                           lambda: tf.zeros(shape, self.compute_dtype))
 
+        # Pooling and the skip connection run masked, never skipped (`tf_oneshot.layers.choice`).
+        skips = skip_which(skip_inactive, [op in SEPARABLE_KERNELS for op in OPS])
+
         def cell(k: int, c: int, x):
             inputs, edges = self.cell_copies[k][c]
             x0 = apply_layers(inputs, x, training)
 
             def edge(e: int, h):
                 branches = [lambda layers=layers: apply_layers(layers, h, training) for layers in edges[e]]
-                return choose(branches, rows[e], skip_inactive, lambda: tf.zeros_like(h))
+                return choose(branches, rows[e], skips, lambda: tf.zeros_like(h))
 
             x1 = edge(0, x0)
             x2 = edge(1, x0) + edge(2, x1)
