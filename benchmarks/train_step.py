@@ -15,7 +15,10 @@ the whole batch: SPOS §3.2 trains one architecture per step, so only that
 path's ops run) and that very path of the baseline (a pool of one), which
 isolates the supernet's own overhead from the path's cost.
 Prints ms per step and the ratio one-shot / baseline. Rows marked "*" are what
-the trainer runs there (`trainer.skips_pay`, --skip_threshold).
+the trainer runs there (`trainer.skips_pay`, --skip_threshold, and the
+sampler's default --path_per). Where that row trains another path each step,
+the last line divides it by the mean stand-alone step of the very paths it
+draws: the goal of issue 20 (<= 1.3) for single-path spaces.
 
     python benchmarks/train_step.py                     # Bender cells, CIFAR-10 shapes, F=8, 3 cells
     python benchmarks/train_step.py --paper             # F=16, 6 cells as in §4.1
@@ -99,7 +102,7 @@ def time_loop(loop, steps: int) -> float:
     return (time.perf_counter() - tic) / steps * 1000
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="bender_cell", help="a registered space or module:Attribute")
     parser.add_argument("--paper", action="store_true", help="Bender cells: F=16, 6 cells (slower)")
@@ -110,7 +113,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--space_args", default=None, help="other space fields, name=value,name=value")
     parser.add_argument("--skip_only", action="store_true", help="time only the tf.cond-skipping one-shot steps")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def drawn_paths(config: TrainConfig, space, sampler, images, labels, repeats: int, loops: dict) -> list[str]:
+    """The stand-alone networks of the paths a timed one-shot loop draws (one per step), each its own loop.
+
+    The uniform row trains another path each step; its fair baseline is the
+    mean stand-alone step over those very paths, not one sampled path.
+    """
+    names = []
+    for i in range(repeats):
+        arch = sampler.draw(sampler.rng(TOTAL_STEPS // 2 + i))
+        name = f"stand-alone, drawn path {arch}"
+        if name not in loops:
+            loops[name] = plain_loop(config, space.build_standalone(arch, ghost_batch_size=None), images, labels)
+        names.append(name)
+    return names
+
+
+def main() -> None:
+    args = _arguments()
     options = {}
     if args.space == "bender_cell":
         options = dict(filters=16, num_cells=6) if args.paper else dict(filters=8, num_cells=3)
@@ -123,7 +146,8 @@ def main() -> None:
     labels = tf.constant(rng.integers(0, 10, size=args.batch).astype(np.int32))
     sampler = trainer.make_run_sampler(config, space)
     ghosts = args.batch // args.ghost
-    loops = {}
+    path_per = resolve_path_per(sampler, config.sampler.path_per)  # as `tf-oneshot train` draws by default
+    loops, drawn = {}, []
     if sampler.name == "path_dropout" and hasattr(space, "build_all_on"):
         base_name = "all-on, no masks, plain BN"
         loops[base_name] = plain_loop(config, space.build_all_on(ghost_batch_size=None), images, labels)
@@ -134,18 +158,25 @@ def main() -> None:
         loops[base_name] = plain_loop(config, space.build_standalone(arch, ghost_batch_size=None), images, labels)
         points = ((f"{sampler.name} sampling", TOTAL_STEPS // 2),)
         single_path(config, space, arch, images, labels, loops)
-    path_per = resolve_path_per(sampler, config.sampler.path_per)  # as `tf-oneshot train` draws by default
+        if path_per == "step":
+            drawn = drawn_paths(config, space, sampler, images, labels, args.repeats, loops)
+    starred = None
     for where, at_step in points:
         chosen = trainer.skips_pay(sampler, config, at_step, ghosts)
         for skip in (True,) if args.skip_only else (False, True):
             name = (f"one-shot, {where}, a path per {path_per}, {'tf.cond skip' if skip else 'masked'}"
                     f"{' *' if skip == chosen else ''}")
             loops[name] = oneshot_loop(config, space, images, labels, at_step, skip, path_per=path_per)
-    # Interleave rounds so that load on the machine hits every variant alike.
+            starred = name if skip == chosen else starred
+    report(space, args, loops, base_name, drawn, starred)
+
+
+def report(space, args, loops: dict, base_name: str, drawn: list[str], starred: str | None) -> None:
+    """Times every loop in interleaved rounds and prints ms per step and the ratios."""
     samples = {name: [] for name in loops}
     for loop in loops.values():  # trace and warm up
         loop(args.repeats).numpy()
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # interleaved, so that load on the machine hits every variant alike
         for name, loop in loops.items():
             samples[name].append(time_loop(loop, args.repeats))
     base = statistics.median(samples[base_name])
@@ -155,6 +186,11 @@ def main() -> None:
     for name, values in samples.items():
         ms = statistics.median(values)
         print(f"{name:<64} {ms:>17.1f} {ms / base:>18.2f}")
+    if drawn and starred:
+        mean = statistics.mean(statistics.median(samples[name]) for name in drawn)
+        ratio = statistics.median(samples[starred]) / mean
+        print(f"\nthe row marked * / the mean stand-alone step of the {len(drawn)} paths it draws "
+              f"({mean:.1f} ms): {ratio:.2f}")
 
 
 if __name__ == "__main__":
