@@ -9,7 +9,8 @@ import sys
 import matplotlib.image
 import pytest
 
-from tf_oneshot.analysis import accuracy_then_loss, rank_metrics
+from tf_oneshot.analysis import kendall_tau, rank_metrics
+from tf_oneshot.analysis.ground_truth import scores_of
 from tf_oneshot.analysis.records import join, load_retrain_results, load_search_results
 from tf_oneshot.analysis.report import mean_losses
 from tf_oneshot.demo import DEMO_TRAIN, DemoConfig, run_demo
@@ -49,11 +50,16 @@ def _check_outputs(out, summary):
     search, _ = load_search_results([os.path.join(out, "search", f) for f in ("random.jsonl", "evolution.jsonl")])
     retrain, _ = load_retrain_results(os.path.join(out, "retrain", "results.jsonl"))
     joined = join(search, retrain)
-    # Stand-alone ties in accuracy are broken by the lower mean validation loss, as the analysis does.
+    # The demo ranks the stand-alone results by their mean validation loss (DemoConfig.rank_by),
+    # and reports the tau on accuracy alone beside it.
     accuracy = [j.standalone.validation_mean for j in joined]
     losses = mean_losses(retrain, "validation", [j.architecture for j in joined])
-    scores = accuracy_then_loss(accuracy, [losses[j.architecture] for j in joined]) if losses else accuracy
+    scores = scores_of(accuracy, [losses[j.architecture] for j in joined], "loss")
     m = rank_metrics([j.oneshot_accuracy for j in joined], scores)
+    assert saved["standalone_measure"] == "mean validation loss (lower first)"
+    on_accuracy = kendall_tau([j.oneshot_accuracy for j in joined], accuracy)
+    assert (saved["kendall_tau_accuracy_only"] is None and math.isnan(on_accuracy)) or \
+        saved["kendall_tau_accuracy_only"] == pytest.approx(on_accuracy)
     for key in ("kendall_tau", "spearman_rho", "pairwise_accuracy"):
         value = getattr(m, key)
         assert (saved[key] is None and math.isnan(value)) or saved[key] == pytest.approx(value)

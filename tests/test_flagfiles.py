@@ -191,6 +191,9 @@ def test_spos_demo_runs_spos_pipeline_on_digits():
     assert parse_demo("spos_demo.flags", "--num_evolution=7").num_evolution == 7
     # A search flag counts when set (the demo's own default otherwise), in the flags parsed here.
     assert parse_demo("spos_demo.flags", "--population_size=30").population_size == 30
+    # --rank_by too: the demo ranks by the loss unless told (its flag default is insights').
+    assert parse_demo("demo.flags").rank_by == "loss"
+    assert parse_demo("demo.flags", "--rank_by=accuracy").rank_by == "accuracy"
     from tf_oneshot.demo import DEFAULT_CONFIG
 
     assert parse_demo("demo.flags") == DEFAULT_CONFIG

@@ -273,6 +273,27 @@ def test_analyze_breaks_accuracy_ties_by_loss_and_reports_the_interval(tmp_path)
     assert "| tied pairs in the stand-alone ranking | 9 of 36 |" in open(tmp_path / "plain" / "report.md").read()
 
 
+def test_analyze_ranks_by_the_loss_when_asked_and_says_so(tmp_path):
+    search, _, _, chosen = _write_results(tmp_path, retrain_archs=9)
+    tied, oneshot, acc, loss = _tied_retrain(tmp_path, search, chosen, with_loss=True)
+    out = str(tmp_path / "by_loss")
+    result = analyze(search, tied, out, log=lambda s: None, rank_by="loss")
+    order = [chosen.index(j.architecture) for j in result.joined]
+    expected = rank_metrics(np.array(oneshot)[order], -np.array(loss)[order], n_resamples=BOOTSTRAP_RESAMPLES)
+    assert result.metrics.kendall_tau == pytest.approx(expected.kendall_tau)
+    assert result.metrics.kendall_tau != pytest.approx(analyze(search, tied, str(tmp_path / "acc"), log=lambda s: None,
+                                                               rank_by="accuracy").metrics.kendall_tau)
+    assert result.accuracy_kendall_tau == pytest.approx(kendall_tau(oneshot, acc))  # still reported beside it
+    saved = json.load(open(os.path.join(out, "analysis.json")))
+    assert saved["standalone_measure"] == "mean validation loss (lower first)"
+    assert "ranked by their mean loss" in open(os.path.join(out, "report.md")).read()
+    # Lines without losses cannot be ranked by them: one line, nothing written.
+    plain, _, _, _ = _tied_retrain(tmp_path, search, chosen, with_loss=False)
+    with pytest.raises(UserError, match="rank_by=loss needs the validation loss"):
+        analyze(search, plain, str(tmp_path / "refused"), log=lambda s: None, rank_by="loss")
+    assert not os.path.exists(tmp_path / "refused" / "analysis.json")
+
+
 def test_analyze_reports_the_training_free_baselines_beside_the_one_shot_ranking(tmp_path):
     from tf_oneshot.analysis.rank_metrics import partial_kendall_tau
 

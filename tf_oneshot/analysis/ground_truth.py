@@ -47,6 +47,9 @@ from tf_oneshot.errors import UserError
 # many splits (10 seeds: 126), else over this many random ones.
 MAX_SPLITS = 500
 
+# How children are ranked (`scores_of`); the --rank_by flag spells the same choices.
+RANK_BY = ("accuracy_then_loss", "accuracy", "loss")
+
 
 def _matrix(rows: Sequence[Sequence[float]], what: str) -> np.ndarray:
     """A finite [rows, children] float array (UserError naming `what` otherwise)."""
@@ -281,3 +284,19 @@ def ground_truth_rows(per_seed_accuracies: Sequence[Sequence[float]]) -> dict[st
             values = np.array([top_n_rank(row, truth, n) for row in matrix])
             out[f"t{n}r_mean"], out[f"t{n}r_std"] = float(np.mean(values)), float(np.std(values))
     return out
+
+
+def scores_of(accuracy: Sequence[float], loss: Sequence[float], rank_by: str) -> np.ndarray:
+    """Scores (higher is better) of children by `rank_by` (one of `RANK_BY`).
+
+    "accuracy" is the papers' measure (Bender et al. 2018, §4.1); "loss"
+    (-loss) and "accuracy_then_loss" (ties broken by the lower loss) rank
+    with less noise on a small validation set.
+    """
+    if rank_by not in RANK_BY:
+        raise UserError(f"--rank_by={rank_by} is unknown; choose one of {', '.join(RANK_BY)}.")
+    if rank_by == "accuracy":
+        return np.asarray(accuracy, np.float64)
+    if rank_by == "loss":
+        return -np.asarray(loss, np.float64)
+    return accuracy_then_loss(accuracy, loss)

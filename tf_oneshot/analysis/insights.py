@@ -41,7 +41,8 @@ from tf_oneshot.analysis.rank_metrics import mean_tau_ci, partial_kendall_tau
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, atomic_write_text, read_json
 
-RANK_BY = ("accuracy_then_loss", "accuracy", "loss")
+RANK_BY = metrics.RANK_BY
+scores_of = metrics.scores_of
 JSON_FILE = "insights.json"
 TEXT_FILE = "insights.txt"
 RANDOM_INSTANCES = 10  # Table 1's "Random rank": 10 random rankings
@@ -71,17 +72,6 @@ class GroundTruth:
     def scores(self, rank_by: str) -> np.ndarray:
         """Higher-is-better scores of the children."""
         return scores_of(self.accuracy, self.loss, rank_by)
-
-
-def scores_of(accuracy: Sequence[float], loss: Sequence[float], rank_by: str) -> np.ndarray:
-    """Scores by `rank_by`: accuracy, -loss, or accuracy with ties broken by the lower loss."""
-    if rank_by not in RANK_BY:
-        raise UserError(f"--rank_by={rank_by} is unknown; choose one of {', '.join(RANK_BY)}.")
-    if rank_by == "accuracy":
-        return np.asarray(accuracy, np.float64)
-    if rank_by == "loss":
-        return -np.asarray(loss, np.float64)
-    return metrics.accuracy_then_loss(accuracy, loss)
 
 
 def snapshot_scores(accuracy: np.ndarray, loss: np.ndarray, rank_by: str) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis import plots
-from tf_oneshot.analysis.ground_truth import accuracy_then_loss
+from tf_oneshot.analysis.ground_truth import scores_of
 from tf_oneshot.analysis.rank_metrics import RankMetrics, kendall_tau, partial_kendall_tau, rank_metrics
 from tf_oneshot.analysis.records import (
     Joined,
@@ -114,14 +114,12 @@ class Analysis:
     baselines: dict[str, RankMetrics] = dataclasses.field(default_factory=dict)
     partial_taus: dict[str, float] = dataclasses.field(default_factory=dict)
     num_scores: int = 0
+    rank_by: str = "accuracy_then_loss"
 
     @property
     def standalone_measure(self) -> str:
         """What ranks the stand-alone results, in words."""
-        split = self.standalone_split
-        if self.standalone_losses:
-            return f"mean {split} accuracy, ties broken by mean {split} loss"
-        return f"mean {split} accuracy"
+        return measure_words(self.standalone_split, self.rank_by, bool(self.standalone_losses))
 
     def to_json(self) -> dict[str, Any]:
         def clean(v: Any) -> Any:
@@ -160,6 +158,15 @@ class Analysis:
                 for j in self.joined
             ],
         }
+
+
+def measure_words(split: str, rank_by: str, has_losses: bool) -> str:
+    """The stand-alone ranking measure in words, e.g. "mean validation loss (lower first)"."""
+    if rank_by == "loss":
+        return f"mean {split} loss (lower first)"
+    if has_losses and rank_by == "accuracy_then_loss":
+        return f"mean {split} accuracy, ties broken by mean {split} loss"
+    return f"mean {split} accuracy"
 
 
 def check_output_dir(output_dir: str, names: tuple[str, ...], overwrite: bool) -> None:
@@ -222,12 +229,21 @@ def mean_losses(retrain: list[dict], split: str, architectures: Sequence[str]) -
     return {a: float(np.mean(v)) for a, v in losses.items()}
 
 
-def _standalone_scores(joined: Sequence[Joined], losses: dict[str, float]) -> np.ndarray:
-    """The stand-alone ranking measure (higher is better): accuracy, its ties broken by loss if known."""
+def _standalone_scores(joined: Sequence[Joined], losses: dict[str, float], rank_by: str) -> np.ndarray:
+    """The stand-alone ranking measure (higher is better) by `rank_by` (`ground_truth.RANK_BY`).
+
+    Without recorded losses (older retrain lines), "accuracy_then_loss" is
+    accuracy alone, and "loss" is refused.
+    """
     accuracy = np.round([j.standalone.accuracy for j in joined], DECIMALS)
     if not losses:
+        if rank_by == "loss":
+            raise UserError("--rank_by=loss needs the validation loss of every retrained architecture, and these "
+                            "retrain lines record accuracies only (written before losses were); use "
+                            "--rank_by=accuracy_then_loss or retrain again.")
+        scores_of(accuracy, accuracy, rank_by)  # checks the name
         return accuracy
-    return accuracy_then_loss(accuracy, [losses[j.architecture] for j in joined])
+    return scores_of(accuracy, [losses[j.architecture] for j in joined], rank_by)
 
 
 def baseline_metrics(joined: Sequence[Joined], scores: np.ndarray, oneshot: Sequence[float],
@@ -249,11 +265,10 @@ def baseline_metrics(joined: Sequence[Joined], scores: np.ndarray, oneshot: Sequ
     return metrics, partial
 
 
-def _log_metrics(log: Callable[[str], None], metrics: RankMetrics, split: str, losses: bool, scores: np.ndarray,
+def _log_metrics(log: Callable[[str], None], metrics: RankMetrics, measure: str, scores: np.ndarray,
                  tied_pairs: int, baselines: Mapping[str, RankMetrics], partial: Mapping[str, float]) -> None:
     log(
-        f"analyze: {metrics.num_architectures} retrained architectures ({split} accuracy"
-        f"{f', ties broken by {split} loss' if losses else ''}; {len(set(scores.tolist()))} distinct "
+        f"analyze: {metrics.num_architectures} retrained architectures ({measure}; {len(set(scores.tolist()))} distinct "
         f"values, {tied_pairs} tied pairs): Kendall tau {_fmt(metrics.kendall_tau)} "
         f"{_fmt_ci(metrics.kendall_tau_ci)}, Spearman rho {_fmt(metrics.spearman_rho)} "
         f"{_fmt_ci(metrics.spearman_rho_ci)}, pairwise accuracy {_fmt(metrics.pairwise_accuracy)}"
@@ -270,6 +285,7 @@ def analyze(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     proxies: Mapping[str, Mapping[str, float]] | None = None,
+    rank_by: str = "accuracy_then_loss",
 ) -> Analysis:
     """Computes rank metrics, draws the figures and writes the report.
 
@@ -282,6 +298,8 @@ def analyze(
         log: progress lines.
         proxies: training-free scores of the retrained architectures, name ->
             architecture -> score, reported beside params and FLOPs.
+        rank_by: the stand-alone ranking measure: "accuracy" (§4.1),
+            "accuracy_then_loss" (ties broken by the loss) or "loss".
 
     Returns:
         The `Analysis`.
@@ -305,14 +323,14 @@ def analyze(
     oneshot = [j.oneshot_accuracy for j in joined]
     standalone = [j.standalone.accuracy for j in joined]
     losses = mean_losses(retrain, split, [j.architecture for j in joined])
-    scores = _standalone_scores(joined, losses)
+    scores = _standalone_scores(joined, losses, rank_by)
     metrics = rank_metrics(oneshot, scores, n_resamples=BOOTSTRAP_RESAMPLES)
     tied_pairs = sum(int(x == y) for x, y in itertools.combinations(scores.tolist(), 2))
     if split == "test":
         log("analyze: the retrain runs trained on train + validation (--full_train): stand-alone "
             "accuracies are test accuracies")
     baselines, partial = baseline_metrics(joined, scores, oneshot, proxies)
-    _log_metrics(log, metrics, split, bool(losses), scores, tied_pairs, baselines, partial)
+    _log_metrics(log, metrics, measure_words(split, rank_by, bool(losses)), scores, tied_pairs, baselines, partial)
     drawn, kl_tau = _draw(output_dir, joined, oneshot, standalone, metrics, split, search)
     log(f"analyze: wrote {len(drawn)} plots to {output_dir}")
 
@@ -337,6 +355,7 @@ def analyze(
         accuracy_kendall_tau=kendall_tau(oneshot, standalone) if joined else math.nan,
         baselines=baselines,
         partial_taus=partial,
+        rank_by=rank_by,
     )
     atomic_write_text(analysis.report, render_report(analysis, search_results, retrain_results))
     atomic_write_json(os.path.join(output_dir, ANALYSIS), analysis.to_json())
@@ -415,7 +434,11 @@ def render_report(
     else:
         which = ("Stand-alone accuracy is the validation accuracy averaged over seeds (Bender et al. "
                  "2018, §4.1, Figure 5).")
-    if analysis.standalone_losses:
+    if analysis.rank_by == "loss":
+        which += (" The architectures are ranked by their mean loss on the same split (lower first), not by "
+                  "accuracy as in §4.1: on a small validation set accuracy takes few values and ranks with "
+                  "more noise (its tau is given below too).")
+    elif analysis.standalone_losses and analysis.rank_by == "accuracy_then_loss":
         which += (" Architectures tied in accuracy are ranked by their mean loss on the same split "
                   "(lower first), since a small validation set leaves many accuracies tied.")
     which += (f" Intervals are 95% percentile bootstrap intervals over architectures "

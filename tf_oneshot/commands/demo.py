@@ -20,9 +20,9 @@ DEFAULT_OUTPUT_DIR = "demo_output"
 STAGE_FLAGS = {"num_random": "num_random", "num_evolution": "num_evolution", "num_retrain": "num_retrain",
                "retrain_steps": "retrain_steps", "retrain_select": "retrain_select",
                "population_size": "population_size", "num_parents": "num_parents", "mutation_prob": "mutation_prob",
-               "bn_mode": "bn_mode", "recalibration_images": "recalibration_images"}
+               "bn_mode": "bn_mode", "recalibration_images": "recalibration_images", "rank_by": "rank_by"}
 # Flags whose search defaults are not the demo's: only a value set on the command line counts.
-_SEARCH_DEFAULTED = ("population_size", "num_parents", "mutation_prob")
+_SEARCH_DEFAULTED = ("population_size", "num_parents", "mutation_prob", "rank_by")
 FLAG_NAMES = ("output_dir", "overwrite", *flags.TRAIN_FLAGS, *STAGE_FLAGS)
 
 

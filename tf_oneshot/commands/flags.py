@@ -219,9 +219,9 @@ flags.DEFINE_list("proxies", ["synflow", "grad_norm", "snip", "jacob_cov"], "ins
                   "ranked beside the one-shot rows (with params and FLOPs, always); empty for the cost rows only.")
 # tf_oneshot.analysis.insights.RANK_BY, spelled here so that loading the flags
 # loads no TensorFlow (tests/test_cli.py checks that the two agree).
-flags.DEFINE_enum("rank_by", "accuracy_then_loss", ["accuracy_then_loss", "accuracy", "loss"], "How children "
-                  "are ranked, one-shot and ground truth alike: accuracy (the paper), loss, or accuracy with ties "
-                  "broken by the loss.")
+flags.DEFINE_enum("rank_by", "accuracy_then_loss", ["accuracy_then_loss", "accuracy", "loss"], "insights, "
+                  "analyze, demo: how children are ranked, one-shot and stand-alone alike: accuracy (the paper), "
+                  "loss, or accuracy with ties broken by the loss (the demo's default is loss).")
 
 # -------------------------------------------------------------- the demo's stages
 flags.DEFINE_integer("num_random", None, "demo: architectures scored by random search (default 200).")
