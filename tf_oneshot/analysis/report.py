@@ -278,6 +278,20 @@ def _log_metrics(log: Callable[[str], None], metrics: RankMetrics, measure: str,
         + f"; one-shot tau given params {_fmt(partial['oneshot'])}")
 
 
+def _read_inputs(search_results: str | Sequence[str] | None, retrain_results: str | None, output_dir: str,
+                 overwrite: bool) -> tuple[list[dict], list[dict]]:
+    """(search lines, retrain lines), read and checked before anything is written; then makes `output_dir`."""
+    if not search_results and not retrain_results:
+        raise UserError("nothing to analyze: pass --search_results and/or --retrain_results.")
+    search, search_space = load_search_results(search_results) if search_results else ([], None)
+    retrain, retrain_space = load_retrain_results(retrain_results) if retrain_results else ([], None)
+    if search_results and retrain_results:
+        check_same_space(search_space, retrain_space, search_results, retrain_results)
+    check_output_dir(output_dir, OUTPUTS, overwrite)
+    tf.io.gfile.makedirs(output_dir)
+    return search, retrain
+
+
 def analyze(
     search_results: str | Sequence[str] | None,
     retrain_results: str | None,
@@ -308,15 +322,7 @@ def analyze(
         UserError: no input, a missing, empty or malformed file, files of
             different search spaces, or an `output_dir` with an earlier analysis.
     """
-    if not search_results and not retrain_results:
-        raise UserError("nothing to analyze: pass --search_results and/or --retrain_results.")
-    # Read and check everything before writing anything.
-    search, search_space = load_search_results(search_results) if search_results else ([], None)
-    retrain, retrain_space = load_retrain_results(retrain_results) if retrain_results else ([], None)
-    if search_results and retrain_results:
-        check_same_space(search_space, retrain_space, search_results, retrain_results)
-    check_output_dir(output_dir, OUTPUTS, overwrite)
-    tf.io.gfile.makedirs(output_dir)
+    search, retrain = _read_inputs(search_results, retrain_results, output_dir, overwrite)
 
     joined = join(search, retrain)
     split = standalone_split(retrain)
