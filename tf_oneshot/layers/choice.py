@@ -11,7 +11,7 @@ Candidates without weights (pooling, the identity) are better run masked
 than skipped: they cost little, and inside a `tf.cond` branch TF's oneDNN
 rewrite cannot pair a pooling gradient with its forward op, so training
 falls back to Eigen's MaxPoolGrad: ~50 ms per call at 64x32x32x16 on
-2 CPU cores against 0.6 ms (profiled on darts64, issue 20). `skip_cheap`
+2 CPU cores against 0.6 ms (profiled, issue 20). `skip_which`
 says which candidates a space skips.
 """
 
@@ -80,7 +80,7 @@ def masked_sum(
 
     A running sum rather than tf.add_n: grappler turns an add_n whose inputs
     come from tf.cond into temporary-variable accumulation (an AssignAdd per
-    input, ~40 ms a step on darts64), and a skipped candidate passes the sum
+    input, ~40 ms a step in a 4-cell space), and a skipped candidate passes the sum
     on instead of adding zeros.
     """
     total = None
