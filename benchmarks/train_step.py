@@ -116,7 +116,8 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def drawn_paths(config: TrainConfig, space, sampler, images, labels, repeats: int, loops: dict) -> list[str]:
+def drawn_paths(config: TrainConfig, space, sampler, images, labels, at_step: int, repeats: int,
+                loops: dict) -> list[str]:
     """The stand-alone networks of the paths a timed one-shot loop draws (one per step), each its own loop.
 
     The uniform row trains another path each step; its fair baseline is the
@@ -124,7 +125,7 @@ def drawn_paths(config: TrainConfig, space, sampler, images, labels, repeats: in
     """
     names = []
     for i in range(repeats):
-        arch = sampler.draw(sampler.rng(TOTAL_STEPS // 2 + i))
+        arch = sampler.draw(sampler.rng(at_step + i))  # as host_masks(at_step + i, 1) draws it
         name = f"stand-alone, drawn path {arch}"
         if name not in loops:
             loops[name] = plain_loop(config, space.build_standalone(arch, ghost_batch_size=None), images, labels)
@@ -159,7 +160,7 @@ def main() -> None:
         points = ((f"{sampler.name} sampling", TOTAL_STEPS // 2),)
         single_path(config, space, arch, images, labels, loops)
         if path_per == "step":
-            drawn = drawn_paths(config, space, sampler, images, labels, args.repeats, loops)
+            drawn = drawn_paths(config, space, sampler, images, labels, points[0][1], args.repeats, loops)
     starred = None
     for where, at_step in points:
         chosen = trainer.skips_pay(sampler, config, at_step, ghosts)

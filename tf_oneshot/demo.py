@@ -391,6 +391,7 @@ def _summary(output_dir: str, config: DemoConfig, analysis: Any, trained: dict, 
     """SUMMARY's fields: what each stage produced, the rank correlations and the timings."""
     cons = config.constraints
     metrics = analysis.metrics.to_json()
+    analysis_json = analysis.to_json()
     by_arch = {j.architecture: j.standalone for j in analysis.joined}
     best_standalone = by_arch.get(analysis.best_architecture)
     export_dir = os.path.join(output_dir, "retrain", "export")
@@ -407,12 +408,12 @@ def _summary(output_dir: str, config: DemoConfig, analysis: Any, trained: dict, 
         "spearman_rho": metrics["spearman_rho"],
         "spearman_rho_ci": metrics["spearman_rho_ci"],
         "standalone_measure": analysis.standalone_measure,
-        "kendall_tau_accuracy_only": analysis.to_json()["kendall_tau_accuracy_only"],
+        "kendall_tau_accuracy_only": analysis_json["kendall_tau_accuracy_only"],
         "distinct_standalone_values": analysis.distinct_standalone,
         "tied_standalone_pairs": analysis.tied_pairs,
         "pairwise_accuracy": metrics["pairwise_accuracy"],
-        "partial_tau_params": analysis.to_json()["partial_tau_params"],
-        "baselines": analysis.to_json()["baselines"],
+        "partial_tau_params": analysis_json["partial_tau_params"],
+        "baselines": analysis_json["baselines"],
         "best_architecture": analysis.best_architecture,
         "best_standalone_validation_accuracy": best_standalone.validation_mean if best_standalone else None,
         "best_oneshot_architecture": analysis.best_oneshot_architecture,

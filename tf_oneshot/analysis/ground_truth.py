@@ -286,6 +286,12 @@ def ground_truth_rows(per_seed_accuracies: Sequence[Sequence[float]]) -> dict[st
     return out
 
 
+def check_rank_by(rank_by: str) -> None:
+    """Raises UserError (one line, the choices) unless `rank_by` is one of `RANK_BY`."""
+    if rank_by not in RANK_BY:
+        raise UserError(f"--rank_by={rank_by} is unknown; choose one of {', '.join(RANK_BY)}.")
+
+
 def scores_of(accuracy: Sequence[float], loss: Sequence[float], rank_by: str) -> np.ndarray:
     """Scores (higher is better) of children by `rank_by` (one of `RANK_BY`).
 
@@ -293,8 +299,7 @@ def scores_of(accuracy: Sequence[float], loss: Sequence[float], rank_by: str) ->
     (-loss) and "accuracy_then_loss" (ties broken by the lower loss) rank
     with less noise on a small validation set.
     """
-    if rank_by not in RANK_BY:
-        raise UserError(f"--rank_by={rank_by} is unknown; choose one of {', '.join(RANK_BY)}.")
+    check_rank_by(rank_by)
     if rank_by == "accuracy":
         return np.asarray(accuracy, np.float64)
     if rank_by == "loss":

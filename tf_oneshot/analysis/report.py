@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_oneshot.analysis import plots
-from tf_oneshot.analysis.ground_truth import scores_of
+from tf_oneshot.analysis.ground_truth import check_rank_by, scores_of
 from tf_oneshot.analysis.rank_metrics import RankMetrics, kendall_tau, partial_kendall_tau, rank_metrics
 from tf_oneshot.analysis.records import (
     Joined,
@@ -241,7 +241,6 @@ def _standalone_scores(joined: Sequence[Joined], losses: dict[str, float], rank_
             raise UserError("--rank_by=loss needs the validation loss of every retrained architecture, and these "
                             "retrain lines record accuracies only (written before losses were); use "
                             "--rank_by=accuracy_then_loss or retrain again.")
-        scores_of(accuracy, accuracy, rank_by)  # checks the name
         return accuracy
     return scores_of(accuracy, [losses[j.architecture] for j in joined], rank_by)
 
@@ -322,6 +321,7 @@ def analyze(
         UserError: no input, a missing, empty or malformed file, files of
             different search spaces, or an `output_dir` with an earlier analysis.
     """
+    check_rank_by(rank_by)
     search, retrain = _read_inputs(search_results, retrain_results, output_dir, overwrite)
 
     joined = join(search, retrain)

@@ -33,9 +33,16 @@ def per_example(mask: tf.Tensor, ghost_batch_size: int) -> tf.Tensor:
     return tf.reshape(tiled, tf.concat([[-1], shape[1:]], 0))
 
 
-def skip_which(skip_inactive: bool, has_weights: Sequence[bool]) -> list[bool]:
-    """Per candidate, whether to skip it when off: only candidates with weights (module docstring)."""
-    return [bool(skip_inactive) and bool(w) for w in has_weights]
+def skip_which(skip_inactive: bool, candidates: Sequence) -> list[bool]:
+    """Per candidate (a layer or a list of layers), whether to skip it when off: only those with weights.
+
+    Pooling and the identity hold none and run masked (module docstring).
+    """
+    def has_weights(candidate) -> bool:
+        layers = candidate if isinstance(candidate, (list, tuple)) else [candidate]
+        return any(layer.weights for layer in layers)
+
+    return [bool(skip_inactive) and has_weights(c) for c in candidates]
 
 
 def choose(
@@ -66,13 +73,13 @@ def choose(
         return run
 
     columns = [mask[:, k] for k in range(len(branches))]
-    return masked_sum([masked(b, m) for b, m in zip(branches, columns)],
-                      [tf.reduce_max(m) > 0.0 for m in columns], skips, zeros)
+    active = [tf.reduce_max(m) > 0.0 if skip else None for m, skip in zip(columns, skips)]  # read only if skipped
+    return masked_sum([masked(b, m) for b, m in zip(branches, columns)], active, skips, zeros)
 
 
 def masked_sum(
     masked: Sequence[Callable[[], tf.Tensor]],
-    active: Sequence[tf.Tensor],
+    active: Sequence[tf.Tensor | None],
     skips: Sequence[bool],
     zeros: Callable[[], tf.Tensor],
 ) -> tf.Tensor:

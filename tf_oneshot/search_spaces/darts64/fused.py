@@ -28,7 +28,7 @@ from tf_oneshot.layers.common import apply_layers, nested_layers, track_layers
 from tf_oneshot.layers.ghost_batch_norm import GhostBatchNormalization
 from tf_oneshot.layers.stacked import join, split, stacked_kernels, stacked_layers
 from tf_oneshot.search_spaces.darts64.model import Darts64OneShotModel
-from tf_oneshot.search_spaces.darts64.space import EDGE_KEYS, OPS, SEPARABLE_KERNELS
+from tf_oneshot.search_spaces.darts64.space import EDGE_KEYS
 
 
 class Darts64FusedModel(keras.Model):
@@ -109,7 +109,6 @@ class Darts64FusedModel(keras.Model):
         x = tf.reshape(tf.transpose(images, [1, 2, 3, 0, 4]), tf.concat([shape[1:4], [-1]], 0))
         rows = [self._per_channel(inputs[key], self.space.filters) for key in EDGE_KEYS]
         x = apply_layers(self.stem, x, training)
-        skips = skip_which(True, [op in SEPARABLE_KERNELS for op in OPS])
         for inputs_, edges in zip(self.cell_inputs, self.edge_ops):
             x0 = apply_layers(inputs_, x, training)
 
@@ -118,7 +117,8 @@ class Darts64FusedModel(keras.Model):
                 # pooling and the skip connection run masked (`tf_oneshot.layers.choice`).
                 branches = [lambda layers=layers, o=o: apply_layers(layers, h, training) * rows[e][:, o]
                             for o, layers in enumerate(edges[e])]
-                active = [tf.reduce_max(rows[e][:, o]) > 0 for o in range(len(edges[e]))]
+                skips = skip_which(True, edges[e])
+                active = [tf.reduce_max(rows[e][:, o]) > 0 if skip else None for o, skip in enumerate(skips)]
                 return masked_sum(branches, active, skips, lambda: tf.zeros_like(h))
 
             x1 = edge(0, x0)

@@ -213,16 +213,14 @@ class Darts64OneShotModel(OneShotModel):
             return choose([lambda c=c: fn(c) for c in range(self.copies)], copy_rows, True,
                           lambda: tf.zeros(shape, self.compute_dtype))
 
-        # Pooling and the skip connection run masked, never skipped (`tf_oneshot.layers.choice`).
-        skips = skip_which(skip_inactive, [op in SEPARABLE_KERNELS for op in OPS])
-
         def cell(k: int, c: int, x):
             inputs, edges = self.cell_copies[k][c]
             x0 = apply_layers(inputs, x, training)
 
             def edge(e: int, h):
                 branches = [lambda layers=layers: apply_layers(layers, h, training) for layers in edges[e]]
-                return choose(branches, rows[e], skips, lambda: tf.zeros_like(h))
+                # Pooling and the skip connection run masked, never skipped (`tf_oneshot.layers.choice`).
+                return choose(branches, rows[e], skip_which(skip_inactive, edges[e]), lambda: tf.zeros_like(h))
 
             x1 = edge(0, x0)
             x2 = edge(1, x0) + edge(2, x1)
