@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -24,3 +25,13 @@ def base_tree(revision: str, prefix: str) -> Iterator[tuple[str, str]]:
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", tree], check=False)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def only_this_tree() -> None:
+    """Drops the editable install's import hook, so `tf_oneshot` comes wholly from PYTHONPATH's tree.
+
+    `pip install -e` maps every `tf_oneshot.*` name to this checkout: without
+    this, a base revision's worker importing a module that the base lacks
+    (say `tf_oneshot.training`) would silently get this tree's.
+    """
+    sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
