@@ -15,6 +15,12 @@ alternately with this tree, so machine load hits both alike.
     python benchmarks/first_step.py                 # this tree and the base, one round each
     python benchmarks/first_step.py --rounds=2 --base=HEAD~1
     python benchmarks/first_step.py --worker        # this tree only, one JSON line
+    python benchmarks/first_step.py --graph_optimizer=on   # this tree with grappler on, as before
+
+Each revision runs with its own default graph optimizer: a revision that
+predates `--graph_optimizer` always ran grappler; this tree follows
+`--graph_optimizer` (default auto: off on a machine without GPU or TPU,
+as the commands do).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from revision_tree import ROOT, base_tree
+from revision_tree import ROOT, base_tree, only_this_tree
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,7 +56,16 @@ def _modules():
     return TrainConfig, trainer, strategy_loop, tasks
 
 
-def measure() -> dict[str, float]:
+def _set_graph_optimizer(mode: str) -> str:
+    """Applies the trainer's graph-optimizer choice where this revision has one; says what ran."""
+    try:
+        from tf_oneshot.training.distribute import set_graph_optimizer
+    except ImportError:  # a revision before the choice: grappler always on
+        return "on (before --graph_optimizer)"
+    return "on" if set_graph_optimizer(mode) else "off"
+
+
+def measure(graph_optimizer: str = "auto") -> dict[str, float]:
     """{"trace", "first_run", "later_step"} wall seconds of the demo supernet's training loop, and each "_cpu".
 
     CPU seconds (all threads of the process) are the fairer figure on a
@@ -63,6 +78,7 @@ def measure() -> dict[str, float]:
     from tf_oneshot.search_spaces import get_space
 
     TrainConfig, trainer, strategy_loop, tasks = _modules()
+    grappler = _set_graph_optimizer(graph_optimizer)
     config = TrainConfig(space="spos_blocks", dataset="digits", batch_size=BATCH, ghost_batch_size=BATCH,
                          train_steps=3000)
     space = get_space("spos_blocks", **SPACE)
@@ -95,12 +111,14 @@ def measure() -> dict[str, float]:
         run()
         out[what], out[f"{what}_cpu"] = time.perf_counter() - tic, time.process_time() - cpu
     out["later_step"], out["later_step_cpu"] = out["later_step"] / LATER_STEPS, out["later_step_cpu"] / LATER_STEPS
+    out["graph_optimizer"] = grappler
     return out
 
 
-def run_tree(tree: str) -> dict[str, float]:
+def run_tree(tree: str, graph_optimizer: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": tree}
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker"], cwd=tree, env=env,
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
+                          f"--graph_optimizer={graph_optimizer}"], cwd=tree, env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"{tree}: the measurement failed:\n{out.stderr[-2000:]}")
@@ -112,17 +130,21 @@ def main() -> None:
     parser.add_argument("--base", default=BASE, help="git revision to compare against")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help="measure this tree only and print JSON")
+    parser.add_argument("--graph_optimizer", default="auto", choices=("auto", "on", "off"),
+                        help="this tree's --graph_optimizer (the base runs its own default)")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure()))
+        only_this_tree()
+        print(json.dumps(measure(args.graph_optimizer)))
         return
     samples = {"base": [], "new": []}
     with base_tree(args.base, "tf_oneshot_first_step_") as (tree, _):
         for _ in range(args.rounds):
             for name, path in (("base", tree), ("new", ROOT)):
-                samples[name].append(run_tree(path))
+                samples[name].append(run_tree(path, args.graph_optimizer))
     print(f"\nspos_blocks {SPACE}, batch {BATCH} (one path per step), {args.rounds} round(s), "
           f"{os.cpu_count()} CPU(s); base {args.base} vs this tree")
+    print(f"graph optimizer: base {samples['base'][0]['graph_optimizer']}, new {samples['new'][0]['graph_optimizer']}")
     print(f"{'median over rounds':<30} {'base':>8} {'new':>8} {'new/base':>9}")
     for clock in ("", "_cpu"):
         for what in ("trace", "first_run", "later_step", "to first step"):

@@ -24,6 +24,9 @@ draws: the goal of issue 20 (<= 1.3) for single-path spaces.
     python benchmarks/train_step.py --paper             # F=16, 6 cells as in §4.1
     python benchmarks/train_step.py --space=darts64     # the 64-child space, uniform sampling
     python benchmarks/train_step.py --space=spos_blocks --space_args=width_multiplier=0.5,stage_blocks=2:2:4:2
+    python benchmarks/train_step.py --space=darts64 --graph_optimizer=on   # grappler on (auto: off on CPUs)
+
+Both networks run under the commands' --graph_optimizer (default auto).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_oneshot.search_spaces.space_config import build_space  # noqa: E402
-from tf_oneshot.training import strategy_loop, trainer  # noqa: E402
+from tf_oneshot.training import distribute, strategy_loop, trainer  # noqa: E402
 from tf_oneshot.training.config import TrainConfig  # noqa: E402
 from tf_oneshot.training.samplers import global_masks, resolve_path_per  # noqa: E402
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, StandaloneTask  # noqa: E402
@@ -113,6 +116,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--space_args", default=None, help="other space fields, name=value,name=value")
     parser.add_argument("--skip_only", action="store_true", help="time only the tf.cond-skipping one-shot steps")
+    parser.add_argument("--graph_optimizer", default="auto", choices=distribute.GRAPH_OPTIMIZER,
+                        help="as the commands' flag: grappler for both networks (auto: off on CPUs)")
     return parser.parse_args()
 
 
@@ -135,6 +140,8 @@ def drawn_paths(config: TrainConfig, space, sampler, images, labels, at_step: in
 
 def main() -> None:
     args = _arguments()
+    grappler = distribute.set_graph_optimizer(args.graph_optimizer)
+    print(f"graph optimizer: {'on' if grappler else 'off'}")
     options = {}
     if args.space == "bender_cell":
         options = dict(filters=16, num_cells=6) if args.paper else dict(filters=8, num_cells=3)

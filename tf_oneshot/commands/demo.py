@@ -23,7 +23,7 @@ STAGE_FLAGS = {"num_random": "num_random", "num_evolution": "num_evolution", "nu
                "bn_mode": "bn_mode", "recalibration_images": "recalibration_images", "rank_by": "rank_by"}
 # Flags whose search defaults are not the demo's: only a value set on the command line counts.
 _SEARCH_DEFAULTED = ("population_size", "num_parents", "mutation_prob", "rank_by")
-FLAG_NAMES = ("output_dir", "overwrite", *flags.TRAIN_FLAGS, *STAGE_FLAGS)
+FLAG_NAMES = ("output_dir", "overwrite", "graph_optimizer", *flags.TRAIN_FLAGS, *STAGE_FLAGS)
 
 
 def demo_config(FLAGS):
@@ -51,9 +51,11 @@ def demo_config(FLAGS):
 
 def run(FLAGS) -> int:
     from tf_oneshot import demo
+    from tf_oneshot.training.distribute import set_graph_optimizer
     from tf_oneshot.training.preemption import stopped_message
 
     output_dir = FLAGS.output_dir or DEFAULT_OUTPUT_DIR
+    set_graph_optimizer(FLAGS.graph_optimizer)
     summary = demo.run_demo(output_dir, demo_config(FLAGS), overwrite=FLAGS.overwrite)
     if summary.get("preempted"):
         return stopped_message("demo", f"stopped in its {summary['stage']} stage")

@@ -19,7 +19,7 @@ from tf_oneshot.training.config import TrainConfig
 # trains "with the same setting as weight sharing" (§3.1), as retrain does.
 SETTING_FLAGS = (*flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS)
 FLAG_NAMES = (*SETTING_FLAGS, "model_dir", "seeds", "output", "shard", "merge", "method", "fuse_children",
-              "noise_ceiling", "strategy", "tpu", "finetune_curve")
+              "noise_ceiling", "strategy", "tpu", "graph_optimizer", "finetune_curve")
 # What an unset training flag means (`--help` shows it): TrainConfig's, or the one-shot run's.
 FLAG_DEFAULTS = {name: TrainConfig().to_flat()[name] for name in flags.STANDALONE_TRAIN_FLAGS}
 FLAG_DEFAULT_NOTES = {name: "or what --model_dir recorded" for name in SETTING_FLAGS}
@@ -105,7 +105,7 @@ def run(FLAGS) -> int:
                         "§3.1 averages 10 (--seeds=0-9).")
     shard = groundtruth.Shard.parse(FLAGS.shard)
     config, space = _config_and_space(FLAGS)
-    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.graph_optimizer)
     with Preemption() as preemption:
         result = groundtruth.run_ground_truth(
             space, config, seeds, FLAGS.output, shard, strategy=strategy, noise_ceiling=FLAGS.noise_ceiling,

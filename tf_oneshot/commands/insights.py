@@ -21,7 +21,7 @@ from tf_oneshot.analysis.report import check_output_dir
 from tf_oneshot.errors import UserError
 
 FLAG_NAMES = ("ground_truth", "model_dirs", "snapshots", "prune_fraction", "top_n", "rank_by", "output_dir",
-              "overwrite", "validation_examples", "bn_mode", "proxies", "seed", "data_dir")
+              "overwrite", "validation_examples", "bn_mode", "proxies", "seed", "data_dir", "graph_optimizer")
 
 
 def _top_n(values) -> list[int]:
@@ -58,8 +58,10 @@ def _baselines(FLAGS, model_dir, children) -> dict:
 
 def run(FLAGS) -> int:
     from tf_oneshot.search.snapshots import score_snapshots
+    from tf_oneshot.training.distribute import set_graph_optimizer
     from tf_oneshot.training.model_dir import ModelDir
 
+    set_graph_optimizer(FLAGS.graph_optimizer)
     if not FLAGS.ground_truth:
         raise UserError("--ground_truth is required: the ground_truth.json of `tf-oneshot groundtruth`.")
     if not FLAGS.model_dirs:

@@ -25,8 +25,8 @@ NAS_TRAIN_FLAGS = (
     "log_every", "jit_compile", "skip_threshold", "mixed_precision",
 )
 FLAG_NAMES = (
-    *NAS_TRAIN_FLAGS, "model_dir", "strategy", "tpu", "iterations", "steps_per_iteration", "pool_size",
-    "new_per_iteration", "train_on",
+    *NAS_TRAIN_FLAGS, "model_dir", "strategy", "tpu", "graph_optimizer", "iterations", "steps_per_iteration",
+    "pool_size", "new_per_iteration", "train_on",
     "algorithm", "sampler", "iteration_mode", "bn_mode", "validation_examples", "archs_per_pass",
     *flags.CONSTRAINT_FLAGS,
 )
@@ -55,7 +55,7 @@ def run(FLAGS) -> int:
     constraints = Constraints(**flags.given(FLAGS, flags.CONSTRAINT_FLAGS))
     if FLAGS.strategy == "multi_worker_mirrored":
         raise UserError("`tf-oneshot nas` scores on one host: use --strategy=mirrored or --tpu.")
-    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.graph_optimizer)
     result = nas.run_nas(config, settings, FLAGS.model_dir, constraints=constraints, strategy=strategy,
                          archs_per_pass=FLAGS.archs_per_pass)
     if result["preempted"]:

@@ -30,7 +30,7 @@ FLAG_NAMES = (
     *flags.STANDALONE_TRAIN_FLAGS, *flags.SPACE_FLAGS, "model_dir", "search_results",
     "architectures", "architectures_file", "select", "top_k", "pool", "num_buckets", "per_bucket",
     "percentile", "seeds", "seed", "full_train", "method", "results", "output_dir", "export_tflite", "strategy",
-    "tpu",
+    "tpu", "graph_optimizer",
 )
 # What an unset training flag means (`--help` shows it): TrainConfig's; the dataset the model_dir's.
 FLAG_DEFAULTS = {name: TrainConfig().to_flat()[name] for name in flags.STANDALONE_TRAIN_FLAGS}
@@ -118,7 +118,7 @@ def run(FLAGS) -> int:
             seed=0 if FLAGS.seed is None else FLAGS.seed,
         )
     export_dir = FLAGS.output_dir or os.path.join(os.path.dirname(FLAGS.results) or ".", "export")
-    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.graph_optimizer)
     with Preemption() as preemption:
         summary = retrain(candidates, space, config, seeds, FLAGS.results, export_dir, strategy=strategy,
                           full_train=FLAGS.full_train, stop=preemption, tflite=FLAGS.export_tflite,

@@ -25,7 +25,7 @@ from tf_oneshot.errors import UserError
 FLAG_NAMES = (
     "model_dir", "results", "algorithm", "num_architectures", "architectures", "architectures_file",
     "bn_mode", "recalibration_images", "kl", "kl_reference", "population_size", "num_parents", "mutation_prob",
-    "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu",
+    "archs_per_pass", "validation_examples", "space", "seed", "data_dir", "strategy", "tpu", "graph_optimizer",
     "finetune_steps", "finetune_top", "scorer", *flags.CONSTRAINT_FLAGS,
 )
 FINETUNE_TOP = 10
@@ -80,7 +80,7 @@ def run(FLAGS) -> int:
     # SIGTERM (preemption) from here on ends the search between two batches:
     # every finished line is written (a gs:// file is flushed) and exit is 143.
     with Preemption() as preemption:
-        strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+        strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.graph_optimizer)
         scorer, results = _proxy_scorer(FLAGS, model_dir, seed)
         summary = search.run(
             model_dir, FLAGS.algorithm, FLAGS.num_architectures, architectures=architectures,

@@ -11,7 +11,7 @@ from tf_oneshot.training import data, distribute, preemption, trainer
 from tf_oneshot.training.config import ARCHITECTURE_FIELDS, TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
 
-FLAG_NAMES = (*flags.TRAIN_FLAGS, "model_dir", "strategy", "tpu")
+FLAG_NAMES = (*flags.TRAIN_FLAGS, "model_dir", "strategy", "tpu", "graph_optimizer")
 # What an unset flag means: TrainConfig's default (`--help` shows it).
 FLAG_DEFAULTS = TrainConfig().to_flat()
 
@@ -20,7 +20,7 @@ def run(FLAGS) -> int:
     config = config_for(FLAGS.model_dir, flags.given(FLAGS, flags.TRAIN_FLAGS))
     if config.space.spec not in BUILTIN:
         check_user_space(config)
-    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy = distribute.get_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.graph_optimizer)
     result = trainer.train(config, FLAGS.model_dir, strategy=strategy)
     if result["preempted"]:  # the trainer logged the step it saved
         return preemption.exit_code()  # 128 + the signal: wrappers tell a stopped run from a finished one

@@ -17,16 +17,19 @@ from tf_oneshot.errors import UserError
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
+GRAPH_OPTIMIZER = ("auto", "on", "off")
 _MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
 
 
-def get_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
+def get_strategy(name: str = "default", tpu: str | None = None,
+                 graph_optimizer: str = "auto") -> tf.distribute.Strategy:
     """Builds the distribution strategy named by the flags.
 
     Args:
         name: one of STRATEGIES. "tpu" is implied by `tpu`.
         tpu: a Cloud TPU (or TPU pod slice) name, "local" on a single-host TPU
             VM, or None.
+        graph_optimizer: one of GRAPH_OPTIMIZER (`set_graph_optimizer`).
 
     Returns:
         The strategy; under it, the trainer creates model, optimizer and data.
@@ -41,6 +44,7 @@ def get_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute
         raise UserError(
             f"--tpu={tpu} conflicts with --strategy={name}; drop one (--tpu implies the TPU strategy)."
         )
+    set_graph_optimizer(graph_optimizer, tpu=bool(tpu) or name == "tpu")
     if tpu or name == "tpu":
         return _tpu_strategy(tpu or "local")
     if name == "default":
@@ -61,6 +65,26 @@ def get_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute
             _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
         return _MIRRORED[devices]
     return _multi_worker_strategy()
+
+
+def set_graph_optimizer(mode: str = "auto", tpu: bool = False) -> bool:
+    """Turns TF's graph optimizer (grappler) on or off for the functions traced from now on; True if on.
+
+    "auto" turns it off on a machine with neither GPU nor TPU. There grappler
+    spent 15-25 s on the first call of a one-shot model's traced step (its
+    passes over a graph with a tf.cond per candidate) and later steps were no
+    faster for it (benchmarks/first_step.py; README, "Speed"). On GPUs its
+    layout and host-placement passes matter, and on TPUs XLA compiles the
+    steps, so "auto" leaves it on there.
+
+    Raises:
+        UserError: `mode` is not one of GRAPH_OPTIMIZER.
+    """
+    if mode not in GRAPH_OPTIMIZER:
+        raise UserError(f"--graph_optimizer={mode} is unknown; choose one of {', '.join(GRAPH_OPTIMIZER)}.")
+    on = mode == "on" or (mode == "auto" and (tpu or bool(tf.config.list_physical_devices("GPU"))))
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not on})
+    return on
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
