@@ -24,9 +24,9 @@ draws: the goal of issue 20 (<= 1.3) for single-path spaces.
     python benchmarks/train_step.py --paper             # F=16, 6 cells as in §4.1
     python benchmarks/train_step.py --space=darts64     # the 64-child space, uniform sampling
     python benchmarks/train_step.py --space=spos_blocks --space_args=width_multiplier=0.5,stage_blocks=2:2:4:2
-    python benchmarks/train_step.py --space=darts64 --graph_optimizer=on   # grappler on (auto: off on CPUs)
+    python benchmarks/train_step.py --space=darts64 --graph_optimizer=off   # grappler off, as the demo on CPUs
 
-Both networks run under the commands' --graph_optimizer (default auto).
+Both networks run under the commands' --graph_optimizer (default auto: on).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--space_args", default=None, help="other space fields, name=value,name=value")
     parser.add_argument("--skip_only", action="store_true", help="time only the tf.cond-skipping one-shot steps")
     parser.add_argument("--graph_optimizer", default="auto", choices=distribute.GRAPH_OPTIMIZER,
-                        help="as the commands' flag: grappler for both networks (auto: off on CPUs)")
+                        help="as the commands' flag: grappler for both networks (auto: on)")
     return parser.parse_args()
 
 

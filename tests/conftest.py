@@ -6,8 +6,8 @@ from tf_oneshot.training import distribute, trainer
 from tf_oneshot.training.config import TrainConfig
 from tf_oneshot.training.model_dir import ModelDir
 
-# Every test process runs the graph optimizer as the commands do on this machine
-# (--graph_optimizer=auto), whichever test happens to call get_strategy first.
+# Every test process runs the graph optimizer as the commands do (--graph_optimizer=auto: on),
+# whichever test happens to call get_strategy first.
 distribute.set_graph_optimizer("auto")
 
 # F=4, 2 cells, 2 stacks on the embedded 8x8 digits: seconds to train and trace.

@@ -33,16 +33,17 @@ def test_single_host_strategies_and_their_replicas():
     assert distribute.describe(tf.distribute.get_strategy()) == "default, 1 replica(s)"
 
 
-def test_graph_optimizer_auto_is_off_without_an_accelerator_and_flags_override_it():
+def test_graph_optimizer_auto_is_off_only_for_the_demo_on_cpus_and_flags_override_it():
     options = tf.config.optimizer.get_experimental_options
     try:
         accelerator = bool(tf.config.list_physical_devices("GPU"))
-        assert distribute.set_graph_optimizer("auto") is accelerator
+        assert distribute.set_graph_optimizer("auto") and not options()["disable_meta_optimizer"]
+        assert distribute.set_graph_optimizer("auto", few_functions=True) is accelerator
         assert options()["disable_meta_optimizer"] is not accelerator
-        assert distribute.set_graph_optimizer("auto", tpu=True) and not options()["disable_meta_optimizer"]
-        assert distribute.set_graph_optimizer("on") and not options()["disable_meta_optimizer"]
+        assert distribute.set_graph_optimizer("auto", tpu=True, few_functions=True)
+        assert distribute.set_graph_optimizer("on", few_functions=True) and not options()["disable_meta_optimizer"]
         assert not distribute.set_graph_optimizer("off") and options()["disable_meta_optimizer"]
-        distribute.get_strategy("default", graph_optimizer="on")
+        distribute.get_strategy("default", graph_optimizer="auto")
         assert not options()["disable_meta_optimizer"]
         with pytest.raises(UserError, match=re.escape("--graph_optimizer=fast is unknown; choose one of auto, on, off")):
             distribute.get_strategy("default", graph_optimizer="fast")

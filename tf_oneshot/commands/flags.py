@@ -50,9 +50,9 @@ flags.DEFINE_integer("batch_size", None, "Global batch size.")
 flags.DEFINE_integer("ghost_batch_size", None, "Ghost batch size (Bender et al. 2018, §3.2).")
 flags.DEFINE_string("strategy", "default", "default, one_device, mirrored, multi_worker_mirrored or tpu.")
 flags.DEFINE_string("tpu", None, "Cloud TPU name, or 'local' on a TPU VM.")
-flags.DEFINE_string("graph_optimizer", "auto", "TF's graph optimizer (grappler) for the traced steps: auto (off on "
-                    "a machine without GPU or TPU, where it delays a one-shot model's first step by 15-25 s and "
-                    "later steps were no faster), on or off.")
+flags.DEFINE_string("graph_optimizer", "auto", "TF's graph optimizer (grappler) for the traced steps: auto (on, "
+                    "except for the demo on a machine without GPU or TPU, where it delays each large traced function's "
+                    "first call by ~13 s), on or off (a faster first step; memory grows faster per traced function).")
 
 # ------------------------------------------- training (TrainConfig's fields)
 flags.DEFINE_integer("train_steps", None, "Total training steps (Bender et al. 2018: 5,000-10,000).")

@@ -67,22 +67,26 @@ def get_strategy(name: str = "default", tpu: str | None = None,
     return _multi_worker_strategy()
 
 
-def set_graph_optimizer(mode: str = "auto", tpu: bool = False) -> bool:
+def set_graph_optimizer(mode: str = "auto", tpu: bool = False, few_functions: bool = False) -> bool:
     """Turns TF's graph optimizer (grappler) on or off for the functions traced from now on; True if on.
 
-    "auto" turns it off on a machine with neither GPU nor TPU. There grappler
-    spent 15-25 s on the first call of a one-shot model's traced step (its
-    passes over a graph with a tf.cond per candidate) and later steps were no
-    faster for it (benchmarks/first_step.py; README, "Speed"). On GPUs its
-    layout and host-placement passes matter, and on TPUs XLA compiles the
-    steps, so "auto" leaves it on there.
+    "auto" turns it off only for a pipeline that traces a few large functions
+    (`few_functions`: the demo) on a machine with neither GPU nor TPU. There
+    grappler spent ~13 s on the first call of a one-shot model's traced step
+    (its passes over a graph with a tf.cond per candidate) and the demo ran in
+    458 s instead of 525-585 s. Everywhere else it stays on: without it a
+    process's memory grew ~4x faster with every function it traced (0.28 GB
+    against 0.07 GB per tiny training run; the test suite's worker reached
+    13 GB), later single-path steps were 5-17% slower, GPUs need its layout
+    and host-placement passes, and TPUs compile with XLA (README, "Speed").
 
     Raises:
         UserError: `mode` is not one of GRAPH_OPTIMIZER.
     """
     if mode not in GRAPH_OPTIMIZER:
         raise UserError(f"--graph_optimizer={mode} is unknown; choose one of {', '.join(GRAPH_OPTIMIZER)}.")
-    on = mode == "on" or (mode == "auto" and (tpu or bool(tf.config.list_physical_devices("GPU"))))
+    accelerator = tpu or bool(tf.config.list_physical_devices("GPU"))
+    on = mode == "on" or (mode == "auto" and (accelerator or not few_functions))
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not on})
     return on
 
