@@ -36,13 +36,12 @@ import numpy as np
 import scipy.stats
 
 from tf_oneshot.analysis import ground_truth as metrics
+from tf_oneshot.analysis.ground_truth import scores_of
 from tf_oneshot.analysis.plots import figure, save_figure
 from tf_oneshot.analysis.rank_metrics import mean_tau_ci, partial_kendall_tau
 from tf_oneshot.errors import UserError
 from tf_oneshot.io_utils import atomic_write_json, atomic_write_text, read_json
 
-RANK_BY = metrics.RANK_BY
-scores_of = metrics.scores_of
 JSON_FILE = "insights.json"
 TEXT_FILE = "insights.txt"
 RANDOM_INSTANCES = 10  # Table 1's "Random rank": 10 random rankings
@@ -271,7 +270,7 @@ def build_insights(gt: GroundTruth, instances: Sequence[Instance], rank_by: str 
     Args:
         gt: the ground truth.
         instances: the weight-sharing instances, their scores in `gt.children` order.
-        rank_by: how the ground truth's children are scored (`RANK_BY`).
+        rank_by: how the ground truth's children are scored (`ground_truth.RANK_BY`).
         prune_fraction: q of Insight 1 (None: no pruning).
         top_n: the ground-truth top n whose survivors pruning reports.
         baselines: training-free scores of the children in `gt.children`

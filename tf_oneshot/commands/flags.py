@@ -220,7 +220,7 @@ flags.DEFINE_float("prune_fraction", None, "Insight 1: drop the children whose m
 flags.DEFINE_list("top_n", ["1", "3", "5", "10"], "The ground-truth top n counted by --prune_fraction.")
 flags.DEFINE_list("proxies", ["synflow", "grad_norm", "snip", "jacob_cov"], "insights: the training-free proxies "
                   "ranked beside the one-shot rows (with params and FLOPs, always); empty for the cost rows only.")
-# tf_oneshot.analysis.insights.RANK_BY, spelled here so that loading the flags
+# tf_oneshot.analysis.ground_truth.RANK_BY, spelled here so that loading the flags
 # loads no TensorFlow (tests/test_cli.py checks that the two agree).
 flags.DEFINE_enum("rank_by", "accuracy_then_loss", ["accuracy_then_loss", "accuracy", "loss"], "insights, "
                   "analyze, demo: how children are ranked, one-shot and stand-alone alike: accuracy (the paper), "
