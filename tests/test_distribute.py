@@ -51,6 +51,14 @@ def test_graph_optimizer_auto_is_off_only_for_the_demo_on_cpus_and_flags_overrid
         distribute.set_graph_optimizer("auto")  # the session's setting (conftest.py)
 
 
+def test_a_command_s_graph_optimizer_ends_with_it():
+    options = tf.config.optimizer.get_experimental_options
+    assert not options().get("disable_meta_optimizer", False)  # the session's: on (conftest.py)
+    with distribute.graph_optimizer("off") as on:
+        assert not on and options()["disable_meta_optimizer"]
+    assert not options()["disable_meta_optimizer"]
+
+
 @pytest.mark.parametrize(
     "name, tpu, message",
     [

@@ -51,12 +51,12 @@ def demo_config(FLAGS):
 
 def run(FLAGS) -> int:
     from tf_oneshot import demo
-    from tf_oneshot.training.distribute import set_graph_optimizer
+    from tf_oneshot.training.distribute import graph_optimizer
     from tf_oneshot.training.preemption import stopped_message
 
     output_dir = FLAGS.output_dir or DEFAULT_OUTPUT_DIR
-    set_graph_optimizer(FLAGS.graph_optimizer, few_functions=True)  # auto: off on CPUs for the demo
-    summary = demo.run_demo(output_dir, demo_config(FLAGS), overwrite=FLAGS.overwrite)
+    with graph_optimizer(FLAGS.graph_optimizer, few_functions=True):  # auto: off on CPUs for the demo
+        summary = demo.run_demo(output_dir, demo_config(FLAGS), overwrite=FLAGS.overwrite)
     if summary.get("preempted"):
         return stopped_message("demo", f"stopped in its {summary['stage']} stage")
     print(f"\nwrote {output_dir}/summary.json, {output_dir}/report.md and the plots "

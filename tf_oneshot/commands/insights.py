@@ -57,11 +57,16 @@ def _baselines(FLAGS, model_dir, children) -> dict:
 
 
 def run(FLAGS) -> int:
+    from tf_oneshot.training.distribute import graph_optimizer
+
+    with graph_optimizer(FLAGS.graph_optimizer):
+        return _insights(FLAGS)
+
+
+def _insights(FLAGS) -> int:
     from tf_oneshot.search.snapshots import score_snapshots
-    from tf_oneshot.training.distribute import set_graph_optimizer
     from tf_oneshot.training.model_dir import ModelDir
 
-    set_graph_optimizer(FLAGS.graph_optimizer)
     if not FLAGS.ground_truth:
         raise UserError("--ground_truth is required: the ground_truth.json of `tf-oneshot groundtruth`.")
     if not FLAGS.model_dirs:

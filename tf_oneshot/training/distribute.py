@@ -8,8 +8,10 @@ conflicting or impossible choice ends with one `UserError` line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import tensorflow as tf
 
@@ -89,6 +91,17 @@ def set_graph_optimizer(mode: str = "auto", tpu: bool = False, few_functions: bo
     on = mode == "on" or (mode == "auto" and (accelerator or not few_functions))
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not on})
     return on
+
+
+@contextlib.contextmanager
+def graph_optimizer(mode: str = "auto", tpu: bool = False, few_functions: bool = False) -> Iterator[bool]:
+    """`set_graph_optimizer` for the body only: a command run inside a longer process (the README's
+    commands in the tests) leaves the process's setting as it found it."""
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    try:
+        yield set_graph_optimizer(mode, tpu, few_functions)
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
