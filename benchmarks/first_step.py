@@ -56,6 +56,17 @@ def _modules():
     return TrainConfig, trainer, strategy_loop, tasks
 
 
+def _sgd():
+    """The trainer's SGD: MomentumSGD where this revision has it, else Keras' own."""
+    try:
+        from tf_oneshot.training.optimizers import MomentumSGD
+    except ImportError:
+        import keras
+
+        return keras.optimizers.SGD
+    return MomentumSGD
+
+
 def _set_graph_optimizer(mode: str) -> str:
     """Applies the trainer's graph-optimizer choice where this revision has one; says what ran."""
     try:
@@ -85,7 +96,7 @@ def measure(graph_optimizer: str = "auto") -> dict[str, float]:
     keras.utils.set_random_seed(0)
     model = space.build_oneshot(BATCH)
     model(model.dummy_inputs(BATCH), training=False)
-    optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+    optimizer = _sgd()(0.05, momentum=0.9)
     optimizer.build(model.trainable_variables)
     sampler = trainer.make_run_sampler(config, space)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)

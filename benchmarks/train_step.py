@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_oneshot.search_spaces.space_config import build_space  # noqa: E402
-from tf_oneshot.training import distribute, strategy_loop, trainer  # noqa: E402
+from tf_oneshot.training import distribute, optimizers, strategy_loop, trainer  # noqa: E402
 from tf_oneshot.training.config import TrainConfig  # noqa: E402
 from tf_oneshot.training.samplers import global_masks, resolve_path_per  # noqa: E402
 from tf_oneshot.training.tasks import TOTALS, OneShotTask, StandaloneTask  # noqa: E402
@@ -61,10 +61,10 @@ def _loop_over(step_fn, images, labels, per_step):
 
 
 def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip: bool, sampler=None,
-                 path_per: str = "ghost_batch"):
+                 path_per: str = "ghost_batch", optimizer_class=optimizers.MomentumSGD):
     model = space.build_oneshot(config.data.ghost_batch_size)
     model(model.dummy_inputs(config.data.batch_size), training=False)
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+    optimizer = optimizer_class(0.01, momentum=0.9, nesterov=True)  # the trainer's (`optimizers.make_optimizer`)
     optimizer.build(model.trainable_variables)
     sampler = sampler or trainer.make_run_sampler(config, space)
     step = tf.Variable(at_step, dtype=tf.int64, trainable=False)  # stays at one point of the ramp
@@ -78,8 +78,8 @@ def oneshot_loop(config: TrainConfig, space, images, labels, at_step: int, skip:
     return _loop_over(lambda batch, masks: task.train_step(batch, masks, skip), images, labels, per_step)
 
 
-def plain_loop(config: TrainConfig, model, images, labels):
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+def plain_loop(config: TrainConfig, model, images, labels, optimizer_class=optimizers.MomentumSGD):
+    optimizer = optimizer_class(0.01, momentum=0.9, nesterov=True)
     optimizer.build(model.trainable_variables)
     task = StandaloneTask(model, optimizer, config.data.batch_size, 1, 1e-4)
     return _loop_over(task.train_step, images, labels, lambda steps: {})

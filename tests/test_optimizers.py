@@ -90,3 +90,51 @@ def test_bn_momentum_reaches_the_supernet_and_the_stand_alone_child(tmp_path):
         assert momenta(child.build_model(space, space.parse(space.example()), config)) == expected
         run = ModelDir.create(str(tmp_path / f"run{value}"), config, space, write=True)
         assert momenta(run.build_oneshot()) == expected
+
+
+def _train(optimizer_class, nesterov, strategy, jit_compile=False, steps=4):
+    """Weights after `steps` SGD steps of a small network on fixed data, built under `strategy`."""
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype(np.float32)
+    labels = np.arange(16) % 3
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, use_bias=False),
+                                  keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+        optimizer = optimizer_class(learning_rate=lambda: 0.1, momentum=0.9, nesterov=nesterov)
+        optimizer.build(model.trainable_variables)
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    step = tf.function(lambda x, y: strategy.run(replica_step, (x, y)), jit_compile=jit_compile)
+    for _ in range(steps):
+        step(tf.constant(images), tf.constant(labels))
+    graph = step.get_concrete_function(tf.constant(images), tf.constant(labels)).graph
+    fused = sum(op.type == "ResourceApplyKerasMomentum" for op in graph.get_operations())
+    return [w.numpy() for w in model.weights], fused
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_momentum_sgd_is_keras_sgd_one_kernel_per_variable(nesterov):
+    """MomentumSGD computes Keras SGD's update (plain and under MirroredStrategy, whose copies it must find)."""
+    default = tf.distribute.get_strategy()
+    expected, none = _train(keras.optimizers.SGD, nesterov, default)
+    assert none == 0
+    for strategy in (default, tf.distribute.MirroredStrategy(["/cpu:0"])):
+        got, fused = _train(optimizers.MomentumSGD, nesterov, strategy)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert fused == 5  # one kernel per trainable variable (conv, gamma, beta, dense kernel and bias) ran, not Keras' element-wise update
+
+
+def test_momentum_sgd_compiles_under_xla():
+    """Train steps compile with XLA on TPUs and GPUs: the fused kernel has an XLA lowering."""
+    default = tf.distribute.get_strategy()
+    expected, _ = _train(keras.optimizers.SGD, True, default, steps=2)
+    for a, b in zip(_train(optimizers.MomentumSGD, True, default, jit_compile=True, steps=2)[0], expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -84,6 +84,50 @@ def global_step() -> tf.Variable:
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
+class _Slots:
+    """variable (or a replica's copy of it) -> its momentum; a plain holder, so nothing is tracked twice."""
+
+    def __init__(self) -> None:
+        self.of: dict[int, keras.Variable] = {}
+
+
+class MomentumSGD(keras.optimizers.SGD):
+    """Keras' SGD, its momentum step one kernel per variable (`ResourceApplyKerasMomentum`).
+
+    Keras 3 writes SGD's step as about ten element-wise ops per variable. A
+    one-shot model updates every one of its hundreds of small variables each
+    step (Bender et al. 2018, §3.2: all paths are trained), and at digits
+    scale on a CPU those kernels cost ~8% of the supernet step
+    (`benchmarks/optimizer_step.py`). TensorFlow's training kernel computes
+    Keras' own formula, which tf.keras's SGD ran until Keras 3:
+    m = momentum * m - lr * g, then var += m, or with Nesterov
+    var += momentum * m - lr * g. Without momentum, with sparse gradients
+    and for a variable it was not built for, it is Keras' update.
+    """
+
+    def build(self, variables) -> None:
+        if self.built:
+            return
+        super().build(variables)
+        self._slots = _Slots()
+        if self.momentum:
+            local = tf.distribute.get_strategy().experimental_local_results
+            for variable, momentum in zip(variables, self.momentums):
+                value = variable.value if isinstance(variable, keras.Variable) else variable
+                for key in {id(value), *(id(v) for v in local(value))}:
+                    self._slots.of[key] = momentum
+
+    def update_step(self, gradient, variable, learning_rate) -> None:
+        momentum = self._slots.of.get(id(variable)) if self.momentum else None
+        if momentum is None or isinstance(gradient, tf.IndexedSlices):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = variable.dtype
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle, accum=momentum.value.handle, lr=tf.cast(learning_rate, dtype),
+            grad=tf.cast(gradient, dtype), momentum=tf.cast(self.momentum, dtype), use_nesterov=self.nesterov)
+
+
 def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
     """SGD with momentum `config.optimizer.momentum`, Nesterov's if `nesterov` (§4.1), its rate read from `step`.
@@ -98,8 +142,8 @@ def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | No
         loss_scaling: wrap it in a LossScaleOptimizer (float16 training).
     """
     schedule = learning_rate_schedule(config, segment)
-    optimizer = keras.optimizers.SGD(learning_rate=lambda: schedule(step), momentum=config.optimizer.momentum,
-                                     nesterov=config.optimizer.nesterov)
+    optimizer = MomentumSGD(learning_rate=lambda: schedule(step), momentum=config.optimizer.momentum,
+                            nesterov=config.optimizer.nesterov)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 
