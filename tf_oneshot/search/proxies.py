@@ -85,12 +85,21 @@ def synflow(model: keras.Model, image_shape: Sequence[int]) -> float:
             v.assign(value)
 
 
-def _loss_gradients(model: keras.Model, images: tf.Tensor, labels: tf.Tensor) -> list[Any]:
-    kernels = _kernels(model)
-    with tf.GradientTape() as tape:
+def _data_gradients(model: keras.Model, images: tf.Tensor, labels: tf.Tensor, kernels: bool,
+                    inputs: bool) -> tuple[list[Any], tf.Tensor | None]:
+    """One forward pass on the minibatch (training mode), two gradients from it.
+
+    ([(kernel, dL/dkernel)] if `kernels`, the Jacobian of the summed logits
+    with respect to the images if `inputs`): grad_norm and snip need the
+    first, jacob_cov the second, and all three the same forward pass.
+    """
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(images)
         logits = model(images, training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-    return list(zip(kernels, tape.gradient(loss, kernels)))
+        total = tf.reduce_sum(logits)
+    pairs = list(zip(_kernels(model), tape.gradient(loss, _kernels(model)))) if kernels else []
+    return pairs, tape.gradient(total, images) if inputs else None
 
 
 def grad_norm(pairs: Sequence[tuple[Any, Any]]) -> float:
@@ -108,7 +117,11 @@ def jacob_cov(model: keras.Model, images: tf.Tensor) -> float:
     with tf.GradientTape() as tape:
         tape.watch(images)
         total = tf.reduce_sum(model(images, training=True))
-    jacobians = tape.gradient(total, images).numpy().reshape(images.shape[0], -1).astype(np.float64)
+    return _jacob_cov_score(tape.gradient(total, images))
+
+
+def _jacob_cov_score(jacobians: tf.Tensor) -> float:
+    jacobians = jacobians.numpy().reshape(jacobians.shape[0], -1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = np.corrcoef(jacobians)
     if not np.isfinite(correlation).all():
@@ -151,13 +164,14 @@ def proxy_values(space: Any, archs: Sequence[Hashable], proxies: Sequence[str], 
         model(tf.zeros((1, *space.image_shape)), training=False)
         if "synflow" in out:
             out["synflow"][i] = synflow(model, space.image_shape)
-        if "grad_norm" in out or "snip" in out:
-            pairs = _loss_gradients(model, x, y)
+        data = [p for p in ("grad_norm", "snip", "jacob_cov") if p in out]
+        if data:
+            pairs, jacobians = _data_gradients(model, x, y, data != ["jacob_cov"], "jacob_cov" in data)
             for name, fn in (("grad_norm", grad_norm), ("snip", snip)):
                 if name in out:
                     out[name][i] = fn(pairs)
-        if "jacob_cov" in out:
-            out["jacob_cov"][i] = jacob_cov(model, x)
+            if jacobians is not None:
+                out["jacob_cov"][i] = _jacob_cov_score(jacobians)
     return out
 
 
