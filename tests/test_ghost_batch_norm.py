@@ -173,3 +173,36 @@ def test_a_frozen_layer_keeps_its_moving_statistics_as_keras_does():
     layer.trainable = True
     layer(x, training=True)
     assert not np.array_equal(before[0], layer.moving_mean.numpy())
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 3), (5,)])
+def test_one_ghost_batch_runs_the_fused_kernel_with_the_composite_statistics(shape):
+    """A batch that is one ghost batch (SPOS §3.2's single path per step) is normalized by one fused kernel.
+
+    Its outputs, gradients and moving statistics (biased variance) are those
+    of the per-ghost-batch ops that a batch of several ghost batches takes.
+    """
+    x = tf.constant(_images(8, shape=shape))
+    weights = tf.constant(_images(8, seed=1, shape=shape))  # a loss whose gradient is not BN's zero
+    results = {}
+    for name, gbs, batch in (("fused", 8, x), ("composite", 8, tf.concat([x, x], 0))):
+        layer = GhostBatchNormalization(gbs, momentum=0.5)
+        layer.build(batch.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, shape[-1]).astype(np.float32))
+        layer.beta.assign(np.linspace(-1.0, 1.0, shape[-1]).astype(np.float32))
+
+        def step(images, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                out = layer(images, training=True)
+                loss = tf.reduce_sum(out[:8] * weights)
+            return out[:8], tape.gradient(loss, [images, layer.gamma, layer.beta])
+
+        traced = tf.function(step)
+        ops = {op.type for op in traced.get_concrete_function(batch).graph.get_operations()}
+        assert ("FusedBatchNormV3" in ops) == (name == "fused")
+        out, grads = traced(batch)
+        # The loss reads the first 8 outputs only: the composite's second ghost batch adds no gradient.
+        results[name] = [out, grads[0][:8], grads[1], grads[2], layer.moving_mean, layer.moving_variance]
+    for fused, composite in zip(results["fused"], results["composite"]):
+        np.testing.assert_allclose(fused, composite, rtol=2e-4, atol=2e-4)

@@ -34,14 +34,21 @@ from tf_oneshot.training.distribute import is_tpu
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def _compile(fn: Callable, jit_compile: bool) -> Callable:
+def _compile(fn: Callable, jit_compile: bool, autograph: bool = True) -> Callable:
     """`tf.function` of a closure; a fresh `functools.partial` per closure.
 
     TensorFlow's frequent-retracing warning counts traces per code object and
     would take the closures of earlier models for retraces of this one; a
     partial (which has no code object) is counted alone.
+
+    `autograph=False` for a replica train step (`train_loop`): its Python
+    control flow is static, and the model code under it never sees autograph
+    anyway (autograph does not convert Keras, so nothing a layer calls is
+    converted); converting the calls in between cost ~3 s of the SPOS demo
+    supernet's ~15 s trace (`benchmarks/first_step.py`). Host loops and the
+    scorer's bodies loop over `tf.range` and keep it.
     """
-    return tf.function(functools.partial(fn), jit_compile=jit_compile)
+    return tf.function(functools.partial(fn), jit_compile=jit_compile, autograph=autograph)
 
 
 def per_replica_batch(strategy: tf.distribute.Strategy, batch_size: int, ghost_batch_size: int) -> int:
@@ -82,7 +89,7 @@ def train_loop(
         `loop(iterator, steps, per_step) -> [width]` sums over replicas and steps,
         where every tensor of `per_step` has a leading axis of at least `steps`.
     """
-    step_fn = _compile(replica_step, jit_compile and not is_tpu(strategy))
+    step_fn = _compile(replica_step, jit_compile and not is_tpu(strategy), autograph=False)
 
     def host_loop(iterator, steps, per_step):
         totals = tf.zeros([width])
