@@ -173,10 +173,11 @@ class GhostBatchNormalization(keras.layers.Layer):
 
         One kernel forward and one back instead of the ~20 and ~30 of
         `_ghost_moments` and `_normalize`: SPOS trains one path per step with
-        the whole batch as its ghost batch (§3.2), and there the composite
-        ops were a sixth of the supernet's traced graph. The kernel reports
-        the variance with Bessel's correction; the layer's statistics are
-        biased, as Keras' BatchNormalization keeps them.
+        the whole batch as its ghost batch (§3.2), where the composite ops
+        took ~5 of the ~19 s that tracing the demo supernet's step took
+        (`benchmarks/first_step.py`). The kernel reports the variance with
+        Bessel's correction; the layer's statistics are biased, as Keras'
+        BatchNormalization keeps them.
         """
         channels = x.shape[-1]
         images = x if len(x.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
