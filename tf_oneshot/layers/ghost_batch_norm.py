@@ -184,7 +184,9 @@ class GhostBatchNormalization(keras.layers.Layer):
         out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             images, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
         count = x.shape.num_elements() // channels
-        return tf.reshape(out, tf.shape(x)), mean, variance * ((count - 1) / count)
+        moments = [1] * len(x.shape) + [channels]  # `_ghost_moments`' layout, [G=1, 1, ..., C], which subclasses read
+        return (tf.reshape(out, tf.shape(x)), tf.reshape(mean, moments),
+                tf.reshape(variance * ((count - 1) / count), moments))
 
     def _normalize(self, x, mean, variance):
         inv = tf.math.rsqrt(variance + self.epsilon) * self.gamma
@@ -194,7 +196,7 @@ class GhostBatchNormalization(keras.layers.Layer):
         """moving += (mean over ghost batches of the batch statistic - moving) * weight."""
         axes = list(range(len(mean.shape) - 1))
         for moving, stat in ((self.moving_mean, mean), (self.moving_variance, variance)):
-            moving.assign_sub((moving - (tf.reduce_mean(stat, axes) if axes else stat)) * weight)
+            moving.assign_sub((moving - tf.reduce_mean(stat, axes)) * weight)
 
     def call(self, inputs, training=None):
         x = tf.cast(inputs, "float32") if inputs.dtype != tf.float32 else inputs
