@@ -206,3 +206,17 @@ def test_one_ghost_batch_runs_the_fused_kernel_with_the_composite_statistics(sha
         results[name] = [out, grads[0][:8], grads[1], grads[2], layer.moving_mean, layer.moving_variance]
     for fused, composite in zip(results["fused"], results["composite"]):
         np.testing.assert_allclose(fused, composite, rtol=2e-4, atol=2e-4)
+
+
+def test_a_subclass_that_redefines_the_normalization_keeps_it_for_one_ghost_batch():
+    """The fused kernel would bypass a subclass's `_normalize`: such a layer keeps its own ops."""
+
+    class Shifted(GhostBatchNormalization):
+        def _normalize(self, x, mean, variance):
+            return super()._normalize(x, mean, variance) + 1.0
+
+    x = tf.constant(_images(8))
+    layer, base = Shifted(8), GhostBatchNormalization(8)
+    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" not in {op.type for op in graph.get_operations()}
+    np.testing.assert_allclose(layer(x, training=True), base(x, training=True) + 1.0, atol=1e-4)

@@ -164,9 +164,16 @@ class GhostBatchNormalization(keras.layers.Layer):
         return grouped, mean, variance
 
     def _one_ghost_batch(self, x: tf.Tensor) -> bool:
-        """True where the batch is one ghost batch, of known size: one fused kernel normalizes it."""
-        return (x.shape.is_fully_defined() and x.shape[0] == self.ghost_batch_size and len(x.shape) in (2, 4)
-                and self.epsilon >= FUSED_MIN_EPSILON and x.shape.num_elements() > x.shape[-1])
+        """True where the batch is one ghost batch, of known size: one fused kernel normalizes it.
+
+        Not for a subclass that redefines the statistics or the normalization,
+        which the fused kernel would bypass.
+        """
+        own = all(getattr(type(self), name) is getattr(GhostBatchNormalization, name)
+                  for name in ("_ghost_moments", "_normalize"))
+        return (own and x.shape.is_fully_defined() and x.shape[0] == self.ghost_batch_size
+                and len(x.shape) in (2, 4) and self.epsilon >= FUSED_MIN_EPSILON
+                and x.shape.num_elements() > x.shape[-1])
 
     def _fused(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(normalized x, mean, biased variance) of a batch that is one ghost batch, by TF's fused kernel.
