@@ -98,7 +98,8 @@ def _data_gradients(model: keras.Model, images: tf.Tensor, labels: tf.Tensor, ke
         logits = model(images, training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         total = tf.reduce_sum(logits)
-    pairs = list(zip(_kernels(model), tape.gradient(loss, _kernels(model)))) if kernels else []
+    weights = _kernels(model) if kernels else []
+    pairs = list(zip(weights, tape.gradient(loss, weights))) if weights else []
     return pairs, tape.gradient(total, images) if inputs else None
 
 
@@ -164,9 +165,8 @@ def proxy_values(space: Any, archs: Sequence[Hashable], proxies: Sequence[str], 
         model(tf.zeros((1, *space.image_shape)), training=False)
         if "synflow" in out:
             out["synflow"][i] = synflow(model, space.image_shape)
-        data = [p for p in ("grad_norm", "snip", "jacob_cov") if p in out]
-        if data:
-            pairs, jacobians = _data_gradients(model, x, y, data != ["jacob_cov"], "jacob_cov" in data)
+        if any(p in out for p in ("grad_norm", "snip", "jacob_cov")):
+            pairs, jacobians = _data_gradients(model, x, y, "grad_norm" in out or "snip" in out, "jacob_cov" in out)
             for name, fn in (("grad_norm", grad_norm), ("snip", snip)):
                 if name in out:
                     out[name][i] = fn(pairs)
