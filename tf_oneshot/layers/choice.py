@@ -7,18 +7,28 @@ candidate that is off in every example of the batch is not computed at all
 (`tf.cond`): single-path sampling (SPOS §3.2) then runs only the sampled
 path, and at evaluation only the scored architecture's ops run.
 
-Candidates without weights (pooling, the identity) are better run masked
-than skipped: they cost little, and inside a `tf.cond` branch TF's oneDNN
-rewrite cannot pair a pooling gradient with its forward op, so training
-falls back to Eigen's MaxPoolGrad: ~50 ms per call at 64x32x32x16 on
-2 CPU cores against 0.6 ms (profiled, issue 20). `skip_which`
-says which candidates a space skips.
+Candidates without weights cost little and run masked, with one exception
+that depends on TensorFlow's CPU kernels (`skip_pooling`): max pooling's
+gradient. Where TF runs oneDNN (x86 CPUs with AVX512-VNNI, AVX512-BF16,
+AVX-VNNI or AMX by default), the gradient pairs with its forward op and
+costs ~0.6 ms at 64x32x32x16 on 2 cores, but inside a `tf.cond` branch the
+rewrite cannot pair them and training falls back to Eigen's MaxPoolGrad,
+~50 ms: max pooling runs masked. Without oneDNN (other x86 CPUs, e.g. AVX2
+only) Eigen's MaxPoolGrad runs either way, ~25 ms a call, so a max pool that
+is off is skipped like a candidate with weights (issue 20: a DARTS-like
+space of 4 cells trained one path per step ran 12 masked max pools a step,
+`benchmarks/train_step.py`). On GPUs and TPUs pooling is cheap and runs
+masked. `skip_which` says which candidates a space skips.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 from collections.abc import Callable, Sequence
 
+import keras
 import tensorflow as tf
 
 
@@ -33,16 +43,63 @@ def per_example(mask: tf.Tensor, ghost_batch_size: int) -> tf.Tensor:
     return tf.reshape(tiled, tf.concat([[-1], shape[1:]], 0))
 
 
-def skip_which(skip_inactive: bool, candidates: Sequence) -> list[bool]:
-    """Per candidate (a layer or a list of layers), whether to skip it when off: only those with weights.
+# CPU features with which TensorFlow's x86 builds turn oneDNN on by default (TF 2.9 release notes,
+# RFC "Enabling oneDNN operations for x86 CPUs"), as /proc/cpuinfo names them.
+ONEDNN_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
-    Pooling and the identity hold none and run masked (module docstring).
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def onednn_on() -> bool:
+    """Whether TensorFlow's CPU kernels come from oneDNN here: TF_ENABLE_ONEDNN_OPTS if set, else TF's default.
+
+    The default (x86 only) is on for CPUs with one of `ONEDNN_CPU_FLAGS`.
+    Elsewhere (ARM, macOS) this says False only where the variable does.
     """
-    def has_weights(candidate) -> bool:
-        layers = candidate if isinstance(candidate, (list, tuple)) else [candidate]
-        return any(layer.weights for layer in layers)
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    if value in ("0", "false", "1", "true"):
+        return value in ("1", "true")
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True  # not known here: keep max pooling masked, as before
+    return bool(_cpu_flags() & set(ONEDNN_CPU_FLAGS))
 
-    return [bool(skip_inactive) and has_weights(c) for c in candidates]
+
+@functools.cache
+def skip_pooling() -> bool:
+    """Whether an inactive max pool is skipped (tf.cond) rather than masked: on CPUs without oneDNN only.
+
+    A performance choice (module docstring); skipped or masked, the outputs
+    and gradients are the same.
+    """
+    accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+    return not accelerators and not onednn_on()
+
+
+def _layers(candidate) -> list:
+    """The candidate's layers: the list itself, or the layer with those it groups (`LayerGroup.sublayers`)."""
+    if isinstance(candidate, (list, tuple)):
+        return list(candidate)
+    return [candidate, *candidate.sublayers()] if hasattr(candidate, "sublayers") else [candidate]
+
+
+def skip_which(skip_inactive: bool, candidates: Sequence) -> list[bool]:
+    """Per candidate (a layer, a `LayerGroup` or a list of layers), whether to skip it when off.
+
+    Those with weights, and max pooling where `skip_pooling()`; the other
+    weightless ones (average pooling, the identity) run masked (module docstring).
+    """
+    def skipped(candidate) -> bool:
+        layers = _layers(candidate)
+        return any(layer.weights for layer in layers) or (
+            skip_pooling() and any(isinstance(layer, keras.layers.MaxPooling2D) for layer in layers))
+
+    return [bool(skip_inactive) and skipped(c) for c in candidates]
 
 
 def choose(

@@ -124,7 +124,7 @@ class ChoiceBlock(LayerGroup):
         x = tf.nn.relu(self.input_bn(inputs, training=training))
         x = self.input_conv(x * input_mask)
         skip = self.skip_inactive if skip_inactive is None else skip_inactive
-        # Pooling and the identity run masked, never skipped (`tf_oneshot.layers.choice`).
+        # Weightless candidates run masked, max pooling skipped on CPUs without oneDNN (`tf_oneshot.layers.choice`).
         skips = skip_which(skip, self.ops)
         branches = [lambda op=op, mask=mask: op(x, training=training) * mask for op, mask in zip(self.ops, op_masks)]
         return masked_sum(branches, op_active, skips, lambda: tf.zeros_like(x))

@@ -114,7 +114,7 @@ class Darts64FusedModel(keras.Model):
 
             def edge(e: int, h, edges=edges):
                 # An op with weights no child of the group uses is skipped (tf.cond), as in the one-shot model;
-                # pooling and the skip connection run masked (`tf_oneshot.layers.choice`).
+                # weightless ops run masked, max pooling skipped on CPUs without oneDNN (`tf_oneshot.layers.choice`).
                 branches = [lambda layers=layers, o=o: apply_layers(layers, h, training) * rows[e][:, o]
                             for o, layers in enumerate(edges[e])]
                 skips = skip_which(True, edges[e])

@@ -219,7 +219,7 @@ class Darts64OneShotModel(OneShotModel):
 
             def edge(e: int, h):
                 branches = [lambda layers=layers: apply_layers(layers, h, training) for layers in edges[e]]
-                # Pooling and the skip connection run masked, never skipped (`tf_oneshot.layers.choice`).
+                # Weightless ops run masked, max pooling skipped on CPUs without oneDNN (`tf_oneshot.layers.choice`).
                 return choose(branches, rows[e], skip_which(skip_inactive, edges[e]), lambda: tf.zeros_like(h))
 
             x1 = edge(0, x0)
