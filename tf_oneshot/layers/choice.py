@@ -59,14 +59,16 @@ def _cpu_flags() -> set[str]:
 def onednn_on() -> bool:
     """Whether TensorFlow's CPU kernels come from oneDNN here: TF_ENABLE_ONEDNN_OPTS if set, else TF's default.
 
-    The default (x86 only) is on for CPUs with one of `ONEDNN_CPU_FLAGS`.
-    Elsewhere (ARM, macOS) this says False only where the variable does.
+    TF's default (`DefaultOneDnnPolicy` in tensorflow/core/util/port.cc): on
+    for Windows on x86, on for Linux on x86 CPUs with one of
+    `ONEDNN_CPU_FLAGS`. Elsewhere (ARM, macOS) this says True unless the
+    variable says otherwise, which keeps max pooling masked as before.
     """
     value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
     if value in ("0", "false", "1", "true"):
         return value in ("1", "true")
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True  # not known here: keep max pooling masked, as before
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686") or platform.system() != "Linux":
+        return platform.system() != "Darwin"
     return bool(_cpu_flags() & set(ONEDNN_CPU_FLAGS))
 
 
