@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from tf_oneshot.layers.common import nested_layers
+
 
 def per_example(mask: tf.Tensor, ghost_batch_size: int) -> tf.Tensor:
     """[G, ...] masks of the ghost batches -> [G * ghost_batch_size, ...], one row per example.
@@ -43,8 +45,8 @@ def per_example(mask: tf.Tensor, ghost_batch_size: int) -> tf.Tensor:
     return tf.reshape(tiled, tf.concat([[-1], shape[1:]], 0))
 
 
-# CPU features with which TensorFlow's x86 builds turn oneDNN on by default (TF 2.9 release notes,
-# RFC "Enabling oneDNN operations for x86 CPUs"), as /proc/cpuinfo names them.
+# CPU features with which TensorFlow turns oneDNN on by default on Linux x86 (`DefaultOneDnnPolicy`,
+# tensorflow/core/util/port.cc), as /proc/cpuinfo names them.
 ONEDNN_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -59,17 +61,18 @@ def _cpu_flags() -> set[str]:
 def onednn_on() -> bool:
     """Whether TensorFlow's CPU kernels come from oneDNN here: TF_ENABLE_ONEDNN_OPTS if set, else TF's default.
 
-    TF's default (`DefaultOneDnnPolicy` in tensorflow/core/util/port.cc): on
-    for Windows on x86, on for Linux on x86 CPUs with one of
-    `ONEDNN_CPU_FLAGS`. Elsewhere (ARM, macOS) this says True unless the
-    variable says otherwise, which keeps max pooling masked as before.
+    TF's default (`DefaultOneDnnPolicy`): on Linux x86, on for CPUs with one
+    of `ONEDNN_CPU_FLAGS`; off on macOS, whose builds have no oneDNN; on
+    elsewhere (Windows x86; ARM Linux, where TF turns it on for some CPUs
+    only, is taken as on, which keeps max pooling masked as before).
     """
     value = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
     if value in ("0", "false", "1", "true"):
         return value in ("1", "true")
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686") or platform.system() != "Linux":
-        return platform.system() != "Darwin"
-    return bool(_cpu_flags() & set(ONEDNN_CPU_FLAGS))
+    system = platform.system()
+    if system == "Linux" and platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool(_cpu_flags() & set(ONEDNN_CPU_FLAGS))
+    return system != "Darwin"
 
 
 @functools.cache
@@ -83,13 +86,6 @@ def skip_pooling() -> bool:
     return not accelerators and not onednn_on()
 
 
-def _layers(candidate) -> list:
-    """The candidate's layers: the list itself, or the layer with those it groups (`LayerGroup.sublayers`)."""
-    if isinstance(candidate, (list, tuple)):
-        return list(candidate)
-    return [candidate, *candidate.sublayers()] if hasattr(candidate, "sublayers") else [candidate]
-
-
 def skip_which(skip_inactive: bool, candidates: Sequence) -> list[bool]:
     """Per candidate (a layer, a `LayerGroup` or a list of layers), whether to skip it when off.
 
@@ -97,7 +93,8 @@ def skip_which(skip_inactive: bool, candidates: Sequence) -> list[bool]:
     weightless ones (average pooling, the identity) run masked (module docstring).
     """
     def skipped(candidate) -> bool:
-        layers = _layers(candidate)
+        roots = candidate if isinstance(candidate, (list, tuple)) else [candidate]
+        layers = [layer for root in roots for layer in (root, *nested_layers(root))]
         return any(layer.weights for layer in layers) or (
             skip_pooling() and any(isinstance(layer, keras.layers.MaxPooling2D) for layer in layers))
 
