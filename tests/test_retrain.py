@@ -13,8 +13,15 @@ from tf_oneshot.io_utils import read_jsonl
 from tf_oneshot.search.selection import select_candidates
 from tf_oneshot.search_spaces import CellSpace
 from tf_oneshot.training import data
+from tf_oneshot.training.child import build_model
 from tf_oneshot.training.config import TrainConfig
-from tf_oneshot.training.retrain import Candidate, export_model, retrain, train_standalone
+from tf_oneshot.training.retrain import (
+    Candidate,
+    StandaloneStartChild,
+    export_model,
+    retrain,
+    train_standalone,
+)
 
 # F=4, one stack of 2 cells of 2 blocks on the embedded 8x8 digits: seconds to trace and train.
 SPACE = CellSpace(num_blocks=2, filters=4, num_cells=2, num_stacks=1, image_shape=(8, 8, 1), num_classes=10)
@@ -132,6 +139,26 @@ def test_masked_retrain_is_the_stand_alone_retrain_traced_once(tmp_path):
                for m in ("standalone", "masked")]
     np.testing.assert_allclose(*(e(images, training=False).numpy() for e in exports), rtol=1e-4, atol=1e-4)
 
+
+
+def test_masked_start_maps_a_planned_group_once_and_leaves_the_oneshot_weights():
+    """Drawing a planned group numbers the one-shot weights once for all its children: the same element
+    maps as one child at a time, each child's start its stand-alone model's fresh weights, and the one-shot
+    model's own weights as they were."""
+    trainer = StandaloneStartChild(SPACE, CONFIG, **QUIET)
+    before = trainer.model.get_weights()
+    archs = [SPACE.parse(a) for a in ARCHS]
+    trainer.plan([(a, 3) for a in archs])
+    starts = [trainer.start_weights(a, 3) for a in archs]
+    for got, want in zip(trainer.model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    alone = StandaloneStartChild(SPACE, CONFIG, **QUIET)
+    for arch, start in zip(archs, starts):
+        np.testing.assert_array_equal(trainer._child_elements(arch), alone._child_elements(arch))
+        keras.utils.set_random_seed(3)
+        fresh = np.concatenate([w.ravel() for w in build_model(SPACE, arch, CONFIG).get_weights()])
+        flat = np.concatenate([w.ravel() for w in start])
+        np.testing.assert_array_equal(flat[alone._child_elements(arch)], fresh)
 
 def test_retrain_refuses_a_method_it_does_not_have(tmp_path):
     with pytest.raises(UserError, match="--method=fused does not apply to retrain; choose masked or standalone"):

@@ -47,12 +47,13 @@ them, and its custom layers are registered by `import tf_oneshot`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -453,40 +454,57 @@ class StandaloneStartChild(MaskedChild):
     def _child_elements(self, arch: Hashable, child: keras.Model | None = None) -> np.ndarray | None:
         """For each element of `arch`'s stand-alone weights (flattened in order), the one-shot element it copies.
 
-        The one-shot weights are numbered (exact in float32 below 2^24) and
-        copied into the stand-alone model (`child`, built if None; its weights
-        are overwritten) by `inherit_weights`, whose elements set to -1 first
-        show any it does not copy. None where a copy is not exact, missing or
-        repeated.
+        `child` is `arch`'s stand-alone model (built if None); its weights are
+        overwritten. None where a copy is not exact, missing or repeated.
         """
         if str(arch) not in self._elements:
-            child = child or self.space.build_standalone(arch, ghost_batch_size=self.config.data.ghost_batch_size)
-            weights = self.model.get_weights()
-            offsets = np.cumsum([0] + [w.size for w in weights])
-            self.model.set_weights([np.arange(o, o + w.size).reshape(w.shape).astype(w.dtype)
-                                    for o, w in zip(offsets, weights)])
-            child.set_weights([np.full(w.shape, -1, w.dtype) for w in child.get_weights()])
-            self.space.inherit_weights(self.model, child, arch)
-            self.model.set_weights(weights)
-            flat = np.concatenate([w.ravel().astype(np.float64) for w in child.get_weights()])
-            exact = (flat >= 0).all() and (flat == np.round(flat)).all() and len(np.unique(flat)) == flat.size
-            self._elements[str(arch)] = flat.astype(np.int64) if exact else None
+            with self._numbered():
+                self._map(arch, child)
         return self._elements[str(arch)]
+
+    @contextlib.contextmanager
+    def _numbered(self) -> Iterator[None]:
+        """The one-shot weights numbered 0, 1, ... (exact in float32 below 2^24) for the body, then restored.
+
+        Numbering and restoring the one-shot model cost most of a mapping
+        (0.35 of 0.55 s a child on the demo's cell space): `_draw` numbers
+        once for all the children it maps.
+        """
+        weights = self.model.get_weights()
+        offsets = np.cumsum([0] + [w.size for w in weights])
+        self.model.set_weights([np.arange(o, o + w.size).reshape(w.shape).astype(w.dtype)
+                                for o, w in zip(offsets, weights)])
+        try:
+            yield
+        finally:
+            self.model.set_weights(weights)
+
+    def _map(self, arch: Hashable, child: keras.Model | None) -> None:
+        """`_child_elements` of `arch`, the one-shot weights numbered: `inherit_weights` copies them into
+        `child`, whose elements set to -1 first show any it does not copy."""
+        child = child or self.space.build_standalone(arch, ghost_batch_size=self.config.data.ghost_batch_size)
+        child.set_weights([np.full(w.shape, -1, w.dtype) for w in child.get_weights()])
+        self.space.inherit_weights(self.model, child, arch)
+        flat = np.concatenate([w.ravel().astype(np.float64) for w in child.get_weights()])
+        exact = (flat >= 0).all() and (flat == np.round(flat)).all() and len(np.unique(flat)) == flat.size
+        self._elements[str(arch)] = flat.astype(np.int64) if exact else None
 
     def _draw(self, arch: Hashable, seed: int) -> None:
         """Draws the fresh stand-alone weights of (arch, seed) and of the planned children after it, up to DRAW_BYTES."""
         key = (str(arch), seed)
         upcoming = [p for p in self._planned if (str(p[0]), p[1]) != key]
         size = 0
-        for a, s in [(arch, seed), *upcoming]:
-            if size > self.DRAW_BYTES:
-                break
-            keras.utils.set_random_seed(s)  # as StandaloneChild draws them
-            child = build_model(self.space, a, self.config)
-            values = np.concatenate([w.ravel() for w in child.get_weights()])
-            self._child_elements(a, child)
-            self._drawn[(str(a), s)] = values
-            size += values.nbytes
+        with self._numbered():  # drawing leaves the one-shot weights alone: they are restored after the maps
+            for a, s in [(arch, seed), *upcoming]:
+                if size > self.DRAW_BYTES:
+                    break
+                keras.utils.set_random_seed(s)  # as StandaloneChild draws them
+                child = build_model(self.space, a, self.config)
+                values = np.concatenate([w.ravel() for w in child.get_weights()])
+                if str(a) not in self._elements:
+                    self._map(a, child)
+                self._drawn[(str(a), s)] = values
+                size += values.nbytes
         self._planned = [p for p in upcoming if (str(p[0]), p[1]) not in self._drawn]
 
     def start_weights(self, arch: Hashable, seed: int) -> list[np.ndarray]:
