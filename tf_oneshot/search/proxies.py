@@ -162,7 +162,8 @@ def proxy_values(space: Any, archs: Sequence[Hashable], proxies: Sequence[str], 
             continue
         keras.utils.set_random_seed(seed)
         model = space.build_standalone(arch)
-        model(tf.zeros((1, *space.image_shape)), training=False)
+        if not model.built:  # a subclassed model's weights come with its first call
+            model(tf.zeros((1, *space.image_shape)), training=False)
         if "synflow" in out:
             out["synflow"][i] = synflow(model, space.image_shape)
         if any(p in out for p in ("grad_norm", "snip", "jacob_cov")):

@@ -79,7 +79,8 @@ def build_model(space: SearchSpace, arch: Hashable, config: TrainConfig) -> kera
     """The stand-alone model of `arch`, its weights created."""
     model = optimizers.set_bn_momentum(space.build_standalone(arch, ghost_batch_size=config.data.ghost_batch_size),
                                        config)
-    model(tf.zeros((config.data.ghost_batch_size, *space.image_shape)), training=False)
+    if not model.built:  # a subclassed model creates its weights on its first call; a functional one has them
+        model(tf.zeros((config.data.ghost_batch_size, *space.image_shape)), training=False)
     return model
 
 
