@@ -140,7 +140,6 @@ def test_masked_retrain_is_the_stand_alone_retrain_traced_once(tmp_path):
     np.testing.assert_allclose(*(e(images, training=False).numpy() for e in exports), rtol=1e-4, atol=1e-4)
 
 
-
 def test_masked_start_maps_a_planned_group_once_and_leaves_the_oneshot_weights():
     """Drawing a planned group numbers the one-shot weights once for all its children: the same element
     maps as one child at a time, each child's start its stand-alone model's fresh weights, and the one-shot
@@ -159,6 +158,7 @@ def test_masked_start_maps_a_planned_group_once_and_leaves_the_oneshot_weights()
         fresh = np.concatenate([w.ravel() for w in build_model(SPACE, arch, CONFIG).get_weights()])
         flat = np.concatenate([w.ravel() for w in start])
         np.testing.assert_array_equal(flat[alone._child_elements(arch)], fresh)
+
 
 def test_retrain_refuses_a_method_it_does_not_have(tmp_path):
     with pytest.raises(UserError, match="--method=fused does not apply to retrain; choose masked or standalone"):
