@@ -220,3 +220,33 @@ def test_a_subclass_that_redefines_the_normalization_keeps_it_for_one_ghost_batc
     graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
     assert "FusedBatchNormV3" not in {op.type for op in graph.get_operations()}
     np.testing.assert_allclose(layer(x, training=True), base(x, training=True) + 1.0, atol=1e-4)
+
+
+def test_one_ghost_batch_traces_one_kernel_and_one_update_per_statistic():
+    """The fused path's statistics go to the moving averages as [C]: no reshape, no mean, one assign each.
+
+    Fewer ops to trace where SPOS trains one path per step (`benchmarks/first_step.py`).
+    """
+    layer = GhostBatchNormalization(8, momentum=0.5)
+    x = tf.constant(_images(8))
+    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("FusedBatchNormV3") == 1 and types.count("AssignSubVariableOp") == 2
+    assert not {"Mean", "Reshape", "AssignVariableOp"} & set(types)
+
+
+def test_a_subclass_with_its_own_update_reads_the_ghost_layout_after_the_fused_kernel():
+    """A subclass's `_update` (a masked update, say) gets [G=1, 1, 1, 1, C] statistics, as for several ghost batches."""
+    seen = []
+
+    class Recording(GhostBatchNormalization):
+        def _update(self, mean, variance, weight):
+            seen.append((tuple(mean.shape), tuple(variance.shape)))
+            return super()._update(mean, variance, weight)
+
+    x = tf.constant(_images(8))
+    layer, base = Recording(8, momentum=0.5), GhostBatchNormalization(8, momentum=0.5)
+    np.testing.assert_allclose(layer(x, training=True), base(x, training=True), atol=1e-5)
+    assert seen == [((1, 1, 1, 1, 3), (1, 1, 1, 1, 3))]
+    for ours, theirs in ((layer.moving_mean, base.moving_mean), (layer.moving_variance, base.moving_variance)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)

@@ -184,16 +184,22 @@ class GhostBatchNormalization(keras.layers.Layer):
         took ~5 of the ~19 s that tracing the demo supernet's step took
         (`benchmarks/first_step.py`). The kernel reports the variance with
         Bessel's correction; the layer's statistics are biased, as Keras'
-        BatchNormalization keeps them.
+        BatchNormalization keeps them. The statistics come as [C] where the
+        base `_update` reads them (no reshape, no mean over one ghost batch:
+        fewer ops to trace), else in `_ghost_moments`' layout [1, ..., 1, C].
         """
         channels = x.shape[-1]
         images = x if len(x.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
         out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             images, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
         count = x.shape.num_elements() // channels
+        variance = variance * ((count - 1) / count)
+        if len(x.shape) != 4:
+            out = tf.reshape(out, x.shape)
+        if type(self)._update is GhostBatchNormalization._update:
+            return out, mean, variance
         moments = [1] * len(x.shape) + [channels]  # `_ghost_moments`' layout, [G=1, 1, ..., C], which subclasses read
-        return (tf.reshape(out, tf.shape(x)), tf.reshape(mean, moments),
-                tf.reshape(variance * ((count - 1) / count), moments))
+        return out, tf.reshape(mean, moments), tf.reshape(variance, moments)
 
     def _normalize(self, x, mean, variance):
         inv = tf.math.rsqrt(variance + self.epsilon) * self.gamma
@@ -201,9 +207,10 @@ class GhostBatchNormalization(keras.layers.Layer):
 
     def _update(self, mean: tf.Tensor, variance: tf.Tensor, weight) -> None:
         """moving += (mean over ghost batches of the batch statistic - moving) * weight."""
-        axes = list(range(len(mean.shape) - 1))
+        axes = list(range(len(mean.shape) - 1))  # none for the [C] statistics of `_fused`
         for moving, stat in ((self.moving_mean, mean), (self.moving_variance, variance)):
-            moving.assign_sub((moving - tf.reduce_mean(stat, axes)) * weight)
+            # TensorFlow's own assign_sub, one op: Keras' reads the variable again and subtracts first.
+            moving.value.assign_sub((moving - (tf.reduce_mean(stat, axes) if axes else stat)) * weight)
 
     def call(self, inputs, training=None):
         x = tf.cast(inputs, "float32") if inputs.dtype != tf.float32 else inputs
