@@ -138,3 +138,38 @@ def test_momentum_sgd_compiles_under_xla():
     expected, _ = _train(keras.optimizers.SGD, True, default, steps=2)
     for a, b in zip(_train(optimizers.MomentumSGD, True, default, jit_compile=True, steps=2)[0], expected):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_momentum_sgd_makes_its_rate_and_momentum_once_per_update_and_again_in_each_trace():
+    """One rate read and one momentum constant serve every variable of an update (fewer ops to trace).
+
+    A second trace and an eager update make their own tensors: a tensor of an
+    earlier graph would fail there. Each update is Keras SGD's.
+    """
+    def make(optimizer_class):
+        variables = [tf.Variable(np.full(3, float(i), np.float32)) for i in range(1, 5)]
+        optimizer = optimizer_class(learning_rate=0.1, momentum=0.9, nesterov=True)  # a rate variable, read to cast
+        optimizer.build(variables)
+        return variables, optimizer
+
+    ours, expected = make(optimizers.MomentumSGD), make(keras.optimizers.SGD)
+    for variables, optimizer in (ours, expected):
+        update = tf.function(lambda scale, v=variables, o=optimizer: o.apply_gradients([(scale * x, x) for x in v]))
+        update(tf.constant(0.5))
+        update(tf.constant([1.0, -1.0, 2.0]))  # another trace
+        optimizer.apply_gradients([(tf.ones(3), x) for x in variables])  # eager
+    for a, b in zip(*(variables for variables, _ in (ours, expected))):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+    counts = []
+    for n in (2, 6):
+        variables = [tf.Variable(np.ones(3, np.float32)) for _ in range(n)]
+        optimizer = optimizers.MomentumSGD(learning_rate=0.1, momentum=0.9)
+        optimizer.build(variables)
+        graph = tf.function(lambda v=variables, o=optimizer: o.apply_gradients([(tf.ones(3), x) for x in v])
+                            ).get_concrete_function().graph
+        types = [op.type for op in graph.get_operations()]
+        momenta = [op for op in graph.get_operations() if op.type == "Const" and op.get_attr("dtype") == tf.float32
+                   and np.isclose(tf.make_ndarray(op.get_attr("value")), 0.9).all()]
+        assert types.count("ResourceApplyKerasMomentum") == n
+        counts.append((len(momenta), types.count("ReadVariableOp"), types.count("Cast")))
+    assert counts[0] == counts[1] and counts[0][0] == 1  # per update, not per variable

@@ -124,9 +124,37 @@ class MomentumSGD(keras.optimizers.SGD):
             super().update_step(gradient, variable, learning_rate)
             return
         dtype = variable.dtype
+        lr, coefficient = self._step_constants(learning_rate, dtype)
         tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=momentum.value.handle, lr=tf.cast(learning_rate, dtype),
-            grad=tf.cast(gradient, dtype), momentum=tf.cast(self.momentum, dtype), use_nesterov=self.nesterov)
+            var=variable.handle, accum=momentum.value.handle, lr=lr,
+            grad=tf.cast(gradient, dtype), momentum=coefficient, use_nesterov=self.nesterov)
+
+    def apply(self, grads, trainable_variables=None):
+        """Keras' update; the rate and momentum tensors of its variables are made once (`_step_constants`)."""
+        self.__dict__["_constants_of"] = {}  # not tracked: no Keras state, dropped when the update is built
+        try:
+            return super().apply(grads, trainable_variables)
+        finally:
+            self.__dict__["_constants_of"] = None
+
+    def _step_constants(self, learning_rate, dtype) -> tuple[tf.Tensor, tf.Tensor]:
+        """(rate, momentum) as tensors of `dtype`, made once per update rather than once per variable.
+
+        Keras passes every variable of one update the same `learning_rate`;
+        casting it (reading it, where it is a variable) and writing the
+        momentum constant per variable put ~2 ops per variable into the
+        traced step: ~1,100 of the demo supernet's (`benchmarks/first_step.py`).
+        The cache lives for one `apply` only, so no later trace reuses its tensors.
+        """
+        cache = self.__dict__.get("_constants_of")
+        if cache is None:
+            return tf.cast(learning_rate, dtype), tf.constant(self.momentum, dtype)
+        if cache.get("rate") is not learning_rate:
+            cache.clear()
+            cache["rate"] = learning_rate
+        if dtype not in cache:
+            cache[dtype] = (tf.cast(learning_rate, dtype), tf.constant(self.momentum, dtype))
+        return cache[dtype]
 
 
 def make_optimizer(config: TrainConfig, step: tf.Variable, segment: Segment | None = None,
