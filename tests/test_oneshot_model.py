@@ -245,3 +245,31 @@ def test_skipping_dropped_ops_changes_no_output_nor_gradient():
     assert sum(np.abs(g).sum() > 0 for g in grads_a) > 10
     for w, a, b in zip(trainable, grads_a, grads_b):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=w.path)
+
+
+def test_weighted_sum_of_squares_weighs_a_shared_weight_once_with_the_same_value_and_gradient():
+    """Kernels sharing one scalar weight (a candidate path's) are summed first, each by one op and one op back.
+
+    The value and the gradient, 2 * weight * kernel, are those of the
+    kernel-by-kernel sum (Bender et al. 2018, §3.2's L2 on active paths).
+    """
+    from tf_oneshot.search_spaces.supernet import weighted_sum_of_squares
+
+    rng = np.random.default_rng(0)
+    kernels = [tf.Variable(rng.normal(size=s).astype(np.float32)) for s in ((3, 3, 2, 4), (1, 1, 4, 4), (2, 5), (3,))]
+    shared = tf.constant([[0.5]])
+    rows = np.linspace(0.0, 1.0, 4, dtype=np.float32).reshape(1, 1, 1, 4)
+    weights = [shared, shared, 1.0, 0.25, tf.constant(rows)]
+    terms = list(zip(kernels + [kernels[1]], weights))
+    with tf.GradientTape() as tape:
+        value = weighted_sum_of_squares(terms)
+    grads = tape.gradient(value, kernels)
+    numeric = [0.5, 0.5, 1.0, 0.25]
+    expected = sum(w * np.sum(k.numpy() ** 2) for k, w in zip(kernels, numeric)) + np.sum(rows * kernels[1].numpy() ** 2)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    for k, (kernel, grad) in enumerate(zip(kernels, grads)):
+        want = 2 * numeric[k] * kernel.numpy() + (2 * rows * kernel.numpy() if k == 1 else 0.0)
+        np.testing.assert_allclose(grad, want, rtol=1e-5)
+    graph = tf.function(lambda: weighted_sum_of_squares(terms)).get_concrete_function().graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("L2Loss") == 4 and types.count("Square") == 1  # the broadcast weight keeps its own product

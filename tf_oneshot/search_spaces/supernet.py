@@ -226,9 +226,30 @@ def weighted_sum_of_squares(terms: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tens
 
     A weight is a scalar (a whole kernel on one path) or broadcasts against its
     kernel (per channel or per row, e.g. the share of ghost batches using an
-    input channel of a 1x1 convolution).
+    input channel of a 1x1 convolution). Kernels that share one scalar weight
+    (the same tensor, or the same number) are summed first and weighted once:
+    every kernel of a candidate path, the fixed stem and head. The traced step
+    then holds one product per path, not one broadcast product (and its
+    gradient) per kernel: ~1.7 s of the ~17 s that tracing the SPOS demo
+    supernet's step took (`benchmarks/first_step.py`). Pass a path's weight
+    as one tensor to all its kernels to share it.
     """
     if not terms:
         return tf.constant(0.0)
-    return tf.add_n([tf.reduce_sum(tf.cast(w, tf.float32) * tf.square(tf.cast(k, tf.float32)))
-                     for k, w in terms])
+    groups: dict = {}  # key -> (weight, [sum of squares of each kernel])
+    parts = []
+    for kernel, weight in terms:
+        kernel = tf.cast(kernel, tf.float32)
+        if isinstance(weight, (int, float)):
+            groups.setdefault(("number", float(weight)), (weight, []))[1].append(tf.nn.l2_loss(kernel))
+        elif weight.shape.num_elements() == 1:
+            groups.setdefault(("tensor", id(weight)), (weight, []))[1].append(tf.nn.l2_loss(kernel))
+        else:
+            parts.append(tf.reduce_sum(tf.cast(weight, tf.float32) * tf.square(kernel)))
+    for weight, halves in groups.values():  # l2_loss: half the sum of squares, one op and one op back
+        total = 2.0 * (tf.add_n(halves) if len(halves) > 1 else halves[0])
+        if isinstance(weight, (int, float)):
+            parts.append(total if weight == 1 else float(weight) * total)
+        else:
+            parts.append(tf.reshape(tf.cast(weight, tf.float32), []) * total)
+    return tf.add_n(parts) if len(parts) > 1 else parts[0]

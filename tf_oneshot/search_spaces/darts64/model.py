@@ -280,7 +280,8 @@ class Darts64OneShotModel(OneShotModel):
                 for e in range(len(EDGE_KEYS)):
                     fraction = path_fraction(reads * edge_rows[e])  # [4]
                     for o, layers in enumerate(edges[e]):
-                        terms += [(kernel, fraction[o]) for kernel in conv_kernels(layers)]
+                        share = fraction[o]  # one tensor for the op's kernels (weighted_sum_of_squares)
+                        terms += [(kernel, share) for kernel in conv_kernels(layers)]
         for c, (_, dense) in enumerate(self.head_copies):
             terms += [(kernel, tf.reduce_mean(use(self.space.num_cells + 1, c))) for kernel in conv_kernels([dense])]
         return weighted_sum_of_squares(terms)

@@ -308,12 +308,13 @@ class SposBlocksOneShotModel(OneShotModel):
                 candidates = tf.ones([1 if channels is None else tf.shape(channels)[0], 1])
             for k, unit in enumerate(units):
                 on = tf.reshape(candidates[:, k], [-1, 1, 1, 1, 1])  # [G, kernel axes]
-                terms += [(kernel, path_fraction(on)) for kernel in conv_kernels(unit["proj"])]
+                whole = path_fraction(on)  # one weight for the candidate's kernels without searched axes
+                terms += [(kernel, whole) for kernel in conv_kernels(unit["proj"])]
                 for kernel, axes in mid_axes(unit["main"]):
                     share = on
                     for axis in axes:
                         shape = [-1, 1, 1, 1, 1]
                         shape[axis + 1] = channels.shape[-1]
                         share = share * tf.reshape(channels, shape)
-                    terms.append((kernel, path_fraction(share)))
+                    terms.append((kernel, path_fraction(share) if axes else whole))
         return weighted_sum_of_squares(terms)
