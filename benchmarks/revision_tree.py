@@ -32,6 +32,9 @@ def only_this_tree() -> None:
 
     `pip install -e` maps every `tf_oneshot.*` name to this checkout: without
     this, a base revision's worker importing a module that the base lacks
-    (say `tf_oneshot.training`) would silently get this tree's.
+    (say `tf_oneshot.training`) would silently get this tree's. Without a
+    PYTHONPATH (a worker run by hand) the tree is this one, as the hook gave.
     """
     sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+    if not os.environ.get("PYTHONPATH"):
+        sys.path.insert(0, ROOT)
