@@ -259,7 +259,7 @@ def test_weighted_sum_of_squares_weighs_a_shared_weight_once_with_the_same_value
     kernels = [tf.Variable(rng.normal(size=s).astype(np.float32)) for s in ((3, 3, 2, 4), (1, 1, 4, 4), (2, 5), (3,))]
     shared = tf.constant([[0.5]])
     rows = np.linspace(0.0, 1.0, 4, dtype=np.float32).reshape(1, 1, 1, 4)
-    weights = [shared, shared, 1.0, 0.25, tf.constant(rows)]
+    weights = [shared, shared, 1.0, np.float32(0.25), rows]  # numpy weights as well as tensors and numbers
     terms = list(zip(kernels + [kernels[1]], weights))
     with tf.GradientTape() as tape:
         value = weighted_sum_of_squares(terms)

@@ -236,20 +236,33 @@ def weighted_sum_of_squares(terms: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tens
     """
     if not terms:
         return tf.constant(0.0)
-    groups: dict = {}  # key -> (weight, [sum of squares of each kernel])
+    groups: dict = {}  # key -> (weight, [half the sum of squares of each kernel])
     parts = []
     for kernel, weight in terms:
         kernel = tf.cast(kernel, tf.float32)
-        if isinstance(weight, (int, float)):
-            groups.setdefault(("number", float(weight)), (weight, []))[1].append(tf.nn.l2_loss(kernel))
-        elif weight.shape.num_elements() == 1:
-            groups.setdefault(("tensor", id(weight)), (weight, []))[1].append(tf.nn.l2_loss(kernel))
-        else:
+        key = _scalar_key(weight)
+        if key is None:
             parts.append(tf.reduce_sum(tf.cast(weight, tf.float32) * tf.square(kernel)))
-    for weight, halves in groups.values():  # l2_loss: half the sum of squares, one op and one op back
+        else:
+            groups.setdefault(key, (weight, []))[1].append(tf.nn.l2_loss(kernel))
+    for (kind, value), (weight, halves) in groups.items():  # l2_loss: one op and one op back
         total = 2.0 * (tf.add_n(halves) if len(halves) > 1 else halves[0])
-        if isinstance(weight, (int, float)):
-            parts.append(total if weight == 1 else float(weight) * total)
+        if kind == "number":
+            parts.append(total if value == 1.0 else value * total)
         else:
             parts.append(tf.reshape(tf.cast(weight, tf.float32), []) * total)
     return tf.add_n(parts) if len(parts) > 1 else parts[0]
+
+
+def _scalar_key(weight) -> tuple | None:
+    """How `weighted_sum_of_squares` groups a weight of one element: by value (a number), by identity (a tensor).
+
+    None for a weight that broadcasts over its kernel.
+    """
+    shape = getattr(weight, "shape", None)
+    dims = np.shape(weight) if shape is None else tuple(shape)
+    if any(d is None for d in dims) or int(np.prod(dims)) != 1:
+        return None
+    if isinstance(weight, (int, float, np.number, np.ndarray)):
+        return ("number", float(np.asarray(weight).reshape(())))
+    return ("tensor", id(weight))
