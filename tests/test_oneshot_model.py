@@ -273,3 +273,5 @@ def test_weighted_sum_of_squares_weighs_a_shared_weight_once_with_the_same_value
     graph = tf.function(lambda: weighted_sum_of_squares(terms)).get_concrete_function().graph
     types = [op.type for op in graph.get_operations()]
     assert types.count("L2Loss") == 4 and types.count("Square") == 1  # the broadcast weight keeps its own product
+    unknown = tf.function(lambda w: weighted_sum_of_squares([(kernels[2], w)]), input_signature=[tf.TensorSpec(None)])
+    np.testing.assert_allclose(unknown(tf.constant(0.5)), 0.5 * np.sum(kernels[2].numpy() ** 2), rtol=1e-5)

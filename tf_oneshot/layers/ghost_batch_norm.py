@@ -209,8 +209,8 @@ class GhostBatchNormalization(keras.layers.Layer):
         """moving += (mean over ghost batches of the batch statistic - moving) * weight."""
         axes = list(range(len(mean.shape) - 1))  # none for the [C] statistics of `_fused`
         for moving, stat in ((self.moving_mean, mean), (self.moving_variance, variance)):
-            # TensorFlow's own assign_sub, one op: Keras' reads the variable again and subtracts first.
-            moving.value.assign_sub((moving - (tf.reduce_mean(stat, axes) if axes else stat)) * weight)
+            # Keras' assign_sub, which a stateless scope (`stateless_call`) records instead of applying.
+            moving.assign_sub((moving - (tf.reduce_mean(stat, axes) if axes else stat)) * weight)
 
     def call(self, inputs, training=None):
         x = tf.cast(inputs, "float32") if inputs.dtype != tf.float32 else inputs

@@ -260,6 +260,8 @@ def _scalar_key(weight) -> tuple | None:
     None for a weight that broadcasts over its kernel.
     """
     shape = getattr(weight, "shape", None)
+    if isinstance(shape, tf.TensorShape) and shape.rank is None:
+        return None  # unknown rank: it broadcasts, as any weight may
     dims = np.shape(weight) if shape is None else tuple(shape)
     if any(d is None for d in dims) or int(np.prod(dims)) != 1:
         return None
