@@ -147,8 +147,8 @@ class MomentumSGD(keras.optimizers.SGD):
         The cache lives for one `apply` only, so no later trace reuses its tensors.
         """
         cache = self.__dict__.get("_constants_of")
-        if cache is None:
-            return tf.cast(learning_rate, dtype), tf.constant(self.momentum, dtype)
+        if cache is None:  # outside `apply`: nothing to share
+            cache = {}
         if cache.get("rate") is not learning_rate:
             cache.clear()
             cache["rate"] = learning_rate
