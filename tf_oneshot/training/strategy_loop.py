@@ -41,12 +41,14 @@ def _compile(fn: Callable, jit_compile: bool, autograph: bool = True) -> Callabl
     would take the closures of earlier models for retraces of this one; a
     partial (which has no code object) is counted alone.
 
-    `autograph=False` for a replica train step (`train_loop`): its Python
-    control flow is static, and the model code under it never sees autograph
-    anyway (autograph does not convert Keras, so nothing a layer calls is
-    converted); converting the calls in between cost ~3 s of the SPOS demo
-    supernet's ~15 s trace (`benchmarks/first_step.py`). Host loops and the
-    scorer's bodies loop over `tf.range` and keep it.
+    `autograph=False` for a step whose Python control flow is static (an XLA
+    replica train step, an evaluation or recalibration step): the model code
+    under it never sees autograph anyway (autograph does not convert Keras,
+    so nothing a layer calls is converted), and converting the calls in
+    between cost ~3 s of the SPOS demo supernet's ~15 s trace
+    (`benchmarks/first_step.py`) and ~1.3 s of a masked child's first
+    measurement. Host loops and the scorer's bodies loop over `tf.range` and
+    keep it.
     """
     return tf.function(functools.partial(fn), jit_compile=jit_compile, autograph=autograph)
 
@@ -89,7 +91,12 @@ def train_loop(
         `loop(iterator, steps, per_step) -> [width]` sums over replicas and steps,
         where every tensor of `per_step` has a leading axis of at least `steps`.
     """
-    step_fn = _compile(replica_step, jit_compile and not is_tpu(strategy), autograph=False)
+    if jit_compile and not is_tpu(strategy):
+        step_fn = _compile(replica_step, True, autograph=False)
+    else:
+        # Traced inline in the host loop: a tf.function of its own would nest one more graph, through which
+        # every variable and tensor a cond branch captures passes (~1.1 s of the SPOS demo supernet's trace).
+        step_fn = tf.autograph.experimental.do_not_convert(replica_step)
 
     def host_loop(iterator, steps, per_step):
         totals = tf.zeros([width])
@@ -134,7 +141,7 @@ def evaluator(
         return strategy.reduce(SUM, strategy.run(replica_fn, args=(batch,)), axis=None)
 
     if compiled or strategy.num_replicas_in_sync > 1 or is_tpu(strategy):
-        step = _compile(step, False)
+        step = _compile(step, False, autograph=False)
 
     def run(dataset: Iterable, max_batches: int | None = None) -> np.ndarray:
         totals = None
@@ -159,7 +166,7 @@ def batch_runner(strategy: tf.distribute.Strategy, replica_fn: Callable) -> Call
     def step(batch):
         strategy.run(replica_fn, args=(batch,))
 
-    step = _compile(step, False)
+    step = _compile(step, False, autograph=False)
 
     def run(dataset: Iterable) -> int:
         count = 0
